@@ -1,0 +1,293 @@
+// CPU forward, grad-input, grad-weight and grad-bias of a 3D convolution.
+//
+// Work is split into independent output planes (forward: one (n, o) plane; grad-input: one (n, c) plane;
+// grad-weight: one (o, c) filter slice; grad-bias: one channel), each owned by one thread and summed in a fixed
+// loop order, so results are bitwise reproducible for any thread count. Inner loops run along W with the valid
+// range of each tap computed up front, so there is no bounds test per element. 16-bit inputs are widened to float
+// once, computed in float and rounded once at the end.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "conv_kernels.h"
+#include "half_convert.h"
+
+namespace jaxconv3d {
+namespace {
+
+int cpu_threads() {
+  if (const char* env = std::getenv("JAXCONV3D_CPU_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+// Runs body(i) for i in [0, count) on a few threads; items are handed out dynamically but each is computed
+// entirely by one thread, so the schedule never changes a result.
+template <typename Body>
+void parallel_for(int64_t count, const Body& body) {
+  const int64_t n_threads = std::min<int64_t>(cpu_threads(), count);
+  if (n_threads <= 1) {
+    for (int64_t i = 0; i < count; ++i) body(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  auto worker = [&]() {
+    for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) body(i);
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(n_threads - 1);
+  for (int64_t t = 1; t < n_threads; ++t) threads.emplace_back(worker);
+  worker();
+  for (auto& th : threads) th.join();
+}
+
+// Output indices o in [lo, hi] whose input index o*stride + offset lies in [0, extent).
+struct Range {
+  int64_t lo, hi;  // inclusive; empty when lo > hi
+};
+
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+inline Range valid_range(int64_t offset, int64_t stride, int64_t extent, int64_t out_extent) {
+  // 0 <= o*stride + offset <= extent - 1
+  const int64_t lo = std::max<int64_t>(0, floor_div(-offset + stride - 1, stride));
+  const int64_t hi = std::min<int64_t>(out_extent - 1, floor_div(extent - 1 - offset, stride));
+  return {lo, hi};
+}
+
+template <typename Acc>
+void fwd_typed(const ConvProblem& p, const Acc* x, const Acc* w, const Acc* bias, Acc* y) {
+  const int64_t Cg = p.in_per_group(), Og = p.out_per_group();
+  const int64_t D = p.in[0], H = p.in[1], W = p.in[2];
+  const int64_t Z = p.out[0], P = p.out[1], Q = p.out[2];
+  const int64_t T = p.kernel[0], R = p.kernel[1], S = p.kernel[2];
+  parallel_for(p.batch * p.out_channels, [&](int64_t task) {
+    const int64_t n = task / p.out_channels, o = task % p.out_channels;
+    const int64_t c0 = (o / Og) * Cg;
+    Acc* yplane = y + task * p.out_spatial();
+    std::fill(yplane, yplane + p.out_spatial(), bias ? bias[o] : Acc(0));
+    for (int64_t c = 0; c < Cg; ++c) {
+      const Acc* xplane = x + (n * p.in_channels + c0 + c) * p.in_spatial();
+      const Acc* wtaps = w + (o * Cg + c) * p.taps();
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off_d = t * p.dilation[0] - p.pad_lo[0];
+        const Range rz = valid_range(off_d, p.stride[0], D, Z);
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t off_h = r * p.dilation[1] - p.pad_lo[1];
+          const Range rp = valid_range(off_h, p.stride[1], H, P);
+          for (int64_t s = 0; s < S; ++s) {
+            const int64_t off_w = s * p.dilation[2] - p.pad_lo[2];
+            const Range rq = valid_range(off_w, p.stride[2], W, Q);
+            const Acc wv = wtaps[(t * R + r) * S + s];
+            for (int64_t z = rz.lo; z <= rz.hi; ++z) {
+              const int64_t id = z * p.stride[0] + off_d;
+              for (int64_t pp = rp.lo; pp <= rp.hi; ++pp) {
+                const int64_t ih = pp * p.stride[1] + off_h;
+                const Acc* xrow = xplane + (id * H + ih) * W + off_w;
+                Acc* yrow = yplane + (z * P + pp) * Q;
+                if (p.stride[2] == 1) {
+                  for (int64_t q = rq.lo; q <= rq.hi; ++q) yrow[q] += wv * xrow[q];
+                } else {
+                  for (int64_t q = rq.lo; q <= rq.hi; ++q) yrow[q] += wv * xrow[q * p.stride[2]];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename Acc>
+void dgrad_typed(const ConvProblem& p, const Acc* dy, const Acc* w, Acc* dx) {
+  const int64_t Cg = p.in_per_group(), Og = p.out_per_group();
+  const int64_t D = p.in[0], H = p.in[1], W = p.in[2];
+  const int64_t Z = p.out[0], P = p.out[1], Q = p.out[2];
+  const int64_t T = p.kernel[0], R = p.kernel[1], S = p.kernel[2];
+  parallel_for(p.batch * p.in_channels, [&](int64_t task) {
+    const int64_t n = task / p.in_channels, ci = task % p.in_channels;
+    const int64_t g = ci / Cg, c = ci % Cg;
+    Acc* xplane = dx + task * p.in_spatial();
+    std::fill(xplane, xplane + p.in_spatial(), Acc(0));
+    // Scatter each dy plane of the group into the owned dx plane: only taps that hit the input contribute,
+    // which handles stride > 1 without testing divisibility.
+    for (int64_t oo = 0; oo < Og; ++oo) {
+      const int64_t o = g * Og + oo;
+      const Acc* yplane = dy + (n * p.out_channels + o) * p.out_spatial();
+      const Acc* wtaps = w + (o * Cg + c) * p.taps();
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off_d = t * p.dilation[0] - p.pad_lo[0];
+        const Range rz = valid_range(off_d, p.stride[0], D, Z);
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t off_h = r * p.dilation[1] - p.pad_lo[1];
+          const Range rp = valid_range(off_h, p.stride[1], H, P);
+          for (int64_t s = 0; s < S; ++s) {
+            const int64_t off_w = s * p.dilation[2] - p.pad_lo[2];
+            const Range rq = valid_range(off_w, p.stride[2], W, Q);
+            const Acc wv = wtaps[(t * R + r) * S + s];
+            for (int64_t z = rz.lo; z <= rz.hi; ++z) {
+              const int64_t id = z * p.stride[0] + off_d;
+              for (int64_t pp = rp.lo; pp <= rp.hi; ++pp) {
+                const int64_t ih = pp * p.stride[1] + off_h;
+                Acc* xrow = xplane + (id * H + ih) * W + off_w;
+                const Acc* yrow = yplane + (z * P + pp) * Q;
+                if (p.stride[2] == 1) {
+                  for (int64_t q = rq.lo; q <= rq.hi; ++q) xrow[q] += wv * yrow[q];
+                } else {
+                  for (int64_t q = rq.lo; q <= rq.hi; ++q) xrow[q * p.stride[2]] += wv * yrow[q];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// Each row of the reduction is summed in Acc (vectorisable), rows are added in double: the reduction over
+// N*Do*Ho*Wo can have millions of terms, which float alone would not keep float32-accurate.
+template <typename Acc>
+void wgrad_typed(const ConvProblem& p, const Acc* x, const Acc* dy, Acc* dw) {
+  const int64_t Cg = p.in_per_group(), Og = p.out_per_group();
+  const int64_t D = p.in[0], H = p.in[1], W = p.in[2];
+  const int64_t Z = p.out[0], P = p.out[1], Q = p.out[2];
+  const int64_t T = p.kernel[0], R = p.kernel[1], S = p.kernel[2];
+  parallel_for(p.out_channels * Cg, [&](int64_t task) {
+    const int64_t o = task / Cg, c = task % Cg;
+    const int64_t ci = (o / Og) * Cg + c;
+    Acc* wtaps = dw + task * p.taps();
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t off_d = t * p.dilation[0] - p.pad_lo[0];
+      const Range rz = valid_range(off_d, p.stride[0], D, Z);
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t off_h = r * p.dilation[1] - p.pad_lo[1];
+        const Range rp = valid_range(off_h, p.stride[1], H, P);
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t off_w = s * p.dilation[2] - p.pad_lo[2];
+          const Range rq = valid_range(off_w, p.stride[2], W, Q);
+          double total = 0.0;
+          for (int64_t n = 0; n < p.batch; ++n) {
+            const Acc* xplane = x + (n * p.in_channels + ci) * p.in_spatial();
+            const Acc* yplane = dy + (n * p.out_channels + o) * p.out_spatial();
+            for (int64_t z = rz.lo; z <= rz.hi; ++z) {
+              const int64_t id = z * p.stride[0] + off_d;
+              for (int64_t pp = rp.lo; pp <= rp.hi; ++pp) {
+                const int64_t ih = pp * p.stride[1] + off_h;
+                const Acc* xrow = xplane + (id * H + ih) * W + off_w;
+                const Acc* yrow = yplane + (z * P + pp) * Q;
+                Acc row = 0;
+                for (int64_t q = rq.lo; q <= rq.hi; ++q) row += yrow[q] * xrow[q * p.stride[2]];
+                total += static_cast<double>(row);
+              }
+            }
+          }
+          wtaps[(t * R + r) * S + s] = static_cast<Acc>(total);
+        }
+      }
+    }
+  });
+}
+
+template <typename Acc>
+void bgrad_typed(const ConvProblem& p, const Acc* dy, Acc* db) {
+  const int64_t Q = p.out[2];
+  const int64_t rows = p.out[0] * p.out[1];
+  parallel_for(p.out_channels, [&](int64_t o) {
+    double total = 0.0;
+    for (int64_t n = 0; n < p.batch; ++n) {
+      const Acc* yplane = dy + (n * p.out_channels + o) * p.out_spatial();
+      for (int64_t row = 0; row < rows; ++row) {
+        Acc part = 0;
+        for (int64_t q = 0; q < Q; ++q) part += yplane[row * Q + q];
+        total += static_cast<double>(part);
+      }
+    }
+    db[o] = static_cast<Acc>(total);
+  });
+}
+
+// 16-bit storage <-> float working copies.
+std::vector<float> widen(DType t, const void* src, int64_t count) {
+  std::vector<float> out(static_cast<size_t>(count));
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  if (t == DType::kBF16) {
+    for (int64_t i = 0; i < count; ++i) out[i] = bf16_to_float(s[i]);
+  } else {
+    for (int64_t i = 0; i < count; ++i) out[i] = f16_to_float(s[i]);
+  }
+  return out;
+}
+
+void narrow(DType t, const std::vector<float>& src, void* dst) {
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  const int64_t count = static_cast<int64_t>(src.size());
+  if (t == DType::kBF16) {
+    for (int64_t i = 0; i < count; ++i) d[i] = float_to_bf16(src[i]);
+  } else {
+    for (int64_t i = 0; i < count; ++i) d[i] = float_to_f16(src[i]);
+  }
+}
+
+// Dispatches an operation with `inputs` (pointer, element count) and one output of `out_count` elements to the
+// typed implementation: float and double run in place, 16-bit types through float working copies.
+template <typename Op>
+std::string dispatch(const ConvProblem& p, DType t, std::initializer_list<std::pair<const void*, int64_t>> inputs,
+                     void* out, int64_t out_count, const Op& op) {
+  const std::string err = p.check();
+  if (!err.empty()) return err;
+  std::vector<const void*> ptrs;
+  for (const auto& in : inputs) ptrs.push_back(in.first);
+  switch (t) {
+    case DType::kF32:
+      op(reinterpret_cast<const float* const*>(ptrs.data()), static_cast<float*>(out));
+      return "";
+    case DType::kF64:
+      op(reinterpret_cast<const double* const*>(ptrs.data()), static_cast<double*>(out));
+      return "";
+    case DType::kBF16:
+    case DType::kF16: {
+      std::vector<std::vector<float>> wide;
+      std::vector<const float*> wptrs;
+      for (const auto& in : inputs) {
+        wide.push_back(in.first ? widen(t, in.first, in.second) : std::vector<float>());
+        wptrs.push_back(in.first ? wide.back().data() : nullptr);
+      }
+      std::vector<float> result(static_cast<size_t>(out_count));
+      op(wptrs.data(), result.data());
+      narrow(t, result, out);
+      return "";
+    }
+  }
+  return "unsupported dtype";
+}
+
+}  // namespace
+
+std::string conv_fwd_cpu(const ConvProblem& p, DType t, const void* x, const void* w, const void* bias, void* y) {
+  return dispatch(p, t, {{x, p.x_elements()}, {w, p.w_elements()}, {bias, p.out_channels}}, y, p.y_elements(),
+                  [&](auto in, auto out) { fwd_typed(p, in[0], in[1], in[2], out); });
+}
+
+std::string conv_dgrad_cpu(const ConvProblem& p, DType t, const void* dy, const void* w, void* dx) {
+  return dispatch(p, t, {{dy, p.y_elements()}, {w, p.w_elements()}}, dx, p.x_elements(),
+                  [&](auto in, auto out) { dgrad_typed(p, in[0], in[1], out); });
+}
+
+std::string conv_wgrad_cpu(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw) {
+  return dispatch(p, t, {{x, p.x_elements()}, {dy, p.y_elements()}}, dw, p.w_elements(),
+                  [&](auto in, auto out) { wgrad_typed(p, in[0], in[1], out); });
+}
+
+std::string conv_bgrad_cpu(const ConvProblem& p, DType t, const void* dy, void* db) {
+  return dispatch(p, t, {{dy, p.y_elements()}}, db, p.out_channels,
+                  [&](auto in, auto out) { bgrad_typed(p, in[0], out); });
+}
+
+}  // namespace jaxconv3d

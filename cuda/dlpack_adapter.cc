@@ -1,0 +1,239 @@
+// The torch door: DLPack capsules + a stream -> ConvProblem -> the same kernel entry points the FFI handlers call.
+//
+// torch hands us capsules from torch.utils.dlpack.to_dlpack (zero-copy, no stream hand-shake) and its current
+// stream as an integer; we read pointer, shape, strides, dtype and device, check them, and launch. The capsules are
+// only borrowed: their producer's deleter runs when Python drops them, after the call. torch allocates every
+// output (and grad-weight's workspace, through a callback), so the launch path never allocates and can be
+// captured in a torch CUDA graph.
+#include "dlpack_adapter.h"
+
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "conv_kernels.h"
+#include "dlpack_abi.h"
+
+namespace py = pybind11;
+
+namespace jaxconv3d {
+namespace {
+
+struct View {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int32_t device_type = 0;
+  int32_t device_id = 0;
+  std::vector<int64_t> shape;
+  bool read_only = false;
+};
+
+[[noreturn]] void bad(const std::string& msg) { throw py::value_error("jaxconv3d: " + msg); }
+
+View view_of(py::handle obj, const char* name) {
+  if (!PyCapsule_CheckExact(obj.ptr())) bad(std::string(name) + " must be a DLPack capsule");
+  const char* cap_name = PyCapsule_GetName(obj.ptr());
+  const dlpack::Tensor* t = nullptr;
+  View v;
+  if (cap_name && std::string(cap_name) == "dltensor") {
+    auto* m = static_cast<dlpack::ManagedTensor*>(PyCapsule_GetPointer(obj.ptr(), "dltensor"));
+    if (m) t = &m->dl_tensor;
+  } else if (cap_name && std::string(cap_name) == "dltensor_versioned") {
+    auto* m = static_cast<dlpack::ManagedTensorVersioned*>(PyCapsule_GetPointer(obj.ptr(), "dltensor_versioned"));
+    if (m) {
+      if (m->version.major != 1) bad(std::string(name) + ": unsupported DLPack major version");
+      t = &m->dl_tensor;
+      v.read_only = (m->flags & dlpack::kFlagReadOnly) != 0;
+    }
+  } else {
+    bad(std::string(name) + " is a consumed or foreign capsule (expected 'dltensor' or 'dltensor_versioned')");
+  }
+  if (!t) throw py::error_already_set();
+  const auto& dt = t->dtype;
+  if (dt.lanes != 1) bad(std::string(name) + " must have one lane per element");
+  if (dt.code == dlpack::kFloat && dt.bits == 32) v.dtype = DType::kF32;
+  else if (dt.code == dlpack::kFloat && dt.bits == 64) v.dtype = DType::kF64;
+  else if (dt.code == dlpack::kFloat && dt.bits == 16) v.dtype = DType::kF16;
+  else if (dt.code == dlpack::kBfloat && dt.bits == 16) v.dtype = DType::kBF16;
+  else bad(std::string(name) + " must be float32, float64, bfloat16 or float16");
+  v.device_type = t->device.device_type;
+  v.device_id = t->device.device_id;
+  if (v.device_type != dlpack::kCPU && v.device_type != dlpack::kCUDA)
+    bad(std::string(name) + " must live on the CPU or a CUDA device");
+  v.shape.assign(t->shape, t->shape + t->ndim);
+  if (t->strides) {  // must be compact row-major; strides of size-1 axes do not matter
+    int64_t expect = 1;
+    for (int i = t->ndim - 1; i >= 0; --i) {
+      if (t->shape[i] != 1 && t->strides[i] != expect) bad(std::string(name) + " must be contiguous");
+      expect *= t->shape[i];
+    }
+  }
+  v.data = static_cast<char*>(t->data) + t->byte_offset;
+  return v;
+}
+
+std::array<int64_t, 5> dims5(const View& v, const char* name) {
+  if (v.shape.size() != 5) bad(std::string(name) + " must be rank 5, got rank " + std::to_string(v.shape.size()));
+  return {v.shape[0], v.shape[1], v.shape[2], v.shape[3], v.shape[4]};
+}
+
+using Triple = std::array<int64_t, 3>;
+
+struct Call {
+  std::vector<View> views;
+  bool cuda = false;
+  int device = 0;
+};
+
+// All operands share dtype and device; outputs are writable.
+Call check_operands(std::initializer_list<std::pair<View*, const char*>> ops, size_t n_inputs) {
+  Call c;
+  const View& first = *ops.begin()->first;
+  size_t i = 0;
+  for (const auto& [v, name] : ops) {
+    if (v->dtype != first.dtype)
+      bad(std::string(name) + " is " + dtype_name(v->dtype) + " but " + ops.begin()->second + " is " +
+          dtype_name(first.dtype) + ": all tensors must share one dtype");
+    if (v->device_type != first.device_type || v->device_id != first.device_id)
+      bad(std::string(name) + " is on a different device than " + ops.begin()->second);
+    if (i++ >= n_inputs && v->read_only) bad(std::string(name) + " is read-only");
+  }
+  c.cuda = first.device_type == dlpack::kCUDA;
+  c.device = first.device_id;
+  return c;
+}
+
+ConvProblem problem(const std::array<int64_t, 5>& xs, const std::array<int64_t, 5>& ws,
+                    const std::array<int64_t, 5>& ys, const Triple& stride, const Triple& pad_lo,
+                    const Triple& pad_hi, const Triple& dilation, int64_t groups) {
+  ConvProblem p;
+  const std::string err =
+      make_problem(xs.data(), ws.data(), ys.data(), stride.data(), pad_lo.data(), pad_hi.data(), dilation.data(),
+                   groups, &p);
+  if (!err.empty()) bad(err);
+  return p;
+}
+
+MathMode math_mode(int64_t math) {
+  if (math != 0 && math != 1) bad("math must be 0 (accurate) or 1 (tf32)");
+  return static_cast<MathMode>(math);
+}
+
+// Runs `launch` with the GIL released and, for CUDA tensors, their device current.
+template <typename F>
+void run(const Call& c, F&& launch) {
+  std::string err;
+  {
+    py::gil_scoped_release unlocked;
+    if (c.cuda) {
+      if (!cuda_available()) {
+        err = "jaxconv3d was built without CUDA support";
+      } else {
+        const int prev = cuda_exchange_device(c.device);
+        if (prev < 0) {
+          err = "could not make CUDA device " + std::to_string(c.device) + " current";
+        } else {
+          err = launch(true);
+          cuda_exchange_device(prev);
+        }
+      }
+    } else {
+      err = launch(false);
+    }
+  }
+  if (!err.empty()) throw std::runtime_error("jaxconv3d: " + err);
+}
+
+void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
+
+void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap, Triple stride, Triple pad_lo,
+         Triple pad_hi, Triple dilation, int64_t groups, int64_t math, uintptr_t stream) {
+  View x = view_of(x_cap, "input"), w = view_of(w_cap, "weight"), y = view_of(y_cap, "output");
+  View b;
+  const bool has_bias = !b_cap.is_none();
+  if (has_bias) b = view_of(b_cap, "bias");
+  const Call c = has_bias ? check_operands({{&x, "input"}, {&w, "weight"}, {&b, "bias"}, {&y, "output"}}, 3)
+                          : check_operands({{&x, "input"}, {&w, "weight"}, {&y, "output"}}, 2);
+  const ConvProblem p =
+      problem(dims5(x, "input"), dims5(w, "weight"), dims5(y, "output"), stride, pad_lo, pad_hi, dilation, groups);
+  if (has_bias && (b.shape.size() != 1 || b.shape[0] != p.out_channels)) bad("bias must have shape (out_channels,)");
+  const MathMode m = math_mode(math);
+  const void* bias = has_bias ? b.data : nullptr;
+  run(c, [&](bool cuda) {
+    return cuda ? conv_fwd_cuda(p, x.dtype, m, x.data, w.data, bias, y.data, as_stream(stream))
+                : conv_fwd_cpu(p, x.dtype, x.data, w.data, bias, y.data);
+  });
+}
+
+void dgrad(py::handle dy_cap, py::handle w_cap, py::handle dx_cap, Triple stride, Triple pad_lo, Triple pad_hi,
+           Triple dilation, int64_t groups, int64_t math, uintptr_t stream) {
+  View dy = view_of(dy_cap, "grad_output"), w = view_of(w_cap, "weight"), dx = view_of(dx_cap, "grad_input");
+  const Call c = check_operands({{&dy, "grad_output"}, {&w, "weight"}, {&dx, "grad_input"}}, 2);
+  const ConvProblem p = problem(dims5(dx, "grad_input"), dims5(w, "weight"), dims5(dy, "grad_output"), stride,
+                                pad_lo, pad_hi, dilation, groups);
+  const MathMode m = math_mode(math);
+  run(c, [&](bool cuda) {
+    return cuda ? conv_dgrad_cuda(p, dy.dtype, m, dy.data, w.data, dx.data, as_stream(stream))
+                : conv_dgrad_cpu(p, dy.dtype, dy.data, w.data, dx.data);
+  });
+}
+
+// `alloc(nbytes)` returns a DLPack capsule of at least nbytes bytes on the operands' device (called only when the
+// CUDA kernel needs a workspace).
+void wgrad(py::handle x_cap, py::handle dy_cap, py::handle dw_cap, const std::function<py::object(int64_t)>& alloc,
+           Triple stride, Triple pad_lo, Triple pad_hi, Triple dilation, int64_t groups, int64_t math,
+           uintptr_t stream) {
+  View x = view_of(x_cap, "input"), dy = view_of(dy_cap, "grad_output"), dw = view_of(dw_cap, "grad_weight");
+  const Call c = check_operands({{&x, "input"}, {&dy, "grad_output"}, {&dw, "grad_weight"}}, 2);
+  const ConvProblem p = problem(dims5(x, "input"), dims5(dw, "grad_weight"), dims5(dy, "grad_output"), stride,
+                                pad_lo, pad_hi, dilation, groups);
+  const MathMode m = math_mode(math);
+  size_t ws_bytes = 0;
+  void* ws = nullptr;
+  py::object ws_cap;  // keeps the workspace alive until the launch is queued
+  if (c.cuda && cuda_available()) {
+    ws_bytes = conv_wgrad_cuda_workspace_bytes(p, x.dtype, m);
+    if (ws_bytes > 0) {
+      ws_cap = alloc(static_cast<int64_t>(ws_bytes));
+      View wv = view_of(ws_cap, "workspace");
+      if (wv.device_type != x.device_type || wv.device_id != x.device_id) bad("workspace is on the wrong device");
+      ws = wv.data;
+    }
+  }
+  run(c, [&](bool cuda) {
+    return cuda ? conv_wgrad_cuda(p, x.dtype, m, x.data, dy.data, dw.data, ws, ws_bytes, as_stream(stream))
+                : conv_wgrad_cpu(p, x.dtype, x.data, dy.data, dw.data);
+  });
+}
+
+void bgrad(py::handle dy_cap, py::handle db_cap, uintptr_t stream) {
+  View dy = view_of(dy_cap, "grad_output"), db = view_of(db_cap, "grad_bias");
+  const Call c = check_operands({{&dy, "grad_output"}, {&db, "grad_bias"}}, 1);
+  const auto ys = dims5(dy, "grad_output");
+  if (db.shape.size() != 1 || db.shape[0] != ys[1]) bad("grad_bias must have shape (out_channels,)");
+  ConvProblem p;
+  const std::string err = make_bias_problem(ys.data(), &p);
+  if (!err.empty()) bad(err);
+  run(c, [&](bool cuda) {
+    return cuda ? conv_bgrad_cuda(p, dy.dtype, dy.data, db.data, as_stream(stream))
+                : conv_bgrad_cpu(p, dy.dtype, dy.data, db.data);
+  });
+}
+
+}  // namespace
+
+void bind_torch_adapter(py::module_& m) {
+  using namespace py::literals;
+  m.def("fwd", &fwd, "x"_a, "w"_a, "b"_a, "y"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a, "groups"_a,
+        "math"_a, "stream"_a, "Forward into the torch-allocated y (DLPack capsules).");
+  m.def("dgrad", &dgrad, "dy"_a, "w"_a, "dx"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a, "groups"_a,
+        "math"_a, "stream"_a, "Grad-input into the torch-allocated dx.");
+  m.def("wgrad", &wgrad, "x"_a, "dy"_a, "dw"_a, "alloc"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
+        "groups"_a, "math"_a, "stream"_a, "Grad-weight into the torch-allocated dw.");
+  m.def("bgrad", &bgrad, "dy"_a, "db"_a, "stream"_a, "Grad-bias into the torch-allocated db.");
+}
+
+}  // namespace jaxconv3d

@@ -1,0 +1,16 @@
+// XLA FFI handler symbols (defined in ffi_handlers.cc), exported to Python as capsules by module.cc.
+#pragma once
+
+#include "xla/ffi/api/api.h"
+
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxconv3d_fwd_cpu);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxconv3d_dgrad_cpu);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxconv3d_wgrad_cpu);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxconv3d_bgrad_cpu);
+
+#ifdef JAXCONV3D_WITH_CUDA
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxconv3d_fwd_cuda);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxconv3d_dgrad_cuda);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxconv3d_wgrad_cuda);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(jaxconv3d_bgrad_cuda);
+#endif

@@ -1,0 +1,43 @@
+// The extension module `jaxconv3d._ext`: FFI handler capsules for JAX (registrations()) and, in the submodule
+// `torch_adapter`, the DLPack functions the torch front calls.
+#include <pybind11/pybind11.h>
+
+#include "conv_kernels.h"
+#include "dlpack_adapter.h"
+#include "ffi_handlers.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename Fn>
+py::capsule handler_capsule(Fn* fn) {
+  static_assert(std::is_invocable_r_v<XLA_FFI_Error*, Fn, XLA_FFI_CallFrame*>, "not an FFI handler");
+  return py::capsule(reinterpret_cast<void*>(fn));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_ext, m) {
+  m.doc() = "jaxconv3d kernels: XLA FFI handlers and the DLPack adapter";
+  m.def("registrations", []() {
+    py::dict cpu, cuda;
+    cpu["jaxconv3d_fwd"] = handler_capsule(jaxconv3d_fwd_cpu);
+    cpu["jaxconv3d_dgrad"] = handler_capsule(jaxconv3d_dgrad_cpu);
+    cpu["jaxconv3d_wgrad"] = handler_capsule(jaxconv3d_wgrad_cpu);
+    cpu["jaxconv3d_bgrad"] = handler_capsule(jaxconv3d_bgrad_cpu);
+#ifdef JAXCONV3D_WITH_CUDA
+    cuda["jaxconv3d_fwd"] = handler_capsule(jaxconv3d_fwd_cuda);
+    cuda["jaxconv3d_dgrad"] = handler_capsule(jaxconv3d_dgrad_cuda);
+    cuda["jaxconv3d_wgrad"] = handler_capsule(jaxconv3d_wgrad_cuda);
+    cuda["jaxconv3d_bgrad"] = handler_capsule(jaxconv3d_bgrad_cuda);
+#endif
+    py::dict out;
+    out["cpu"] = cpu;
+    out["CUDA"] = cuda;
+    return out;
+  }, "FFI handler capsules by platform: {'cpu': {name: capsule}, 'CUDA': {...}}");
+  m.def("built_with_cuda", []() { return jaxconv3d::cuda_available(); });
+  py::module_ adapter = m.def_submodule("torch_adapter", "DLPack entry points for the torch front");
+  jaxconv3d::bind_torch_adapter(adapter);
+}

@@ -1,0 +1,189 @@
+"""Batching and differentiation rules for the four FFI operations.
+
+Batching (`jax.custom_batching.custom_vmap`): a vmapped axis never becomes a Python loop. When only activations
+carry it, it folds into the batch N; when a weight or bias carries it (per-example filters, per-example
+gradients), it folds into the groups: activations become (N, B*C, ...), filters (B*O, ...), groups B*g, which is
+the same arithmetic as B independent convolutions in one launch.
+
+Differentiation (`jax.custom_vjp`): conv, grad-input, grad-weight and grad-bias are each differentiable, with
+VJPs written in terms of one another (grad-input's VJP is a forward conv and a grad-weight, and so on), so
+grad-of-grad works to any order.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
+
+from . import _ffi
+from ._params import ConvConfig
+
+# Role of each operand / result: "act" = (N, C, D, H, W) activation, "w" = (O, C/g, k...) filter, "b" = (O,).
+ACT, FILT, BIAS = "act", "w", "b"
+
+
+def _fold_into_batch(arr, batched: bool, size: int):
+    arr = arr if batched else jnp.broadcast_to(arr, (size, *arr.shape))
+    return arr.reshape(size * arr.shape[1], *arr.shape[2:])
+
+
+def _fold_into_channels(arr, role: str, batched: bool, size: int):
+    """(B, ...) -> the grouped layout: act (N, B*C, ...), filter (B*O, ...), bias (B*O,)."""
+    if role == BIAS and arr.shape[-1] == 0:  # "no bias" placeholder stays empty
+        return arr if not batched else arr[0]
+    arr = arr if batched else jnp.broadcast_to(arr, (size, *arr.shape))
+    if role == ACT:
+        arr = jnp.moveaxis(arr, 0, 1)  # (N, B, C, ...)
+        return arr.reshape(arr.shape[0], size * arr.shape[2], *arr.shape[3:])
+    return arr.reshape(size * arr.shape[1], *arr.shape[2:])
+
+
+def _unfold_from_channels(out, role: str, size: int):
+    if role == ACT:
+        out = out.reshape(out.shape[0], size, out.shape[1] // size, *out.shape[2:])
+        return jnp.moveaxis(out, 1, 0)
+    return out.reshape(size, out.shape[0] // size, *out.shape[1:])
+
+
+def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped: bool) -> Callable:
+    """Wrap `call(*arrays, cfg)` in custom_vmap with the folding rules above.
+
+    `grouped` says whether the operation has a groups attribute in `cfg` (grad-bias does not: it is per channel).
+    """
+
+    def make(cfg):
+        @custom_vmap
+        def op(*arrays):
+            return call(*arrays, cfg)
+
+        @op.def_vmap
+        def rule(axis_size, in_batched, *arrays):
+            fold_batch = out_role == ACT and all(
+                not batched or role == ACT for role, batched in zip(in_roles, in_batched)
+            )
+            if fold_batch:
+                args = [
+                    _fold_into_batch(a, batched, axis_size) if role == ACT else a
+                    for a, role, batched in zip(arrays, in_roles, in_batched)
+                ]
+                folded = cfg.replace(batch=cfg.batch * axis_size)
+                out = _op(folded)(*args)
+                return out.reshape(axis_size, out.shape[0] // axis_size, *out.shape[1:]), True
+            args = [
+                _fold_into_channels(a, role, batched, axis_size)
+                for a, role, batched in zip(arrays, in_roles, in_batched)
+            ]
+            folded = cfg.replace(
+                in_channels=cfg.in_channels * axis_size,
+                out_channels=cfg.out_channels * axis_size,
+                groups=cfg.groups * axis_size if grouped else cfg.groups,
+            )
+            out = _op(folded)(*args)
+            return _unfold_from_channels(out, out_role, axis_size), True
+
+        return op
+
+    # One custom_vmap object per static config, so jit caches stay warm.
+    _op = functools.lru_cache(maxsize=None)(make)
+    return lambda *arrays, cfg: _op(cfg)(*arrays)
+
+
+def _guard_empty(call: Callable, shape_of: Callable[[ConvConfig], tuple]) -> Callable:
+    """A zero-size batch needs no kernel: return zeros of the right shape."""
+
+    def run(*arrays_and_cfg):
+        *arrays, cfg = arrays_and_cfg
+        if cfg.batch == 0:
+            return jnp.zeros(shape_of(cfg), arrays[0].dtype)
+        return call(*arrays, cfg)
+
+    return run
+
+
+_fwd = _batched_op(_guard_empty(_ffi.fwd, lambda c: c.y_shape), (ACT, FILT, BIAS), ACT, True)
+_dgrad = _batched_op(_guard_empty(_ffi.dgrad, lambda c: c.x_shape), (ACT, FILT), ACT, True)
+_wgrad = _batched_op(_guard_empty(_ffi.wgrad, lambda c: c.w_shape), (ACT, ACT), FILT, True)
+_bgrad = _batched_op(
+    _guard_empty(lambda dy, cfg: _ffi.bgrad(dy), lambda c: (c.out_channels,)), (ACT,), BIAS, False
+)
+
+
+def _bias_cfg(cfg: ConvConfig) -> ConvConfig:
+    """Grad-bias sees only dy: describe it as a per-channel problem so vmap folding is consistent."""
+    return cfg.replace(in_channels=cfg.out_channels, groups=cfg.out_channels)
+
+
+# ---- differentiable operations
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def conv(x, w, b, cfg: ConvConfig):
+    return _fwd(x, w, b, cfg=cfg)
+
+
+def _conv_fwd(x, w, b, cfg):
+    # The forward rule calls the differentiable op so an outer transformation can differentiate it again.
+    return conv(x, w, b, cfg), (x, w, b)
+
+
+def _conv_bwd(cfg, res, g):
+    x, w, b = res
+    db = bias_grad(g, cfg) if b.shape[0] else jnp.zeros_like(b)
+    return input_grad(g, w, cfg), weight_grad(x, g, cfg), db
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def input_grad(dy, w, cfg: ConvConfig):
+    return _dgrad(dy, w, cfg=cfg)
+
+
+def _input_grad_fwd(dy, w, cfg):
+    return input_grad(dy, w, cfg), (dy, w)
+
+
+def _input_grad_bwd(cfg, res, c):
+    dy, w = res  # <c, dgrad(dy, w)> = <conv(c, w), dy>
+    return conv(c, w, _ffi.no_bias(c.dtype), cfg), weight_grad(c, dy, cfg)
+
+
+input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def weight_grad(x, dy, cfg: ConvConfig):
+    return _wgrad(x, dy, cfg=cfg)
+
+
+def _weight_grad_fwd(x, dy, cfg):
+    return weight_grad(x, dy, cfg), (x, dy)
+
+
+def _weight_grad_bwd(cfg, res, c):
+    x, dy = res  # <c, wgrad(x, dy)> = <conv(x, c), dy>
+    return input_grad(dy, c, cfg), conv(x, c, _ffi.no_bias(x.dtype), cfg)
+
+
+weight_grad.defvjp(_weight_grad_fwd, _weight_grad_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def bias_grad(dy, cfg: ConvConfig):
+    return _bgrad(dy, cfg=_bias_cfg(cfg))
+
+
+def _bias_grad_fwd(dy, cfg):
+    return bias_grad(dy, cfg), dy.shape
+
+
+def _bias_grad_bwd(cfg, shape, c):
+    return (jnp.broadcast_to(c[None, :, None, None, None], shape),)
+
+
+bias_grad.defvjp(_bias_grad_fwd, _bias_grad_bwd)

@@ -1,0 +1,71 @@
+"""The JAX front: `conv3d`, with torch.nn.functional.conv3d semantics on NCDHW arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from . import _autodiff, _ffi
+from ._params import check_dtypes, conv_config
+
+
+def _devices(a: Any):
+    if isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer):
+        try:
+            return a.sharding.device_set
+        except Exception:  # pragma: no cover - arrays without a concrete sharding
+            return None
+    return None
+
+
+def _check_devices(**arrays: Any) -> None:
+    named = [(k, _devices(v)) for k, v in arrays.items() if v is not None]
+    named = [(k, d) for k, d in named if d is not None]
+    for k, d in named[1:]:
+        if d.isdisjoint(named[0][1]):
+            raise ValueError(
+                f"{k} is on {sorted(map(str, d))} but {named[0][0]} is on {sorted(map(str, named[0][1]))}: "
+                "all arrays must be on the same devices"
+            )
+
+
+def conv3d(
+    x: Any,
+    w: Any,
+    b: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    precision: Any = None,
+) -> jax.Array:
+    """3D convolution of x (N, C, D, H, W) or (C, D, H, W) with w (O, C/groups, kD, kH, kW), plus bias b (O,).
+
+    Same semantics as `torch.nn.functional.conv3d` (cross-correlation, NCDHW in and out). `padding` is an int,
+    3 ints, 3 (lo, hi) pairs, "same" or "valid". `precision`: None / "highest" (default: float32 inputs give
+    float32-accurate results), "tf32" (TF32 tensor-core math on GPUs), or a jax.lax.Precision (HIGHEST/HIGH ->
+    accurate, DEFAULT -> tf32). Differentiable to any order; works under jit, vmap and shard_map.
+    """
+    _check_devices(x=x, w=w, b=b)
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    b = None if b is None else jnp.asarray(b)
+    check_dtypes(input=x.dtype, weight=w.dtype, bias=None if b is None else b.dtype)
+    unbatched = x.ndim == 4
+    if unbatched:
+        x = x[None]
+    cfg = conv_config(
+        x.shape,
+        w.shape,
+        None if b is None else b.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        precision=precision,
+    )
+    _ffi.register()
+    y = _autodiff.conv(x, w, _ffi.no_bias(x.dtype) if b is None else b, cfg)
+    return y[0] if unbatched else y
