@@ -1,0 +1,134 @@
+"""The PyTorch front: `conv3d` (F.conv3d's signature), `Conv3d` (a drop-in nn.Conv3d) and `convert_conv3d`.
+
+Arguments are normalised by the same `conv_config` as the JAX front; tensors go to our kernels through DLPack
+(`_ops.py`) with no JAX dispatch, so JAX and torch give bitwise-identical results.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._params import check_dtypes, conv_config
+from . import _ops
+
+__all__ = ["conv3d", "Conv3d", "convert_conv3d"]
+
+
+def _check_devices(**tensors: torch.Tensor | None) -> None:
+    named = [(k, t) for k, t in tensors.items() if t is not None]
+    for k, t in named:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{k} must be a torch.Tensor, got {type(t).__name__}")
+    first_name, first = named[0]
+    for k, t in named[1:]:
+        if t.device != first.device:
+            raise ValueError(
+                f"{k} is on {t.device} but {first_name} is on {first.device}: all tensors must be on one device"
+            )
+    if first.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{first_name} is on {first.device}; jaxconv3d runs on cpu and cuda devices")
+
+
+def conv3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    precision: Any = None,
+) -> torch.Tensor:
+    """torch.nn.functional.conv3d on our kernels. `precision`: None/"highest" (float32-accurate, the default,
+    whatever torch.backends.cudnn.allow_tf32 says) or "tf32"."""
+    _check_devices(input=input, weight=weight, bias=bias)
+    device_type = input.device.type
+    if torch.is_autocast_enabled(device_type) and input.is_floating_point():
+        # Same casting rule autocast applies to F.conv3d: compute in the autocast dtype.
+        dtype = torch.get_autocast_dtype(device_type)
+        input, weight = input.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    check_dtypes(input=input.dtype, weight=weight.dtype, bias=None if bias is None else bias.dtype)
+    unbatched = input.dim() == 4
+    if unbatched:
+        input = input.unsqueeze(0)
+    cfg = conv_config(
+        input.shape,
+        weight.shape,
+        None if bias is None else bias.shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        precision=precision,
+    )
+    channels_last = input.is_contiguous(memory_format=torch.channels_last_3d) and not input.is_contiguous()
+    y = _ops.ConvFunction.apply(
+        _ops._contig(input), _ops._contig(weight), None if bias is None else _ops._contig(bias), cfg
+    )
+    if channels_last:  # keep the memory format the caller's network propagates, as F.conv3d does
+        y = y.contiguous(memory_format=torch.channels_last_3d)
+    return y.squeeze(0) if unbatched else y
+
+
+class Conv3d(nn.Conv3d):
+    """Drop-in torch.nn.Conv3d (same constructor, init, repr and state_dict) running jaxconv3d's kernels.
+
+    Extra keyword: `precision` (None/"highest" = float32-accurate, "tf32" = TF32 tensor-core math).
+    """
+
+    def __init__(self, *args: Any, precision: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.precision = precision
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.precision is None else f"{s}, precision={self.precision!r}"
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding: Any = 0
+        else:
+            padding = self.padding
+        return conv3d(input, weight, bias, self.stride, padding, self.dilation, self.groups, self.precision)
+
+
+def _swap(old: nn.Conv3d, precision: Any) -> Conv3d:
+    """A Conv3d that shares old's Parameter objects, buffers, hooks and flags (no copy, no re-init)."""
+    new = Conv3d.__new__(Conv3d)
+    state = dict(old.__dict__)
+    for key, value in state.items():  # own containers, shared contents
+        if isinstance(value, collections.OrderedDict):
+            state[key] = collections.OrderedDict(value)
+        elif isinstance(value, dict):
+            state[key] = dict(value)
+    new.__dict__.update(state)
+    new.precision = precision
+    return new
+
+
+def convert_conv3d(
+    model: nn.Module,
+    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+    *,
+    precision: Any = None,
+) -> nn.Module:
+    """Replace every torch.nn.Conv3d in `model` (for which filter_fn(module, qualified_name) is true) by
+    jaxconv3d's Conv3d sharing the same parameters. Returns the root, which is a new module when `model` itself is
+    an nn.Conv3d; optimizer state stays valid."""
+    if isinstance(model, nn.Conv3d) and not isinstance(model, Conv3d):
+        return _swap(model, precision) if filter_fn is None or filter_fn(model, "") else model
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if not isinstance(child, nn.Conv3d) or isinstance(child, Conv3d):
+                continue
+            qualified = f"{name}.{child_name}" if name else child_name
+            if filter_fn is None or filter_fn(child, qualified):
+                setattr(module, child_name, _swap(child, precision))
+    return model
