@@ -120,6 +120,13 @@ def _bias_cfg(cfg: ConvConfig) -> ConvConfig:
 # ---- differentiable operations
 
 
+def _like_primal(ct, primal):
+    """Inside shard_map, a cotangent may vary along mesh axes its primal does not (the grad of a replicated weight
+    from sharded activations); sum it over those axes, as JAX does for its own ops."""
+    extra = _ffi.varying_axes(jax.typeof(ct)) - _ffi.varying_axes(jax.typeof(primal))
+    return jax.lax.psum(ct, tuple(sorted(extra))) if extra else ct
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def conv(x, w, b, cfg: ConvConfig):
     return _fwd(x, w, b, cfg=cfg)
@@ -133,7 +140,7 @@ def _conv_fwd(x, w, b, cfg):
 def _conv_bwd(cfg, res, g):
     x, w, b = res
     db = bias_grad(g, cfg) if b.shape[0] else jnp.zeros_like(b)
-    return input_grad(g, w, cfg), weight_grad(x, g, cfg), db
+    return _like_primal(input_grad(g, w, cfg), x), _like_primal(weight_grad(x, g, cfg), w), _like_primal(db, b)
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
@@ -150,7 +157,7 @@ def _input_grad_fwd(dy, w, cfg):
 
 def _input_grad_bwd(cfg, res, c):
     dy, w = res  # <c, dgrad(dy, w)> = <conv(c, w), dy>
-    return conv(c, w, _ffi.no_bias(c.dtype), cfg), weight_grad(c, dy, cfg)
+    return _like_primal(conv(c, w, _ffi.no_bias(c.dtype), cfg), dy), _like_primal(weight_grad(c, dy, cfg), w)
 
 
 input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
@@ -167,7 +174,7 @@ def _weight_grad_fwd(x, dy, cfg):
 
 def _weight_grad_bwd(cfg, res, c):
     x, dy = res  # <c, wgrad(x, dy)> = <conv(x, c), dy>
-    return input_grad(dy, c, cfg), conv(x, c, _ffi.no_bias(x.dtype), cfg)
+    return _like_primal(input_grad(dy, c, cfg), x), _like_primal(conv(x, c, _ffi.no_bias(x.dtype), cfg), dy)
 
 
 weight_grad.defvjp(_weight_grad_fwd, _weight_grad_bwd)

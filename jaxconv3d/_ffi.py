@@ -38,24 +38,42 @@ def _attrs(cfg: ConvConfig) -> dict:
     )
 
 
+def varying_axes(aval) -> frozenset:
+    """Mesh axes along which a value varies inside shard_map (the field's name changed across JAX versions)."""
+    manual = getattr(aval, "manual_axis_type", None)
+    if manual is not None:
+        return frozenset(getattr(manual, "varying", ()))
+    return frozenset(getattr(aval, "vma", ()))
+
+
+def _result_type(shape, dtype, *operands):
+    """Result type of an FFI call: inside shard_map it must vary along the same mesh axes as its operands, or
+    custom_vjp rejects the cotangents; elsewhere a plain ShapeDtypeStruct."""
+    avals = [jax.typeof(a) for a in operands]
+    widest = max(avals, key=lambda a: len(varying_axes(a)))
+    if not varying_axes(widest):
+        return jax.ShapeDtypeStruct(shape, dtype)
+    return widest.update(shape=tuple(shape), dtype=dtype)
+
+
 def fwd(x: jax.Array, w: jax.Array, b: jax.Array, cfg: ConvConfig) -> jax.Array:
     """y = conv(x, w) + b; `b` is (O,) or empty (no bias)."""
-    out = jax.ShapeDtypeStruct(cfg.y_shape, x.dtype)
+    out = _result_type(cfg.y_shape, x.dtype, x, w, b)
     return jax.ffi.ffi_call("jaxconv3d_fwd", out)(x, w, b, **_attrs(cfg))
 
 
 def dgrad(dy: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
-    out = jax.ShapeDtypeStruct(cfg.x_shape, dy.dtype)
+    out = _result_type(cfg.x_shape, dy.dtype, dy, w)
     return jax.ffi.ffi_call("jaxconv3d_dgrad", out)(dy, w, **_attrs(cfg))
 
 
 def wgrad(x: jax.Array, dy: jax.Array, cfg: ConvConfig) -> jax.Array:
-    out = jax.ShapeDtypeStruct(cfg.w_shape, x.dtype)
+    out = _result_type(cfg.w_shape, x.dtype, x, dy)
     return jax.ffi.ffi_call("jaxconv3d_wgrad", out)(x, dy, **_attrs(cfg))
 
 
 def bgrad(dy: jax.Array) -> jax.Array:
-    out = jax.ShapeDtypeStruct((dy.shape[1],), dy.dtype)
+    out = _result_type((dy.shape[1],), dy.dtype, dy)
     return jax.ffi.ffi_call("jaxconv3d_bgrad", out)(dy)
 
 

@@ -1,0 +1,127 @@
+"""Helpers shared by the tests: float64 references, error metrics, devices, random data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import jax
+
+# Relative Frobenius bounds from shared/notes/testing.md.
+BOUNDS = {"float64": 1e-12, "float32": 1e-5, "tf32": 2e-3, "bfloat16": 2e-2, "float16": 5e-3}
+TORCH_DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def jax_has_gpu() -> bool:
+    try:
+        return len(jax.devices("gpu")) > 0
+    except RuntimeError:
+        return False
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def rel_error(out, ref) -> tuple[float, float]:
+    """(||out - ref|| / ||ref||, max|out - ref| / max|ref|) in float64; NaN/Inf give inf."""
+    out = np.asarray(to_numpy(out), np.float64)
+    ref = np.asarray(to_numpy(ref), np.float64)
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    if not np.all(np.isfinite(out)):
+        return float("inf"), float("inf")
+    denom = np.linalg.norm(ref) or 1.0
+    max_ref = np.max(np.abs(ref)) if ref.size else 1.0
+    return float(np.linalg.norm(out - ref) / denom), float(np.max(np.abs(out - ref), initial=0.0) / (max_ref or 1.0))
+
+
+def assert_close(out, ref, bound: float, what: str = "") -> None:
+    rel, worst = rel_error(out, ref)
+    assert rel <= bound and worst <= 10 * bound, f"{what}: rel error {rel:.3g}, max error {worst:.3g}, bound {bound}"
+
+
+def to_numpy(a):
+    if isinstance(a, torch.Tensor):
+        return a.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(jax.device_get(a)).astype(np.float64)
+
+
+def torch_reference(x, w, b, dy, cfg):
+    """Forward and grads of F.conv3d in float64 on the CPU: (y, dx, dw, db). Asymmetric padding is applied with
+    F.pad inside the graph, so dx is the gradient with respect to the unpadded input."""
+    x64 = torch.as_tensor(to_numpy(x)).requires_grad_(True)
+    w64 = torch.as_tensor(to_numpy(w)).requires_grad_(True)
+    b64 = None if b is None else torch.as_tensor(to_numpy(b)).requires_grad_(True)
+    pads = []
+    for lo, hi in zip(reversed(cfg.pad_lo), reversed(cfg.pad_hi)):
+        pads += [lo, hi]
+    y = torch.nn.functional.conv3d(
+        torch.nn.functional.pad(x64, pads), w64, b64, cfg.stride, 0, cfg.dilation, cfg.groups
+    )
+    if dy is None:
+        return y.detach(), None, None, None
+    inputs = (x64, w64) if b64 is None else (x64, w64, b64)
+    grads = torch.autograd.grad(y, inputs, torch.as_tensor(to_numpy(dy)))
+    db = grads[2] if b64 is not None else None
+    return y.detach(), grads[0], grads[1], db
+
+
+def jax_reference(x, w, b, cfg):
+    """Forward in float64 through jax.lax.conv_general_dilated (x64 is enabled by conftest)."""
+    y = jax.lax.conv_general_dilated(
+        np.asarray(to_numpy(x)),
+        np.asarray(to_numpy(w)),
+        window_strides=cfg.stride,
+        padding=list(zip(cfg.pad_lo, cfg.pad_hi)),
+        rhs_dilation=cfg.dilation,
+        feature_group_count=cfg.groups,
+        dimension_numbers=("NCDHW", "OIDHW", "NCDHW"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    if b is not None:
+        y = y + np.asarray(to_numpy(b))[None, :, None, None, None]
+    return y
+
+
+def randn(rng, shape, dtype="float32"):
+    """Fresh normal data (never zeros), rounded to `dtype`, as a float64 numpy array of representable values."""
+    a = rng.standard_normal(shape)
+    return torch.as_tensor(a).to(TORCH_DTYPES[dtype]).to(torch.float64).numpy()
+
+
+def jax_device(device: str):
+    return jax.devices("cpu" if device == "cpu" else "gpu")[0]
+
+
+def run_front(front, device, dtype, x, w, b, dy, **kw):
+    """(y, dx, dw, db) of jaxconv3d through the 'jax' or 'torch' front on `device`, inputs cast to `dtype`."""
+    import jaxconv3d
+    import jaxconv3d.torch as jt
+
+    if front == "torch":
+        tdt = TORCH_DTYPES[dtype]
+        xt = torch.as_tensor(x).to(device, tdt).requires_grad_(True)
+        wt = torch.as_tensor(w).to(device, tdt).requires_grad_(True)
+        bt = None if b is None else torch.as_tensor(b).to(device, tdt).requires_grad_(True)
+        y = jt.conv3d(xt, wt, bt, **kw)
+        inputs = (xt, wt) if bt is None else (xt, wt, bt)
+        grads = torch.autograd.grad(y, inputs, torch.as_tensor(dy).to(device, tdt))
+        return (y, grads[0], grads[1], grads[2] if bt is not None else None)
+    jdt = jax.numpy.dtype(dtype)
+    dev = jax_device(device)
+    put = lambda a: jax.device_put(jax.numpy.asarray(a, jdt), dev)  # noqa: E731
+    xj, wj, dyj = put(x), put(w), put(dy)
+    if b is None:
+        y, vjp = jax.vjp(lambda x_, w_: jaxconv3d.conv3d(x_, w_, **kw), xj, wj)
+        dx, dw = vjp(dyj)
+        return y, dx, dw, None
+    y, vjp = jax.vjp(lambda x_, w_, b_: jaxconv3d.conv3d(x_, w_, b_, **kw), xj, wj, put(b))
+    return (y, *vjp(dyj))
