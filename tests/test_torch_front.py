@@ -1,0 +1,171 @@
+"""The torch front: gradcheck, memory layouts, the nn.Conv3d drop-in contract, module swap and training."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import jaxconv3d.torch as jt
+from helpers import DEVICES, assert_close
+
+KW = dict(stride=(2, 1, 1), padding=(1, 0, 1), dilation=(1, 2, 1), groups=2)
+
+
+def test_gradcheck_float64():
+    x = torch.randn(2, 4, 5, 6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 2, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x_, w_, b_: jt.conv3d(x_, w_, b_, **KW), (x, w, b))
+
+
+def test_gradgradcheck_float64():
+    x = torch.randn(1, 2, 4, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    fn = lambda x_, w_, b_: jt.conv3d(x_, w_, b_, stride=(2, 1, 1), padding=1, groups=2)  # noqa: E731
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["channels_last_3d", "transposed_view", "strided_slice"])
+def test_non_contiguous_inputs(device, layout):
+    x = torch.randn(2, 4, 6, 7, 8, device=device)
+    w = torch.randn(6, 2, 3, 3, 3, device=device)
+    if layout == "channels_last_3d":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        w = w.contiguous(memory_format=torch.channels_last_3d)
+    elif layout == "transposed_view":
+        x = x.transpose(3, 4).contiguous().transpose(3, 4)
+    else:
+        x = torch.randn(2, 4, 12, 7, 8, device=device)[:, :, ::2]
+    assert not x.is_contiguous()
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    y = jt.conv3d(x, w, None, **KW)
+    y_ref = F.conv3d(x.double(), w.double(), None, **KW)
+    assert_close(y, y_ref, 1e-5, layout)
+    if layout == "channels_last_3d":  # the memory format propagates as it does through F.conv3d
+        assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, w), g)
+    want = torch.autograd.grad(y_ref, (x, w), g.double())
+    for a, r in zip(got, want):
+        assert_close(a, r, 1e-5, layout)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding", [1, (1, 2, 0), "same", "valid"])
+def test_module_matches_nn_conv3d(padding_mode, padding):
+    torch.manual_seed(0)
+    ref = nn.Conv3d(4, 6, (3, 2, 3), padding=padding, padding_mode=padding_mode, groups=2, dilation=(1, 2, 1))
+    torch.manual_seed(0)
+    ours = jt.Conv3d(4, 6, (3, 2, 3), padding=padding, padding_mode=padding_mode, groups=2, dilation=(1, 2, 1))
+    # Same constructor + same seed -> same init; same repr and state_dict keys.
+    for (k1, v1), (k2, v2) in zip(ref.state_dict().items(), ours.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    assert repr(ours) == repr(ref)
+    assert isinstance(ours, nn.Conv3d)
+    x = torch.randn(2, 4, 6, 7, 8)
+    assert_close(ours(x), ref(x).double(), 1e-5)
+    assert_close(ours(x[0]), ref(x[0]).double(), 1e-5)  # unbatched
+
+
+def test_module_precision_keyword_and_pickle():
+    m = jt.Conv3d(3, 4, 3, precision="tf32")
+    assert "precision='tf32'" in repr(m)
+    clone = pickle.loads(pickle.dumps(m))
+    assert clone.precision == "tf32"
+    x = torch.randn(1, 3, 5, 5, 5)
+    assert torch.equal(clone(x), m(x))
+    m2 = jt.Conv3d(3, 4, 3)
+    m2.load_state_dict(nn.Conv3d(3, 4, 3).state_dict())
+
+
+class Small3dCnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv3d(3, 8, 3, padding=1)
+        self.body = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv3d(8, 8, 3, stride=2, padding=1, groups=2),
+            nn.ReLU(),
+            nn.Conv3d(8, 8, 3, padding=1, groups=8, padding_mode="replicate"),
+            nn.ReLU(),
+            nn.Conv3d(8, 4, 1),
+        )
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.body(self.stem(x))
+        return self.head(h.mean(dim=(2, 3, 4)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_module_swap_and_training(device):
+    torch.manual_seed(0)
+    ref = Small3dCnn().to(device)
+    model = copy.deepcopy(ref)
+    params_before = [id(p) for p in model.parameters()]
+    state_before = {k: v.clone() for k, v in model.state_dict().items()}
+    swapped = jt.convert_conv3d(model)
+    assert swapped is model
+    assert [id(p) for p in swapped.parameters()] == params_before  # same Parameter objects
+    assert sum(isinstance(m, jt.Conv3d) for m in swapped.modules()) == 4
+    assert swapped.state_dict().keys() == state_before.keys()
+    x = torch.randn(2, 3, 8, 8, 8, device=device)
+    target = torch.randn(2, 2, device=device)
+    assert_close(swapped(x), ref(x).double(), 1e-5)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD(swapped.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(4):
+        losses = []
+        for net, o in ((ref, opt_ref), (swapped, opt)):
+            o.zero_grad()
+            loss = F.mse_loss(net(x), target)
+            loss.backward()
+            o.step()
+            losses.append(loss.item())
+        assert abs(losses[0] - losses[1]) <= 1e-5 * max(1.0, abs(losses[0])), losses
+
+
+def test_convert_filter_and_root():
+    model = Small3dCnn()
+    jt.convert_conv3d(model, filter_fn=lambda m, name: name.startswith("body"))
+    assert not isinstance(model.stem, jt.Conv3d)
+    assert isinstance(model.body[1], jt.Conv3d)
+    root = nn.Conv3d(2, 2, 3)
+    new_root = jt.convert_conv3d(root, precision="tf32")
+    assert isinstance(new_root, jt.Conv3d) and new_root.weight is root.weight and new_root.precision == "tf32"
+
+
+@pytest.mark.parametrize(
+    "device,dtype", [("cpu", torch.bfloat16), pytest.param("cuda", torch.float16, marks=pytest.mark.gpu),
+                     pytest.param("cuda", torch.bfloat16, marks=pytest.mark.gpu)]
+)
+def test_autocast(device, dtype):
+    m = jt.Conv3d(3, 4, 3, padding=1).to(device)
+    x = torch.randn(2, 3, 6, 6, 6, device=device, requires_grad=True)
+    with torch.autocast(device, dtype=dtype):
+        y = m(x)
+        assert y.dtype == dtype
+    y.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32 and m.weight.grad.dtype == torch.float32
+    ref = F.conv3d(x.to(dtype).double(), m.weight.to(dtype).double(), m.bias.to(dtype).double(), padding=1)
+    assert_close(y, ref, 2e-2)
+
+
+def test_tf32_flags_do_not_lower_accuracy():
+    """torch's global TF32 switches leave the default precision float32-accurate."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        x, w = torch.randn(2, 8, 8, 8, 8, device=dev), torch.randn(8, 8, 3, 3, 3, device=dev)
+        assert_close(jt.conv3d(x, w), F.conv3d(x.double(), w.double()), 1e-5)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
