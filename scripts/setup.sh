@@ -3,7 +3,8 @@
 #  - Outside a virtual environment: creates .venv (Python >= 3.11) in the repository and uses it.
 #  - Inside one (e.g. a GPU machine whose environment already has CUDA builds of torch and jax): uses it.
 # Installs only what is missing: torch==2.13.0 (the CPU build on CPU machines), jax, and the build/test tools.
-# Then builds the extension with --no-build-isolation, so the XLA FFI headers come from the jaxlib it runs with.
+# Then builds the extension (an editable install, so the source tree imports the built module) with
+# --no-build-isolation, so the XLA FFI headers come from the jaxlib it runs with.
 # With nvcc on PATH the CUDA kernels are compiled in (and a compile error fails the set-up); without, CPU only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,5 +36,5 @@ else
   export JAXCONV3D_CUDA="${JAXCONV3D_CUDA:-OFF}"
 fi
 echo "setup: building jaxconv3d (CUDA kernels: $JAXCONV3D_CUDA) with $PY"
-"$PY" -m pip install -q --no-build-isolation --no-deps .
+"$PY" -m pip install -q --no-build-isolation --no-deps --editable .
 "$PY" -c 'import jaxconv3d; print("setup: jaxconv3d", jaxconv3d.__version__, "built with CUDA:", jaxconv3d.built_with_cuda())'
