@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One batched session on a lent GPU machine (the `device` tool): build from a clean tree with the README's set-up,
+# then the stages named on the command line, each writing its log under $OUT (default ./out).
+#   stages: tests  sanitizer  check  bench  overhead
+# The suite file travels in the git-ignored .device/ folder (../shared does not reach the GPU machine).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$(pwd)/out}"
+mkdir -p "$OUT"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+export JAXCONV3D_SUITE="${JAXCONV3D_SUITE:-$(pwd)/.device/suite.json}"
+export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_CUDA_ARCHITECTURES=90}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+t0=$(date +%s)
+scripts/setup.sh > "$OUT/setup.log" 2>&1 || { tail -40 "$OUT/setup.log"; exit 1; }
+echo "setup: $(( $(date +%s) - t0 )) s"; tail -1 "$OUT/setup.log"
+status=0
+for stage in "$@"; do
+  t0=$(date +%s)
+  case "$stage" in
+    tests) scripts/py -m pytest -q -x --durations=15 tests -p no:cacheprovider > "$OUT/tests.log" 2>&1 ;;
+    sanitizer) bash tests/gpu/run_sanitizer.sh > "$OUT/sanitizer.log" 2>&1 ;;
+    check) scripts/py -m jaxconv3d check --suite --precision all --json "$OUT/check.json" > "$OUT/check.log" 2>&1 ;;
+    bench) scripts/py -m jaxconv3d bench --suite --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1 ;;
+    overhead) scripts/py -m jaxconv3d.overhead > "$OUT/overhead.log" 2>&1 ;;
+    *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+  rc=$?
+  [ $rc -ne 0 ] && status=1
+  echo "== $stage: rc=$rc, $(( $(date +%s) - t0 )) s"
+  tail -25 "$OUT/$stage.log"
+done
+exit $status
