@@ -27,10 +27,13 @@ int cpu_threads() {
 }
 
 // Runs body(i) for i in [0, count) on a few threads; items are handed out dynamically but each is computed
-// entirely by one thread, so the schedule never changes a result.
+// entirely by one thread, so the schedule never changes a result. `item_cost` (multiply-adds per item) keeps tiny
+// problems on the calling thread, where starting threads would cost more than the work.
 template <typename Body>
-void parallel_for(int64_t count, const Body& body) {
-  const int64_t n_threads = std::min<int64_t>(cpu_threads(), count);
+void parallel_for(int64_t count, int64_t item_cost, const Body& body) {
+  constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;
+  const int64_t by_work = std::max<int64_t>(1, count * std::max<int64_t>(item_cost, 1) / kMinWorkPerThread);
+  const int64_t n_threads = std::min<int64_t>({cpu_threads(), count, by_work});
   if (n_threads <= 1) {
     for (int64_t i = 0; i < count; ++i) body(i);
     return;
@@ -66,7 +69,7 @@ void fwd_typed(const ConvProblem& p, const Acc* x, const Acc* w, const Acc* bias
   const int64_t D = p.in[0], H = p.in[1], W = p.in[2];
   const int64_t Z = p.out[0], P = p.out[1], Q = p.out[2];
   const int64_t T = p.kernel[0], R = p.kernel[1], S = p.kernel[2];
-  parallel_for(p.batch * p.out_channels, [&](int64_t task) {
+  parallel_for(p.batch * p.out_channels, Cg * p.taps() * p.out_spatial(), [&](int64_t task) {
     const int64_t n = task / p.out_channels, o = task % p.out_channels;
     const int64_t c0 = (o / Og) * Cg;
     Acc* yplane = y + task * p.out_spatial();
@@ -110,7 +113,7 @@ void dgrad_typed(const ConvProblem& p, const Acc* dy, const Acc* w, Acc* dx) {
   const int64_t D = p.in[0], H = p.in[1], W = p.in[2];
   const int64_t Z = p.out[0], P = p.out[1], Q = p.out[2];
   const int64_t T = p.kernel[0], R = p.kernel[1], S = p.kernel[2];
-  parallel_for(p.batch * p.in_channels, [&](int64_t task) {
+  parallel_for(p.batch * p.in_channels, Og * p.taps() * p.out_spatial(), [&](int64_t task) {
     const int64_t n = task / p.in_channels, ci = task % p.in_channels;
     const int64_t g = ci / Cg, c = ci % Cg;
     Acc* xplane = dx + task * p.in_spatial();
@@ -159,7 +162,7 @@ void wgrad_typed(const ConvProblem& p, const Acc* x, const Acc* dy, Acc* dw) {
   const int64_t D = p.in[0], H = p.in[1], W = p.in[2];
   const int64_t Z = p.out[0], P = p.out[1], Q = p.out[2];
   const int64_t T = p.kernel[0], R = p.kernel[1], S = p.kernel[2];
-  parallel_for(p.out_channels * Cg, [&](int64_t task) {
+  parallel_for(p.out_channels * Cg, p.batch * p.taps() * p.out_spatial(), [&](int64_t task) {
     const int64_t o = task / Cg, c = task % Cg;
     const int64_t ci = (o / Og) * Cg + c;
     Acc* wtaps = dw + task * p.taps();
@@ -199,7 +202,7 @@ template <typename Acc>
 void bgrad_typed(const ConvProblem& p, const Acc* dy, Acc* db) {
   const int64_t Q = p.out[2];
   const int64_t rows = p.out[0] * p.out[1];
-  parallel_for(p.out_channels, [&](int64_t o) {
+  parallel_for(p.out_channels, p.batch * p.out_spatial(), [&](int64_t o) {
     double total = 0.0;
     for (int64_t n = 0; n < p.batch; ++n) {
       const Acc* yplane = dy + (n * p.out_channels + o) * p.out_spatial();

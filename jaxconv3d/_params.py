@@ -9,6 +9,7 @@ argument and the rule, before any kernel runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from typing import Any, Sequence
@@ -176,7 +177,40 @@ def conv_config(
     groups: Any = 1,
     precision: Any = None,
 ) -> ConvConfig:
-    """Validate a batched (rank-5) problem and describe it. Unbatched inputs are expanded by the caller."""
+    """Validate a batched (rank-5) problem and describe it. Unbatched inputs are expanded by the caller.
+
+    Results are memoised: a training loop calls this with the same arguments every step, and the torch front's
+    per-call cost matters for small convolutions.
+    """
+    key = (
+        tuple(x_shape),
+        tuple(w_shape),
+        None if b_shape is None else tuple(b_shape),
+        stride,
+        padding,
+        dilation,
+        groups,
+        precision,
+        # True == 1 for hashing: keep bools (rejected by validation) from hitting an int's cache entry
+        tuple(type(v) for v in (stride, padding, dilation, groups)),
+    )
+    try:
+        hash(key)
+    except TypeError:  # lists among the arguments: validate without the cache
+        return _build_config(*key[:-1])
+    return _cached_config(*key)
+
+
+def _build_config(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    b_shape: Sequence[int] | None,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+    precision: Any,
+) -> ConvConfig:
     x_shape, w_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in w_shape)
     if len(x_shape) != 5:
         raise ValueError(f"input must have shape (N, C, D, H, W) or (C, D, H, W), got rank {len(x_shape)}")
@@ -231,3 +265,8 @@ def conv_config(
         groups=groups,
         math=math_mode(precision),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_config(*key: Any) -> ConvConfig:
+    return _build_config(*key[:-1])
