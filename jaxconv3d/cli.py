@@ -1,0 +1,108 @@
+"""Command line: `python -m jaxconv3d {check,bench}`, also installed as the `jaxconv3d` console script.
+
+    jaxconv3d check [--suite] [--configs a,b] [--precision fp32,bf16|all] [--json PATH]
+    jaxconv3d bench [--suite] [--configs a,b] [--precision ...] [--reps N] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before JAX initialises a GPU backend: by default it reserves 75% of GPU memory, starving torch in this process.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from typing import Callable, Sequence  # noqa: E402
+
+import torch  # noqa: E402,F401  -- before JAX: JAX first has clashed with torch over the cuDNN library loaded
+
+import jax  # noqa: E402,F401
+
+from .bench import GPU_PRECISIONS, PRECISIONS, UsageError, run_bench  # noqa: E402
+from .check import run_check  # noqa: E402
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _precision_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    """argparse type: 'fp32,bf16' or 'all' (fp32, tf32, bf16, fp16) -> precision names."""
+
+    def parse(text: str) -> list[str]:
+        names = list(GPU_PRECISIONS) if text == "all" else _comma_list(text)
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)} or 'all' (got {text!r})")
+        return names
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxconv3d",
+        description="Check and benchmark jaxconv3d's conv3d kernels (JAX and PyTorch fronts).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--suite",
+        action="store_true",
+        help="every configuration of bench/suite.json ($JAXCONV3D_SUITE, else <repo>/../shared/bench/suite.json, "
+        "else <repo>/bench/suite.json, else a built-in copy of its shapes); scaled down on CPU",
+    )
+    common.add_argument(
+        "--configs", type=_comma_list, metavar="NAME,...", help="configurations by name (suite or coverage set)"
+    )
+    common.add_argument("--seed", type=int, default=0, help="base seed of the random operands (default 0)")
+
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="compare both fronts with a float64 reference",
+        description="Forward, grad-input, grad-weight and grad-bias of both fronts against a float64 CPU reference, "
+        "and JAX == torch bitwise. Default: a small coverage set in fp32, fp64, bf16 on CPU; the suite in all "
+        "precisions on GPU. Exits 1 if anything fails.",
+    )
+    check.add_argument(
+        "--precision",
+        type=_precision_list(tuple(PRECISIONS)),
+        metavar="LIST",
+        help=f"comma-separated, from {', '.join(PRECISIONS)}, or 'all' ({', '.join(GPU_PRECISIONS)})",
+    )
+    check.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    check.set_defaults(run=lambda a: run_check(a.configs, a.suite, a.precision, a.json, a.seed))
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="time ours against torch/cuDNN and XLA",
+        description="Time forward and forward+backward of jaxconv3d (torch and JAX fronts), torch F.conv3d (NCDHW "
+        "and channels_last_3d) and jax.lax.conv_general_dilated. Default: the suite (scaled down on CPU), in all "
+        "precisions on GPU and fp32 on CPU.",
+    )
+    bench.add_argument(
+        "--precision",
+        type=_precision_list(GPU_PRECISIONS),
+        metavar="LIST",
+        help=f"comma-separated, from {', '.join(GPU_PRECISIONS)}, or 'all'",
+    )
+    bench.add_argument("--reps", type=int, default=20, help="timed calls per measurement; the median is reported")
+    bench.add_argument("--json", default="jaxconv3d_bench.json", metavar="PATH", help="(default: %(default)s)")
+    bench.set_defaults(run=lambda a: run_bench(a.configs, a.suite, a.precision, a.json, a.reps, a.seed))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "reps", 1) < 1:
+        parser.error("--reps must be at least 1")
+    try:
+        return args.run(args)
+    except UsageError as error:
+        print(f"jaxconv3d {args.command}: error: {error}", file=sys.stderr)
+        return 2
