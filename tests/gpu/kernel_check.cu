@@ -325,6 +325,9 @@ static std::vector<ConvProblem> fixed_problems() {
   mk(2, 64, 64, 1, {6, 7, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});        // unet-like
   mk(1, 8, 8, 2, {5, 6, 7}, {4, 3, 2}, {3, 2, 1}, {0, 2, 1}, {3, 0, 2}, {1, 2, 3});          // mixed
   mk(2, 4, 6, 2, {3, 3, 3}, {5, 5, 5}, {3, 3, 3}, {2, 2, 2}, {2, 2, 2}, {1, 1, 1});          // small input
+  mk(2, 3, 16, 1, {9, 10, 37}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});      // dgrad stencil CO=3
+  mk(2, 4, 6, 2, {7, 9, 11}, {3, 2, 3}, {1, 1, 1}, {2, 0, 1}, {0, 1, 3}, {2, 1, 2});        // dgrad stencil CO=2
+  mk(1, 8, 10, 2, {6, 7, 8}, {2, 3, 4}, {1, 1, 1}, {1, 2, 0}, {1, 0, 2}, {1, 1, 1});        // dgrad stencil CO=4
   return v;
 }
 
@@ -338,7 +341,7 @@ static std::vector<ConvProblem> small_problems() {
       p.in[a] = in[a]; p.kernel[a] = k[a]; p.stride[a] = s[a]; p.pad_lo[a] = pl[a]; p.pad_hi[a] = pl[a] / 2 + 1;
       p.dilation[a] = d[a];
     }
-    finish(p);
+    if (!finish(p)) { std::printf("bad small problem %s\n", pdesc(p).c_str()); std::exit(3); }
     v.push_back(p);
   };
   mk(2, 3, 5, 1, {5, 6, 7}, {3, 2, 3}, {1, 2, 1}, {1, 0, 2}, {1, 1, 2});   // generic, 16-wide tile
@@ -347,6 +350,7 @@ static std::vector<ConvProblem> small_problems() {
   mk(2, 4, 8, 4, {5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});   // depthwise stencil
   mk(1, 3, 3, 3, {6, 5, 7}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1});   // depthwise strided
   mk(1, 2, 3, 1, {20, 20, 20}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});// wgrad splits
+  mk(1, 3, 4, 1, {5, 6, 9}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1});   // dgrad stencil CO=3
   return v;
 }
 
