@@ -13,7 +13,7 @@ from jaxconv3d import bench, check, cli
 
 def test_check_passes_on_default_configs(tmp_path, capsys):
     path = tmp_path / "check.json"
-    assert cli.main(["check", "--json", str(path)]) == 0
+    assert cli.main(["check", "--configs", "basic_bias,stride2_asym_pad", "--precision", "fp32,bf16", "--json", str(path)]) == 0
     assert "FAIL" not in capsys.readouterr().out
     report = json.loads(path.read_text())
     ops = {(r["config"], r["op"]) for r in report["results"]}
@@ -23,7 +23,7 @@ def test_check_passes_on_default_configs(tmp_path, capsys):
 
 def test_bench_writes_positive_timings(tmp_path):
     path = tmp_path / "bench.json"
-    assert cli.main(["bench", "--reps", "2", "--configs", "pointwise", "--json", str(path)]) == 0
+    assert cli.main(["bench", "--reps", "2", "--configs", "pointwise", "--precision", "fp32", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     assert {"environment", "timing", "reps", "results"} <= report.keys()
     assert {"device", "torch", "jax", "jaxconv3d"} <= report["environment"].keys()
