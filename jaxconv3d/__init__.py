@@ -4,8 +4,10 @@ JAX: `jaxconv3d.conv3d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=
 PyTorch: `jaxconv3d.torch.conv3d`, `jaxconv3d.torch.Conv3d`, `jaxconv3d.torch.convert_conv3d`.
 """
 
+# jax (and so jaxlib) must be loaded before our extension: on a GPU machine with jax 0.11.2 loading the extension
+# first made the later jaxlib import crash. _jax_api imports jax before it imports _ext.
+from ._jax_api import conv3d  # isort: skip
 from ._ext import built_with_cuda
-from ._jax_api import conv3d
 from ._params import ConvConfig, conv_config
 
 __version__ = "0.1.0"
