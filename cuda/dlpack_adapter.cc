@@ -29,11 +29,13 @@ struct View {
   int32_t device_id = 0;
   std::vector<int64_t> shape;
   bool read_only = false;
+  int64_t bytes = 0;
 };
 
 [[noreturn]] void bad(const std::string& msg) { throw py::value_error("jaxconv3d: " + msg); }
 
-View view_of(py::handle obj, const char* name) {
+// `raw`: any element type (a byte workspace); otherwise one of the four floating types.
+View view_of(py::handle obj, const char* name, bool raw = false) {
   if (!PyCapsule_CheckExact(obj.ptr())) bad(std::string(name) + " must be a DLPack capsule");
   const char* cap_name = PyCapsule_GetName(obj.ptr());
   const dlpack::Tensor* t = nullptr;
@@ -54,7 +56,11 @@ View view_of(py::handle obj, const char* name) {
   if (!t) throw py::error_already_set();
   const auto& dt = t->dtype;
   if (dt.lanes != 1) bad(std::string(name) + " must have one lane per element");
-  if (dt.code == dlpack::kFloat && dt.bits == 32) v.dtype = DType::kF32;
+  v.bytes = (dt.bits + 7) / 8;
+  for (int i = 0; i < t->ndim; ++i) v.bytes *= t->shape[i];
+  if (raw) {
+    // element type irrelevant
+  } else if (dt.code == dlpack::kFloat && dt.bits == 32) v.dtype = DType::kF32;
   else if (dt.code == dlpack::kFloat && dt.bits == 64) v.dtype = DType::kF64;
   else if (dt.code == dlpack::kFloat && dt.bits == 16) v.dtype = DType::kF16;
   else if (dt.code == dlpack::kBfloat && dt.bits == 16) v.dtype = DType::kBF16;
@@ -198,8 +204,9 @@ void wgrad(py::handle x_cap, py::handle dy_cap, py::handle dw_cap, const std::fu
     ws_bytes = conv_wgrad_cuda_workspace_bytes(p, x.dtype, m);
     if (ws_bytes > 0) {
       ws_cap = alloc(static_cast<int64_t>(ws_bytes));
-      View wv = view_of(ws_cap, "workspace");
+      View wv = view_of(ws_cap, "workspace", /*raw=*/true);
       if (wv.device_type != x.device_type || wv.device_id != x.device_id) bad("workspace is on the wrong device");
+      if (wv.bytes < static_cast<int64_t>(ws_bytes)) bad("workspace is smaller than requested");
       ws = wv.data;
     }
   }
