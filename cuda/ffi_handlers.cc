@@ -2,7 +2,7 @@
 //
 // Every handler decodes the problem from its buffers' shapes and the static attributes, validates it and the
 // dtypes, and returns ffi::Error::InvalidArgument on any inconsistency before touching memory. One template per
-// operation serves both platforms; `Cpu` and `Cuda` below say how each launches. The CUDA stream travels as void*,
+// operation serves both platforms; `Cpu` and `Cuda` below say how each launches. Nothing here allocates. The CUDA stream travels as void*,
 // so this file needs no CUDA headers and the same code builds with or without nvcc.
 #include "ffi_handlers.h"
 
@@ -109,9 +109,11 @@ ffi::Error dgrad(const Exec& ex, ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Resul
                          dx->untyped_data()));
 }
 
+// `ws` is grad-weight's workspace, a second (discarded) result of the call sized by wgrad_workspace_bytes() in
+// Python: XLA allocates it with the call's other buffers, so the handler never allocates.
 template <typename Exec>
 ffi::Error wgrad(const Exec& ex, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
-                 const Attrs& a) {
+                 ffi::Result<ffi::AnyBuffer> workspace, const Attrs& a) {
   int64_t xs[5], ws[5], ys[5];
   std::string err;
   if (!(err = dims5(x, "x", xs)).empty() || !(err = dims5(*dw, "dw", ws)).empty() ||
@@ -122,7 +124,7 @@ ffi::Error wgrad(const Exec& ex, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Resul
   DType t;
   if (!(err = same_dtype({&x, &dy, &*dw}, &t)).empty()) return fail(err);
   return status(ex.wgrad(p, t, static_cast<MathMode>(a.math), x.untyped_data(), dy.untyped_data(),
-                         dw->untyped_data()));
+                         dw->untyped_data(), workspace->untyped_data(), workspace->size_bytes()));
 }
 
 template <typename Exec>
@@ -147,7 +149,8 @@ struct Cpu {
   std::string dgrad(const ConvProblem& p, DType t, MathMode, const void* dy, const void* w, void* dx) const {
     return conv_dgrad_cpu(p, t, dy, w, dx);
   }
-  std::string wgrad(const ConvProblem& p, DType t, MathMode, const void* x, const void* dy, void* dw) const {
+  std::string wgrad(const ConvProblem& p, DType t, MathMode, const void* x, const void* dy, void* dw, void*,
+                    size_t) const {
     return conv_wgrad_cpu(p, t, x, dy, dw);
   }
   std::string bgrad(const ConvProblem& p, DType t, const void* dy, void* db) const {
@@ -158,7 +161,6 @@ struct Cpu {
 #ifdef JAXCONV3D_WITH_CUDA
 struct Cuda {
   void* stream;
-  ffi::ScratchAllocator* scratch;  // grad-weight only
   std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* b,
                   void* y) const {
     return conv_fwd_cuda(p, t, m, x, w, b, y, stream);
@@ -166,15 +168,9 @@ struct Cuda {
   std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx) const {
     return conv_dgrad_cuda(p, t, m, dy, w, dx, stream);
   }
-  std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw) const {
-    const size_t bytes = conv_wgrad_cuda_workspace_bytes(p, t, m);
-    void* ws = nullptr;
-    if (bytes > 0) {
-      auto got = scratch->Allocate(bytes, 256);
-      if (!got.has_value()) return "could not allocate " + std::to_string(bytes) + " bytes of scratch";
-      ws = *got;
-    }
-    return conv_wgrad_cuda(p, t, m, x, dy, dw, ws, bytes, stream);
+  std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw, void* ws,
+                    size_t ws_bytes) const {
+    return conv_wgrad_cuda(p, t, m, x, dy, dw, ws, ws_bytes, stream);
   }
   std::string bgrad(const ConvProblem& p, DType t, const void* dy, void* db) const {
     return conv_bgrad_cuda(p, t, dy, db, stream);
@@ -218,10 +214,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_wgrad_cpu,
-    [](ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw, JAXCONV3D_ATTR_PARAMS) {
-      return jaxconv3d::wgrad(jaxconv3d::Cpu{}, x, dy, dw, JAXCONV3D_ATTRS);
-    },
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS);
+    [](ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw, ffi::Result<ffi::AnyBuffer> ws,
+       JAXCONV3D_ATTR_PARAMS) { return jaxconv3d::wgrad(jaxconv3d::Cpu{}, x, dy, dw, ws, JAXCONV3D_ATTRS); },
+    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+        JAXCONV3D_CONV_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_bgrad_cpu,
@@ -233,7 +229,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_fwd_cuda,
     [](void* stream, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
        JAXCONV3D_ATTR_PARAMS) {
-      return jaxconv3d::fwd(jaxconv3d::Cuda{stream, nullptr}, x, w, b, y, JAXCONV3D_ATTRS);
+      return jaxconv3d::fwd(jaxconv3d::Cuda{stream}, x, w, b, y, JAXCONV3D_ATTRS);
     },
     ffi::Ffi::Bind()
         .Ctx<ffi::PlatformStream<void*>>()
@@ -245,28 +241,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_dgrad_cuda,
     [](void* stream, ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx, JAXCONV3D_ATTR_PARAMS) {
-      return jaxconv3d::dgrad(jaxconv3d::Cuda{stream, nullptr}, dy, w, dx, JAXCONV3D_ATTRS);
+      return jaxconv3d::dgrad(jaxconv3d::Cuda{stream}, dy, w, dx, JAXCONV3D_ATTRS);
     },
     ffi::Ffi::Bind().Ctx<ffi::PlatformStream<void*>>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<
         ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_wgrad_cuda,
-    [](void* stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer x, ffi::AnyBuffer dy,
-       ffi::Result<ffi::AnyBuffer> dw, JAXCONV3D_ATTR_PARAMS) {
-      return jaxconv3d::wgrad(jaxconv3d::Cuda{stream, &scratch}, x, dy, dw, JAXCONV3D_ATTRS);
+    [](void* stream, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+       ffi::Result<ffi::AnyBuffer> ws, JAXCONV3D_ATTR_PARAMS) {
+      return jaxconv3d::wgrad(jaxconv3d::Cuda{stream}, x, dy, dw, ws, JAXCONV3D_ATTRS);
     },
     ffi::Ffi::Bind()
         .Ctx<ffi::PlatformStream<void*>>()
-        .Ctx<ffi::ScratchAllocator>()
         .Arg<ffi::AnyBuffer>()
         .Arg<ffi::AnyBuffer>()
+        .Ret<ffi::AnyBuffer>()
         .Ret<ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_bgrad_cuda,
     [](void* stream, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> db) {
-      return jaxconv3d::bgrad(jaxconv3d::Cuda{stream, nullptr}, dy, db);
+      return jaxconv3d::bgrad(jaxconv3d::Cuda{stream}, dy, db);
     },
     ffi::Ffi::Bind().Ctx<ffi::PlatformStream<void*>>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
 #endif

@@ -1,6 +1,9 @@
 // The extension module `jaxconv3d._ext`: FFI handler capsules for JAX (registrations()) and, in the submodule
 // `torch_adapter`, the DLPack functions the torch front calls.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
 
 #include "conv_kernels.h"
 #include "dlpack_adapter.h"
@@ -38,6 +41,20 @@ PYBIND11_MODULE(_ext, m) {
     return out;
   }, "FFI handler capsules by platform: {'cpu': {name: capsule}, 'CUDA': {...}}");
   m.def("built_with_cuda", []() { return jaxconv3d::cuda_available(); });
+  m.def(
+      "wgrad_workspace_bytes",
+      [](std::array<int64_t, 5> xs, std::array<int64_t, 5> ws, std::array<int64_t, 5> ys, std::array<int64_t, 3> stride,
+         std::array<int64_t, 3> pad_lo, std::array<int64_t, 3> pad_hi, std::array<int64_t, 3> dilation, int64_t groups,
+         int64_t math, int dtype) -> int64_t {
+        jaxconv3d::ConvProblem p;
+        const std::string err = jaxconv3d::make_problem(xs.data(), ws.data(), ys.data(), stride.data(), pad_lo.data(),
+                                                        pad_hi.data(), dilation.data(), groups, &p);
+        if (!err.empty()) throw py::value_error("jaxconv3d: " + err);
+        if (dtype < 0 || dtype > 3 || (math != 0 && math != 1)) throw py::value_error("jaxconv3d: bad dtype or math");
+        return static_cast<int64_t>(jaxconv3d::conv_wgrad_cuda_workspace_bytes(
+            p, static_cast<jaxconv3d::DType>(dtype), static_cast<jaxconv3d::MathMode>(math)));
+      },
+      "Bytes of workspace the CUDA grad-weight kernel needs for this problem (0 without CUDA).");
   py::module_ adapter = m.def_submodule("torch_adapter", "DLPack entry points for the torch front");
   jaxconv3d::bind_torch_adapter(adapter);
 }

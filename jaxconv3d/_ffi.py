@@ -67,9 +67,24 @@ def dgrad(dy: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
     return jax.ffi.ffi_call("jaxconv3d_dgrad", out)(dy, w, **_attrs(cfg))
 
 
+_DTYPE_CODES = {"float32": 0, "float64": 1, "bfloat16": 2, "float16": 3}
+
+
+def wgrad_workspace_bytes(cfg: ConvConfig, dtype) -> int:
+    a = cfg.attrs()
+    return _ext.wgrad_workspace_bytes(
+        cfg.x_shape, cfg.w_shape, cfg.y_shape, a["stride"], a["pad_lo"], a["pad_hi"], a["dilation"],
+        a["groups"], a["math"], _DTYPE_CODES[jnp.dtype(dtype).name],
+    )
+
+
 def wgrad(x: jax.Array, dy: jax.Array, cfg: ConvConfig) -> jax.Array:
+    """Grad-weight. Its split reduction needs a workspace: a second result that XLA allocates with the call (the
+    CPU handler ignores it) and that is dropped here."""
     out = _result_type(cfg.w_shape, x.dtype, x, dy)
-    return jax.ffi.ffi_call("jaxconv3d_wgrad", out)(x, dy, **_attrs(cfg))
+    ws = _result_type((wgrad_workspace_bytes(cfg, x.dtype),), jnp.uint8, x, dy)
+    dw, _ = jax.ffi.ffi_call("jaxconv3d_wgrad", (out, ws))(x, dy, **_attrs(cfg))
+    return dw
 
 
 def bgrad(dy: jax.Array) -> jax.Array:
