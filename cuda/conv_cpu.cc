@@ -63,12 +63,48 @@ inline Range valid_range(int64_t offset, int64_t stride, int64_t extent, int64_t
   return {lo, hi};
 }
 
+// One filter tap (t, r, s) and the output positions it touches: for output row (z, p) the input row is
+// (z*sd + off[0], p*sh + off[1]) and output column q reads input column q*sw + off[2], for q in [rq.lo, rq.hi].
+struct Tap {
+  int64_t index;  // (t*R + r)*S + s
+  int64_t off[3];
+  Range rz, rp, rq;
+};
+
+template <typename F>
+void for_each_tap(const ConvProblem& p, F&& f) {
+  for (int64_t t = 0; t < p.kernel[0]; ++t) {
+    for (int64_t r = 0; r < p.kernel[1]; ++r) {
+      for (int64_t s = 0; s < p.kernel[2]; ++s) {
+        Tap tap;
+        tap.index = (t * p.kernel[1] + r) * p.kernel[2] + s;
+        const int64_t k[3] = {t, r, s};
+        for (int a = 0; a < 3; ++a) tap.off[a] = k[a] * p.dilation[a] - p.pad_lo[a];
+        tap.rz = valid_range(tap.off[0], p.stride[0], p.in[0], p.out[0]);
+        tap.rp = valid_range(tap.off[1], p.stride[1], p.in[1], p.out[1]);
+        tap.rq = valid_range(tap.off[2], p.stride[2], p.in[2], p.out[2]);
+        f(tap);
+      }
+    }
+  }
+}
+
+// Calls f(input row start, output row start) for every output row the tap touches; the input row start already
+// includes the tap's W offset, so element q of the row is at [q * stride_w].
+template <typename F>
+void for_each_row(const ConvProblem& p, const Tap& tap, F&& f) {
+  for (int64_t z = tap.rz.lo; z <= tap.rz.hi; ++z) {
+    const int64_t id = z * p.stride[0] + tap.off[0];
+    for (int64_t pp = tap.rp.lo; pp <= tap.rp.hi; ++pp) {
+      const int64_t ih = pp * p.stride[1] + tap.off[1];
+      f((id * p.in[1] + ih) * p.in[2] + tap.off[2], (z * p.out[1] + pp) * p.out[2]);
+    }
+  }
+}
+
 template <typename Acc>
 void fwd_typed(const ConvProblem& p, const Acc* x, const Acc* w, const Acc* bias, Acc* y) {
-  const int64_t Cg = p.in_per_group(), Og = p.out_per_group();
-  const int64_t D = p.in[0], H = p.in[1], W = p.in[2];
-  const int64_t Z = p.out[0], P = p.out[1], Q = p.out[2];
-  const int64_t T = p.kernel[0], R = p.kernel[1], S = p.kernel[2];
+  const int64_t Cg = p.in_per_group(), Og = p.out_per_group(), sw = p.stride[2];
   parallel_for(p.batch * p.out_channels, Cg * p.taps() * p.out_spatial(), [&](int64_t task) {
     const int64_t n = task / p.out_channels, o = task % p.out_channels;
     const int64_t c0 = (o / Og) * Cg;
@@ -77,79 +113,48 @@ void fwd_typed(const ConvProblem& p, const Acc* x, const Acc* w, const Acc* bias
     for (int64_t c = 0; c < Cg; ++c) {
       const Acc* xplane = x + (n * p.in_channels + c0 + c) * p.in_spatial();
       const Acc* wtaps = w + (o * Cg + c) * p.taps();
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t off_d = t * p.dilation[0] - p.pad_lo[0];
-        const Range rz = valid_range(off_d, p.stride[0], D, Z);
-        for (int64_t r = 0; r < R; ++r) {
-          const int64_t off_h = r * p.dilation[1] - p.pad_lo[1];
-          const Range rp = valid_range(off_h, p.stride[1], H, P);
-          for (int64_t s = 0; s < S; ++s) {
-            const int64_t off_w = s * p.dilation[2] - p.pad_lo[2];
-            const Range rq = valid_range(off_w, p.stride[2], W, Q);
-            const Acc wv = wtaps[(t * R + r) * S + s];
-            for (int64_t z = rz.lo; z <= rz.hi; ++z) {
-              const int64_t id = z * p.stride[0] + off_d;
-              for (int64_t pp = rp.lo; pp <= rp.hi; ++pp) {
-                const int64_t ih = pp * p.stride[1] + off_h;
-                const Acc* xrow = xplane + (id * H + ih) * W + off_w;
-                Acc* yrow = yplane + (z * P + pp) * Q;
-                if (p.stride[2] == 1) {
-                  for (int64_t q = rq.lo; q <= rq.hi; ++q) yrow[q] += wv * xrow[q];
-                } else {
-                  for (int64_t q = rq.lo; q <= rq.hi; ++q) yrow[q] += wv * xrow[q * p.stride[2]];
-                }
-              }
-            }
+      for_each_tap(p, [&](const Tap& tap) {
+        const Acc wv = wtaps[tap.index];
+        for_each_row(p, tap, [&](int64_t xrow, int64_t yrow) {
+          const Acc* xr = xplane + xrow;
+          Acc* yr = yplane + yrow;
+          if (sw == 1) {
+            for (int64_t q = tap.rq.lo; q <= tap.rq.hi; ++q) yr[q] += wv * xr[q];
+          } else {
+            for (int64_t q = tap.rq.lo; q <= tap.rq.hi; ++q) yr[q] += wv * xr[q * sw];
           }
-        }
-      }
+        });
+      });
     }
   });
 }
 
+// Each dy plane of the group is scattered into the owned dx plane: only taps that hit the input contribute,
+// which handles stride > 1 without testing divisibility.
 template <typename Acc>
 void dgrad_typed(const ConvProblem& p, const Acc* dy, const Acc* w, Acc* dx) {
-  const int64_t Cg = p.in_per_group(), Og = p.out_per_group();
-  const int64_t D = p.in[0], H = p.in[1], W = p.in[2];
-  const int64_t Z = p.out[0], P = p.out[1], Q = p.out[2];
-  const int64_t T = p.kernel[0], R = p.kernel[1], S = p.kernel[2];
+  const int64_t Cg = p.in_per_group(), Og = p.out_per_group(), sw = p.stride[2];
   parallel_for(p.batch * p.in_channels, Og * p.taps() * p.out_spatial(), [&](int64_t task) {
     const int64_t n = task / p.in_channels, ci = task % p.in_channels;
     const int64_t g = ci / Cg, c = ci % Cg;
     Acc* xplane = dx + task * p.in_spatial();
     std::fill(xplane, xplane + p.in_spatial(), Acc(0));
-    // Scatter each dy plane of the group into the owned dx plane: only taps that hit the input contribute,
-    // which handles stride > 1 without testing divisibility.
     for (int64_t oo = 0; oo < Og; ++oo) {
       const int64_t o = g * Og + oo;
       const Acc* yplane = dy + (n * p.out_channels + o) * p.out_spatial();
       const Acc* wtaps = w + (o * Cg + c) * p.taps();
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t off_d = t * p.dilation[0] - p.pad_lo[0];
-        const Range rz = valid_range(off_d, p.stride[0], D, Z);
-        for (int64_t r = 0; r < R; ++r) {
-          const int64_t off_h = r * p.dilation[1] - p.pad_lo[1];
-          const Range rp = valid_range(off_h, p.stride[1], H, P);
-          for (int64_t s = 0; s < S; ++s) {
-            const int64_t off_w = s * p.dilation[2] - p.pad_lo[2];
-            const Range rq = valid_range(off_w, p.stride[2], W, Q);
-            const Acc wv = wtaps[(t * R + r) * S + s];
-            for (int64_t z = rz.lo; z <= rz.hi; ++z) {
-              const int64_t id = z * p.stride[0] + off_d;
-              for (int64_t pp = rp.lo; pp <= rp.hi; ++pp) {
-                const int64_t ih = pp * p.stride[1] + off_h;
-                Acc* xrow = xplane + (id * H + ih) * W + off_w;
-                const Acc* yrow = yplane + (z * P + pp) * Q;
-                if (p.stride[2] == 1) {
-                  for (int64_t q = rq.lo; q <= rq.hi; ++q) xrow[q] += wv * yrow[q];
-                } else {
-                  for (int64_t q = rq.lo; q <= rq.hi; ++q) xrow[q * p.stride[2]] += wv * yrow[q];
-                }
-              }
-            }
+      for_each_tap(p, [&](const Tap& tap) {
+        const Acc wv = wtaps[tap.index];
+        for_each_row(p, tap, [&](int64_t xrow, int64_t yrow) {
+          Acc* xr = xplane + xrow;
+          const Acc* yr = yplane + yrow;
+          if (sw == 1) {
+            for (int64_t q = tap.rq.lo; q <= tap.rq.hi; ++q) xr[q] += wv * yr[q];
+          } else {
+            for (int64_t q = tap.rq.lo; q <= tap.rq.hi; ++q) xr[q * sw] += wv * yr[q];
           }
-        }
-      }
+        });
+      });
     }
   });
 }
@@ -158,43 +163,26 @@ void dgrad_typed(const ConvProblem& p, const Acc* dy, const Acc* w, Acc* dx) {
 // N*Do*Ho*Wo can have millions of terms, which float alone would not keep float32-accurate.
 template <typename Acc>
 void wgrad_typed(const ConvProblem& p, const Acc* x, const Acc* dy, Acc* dw) {
-  const int64_t Cg = p.in_per_group(), Og = p.out_per_group();
-  const int64_t D = p.in[0], H = p.in[1], W = p.in[2];
-  const int64_t Z = p.out[0], P = p.out[1], Q = p.out[2];
-  const int64_t T = p.kernel[0], R = p.kernel[1], S = p.kernel[2];
+  const int64_t Cg = p.in_per_group(), Og = p.out_per_group(), sw = p.stride[2];
   parallel_for(p.out_channels * Cg, p.batch * p.taps() * p.out_spatial(), [&](int64_t task) {
     const int64_t o = task / Cg, c = task % Cg;
     const int64_t ci = (o / Og) * Cg + c;
     Acc* wtaps = dw + task * p.taps();
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t off_d = t * p.dilation[0] - p.pad_lo[0];
-      const Range rz = valid_range(off_d, p.stride[0], D, Z);
-      for (int64_t r = 0; r < R; ++r) {
-        const int64_t off_h = r * p.dilation[1] - p.pad_lo[1];
-        const Range rp = valid_range(off_h, p.stride[1], H, P);
-        for (int64_t s = 0; s < S; ++s) {
-          const int64_t off_w = s * p.dilation[2] - p.pad_lo[2];
-          const Range rq = valid_range(off_w, p.stride[2], W, Q);
-          double total = 0.0;
-          for (int64_t n = 0; n < p.batch; ++n) {
-            const Acc* xplane = x + (n * p.in_channels + ci) * p.in_spatial();
-            const Acc* yplane = dy + (n * p.out_channels + o) * p.out_spatial();
-            for (int64_t z = rz.lo; z <= rz.hi; ++z) {
-              const int64_t id = z * p.stride[0] + off_d;
-              for (int64_t pp = rp.lo; pp <= rp.hi; ++pp) {
-                const int64_t ih = pp * p.stride[1] + off_h;
-                const Acc* xrow = xplane + (id * H + ih) * W + off_w;
-                const Acc* yrow = yplane + (z * P + pp) * Q;
-                Acc row = 0;
-                for (int64_t q = rq.lo; q <= rq.hi; ++q) row += yrow[q] * xrow[q * p.stride[2]];
-                total += static_cast<double>(row);
-              }
-            }
-          }
-          wtaps[(t * R + r) * S + s] = static_cast<Acc>(total);
-        }
+    for_each_tap(p, [&](const Tap& tap) {
+      double total = 0.0;
+      for (int64_t n = 0; n < p.batch; ++n) {
+        const Acc* xplane = x + (n * p.in_channels + ci) * p.in_spatial();
+        const Acc* yplane = dy + (n * p.out_channels + o) * p.out_spatial();
+        for_each_row(p, tap, [&](int64_t xrow, int64_t yrow) {
+          const Acc* xr = xplane + xrow;
+          const Acc* yr = yplane + yrow;
+          Acc row = 0;
+          for (int64_t q = tap.rq.lo; q <= tap.rq.hi; ++q) row += yr[q] * xr[q * sw];
+          total += static_cast<double>(row);
+        });
       }
-    }
+      wtaps[tap.index] = static_cast<Acc>(total);
+    });
   });
 }
 
