@@ -23,7 +23,8 @@ import jax
 import numpy as np
 import torch
 
-from .bench import (
+from .report import Progress, format_table, write_json
+from .workloads import (
     COVERAGE_CASES,
     GPU_PRECISIONS,
     PRECISIONS,
@@ -31,11 +32,9 @@ from .bench import (
     Device,
     Operands,
     Precision,
-    Progress,
     case_seed,
     detect_device,
     environment_info,
-    format_table,
     jax_forward_and_grads,
     jax_operands,
     lax_conv,
@@ -48,7 +47,6 @@ from .bench import (
     torch_conv,
     torch_forward_and_grads,
     torch_operands,
-    write_json,
 )
 
 # Relative Frobenius error bounds that hold for a correct kernel (shared/notes/testing.md).

@@ -19,8 +19,9 @@ import torch  # noqa: E402,F401  -- before JAX: JAX first has clashed with torch
 
 import jax  # noqa: E402,F401
 
-from .bench import GPU_PRECISIONS, PRECISIONS, UsageError, run_bench  # noqa: E402
+from .bench import run_bench  # noqa: E402
 from .check import run_check  # noqa: E402
+from .workloads import GPU_PRECISIONS, PRECISIONS, UsageError  # noqa: E402
 
 
 def _comma_list(text: str) -> list[str]:

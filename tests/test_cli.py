@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from jaxconv3d import bench, check, cli
+from jaxconv3d import check, cli, workloads
 
 
 def test_check_passes_on_default_configs(tmp_path, capsys):
@@ -29,9 +29,9 @@ def test_bench_writes_positive_timings(tmp_path):
     assert {"device", "torch", "jax", "jaxconv3d"} <= report["environment"].keys()
     (result,) = report["results"]
     assert result["config"] == "pointwise" and result["precision"] == "fp32"
-    assert set(result["times"]) == {impl.key for impl in bench.IMPLEMENTATIONS}
+    assert set(result["times"]) == {impl.key for impl in workloads.IMPLEMENTATIONS}
     for passes in result["times"].values():
-        for pass_name in bench.PASSES:
+        for pass_name in workloads.PASSES:
             assert passes[pass_name]["median_ms"] > 0
             assert len(passes[pass_name]["samples_ms"]) == 2
     assert result["summary"]["fwd"]["speedup"] > 0
@@ -80,14 +80,14 @@ def test_check_catches_a_wrong_kernel(monkeypatch, capsys):
 def test_channel_sliced_reference_agrees(monkeypatch):
     # Suite problems on a GPU get references on a few channels; force that path on small problems.
     monkeypatch.setattr(check, "FULL_REFERENCE_MAX_FLOPS", 0)
-    case = next(c for c in bench.COVERAGE_CASES if c.name == "pointwise_s321")
-    operands = bench.random_operands(case, torch.float64, torch.device("cpu"), seed=0)
+    case = next(c for c in workloads.COVERAGE_CASES if c.name == "pointwise_s321")
+    operands = workloads.random_operands(case, torch.float64, torch.device("cpu"), seed=0)
     (out_ops, out_case, _), (in_ops, in_case, _) = check.reference_parts(case, operands)
     assert out_ops["forward"][1].tolist() == [0, 2, 4, 6] and out_case.out_channels == 4
     assert in_ops["grad_input"][1].tolist() == [0, 3, 6, 9] and in_case.in_channels == 4
 
-    grouped = next(c for c in bench.COVERAGE_CASES if c.name == "depthwise_same")
-    operands = bench.random_operands(grouped, torch.float64, torch.device("cpu"), seed=0)
+    grouped = next(c for c in workloads.COVERAGE_CASES if c.name == "depthwise_same")
+    operands = workloads.random_operands(grouped, torch.float64, torch.device("cpu"), seed=0)
     ((ops, sub_case, _),) = check.reference_parts(grouped, operands)
     assert sub_case.groups == 4 and ops["grad_input"][1].tolist() == [0, 2, 5, 7]
 
@@ -96,11 +96,11 @@ def test_channel_sliced_reference_agrees(monkeypatch):
 
 
 def test_cpu_scale_down_keeps_the_kind_of_problem():
-    suite = {case.name: bench.scale_for_cpu(case) for case in bench.BUILTIN_SUITE}
+    suite = {case.name: workloads.scale_for_cpu(case) for case in workloads.BUILTIN_SUITE}
     for case in suite.values():
         assert case.batch == 1
-        assert max(case.in_channels, case.out_channels) <= bench.CPU_MAX_CHANNELS
-        assert math.prod(case.spatial) <= bench.CPU_MAX_POSITIONS
+        assert max(case.in_channels, case.out_channels) <= workloads.CPU_MAX_CHANNELS
+        assert math.prod(case.spatial) <= workloads.CPU_MAX_POSITIONS
         assert case.problem  # still a valid convolution
     assert suite["depthwise"].groups == suite["depthwise"].in_channels == 16
     assert suite["down_s2"].problem.stride == (2, 2, 2)
@@ -114,9 +114,9 @@ def test_suite_location_from_environment(tmp_path, monkeypatch):
     }
     path = tmp_path / "suite.json"
     path.write_text(json.dumps(suite))
-    monkeypatch.setenv(bench.SUITE_ENV_VAR, str(path))
-    cases, source = bench.load_suite()
+    monkeypatch.setenv(workloads.SUITE_ENV_VAR, str(path))
+    cases, source = workloads.load_suite()
     assert source == str(path) and [c.describe() for c in cases] == ["N1 C2->3 4x5x6 k3 p1"]
 
-    monkeypatch.setenv(bench.SUITE_ENV_VAR, str(tmp_path / "missing.json"))
+    monkeypatch.setenv(workloads.SUITE_ENV_VAR, str(tmp_path / "missing.json"))
     assert cli.main(["bench", "--suite"]) == 2
