@@ -176,11 +176,13 @@ def conv_config(
     dilation: Any = 1,
     groups: Any = 1,
     precision: Any = None,
+    memoize: bool = True,
 ) -> ConvConfig:
     """Validate a batched (rank-5) problem and describe it. Unbatched inputs are expanded by the caller.
 
     Results are memoised: a training loop calls this with the same arguments every step, and the torch front's
-    per-call cost matters for small convolutions.
+    per-call cost matters for small convolutions. (torch.compile traces through the cache: it passes
+    memoize=False.)
     """
     key = (
         tuple(x_shape),
@@ -194,6 +196,8 @@ def conv_config(
         # True == 1 for hashing: keep bools (rejected by validation) from hitting an int's cache entry
         tuple(type(v) for v in (stride, padding, dilation, groups)),
     )
+    if not memoize:
+        return _build_config(*key[:-1])
     try:
         hash(key)
     except TypeError:  # lists among the arguments: validate without the cache

@@ -170,3 +170,32 @@ def test_tf32_flags_do_not_lower_accuracy():
         assert_close(jt.conv3d(x, w), F.conv3d(x.double(), w.double()), 1e-5)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def test_torch_compile_full_graph():
+    """torch.compile keeps the convolution as one custom op: no graph break (fullgraph=True), same results and
+    gradients as eager, double backward included."""
+    torch.manual_seed(0)
+    model = nn.Sequential(jt.Conv3d(3, 4, 3, padding=1, groups=1), nn.Tanh(), jt.Conv3d(4, 2, (1, 3, 2), stride=2))
+    x = torch.randn(2, 3, 8, 8, 8, requires_grad=True)
+    eager = model(x)
+    (gx_eager,) = torch.autograd.grad(eager.square().sum(), x)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    y = compiled(x)
+    (gx,) = torch.autograd.grad(y.square().sum(), x)
+    assert torch.equal(y, eager) and torch.equal(gx, gx_eager)
+
+
+def test_custom_ops_pass_opcheck():
+    from jaxconv3d.torch import _library
+
+    x = torch.randn(1, 4, 5, 6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 2, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    attrs = ([1, 2, 1], [1, 0, 1], [0, 1, 1], [1, 1, 2], 2, 0)
+    torch.library.opcheck(_library.conv3d, (x, w, b, *attrs))
+    y = _library.conv3d(x, w, b, *attrs)
+    dy = torch.randn_like(y)
+    torch.library.opcheck(_library.input_grad, (dy, w, list(x.shape), *attrs))
+    torch.library.opcheck(_library.weight_grad, (x, dy, list(w.shape), *attrs))
+    torch.library.opcheck(_library.bias_grad, (dy,))

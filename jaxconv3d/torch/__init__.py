@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._params import check_dtypes, conv_config
-from . import _ops
+from . import _library, _ops
 
 __all__ = ["conv3d", "Conv3d", "convert_conv3d"]
 
@@ -66,11 +66,15 @@ def conv3d(
         dilation=dilation,
         groups=groups,
         precision=precision,
+        memoize=not torch.compiler.is_compiling(),
     )
     channels_last = input.is_contiguous(memory_format=torch.channels_last_3d) and not input.is_contiguous()
-    y = _ops.ConvFunction.apply(
-        _ops._contig(input), _ops._contig(weight), None if bias is None else _ops._contig(bias), cfg
-    )
+    input, weight = _ops._contig(input), _ops._contig(weight)
+    bias = None if bias is None else _ops._contig(bias)
+    if torch.compiler.is_compiling():  # one opaque node in the compiled graph (see _library.py)
+        y = _library.conv3d(input, weight, bias, *_ops._attrs(cfg))
+    else:
+        y = _ops.ConvFunction.apply(input, weight, bias, cfg)
     if channels_last:  # keep the memory format the caller's network propagates, as F.conv3d does
         y = y.contiguous(memory_format=torch.channels_last_3d)
     return y.squeeze(0) if unbatched else y

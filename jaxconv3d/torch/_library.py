@@ -1,0 +1,169 @@
+"""The four operations as torch.library custom ops, so `torch.compile` keeps a convolution as one opaque node
+(with a fake-tensor shape rule and an autograd rule) instead of breaking the graph at our extension call.
+
+Eager calls do not come here: they take the autograd.Functions of `_ops.py`, which skip the dispatcher's
+per-call cost. Both paths launch the same kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from .._params import conv_config
+from . import _ops
+
+
+def _config(x_shape, w_shape, stride, pad_lo, pad_hi, dilation, groups, math):
+    return conv_config(
+        tuple(x_shape),
+        tuple(w_shape),
+        None,
+        stride=tuple(stride),
+        padding=tuple(zip(pad_lo, pad_hi)),
+        dilation=tuple(dilation),
+        groups=groups,
+        precision="tf32" if math else None,
+        memoize=not torch.compiler.is_compiling(),
+    )
+
+
+@torch.library.custom_op("jaxconv3d::conv3d", mutates_args=())
+def conv3d(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: Optional[torch.Tensor],
+    stride: Sequence[int],
+    pad_lo: Sequence[int],
+    pad_hi: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    math: int,
+) -> torch.Tensor:
+    cfg = _config(x.shape, w.shape, stride, pad_lo, pad_hi, dilation, groups, math)
+    return _ops.fwd(x.contiguous(), w.contiguous(), None if b is None else b.contiguous(), cfg)
+
+
+@conv3d.register_fake
+def _(x, w, b, stride, pad_lo, pad_hi, dilation, groups, math):
+    cfg = _config(x.shape, w.shape, stride, pad_lo, pad_hi, dilation, groups, math)
+    return x.new_empty(cfg.y_shape)
+
+
+@torch.library.custom_op("jaxconv3d::conv3d_input_grad", mutates_args=())
+def input_grad(
+    dy: torch.Tensor,
+    w: torch.Tensor,
+    x_shape: Sequence[int],
+    stride: Sequence[int],
+    pad_lo: Sequence[int],
+    pad_hi: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    math: int,
+) -> torch.Tensor:
+    cfg = _config(x_shape, w.shape, stride, pad_lo, pad_hi, dilation, groups, math)
+    return _ops.dgrad(dy.contiguous(), w.contiguous(), cfg)
+
+
+@input_grad.register_fake
+def _(dy, w, x_shape, stride, pad_lo, pad_hi, dilation, groups, math):
+    return dy.new_empty(tuple(x_shape))
+
+
+@torch.library.custom_op("jaxconv3d::conv3d_weight_grad", mutates_args=())
+def weight_grad(
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    w_shape: Sequence[int],
+    stride: Sequence[int],
+    pad_lo: Sequence[int],
+    pad_hi: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    math: int,
+) -> torch.Tensor:
+    cfg = _config(x.shape, w_shape, stride, pad_lo, pad_hi, dilation, groups, math)
+    return _ops.wgrad(x.contiguous(), dy.contiguous(), cfg)
+
+
+@weight_grad.register_fake
+def _(x, dy, w_shape, stride, pad_lo, pad_hi, dilation, groups, math):
+    return x.new_empty(tuple(w_shape))
+
+
+@torch.library.custom_op("jaxconv3d::conv3d_bias_grad", mutates_args=())
+def bias_grad(dy: torch.Tensor) -> torch.Tensor:
+    return _ops.bgrad(dy.contiguous())
+
+
+@bias_grad.register_fake
+def _(dy):
+    return dy.new_empty((dy.shape[1],))
+
+
+# ---- autograd: the same identities as _ops.py (<c, dgrad(dy, w)> = <conv(c, w), dy>, ...), written with the ops
+# themselves so double backward stays inside the compiled graph.
+
+
+def _conv_setup(ctx, inputs, output):
+    x, w, b, *attrs = inputs
+    ctx.attrs = attrs
+    ctx.has_bias = b is not None
+    ctx.save_for_backward(x, w)
+
+
+def _conv_backward(ctx, gy):
+    x, w = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    dx = input_grad(gy, w, x.shape, *ctx.attrs) if need_x else None
+    dw = weight_grad(x, gy, w.shape, *ctx.attrs) if need_w else None
+    db = bias_grad(gy) if ctx.has_bias and need_b else None
+    return (dx, dw, db) + (None,) * len(ctx.attrs)
+
+
+conv3d.register_autograd(_conv_backward, setup_context=_conv_setup)
+
+
+def _input_grad_setup(ctx, inputs, output):
+    dy, w, x_shape, *attrs = inputs
+    ctx.attrs = attrs
+    ctx.save_for_backward(dy, w)
+
+
+def _input_grad_backward(ctx, c):
+    dy, w = ctx.saved_tensors
+    d_dy = conv3d(c, w, None, *ctx.attrs) if ctx.needs_input_grad[0] else None
+    d_w = weight_grad(c, dy, w.shape, *ctx.attrs) if ctx.needs_input_grad[1] else None
+    return (d_dy, d_w) + (None,) * (1 + len(ctx.attrs))
+
+
+input_grad.register_autograd(_input_grad_backward, setup_context=_input_grad_setup)
+
+
+def _weight_grad_setup(ctx, inputs, output):
+    x, dy, w_shape, *attrs = inputs
+    ctx.attrs = attrs
+    ctx.save_for_backward(x, dy)
+
+
+def _weight_grad_backward(ctx, c):
+    x, dy = ctx.saved_tensors
+    d_x = input_grad(dy, c, x.shape, *ctx.attrs) if ctx.needs_input_grad[0] else None
+    d_dy = conv3d(x, c, None, *ctx.attrs) if ctx.needs_input_grad[1] else None
+    return (d_x, d_dy) + (None,) * (1 + len(ctx.attrs))
+
+
+weight_grad.register_autograd(_weight_grad_backward, setup_context=_weight_grad_setup)
+
+
+def _bias_grad_setup(ctx, inputs, output):
+    ctx.shape = inputs[0].shape
+
+
+def _bias_grad_backward(ctx, c):
+    return c[None, :, None, None, None].expand(ctx.shape)
+
+
+bias_grad.register_autograd(_bias_grad_backward, setup_context=_bias_grad_setup)
