@@ -18,7 +18,7 @@ status=0
 for stage in "$@"; do
   t0=$(date +%s)
   case "$stage" in
-    tests) scripts/py -m pytest -q --durations=15 tests -p no:cacheprovider > "$OUT/tests.log" 2>&1 ;;
+    tests) scripts/py -m pytest -q -rs --durations=15 tests -p no:cacheprovider > "$OUT/tests.log" 2>&1 ;;
     sanitizer) bash tests/gpu/run_sanitizer.sh > "$OUT/sanitizer.log" 2>&1 ;;
     check) scripts/py -m jaxconv3d check --suite --precision all --json "$OUT/check.json" > "$OUT/check.log" 2>&1 ;;
     bench) scripts/py -m jaxconv3d bench --suite --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1 ;;
