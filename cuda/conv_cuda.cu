@@ -5,9 +5,12 @@
 //    for grad-input (M = input positions of one stride residue class, N = C/groups, K = (O/groups)*taps that
 //    contribute to that class). The im2col tile of A and the filter tile of B are staged in shared memory
 //    (double-buffered, register prefetch); FFMA variant with 8x4 register micro-tiles, or a WMMA tensor-core
-//    variant (tf32 m16n16k8 / bf16,f16 m16n16k16, fp32 accumulate).
-//  * stencil_kernel: depthwise (C/groups == 1) forward and stride-1 grad-input: input tile + halo in shared memory.
+//    variant (tf32 m16n16k8 / bf16,f16 m16n16k16, fp32 accumulate). TF32 operands travel global -> shared by
+//    4-byte cp.async with zero fill (3 stages); the other variants use the register prefetch.
+//  * stencil_kernel: depthwise (C/groups == 1) forward and stride-1 grad-input: input tile + halo in shared memory;
+//    8 depth outputs per thread, and for depth kernel 3 / stride 1 / dilation 1 each source row is read once.
 //  * wgrad_kernel: grad-weight GEMM (M = O/groups, N = (C/groups)*taps, K = N*Do*Ho*Wo split over blocks);
+//    wgrad_pipe_kernel (O/groups > 32): same tiles and splits, pipelined, WMMA for tf32/bf16/f16, FFMA for fp32;
 //    dw_wgrad_kernel: depthwise grad-weight; splits_reduce_kernel sums the split partials in ascending order.
 //  * bgrad_kernel: one block per output channel, fixed-order reduction.
 // Everything is deterministic (no atomics), launches only on the caller's stream, allocates nothing.
@@ -32,6 +35,15 @@ using i64 = long long;
 constexpr int kInvalid = -(1 << 29);  // coordinate marker that fails every bounds test
 constexpr int kTapCap = 256;           // taps held in the shared tap table of the GEMM kernel
 constexpr int kTargetBlocks = 1056;    // 8 blocks x 132 SMs (fixed: results must not depend on the card)
+
+// Path switches (each false restores the previous kernel for that path).
+constexpr bool kGemmAsync = true;       // float32 TF32 fwd/dgrad GEMM (WMMA): cp.async 3-stage pipeline
+constexpr bool kGemmAsyncFfma = false;  // float32 accurate fwd/dgrad GEMM (FFMA): cp.async 4 stages; measured 5-8%
+                                        // slower than the register prefetch on H100, so off
+constexpr bool kStencilSlide = true;    // stencil: depth-3 sliding reuse of source rows
+constexpr bool kWgradPipeF32 = true;    // float32 accurate grad-weight (Og > 32): pipelined FFMA kernel
+constexpr bool kWgradPipeTF32 = true;   // float32 TF32 grad-weight (Og > 32): WMMA tf32 kernel
+constexpr bool kWgradPipe16 = true;     // bf16/f16 grad-weight (Og > 32): WMMA kernel
 
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
@@ -144,6 +156,16 @@ __device__ __forceinline__ void lds_vec(Acc (&dst)[N], const Acc* p) {
   }
 }
 
+// 4-byte cp.async (sm_80+) with zero fill: copies `bytes` (4 or 0) bytes from gsrc and zero-fills the rest.
+__device__ __forceinline__ void cp_async4(void* sdst, const void* gsrc, int bytes) {
+  const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(sdst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(sa), "l"(gsrc), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 template <bool MMA, int BN> struct GemmCfg {
   static constexpr int BM = 128;
   static constexpr int BK = MMA ? 16 : 8;
@@ -167,7 +189,12 @@ gemm_conv_kernel(const GemmArgs a) {
   constexpr int BPER = BK * BN / NT;
   constexpr int PAD = MMA ? (sizeof(ST) == 2 ? 8 : 4) : 0;
   constexpr int LDA = BM + PAD, LDB = BN + PAD;
-  constexpr int TILE_BYTES = 2 * BK * (LDA + LDB) * (int)sizeof(ST);
+  // float32 storage: operands are copied global -> shared by cp.async (no register staging), STAGES deep;
+  // other types: register prefetch + double buffer.
+  constexpr bool ASYNC = (MMA ? kGemmAsync : kGemmAsyncFfma) && std::is_same<T, float>::value &&
+                         std::is_same<ST, float>::value;
+  constexpr int STAGES = ASYNC ? (MMA ? 3 : 4) : 2;
+  constexpr int TILE_BYTES = STAGES * BK * (LDA + LDB) * (int)sizeof(ST);
   constexpr int LDC = BM + 4;
   constexpr int C_BYTES = MMA ? BN * LDC * 4 : 0;
   constexpr int RAW = TILE_BYTES > C_BYTES ? TILE_BYTES : C_BYTES;
@@ -182,7 +209,7 @@ gemm_conv_kernel(const GemmArgs a) {
   __shared__ i64 s_tlin[kTapCap];
 
   ST* As = reinterpret_cast<ST*>(raw);
-  ST* Bs = As + 2 * BK * LDA;
+  ST* Bs = As + STAGES * BK * LDA;
 
   const T* __restrict__ src = static_cast<const T*>(a.src);
   const T* __restrict__ wt = static_cast<const T*>(a.wt);
@@ -343,7 +370,82 @@ gemm_conv_kernel(const GemmArgs a) {
     for (int e = 0; e < BPER; ++e) B[b_kl * LDB + b_jl0 + (NT / BK) * e] = rb[e];
   };
 
+  // cp.async version of gload + sstore (float32 only): same elements, same zero fill.
+  auto aload = [&](int buf) {
+    if constexpr (ASYNC) {
+      ST* A = As + buf * BK * LDA;
+      ST* B = Bs + buf * BK * LDB;
+#pragma unroll
+      for (int r = 0; r < AROWS; ++r) {
+        const int kl = warp + NW * r;
+        const int c = a_c[r];
+        if (c < a.Kc) {
+          int4 ti; i64 lin;
+          if (use_table) { ti = s_tap[a_t[r]]; lin = s_tlin[a_t[r]]; } else { tap_info(a_t[r], ti, lin); }
+          const i64 clin = (i64)c * a.src_cs + lin;
+#pragma unroll
+          for (int i = 0; i < AM; ++i) {
+            const int iz = r_bz[i] + ti.x, iy = r_by[i] + ti.y, ix = r_bx[i] + ti.z;
+            const bool ok =
+                (unsigned)iz < (unsigned)SD && (unsigned)iy < (unsigned)SH && (unsigned)ix < (unsigned)SW;
+            cp_async4(A + kl * LDA + lane + 32 * i, ok ? src + (r_src[i] + clin) : src, ok ? 4 : 0);
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < AM; ++i) cp_async4(A + kl * LDA + lane + 32 * i, src, 0);
+        }
+      }
+      const int c = b_c;
+      int tf = 0;
+      if (c < a.Kc) {
+        if (use_table) { tf = s_tap[b_t].w; } else { int4 ti; i64 lin; tap_info(b_t, ti, lin); tf = ti.w; }
+      }
+      const i64 wofs = b_base + (i64)c * a.wcs + tf;
+#pragma unroll
+      for (int e = 0; e < BPER; ++e) {
+        const int jl = b_jl0 + (NT / BK) * e;
+        const bool ok = c < a.Kc && j0 + jl < a.Ncols;
+        cp_async4(B + b_kl * LDB + jl, ok ? wt + (wofs + e * b_estep) : wt, ok ? 4 : 0);
+      }
+    } else {
+      (void)buf;
+    }
+  };
+
   const int nk = (K + BK - 1) / BK;
+  // Runs the k loop; compute(A, B) consumes one staged k-tile. Ends with a barrier after the last compute, with no
+  // copy in flight (the MMA epilogue reuses the tile memory).
+  auto kloop = [&](auto&& compute) {
+    if (nk <= 0) return;
+    if constexpr (ASYNC) {
+#pragma unroll
+      for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < nk) { aload(s); advance(); }
+        cp_async_commit();
+      }
+      for (int kt = 0; kt < nk; ++kt) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile kt visible to all; everyone is done with tile kt - 1
+        const int buf = kt % STAGES;
+        compute(As + buf * BK * LDA, Bs + buf * BK * LDB);
+        const int nx = kt + STAGES - 1;
+        if (nx < nk) { aload(nx % STAGES); advance(); }
+        cp_async_commit();
+      }
+      cp_async_wait<0>();
+      __syncthreads();
+    } else {
+      gload(); sstore(0);
+      __syncthreads();
+      for (int kt = 0; kt < nk; ++kt) {
+        const bool more = kt + 1 < nk;
+        if (more) { advance(); gload(); }
+        compute(As + (kt & 1) * BK * LDA, Bs + (kt & 1) * BK * LDB);
+        if (more) sstore((kt + 1) & 1);
+        __syncthreads();
+      }
+    }
+  };
 
   if constexpr (!MMA) {
     constexpr int TMN = BM / 8;  // threads along m
@@ -354,14 +456,9 @@ gemm_conv_kernel(const GemmArgs a) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) acc[i][j] = 0;
 
-    if (nk > 0) {
-      gload(); sstore(0);
-      __syncthreads();
-      for (int kt = 0; kt < nk; ++kt) {
-        const bool more = kt + 1 < nk;
-        if (more) { advance(); gload(); }
-        const Acc* A = reinterpret_cast<const Acc*>(As) + (kt & 1) * BK * LDA;
-        const Acc* B = reinterpret_cast<const Acc*>(Bs) + (kt & 1) * BK * LDB;
+    kloop([&](const ST* As_, const ST* Bs_) {
+        const Acc* A = reinterpret_cast<const Acc*>(As_);
+        const Acc* B = reinterpret_cast<const Acc*>(Bs_);
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
           Acc av[8], bv[4];
@@ -376,10 +473,7 @@ gemm_conv_kernel(const GemmArgs a) {
 #pragma unroll
             for (int j = 0; j < 4; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
         }
-        if (more) sstore((kt + 1) & 1);
-        __syncthreads();
-      }
-    }
+    });
     // epilogue
     const T* bias = static_cast<const T*>(a.bias);
     Acc bj[4];
@@ -415,14 +509,7 @@ gemm_conv_kernel(const GemmArgs a) {
     for (int i = 0; i < 2; ++i)
 #pragma unroll
       for (int j = 0; j < 2; ++j) wmma::fill_fragment(cf[i][j], 0.0f);
-    if (nk > 0) {
-      gload(); sstore(0);
-      __syncthreads();
-      for (int kt = 0; kt < nk; ++kt) {
-        const bool more = kt + 1 < nk;
-        if (more) { advance(); gload(); }
-        const ST* A = As + (kt & 1) * BK * LDA;
-        const ST* B = Bs + (kt & 1) * BK * LDB;
+    kloop([&](const ST* A, const ST* B) {
 #pragma unroll
         for (int kk = 0; kk < BK; kk += WK) {
           wmma::fragment<wmma::matrix_a, 16, 16, WK, AType, wmma::col_major> fa[2];
@@ -448,11 +535,8 @@ gemm_conv_kernel(const GemmArgs a) {
 #pragma unroll
             for (int j = 0; j < 2; ++j) wmma::mma_sync(cf[i][j], fa[i], fb[j], cf[i][j]);
         }
-        if (more) sstore((kt + 1) & 1);
-        __syncthreads();
-      }
-    }
-    float* Cs = reinterpret_cast<float*>(raw);  // tiles are dead: last loop iteration ended with a barrier
+    });
+    float* Cs = reinterpret_cast<float*>(raw);  // tiles are dead: the k loop ended with a barrier (or never ran)
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -487,11 +571,14 @@ struct StencilArgs {
   int dgrad;
   int od[3], sd[3], k[3], st[3], base[3], tstep[3], E[3], lo[3], ntile[3];
 };
-constexpr int kSTX = 32, kSTY = 8, kSTZ = 4;
+constexpr int kSTX = 32, kSTY = 8, kSTZ = 8;
 
 // CO output channels per block share every staged source tile (grad-input of small C/groups: CO = C/groups).
-template <typename T, typename Acc, int CO>
-__global__ void __launch_bounds__(256) stencil_kernel(const StencilArgs a) {
+// SLIDE (depth kernel 3, depth stride 1, |depth tap step| 1): the kSTZ + 2 source rows of one (t1, t2) column are
+// read once from shared memory and reused by the three depth taps.
+template <typename T, typename Acc, int CO, bool SLIDE>
+__global__ void __launch_bounds__(256, (SLIDE || sizeof(Acc) == 8) ? 1 : 3)
+stencil_kernel(const StencilArgs a) {
   extern __shared__ __align__(16) unsigned char dsm[];
   const int E0 = a.E[0], E1 = a.E[1], E2 = a.E[2];
   const int E12 = E1 * E2;
@@ -541,6 +628,31 @@ __global__ void __launch_bounds__(256) stencil_kernel(const StencilArgs a) {
       }
     }
     __syncthreads();
+    if constexpr (SLIDE) {
+      // row of (z, t0) = z + t0 * tstep0 - lo0 = z + j with j = t0 (tstep0 = 1) or 2 - t0 (tstep0 = -1)
+      const int k12 = a.k[1] * a.k[2];
+      const int jstep = a.tstep[0] < 0 ? -k12 : k12;   // tap step of j
+      const Acc* wj0 = ws + (a.tstep[0] < 0 ? 2 * k12 : 0);
+      for (int t1 = 0; t1 < a.k[1]; ++t1) {
+        const int o1 = lbase + t1 * a.tstep[1] * E2;
+        for (int t2 = 0; t2 < a.k[2]; ++t2) {
+          const int o2 = o1 + t2 * a.tstep[2];
+          Acc tv[kSTZ + 2];
+#pragma unroll
+          for (int r = 0; r < kSTZ + 2; ++r) tv[r] = tile[o2 + r * E12];
+          const Acc* wt12 = wj0 + t1 * a.k[2] + t2;
+#pragma unroll
+          for (int j = 0; j < 3; ++j) {
+#pragma unroll
+            for (int co = 0; co < CO; ++co) {
+              const Acc wv = wt12[co * T_ + j * jstep];
+#pragma unroll
+              for (int z = 0; z < kSTZ; ++z) acc[co][z] = fma(wv, tv[z + j], acc[co][z]);
+            }
+          }
+        }
+      }
+    } else {
     int tap = 0;
     for (int t0 = 0; t0 < a.k[0]; ++t0) {
       const int o0 = (t0 * a.tstep[0] - a.lo[0]) * E12 + lbase;
@@ -559,6 +671,7 @@ __global__ void __launch_bounds__(256) stencil_kernel(const StencilArgs a) {
           }
         }
       }
+    }
     }
   }
   const int oy = ty * kSTY + ly, ox = tx * kSTX + lx;
@@ -724,6 +837,234 @@ __global__ void __launch_bounds__(WgTile<BMO>::NT) wgrad_kernel(const WgArgs a) 
       const i64 e = ((i64)g * a.Og + o) * a.Ncol + ct;
       if (a.S == 1) static_cast<T*>(a.dw)[e] = cvt<T>(acc[i][j]);
       else static_cast<Acc*>(a.ws)[(i64)split * a.wel + e] = acc[i][j];
+    }
+  }
+}
+
+// Pipelined grad-weight GEMM for Og > 32: 64 (o) x 128 (c*taps) tile, double-buffered shared memory with a register
+// prefetch of the next k-tile (one barrier per k-tile). Every thread owns one position k = tid % BK of each k-tile
+// (so it decodes that position itself; no per-tile table and no extra barrier) and the rows tid / BK + (NT / BK) * e.
+//  * MMA = false: FFMA, 128 threads, 8x8 register micro-tile (float32 accurate).
+//  * MMA = true: WMMA, 256 threads = 2 (o) x 4 (ct) warps of 32x32 (tf32 m16n16k8 with operands rounded to tf32
+//    when they are staged; bf16/f16 m16n16k16), fp32 accumulate.
+// The summation order of every output element is fixed by the tile loop (deterministic); the split partials are
+// summed by splits_reduce_kernel exactly as for wgrad_kernel (same plan, same workspace size).
+template <bool MMA> struct WgPipe {
+  static constexpr int BMO = 64, BN = 128;
+  static constexpr int NT = MMA ? 256 : 128;
+};
+template <typename T, typename ST, int BK, bool MMA>
+__global__ void __launch_bounds__(WgPipe<MMA>::NT, MMA ? 2 : 3) wgrad_pipe_kernel(const WgArgs a) {
+  constexpr int BMO = WgPipe<MMA>::BMO, BN = WgPipe<MMA>::BN, NT = WgPipe<MMA>::NT;
+  static_assert(NT % BK == 0, "k mapping");
+  constexpr int KSTEP = NT / BK;  // row stride of one thread's elements
+  constexpr int APER = BMO / KSTEP, BPER = BN / KSTEP;
+  static_assert(APER * KSTEP == BMO && BPER * KSTEP == BN, "per-thread elements");
+  constexpr int PAD = (MMA && sizeof(ST) == 2) ? 8 : 4;
+  constexpr int LDA = BMO + PAD, LDB = BN + PAD;
+  constexpr int TILE_BYTES = 2 * BK * (LDA + LDB) * (int)sizeof(ST);
+  constexpr int LDC = BN + 4;
+  constexpr int C_BYTES = MMA ? BMO * LDC * 4 : 0;
+  constexpr int RAW = TILE_BYTES > C_BYTES ? TILE_BYTES : C_BYTES;
+  __shared__ __align__(128) unsigned char raw[RAW];
+  __shared__ i64 s_clin[BN];
+  __shared__ int4 s_coff[BN];
+  ST* As = reinterpret_cast<ST*>(raw);
+  ST* Bs = As + 2 * BK * LDA;
+
+  const T* __restrict__ x = static_cast<const T*>(a.x);
+  const T* __restrict__ dy = static_cast<const T*>(a.dy);
+  const int tid = threadIdx.x;
+  const int g = blockIdx.z + a.g0;
+  const int split = blockIdx.y;
+  const int ntn = (a.Ncol + BN - 1) / BN;
+  const int mtile = blockIdx.x / ntn, ntile = blockIdx.x - mtile * ntn;
+  const int m0 = mtile * BMO, n0 = ntile * BN;
+  const ConvGeo& G = a.geo;
+  const int D = G.xd[0], H = G.xd[1], W = G.xd[2];
+  const i64 HW = (i64)H * W, DHW = HW * D;
+  const i64 Osp = (i64)G.yd[0] * G.yd[1] * G.yd[2];
+  const i64 OHW = (i64)G.yd[1] * G.yd[2];
+  const int k12 = G.k[1] * G.k[2];
+
+  for (int cl = tid; cl < BN; cl += NT) {
+    const int ct = n0 + cl;
+    if (ct < a.Ncol) {
+      const int c = ct / a.T, tap = ct - c * a.T;
+      const int td = tap / k12, r = tap - td * k12, th = r / G.k[2], tw = r - th * G.k[2];
+      const int oz = td * G.dl[0], oy = th * G.dl[1], ox = tw * G.dl[2];
+      s_coff[cl] = make_int4(oz, oy, ox, 0);
+      s_clin[cl] = (i64)c * DHW + (i64)oz * HW + (i64)oy * W + ox;
+    } else {
+      s_coff[cl] = make_int4(kInvalid, kInvalid, kInvalid, 0); s_clin[cl] = 0;
+    }
+  }
+
+  const i64 P = a.batch * Osp;
+  i64 chunk = (P + a.S - 1) / a.S;
+  chunk = (chunk + BK - 1) / BK * BK;
+  const i64 kb = (i64)split * chunk;
+  const i64 ke = kb + chunk < P ? kb + chunk : P;
+  const int nk = ke > kb ? (int)((ke - kb + BK - 1) / BK) : 0;
+
+  const int kl = tid % BK, rl = tid / BK;
+  const i64 dy_g = (i64)g * a.Og;
+  const i64 x_g = (i64)g * a.Cg;
+  ST ra[APER], rb[BPER];
+
+  auto gload = [&](int it) {
+    const i64 p = kb + (i64)it * BK + kl;
+    i64 pdy = -1, px = 0;
+    int bz = kInvalid, by = kInvalid, bx = kInvalid;
+    if (p < ke) {
+      i64 n, sp, zo, r, yo, xo;
+      divmod64(p, Osp, n, sp);
+      divmod64(sp, OHW, zo, r);
+      divmod64(r, G.yd[2], yo, xo);
+      bz = (int)zo * G.s[0] - G.pl[0]; by = (int)yo * G.s[1] - G.pl[1]; bx = (int)xo * G.s[2] - G.pl[2];
+      pdy = (n * a.O + dy_g) * Osp + sp;
+      px = (n * a.C + x_g) * DHW + (i64)bz * HW + (i64)by * W + bx;
+    }
+#pragma unroll
+    for (int e = 0; e < APER; ++e) {
+      const int o = m0 + rl + KSTEP * e;
+      ra[e] = (pdy >= 0 && o < a.Og) ? cvt<ST>(dy[pdy + (i64)o * Osp]) : zero_of<ST>();
+    }
+#pragma unroll
+    for (int e = 0; e < BPER; ++e) {
+      const int cl = rl + KSTEP * e;
+      const int4 co = s_coff[cl];
+      const int iz = bz + co.x, iy = by + co.y, ix = bx + co.z;
+      const bool ok = (unsigned)iz < (unsigned)D && (unsigned)iy < (unsigned)H && (unsigned)ix < (unsigned)W;
+      rb[e] = ok ? cvt<ST>(x[px + s_clin[cl]]) : zero_of<ST>();
+    }
+  };
+  auto sstore = [&](int buf) {
+    ST* A = As + buf * BK * LDA + kl * LDA + rl;
+    ST* B = Bs + buf * BK * LDB + kl * LDB + rl;
+#pragma unroll
+    for (int e = 0; e < APER; ++e) {
+      if constexpr (MMA && std::is_same<ST, float>::value) A[KSTEP * e] = nvcuda::wmma::__float_to_tf32(ra[e]);
+      else A[KSTEP * e] = ra[e];
+    }
+#pragma unroll
+    for (int e = 0; e < BPER; ++e) {
+      if constexpr (MMA && std::is_same<ST, float>::value) B[KSTEP * e] = nvcuda::wmma::__float_to_tf32(rb[e]);
+      else B[KSTEP * e] = rb[e];
+    }
+  };
+
+  __syncthreads();  // s_coff / s_clin
+  if constexpr (!MMA) {
+    using Acc = ST;
+    const int tn = tid % (BN / 8), tm = tid / (BN / 8);
+    Acc acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[i][j] = 0;
+    if (nk > 0) {
+      gload(0); sstore(0);
+      __syncthreads();
+      for (int it = 0; it < nk; ++it) {
+        const bool more = it + 1 < nk;
+        if (more) gload(it + 1);
+        const Acc* A = As + (it & 1) * BK * LDA;
+        const Acc* B = Bs + (it & 1) * BK * LDB;
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+          Acc av[8], bv[8], t4[4];
+          lds_vec(t4, A + kk * LDA + tm * 4);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) av[i] = t4[i];
+          lds_vec(t4, A + kk * LDA + BMO / 2 + tm * 4);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) av[4 + i] = t4[i];
+          lds_vec(t4, B + kk * LDB + tn * 4);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) bv[j] = t4[j];
+          lds_vec(t4, B + kk * LDB + BN / 2 + tn * 4);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) bv[4 + j] = t4[j];
+#pragma unroll
+          for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+        }
+        if (more) sstore((it + 1) & 1);
+        __syncthreads();
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int o = m0 + (i < 4 ? tm * 4 + i : BMO / 2 + tm * 4 + (i - 4));
+      if (o >= a.Og) continue;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int ct = n0 + (j < 4 ? tn * 4 + j : BN / 2 + tn * 4 + (j - 4));
+        if (ct >= a.Ncol) continue;
+        const i64 e = ((i64)g * a.Og + o) * a.Ncol + ct;
+        if (a.S == 1) static_cast<T*>(a.dw)[e] = cvt<T>(acc[i][j]);
+        else static_cast<Acc*>(a.ws)[(i64)split * a.wel + e] = acc[i][j];
+      }
+    }
+  } else {
+    using namespace nvcuda;
+    constexpr bool TF32 = std::is_same<ST, float>::value;
+    constexpr int WK = TF32 ? 8 : 16;
+    static_assert(BK % WK == 0, "k steps");
+    using AType = typename std::conditional<TF32, wmma::precision::tf32, ST>::type;
+    const int warp = tid >> 5;
+    const int wm = warp & 1, wn = warp >> 1;  // 2 x 4 warps, 32 x 32 each
+    wmma::fragment<wmma::accumulator, 16, 16, WK, float> cf[2][2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::fill_fragment(cf[i][j], 0.0f);
+    if (nk > 0) {
+      gload(0); sstore(0);
+      __syncthreads();
+      for (int it = 0; it < nk; ++it) {
+        const bool more = it + 1 < nk;
+        if (more) gload(it + 1);
+        const ST* A = As + (it & 1) * BK * LDA;
+        const ST* B = Bs + (it & 1) * BK * LDB;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += WK) {
+          wmma::fragment<wmma::matrix_a, 16, 16, WK, AType, wmma::col_major> fa[2];
+          wmma::fragment<wmma::matrix_b, 16, 16, WK, AType, wmma::row_major> fb[2];
+#pragma unroll
+          for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], A + kk * LDA + wm * 32 + i * 16, LDA);
+#pragma unroll
+          for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], B + kk * LDB + wn * 32 + j * 16, LDB);
+#pragma unroll
+          for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) wmma::mma_sync(cf[i][j], fa[i], fb[j], cf[i][j]);
+        }
+        if (more) sstore((it + 1) & 1);
+        __syncthreads();
+      }
+    }
+    float* Cs = reinterpret_cast<float*>(raw);  // tiles are dead: the k loop ended with a barrier (or never ran)
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        wmma::store_matrix_sync(Cs + (wm * 32 + i * 16) * LDC + wn * 32 + j * 16, cf[i][j], LDC,
+                                wmma::mem_row_major);
+    __syncthreads();
+#pragma unroll 4
+    for (int e = 0; e < BMO * BN / NT; ++e) {
+      const int idx = tid + NT * e;
+      const int cl = idx % BN, ol = idx / BN;
+      const int o = m0 + ol, ct = n0 + cl;
+      if (o < a.Og && ct < a.Ncol) {
+        const float v = Cs[ol * LDC + cl];
+        const i64 el = ((i64)g * a.Og + o) * a.Ncol + ct;
+        if (a.S == 1) static_cast<T*>(a.dw)[el] = cvt<T>(v);
+        else static_cast<float*>(a.ws)[(i64)split * a.wel + el] = v;
+      }
     }
   }
 }
@@ -977,10 +1318,18 @@ bool try_stencil(const ConvProblem& p, bool dgrad, const void* src, const void* 
   err = "";
   if (blocks == 0) return true;
   const unsigned nb = (unsigned)blocks;
-  if (CO == 1) stencil_kernel<T, Acc, 1><<<nb, 256, (size_t)smem, st>>>(s);
-  else if (CO == 2) stencil_kernel<T, Acc, 2><<<nb, 256, (size_t)smem, st>>>(s);
-  else if (CO == 3) stencil_kernel<T, Acc, 3><<<nb, 256, (size_t)smem, st>>>(s);
-  else stencil_kernel<T, Acc, 4><<<nb, 256, (size_t)smem, st>>>(s);
+  const bool slide = kStencilSlide && s.k[0] == 3 && s.st[0] == 1 && (s.tstep[0] == 1 || s.tstep[0] == -1);
+  if (slide) {
+    if (CO == 1) stencil_kernel<T, Acc, 1, true><<<nb, 256, (size_t)smem, st>>>(s);
+    else if (CO == 2) stencil_kernel<T, Acc, 2, true><<<nb, 256, (size_t)smem, st>>>(s);
+    else if (CO == 3) stencil_kernel<T, Acc, 3, true><<<nb, 256, (size_t)smem, st>>>(s);
+    else stencil_kernel<T, Acc, 4, true><<<nb, 256, (size_t)smem, st>>>(s);
+  } else {
+    if (CO == 1) stencil_kernel<T, Acc, 1, false><<<nb, 256, (size_t)smem, st>>>(s);
+    else if (CO == 2) stencil_kernel<T, Acc, 2, false><<<nb, 256, (size_t)smem, st>>>(s);
+    else if (CO == 3) stencil_kernel<T, Acc, 3, false><<<nb, 256, (size_t)smem, st>>>(s);
+    else stencil_kernel<T, Acc, 4, false><<<nb, 256, (size_t)smem, st>>>(s);
+  }
   err = launch_error(dgrad ? "depthwise dgrad" : "depthwise fwd");
   return true;
 }
@@ -1075,8 +1424,8 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
 }
 
 template <typename T>
-std::string wgrad_impl(const ConvProblem& p, const void* x, const void* dy, void* dw, void* ws, size_t ws_bytes,
-                       cudaStream_t st) {
+std::string wgrad_impl(const ConvProblem& p, MathMode m, const void* x, const void* dy, void* dw, void* ws,
+                       size_t ws_bytes, cudaStream_t st) {
   using Acc = typename AccOf<T>::type;
   const WgPlan pl = wg_plan(p, std::is_same<T, double>::value ? DType::kF64 : DType::kF32);
   if (ws_bytes < pl.ws_bytes)
@@ -1107,7 +1456,15 @@ std::string wgrad_impl(const ConvProblem& p, const void* x, const void* dy, void
     for (int g0 = 0; g0 < (int)p.groups; g0 += 65535) {
       a.g0 = g0;
       const dim3 grid((unsigned)gx, (unsigned)pl.S, (unsigned)std::min<i64>(65535, p.groups - g0));
-      if (pl.bmo == 64) wgrad_kernel<T, Acc, 64><<<grid, WgTile<64>::NT, 0, st>>>(a);
+      constexpr bool kF32 = std::is_same<T, float>::value;
+      constexpr bool k16 = std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value;
+      if (kWgradPipeTF32 && pl.bmo == 64 && kF32 && m == MathMode::kTF32) {
+        if constexpr (kF32) wgrad_pipe_kernel<T, float, 16, true><<<grid, WgPipe<true>::NT, 0, st>>>(a);
+      } else if (kWgradPipeF32 && pl.bmo == 64 && kF32 && m == MathMode::kAccurate) {
+        if constexpr (kF32) wgrad_pipe_kernel<T, float, 16, false><<<grid, WgPipe<false>::NT, 0, st>>>(a);
+      } else if (kWgradPipe16 && pl.bmo == 64 && k16) {
+        if constexpr (k16) wgrad_pipe_kernel<T, T, 32, true><<<grid, WgPipe<true>::NT, 0, st>>>(a);
+      } else if (pl.bmo == 64) wgrad_kernel<T, Acc, 64><<<grid, WgTile<64>::NT, 0, st>>>(a);
       else if (pl.bmo == 32) wgrad_kernel<T, Acc, 32><<<grid, WgTile<32>::NT, 0, st>>>(a);
       else wgrad_kernel<T, Acc, 16><<<grid, WgTile<16>::NT, 0, st>>>(a);
       const std::string e = launch_error("wgrad gemm");
@@ -1183,17 +1540,16 @@ size_t conv_wgrad_cuda_workspace_bytes(const ConvProblem& p, DType t, MathMode m
 
 std::string conv_wgrad_cuda(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
                             void* workspace, size_t workspace_bytes, void* stream) {
-  (void)m;
   std::string e = validate(p);
   if (!e.empty()) return e;
   if (dw == nullptr) return "jaxconv3d cuda: null tensor pointer";
   if (p.batch > 0 && (x == nullptr || dy == nullptr)) return "jaxconv3d cuda: null tensor pointer";
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
-    case DType::kF32: return wgrad_impl<float>(p, x, dy, dw, workspace, workspace_bytes, st);
-    case DType::kF64: return wgrad_impl<double>(p, x, dy, dw, workspace, workspace_bytes, st);
-    case DType::kBF16: return wgrad_impl<__nv_bfloat16>(p, x, dy, dw, workspace, workspace_bytes, st);
-    case DType::kF16: return wgrad_impl<__half>(p, x, dy, dw, workspace, workspace_bytes, st);
+    case DType::kF32: return wgrad_impl<float>(p, m, x, dy, dw, workspace, workspace_bytes, st);
+    case DType::kF64: return wgrad_impl<double>(p, m, x, dy, dw, workspace, workspace_bytes, st);
+    case DType::kBF16: return wgrad_impl<__nv_bfloat16>(p, m, x, dy, dw, workspace, workspace_bytes, st);
+    case DType::kF16: return wgrad_impl<__half>(p, m, x, dy, dw, workspace, workspace_bytes, st);
   }
   return "jaxconv3d cuda: unknown dtype";
 }
