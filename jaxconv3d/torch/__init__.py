@@ -53,6 +53,7 @@ def conv3d(
         dtype = torch.get_autocast_dtype(device_type)
         input, weight = input.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
+    compiling = torch.compiler.is_compiling()
     check_dtypes(input=input.dtype, weight=weight.dtype, bias=None if bias is None else bias.dtype)
     unbatched = input.dim() == 4
     if unbatched:
@@ -66,12 +67,12 @@ def conv3d(
         dilation=dilation,
         groups=groups,
         precision=precision,
-        memoize=not torch.compiler.is_compiling(),
+        memoize=not compiling,
     )
     channels_last = input.is_contiguous(memory_format=torch.channels_last_3d) and not input.is_contiguous()
     input, weight = _ops._contig(input), _ops._contig(weight)
     bias = None if bias is None else _ops._contig(bias)
-    if torch.compiler.is_compiling():  # one opaque node in the compiled graph (see _library.py)
+    if compiling:  # one opaque node in the compiled graph (see _library.py)
         y = _library.conv3d(input, weight, bias, *_ops._attrs(cfg))
     else:
         y = _ops.ConvFunction.apply(input, weight, bias, cfg)
