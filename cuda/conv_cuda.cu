@@ -708,6 +708,36 @@ struct WgArgs {
 
 template <typename Acc> struct WgCfg { static constexpr int BK = 16; };
 
+// Shared by both grad-weight kernels: for the block's BN columns (c, tap) of the filter, the tap's input offset
+// per axis (s_coff; kInvalid past the last column) and its linear offset in one (n, group) input volume (s_clin).
+template <int NT, int BN>
+__device__ __forceinline__ void wgrad_column_table(const WgArgs& a, int n0, int tid, int k12, i64 HW, i64 DHW, int W,
+                                                   int4* s_coff, i64* s_clin) {
+  const ConvGeo& G = a.geo;
+  for (int cl = tid; cl < BN; cl += NT) {
+    const int ct = n0 + cl;
+    if (ct < a.Ncol) {
+      const int c = ct / a.T, tap = ct - c * a.T;
+      const int td = tap / k12, r = tap - td * k12, th = r / G.k[2], tw = r - th * G.k[2];
+      const int oz = td * G.dl[0], oy = th * G.dl[1], ox = tw * G.dl[2];
+      s_coff[cl] = make_int4(oz, oy, ox, 0);
+      s_clin[cl] = (i64)c * DHW + (i64)oz * HW + (i64)oy * W + ox;
+    } else {
+      s_coff[cl] = make_int4(kInvalid, kInvalid, kInvalid, 0); s_clin[cl] = 0;
+    }
+  }
+}
+
+// The split's slice [kb, ke) of the reduction over P = N*Do*Ho*Wo positions: S equal chunks rounded up to BK.
+template <int BK>
+__device__ __forceinline__ void wgrad_split_range(i64 P, int S, int split, i64* kb, i64* ke) {
+  i64 chunk = (P + S - 1) / S;
+  chunk = (chunk + BK - 1) / BK * BK;
+  *kb = (i64)split * chunk;
+  *ke = *kb + chunk < P ? *kb + chunk : P;
+}
+
+
 template <int BMO> struct WgTile {
   static constexpr int BN = BMO == 16 ? 256 : 8192 / BMO;   // 64 -> 128, 32 -> 256, 16 -> 256
   static constexpr int NT = (BMO / 8) * (BN / 8);            // 128, 128, 64
@@ -742,24 +772,10 @@ __global__ void __launch_bounds__(WgTile<BMO>::NT) wgrad_kernel(const WgArgs a) 
   const i64 OHW = (i64)G.yd[1] * G.yd[2];
   const int k12 = G.k[1] * G.k[2];
 
-  for (int cl = tid; cl < BN; cl += NT) {
-    const int ct = n0 + cl;
-    if (ct < a.Ncol) {
-      const int c = ct / a.T, tap = ct - c * a.T;
-      const int td = tap / k12, r = tap - td * k12, th = r / G.k[2], tw = r - th * G.k[2];
-      const int oz = td * G.dl[0], oy = th * G.dl[1], ox = tw * G.dl[2];
-      s_coff[cl] = make_int4(oz, oy, ox, 0);
-      s_clin[cl] = (i64)c * DHW + (i64)oz * HW + (i64)oy * W + ox;
-    } else {
-      s_coff[cl] = make_int4(kInvalid, kInvalid, kInvalid, 0); s_clin[cl] = 0;
-    }
-  }
-
+  wgrad_column_table<NT, BN>(a, n0, tid, k12, HW, DHW, W, s_coff, s_clin);
   const i64 P = a.batch * Osp;
-  i64 chunk = (P + a.S - 1) / a.S;
-  chunk = (chunk + BK - 1) / BK * BK;
-  const i64 kb = (i64)split * chunk;
-  const i64 ke = kb + chunk < P ? kb + chunk : P;
+  i64 kb, ke;
+  wgrad_split_range<BK>(P, a.S, split, &kb, &ke);
 
   const int tn = tid % (BN / 8), tm = tid / (BN / 8);
   Acc acc[8][8];
@@ -887,24 +903,10 @@ __global__ void __launch_bounds__(WgPipe<MMA>::NT, MMA ? 2 : 3) wgrad_pipe_kerne
   const i64 OHW = (i64)G.yd[1] * G.yd[2];
   const int k12 = G.k[1] * G.k[2];
 
-  for (int cl = tid; cl < BN; cl += NT) {
-    const int ct = n0 + cl;
-    if (ct < a.Ncol) {
-      const int c = ct / a.T, tap = ct - c * a.T;
-      const int td = tap / k12, r = tap - td * k12, th = r / G.k[2], tw = r - th * G.k[2];
-      const int oz = td * G.dl[0], oy = th * G.dl[1], ox = tw * G.dl[2];
-      s_coff[cl] = make_int4(oz, oy, ox, 0);
-      s_clin[cl] = (i64)c * DHW + (i64)oz * HW + (i64)oy * W + ox;
-    } else {
-      s_coff[cl] = make_int4(kInvalid, kInvalid, kInvalid, 0); s_clin[cl] = 0;
-    }
-  }
-
+  wgrad_column_table<NT, BN>(a, n0, tid, k12, HW, DHW, W, s_coff, s_clin);
   const i64 P = a.batch * Osp;
-  i64 chunk = (P + a.S - 1) / a.S;
-  chunk = (chunk + BK - 1) / BK * BK;
-  const i64 kb = (i64)split * chunk;
-  const i64 ke = kb + chunk < P ? kb + chunk : P;
+  i64 kb, ke;
+  wgrad_split_range<BK>(P, a.S, split, &kb, &ke);
   const int nk = ke > kb ? (int)((ke - kb + BK - 1) / BK) : 0;
 
   const int kl = tid % BK, rl = tid / BK;
