@@ -728,6 +728,28 @@ __device__ __forceinline__ void wgrad_column_table(const WgArgs& a, int n0, int 
   }
 }
 
+// Reduction position p = (n, zo, yo, xo) of group g: its offset in dy, the offset in x of the input corner that tap
+// (0, 0, 0) reads, and that corner per axis (taps add their offsets to it, and bounds are tested on it).
+struct WgPos {
+  i64 pdy, px;
+  int bz, by, bx;
+};
+__device__ __forceinline__ WgPos wgrad_position(const WgArgs& a, int g, i64 p, i64 Osp, i64 OHW, i64 HW, i64 DHW,
+                                                int W) {
+  const ConvGeo& G = a.geo;
+  i64 n, sp, zo, r, yo, xo;
+  divmod64(p, Osp, n, sp);
+  divmod64(sp, OHW, zo, r);
+  divmod64(r, G.yd[2], yo, xo);
+  WgPos q;
+  q.bz = (int)zo * G.s[0] - G.pl[0];
+  q.by = (int)yo * G.s[1] - G.pl[1];
+  q.bx = (int)xo * G.s[2] - G.pl[2];
+  q.pdy = (n * a.O + (i64)g * a.Og) * Osp + sp;
+  q.px = (n * a.C + (i64)g * a.Cg) * DHW + (i64)q.bz * HW + (i64)q.by * W + q.bx;
+  return q;
+}
+
 // The split's slice [kb, ke) of the reduction over P = N*Do*Ho*Wo positions: S equal chunks rounded up to BK.
 template <int BK>
 __device__ __forceinline__ void wgrad_split_range(i64 P, int S, int split, i64* kb, i64* ke) {
@@ -788,14 +810,10 @@ __global__ void __launch_bounds__(WgTile<BMO>::NT) wgrad_kernel(const WgArgs a) 
     if (tid < BK) {
       const i64 p = kt + tid;
       if (p < ke) {
-        i64 n, sp, zo, r, yo, xo;
-        divmod64(p, Osp, n, sp);
-        divmod64(sp, OHW, zo, r);
-        divmod64(r, G.yd[2], yo, xo);
-        const int bz = (int)zo * G.s[0] - G.pl[0], by = (int)yo * G.s[1] - G.pl[1], bx = (int)xo * G.s[2] - G.pl[2];
-        s_pdy[tid] = (n * a.O + (i64)g * a.Og) * Osp + sp;
-        s_px[tid] = (n * a.C + (i64)g * a.Cg) * DHW + (i64)bz * HW + (i64)by * W + bx;
-        s_pc[tid] = make_int4(bz, by, bx, 0);
+        const WgPos q = wgrad_position(a, g, p, Osp, OHW, HW, DHW, W);
+        s_pdy[tid] = q.pdy;
+        s_px[tid] = q.px;
+        s_pc[tid] = make_int4(q.bz, q.by, q.bx, 0);
       } else {
         s_pdy[tid] = -1; s_px[tid] = 0;
         s_pc[tid] = make_int4(kInvalid, kInvalid, kInvalid, 0);
@@ -910,8 +928,6 @@ __global__ void __launch_bounds__(WgPipe<MMA>::NT, MMA ? 2 : 3) wgrad_pipe_kerne
   const int nk = ke > kb ? (int)((ke - kb + BK - 1) / BK) : 0;
 
   const int kl = tid % BK, rl = tid / BK;
-  const i64 dy_g = (i64)g * a.Og;
-  const i64 x_g = (i64)g * a.Cg;
   ST ra[APER], rb[BPER];
 
   auto gload = [&](int it) {
@@ -919,13 +935,10 @@ __global__ void __launch_bounds__(WgPipe<MMA>::NT, MMA ? 2 : 3) wgrad_pipe_kerne
     i64 pdy = -1, px = 0;
     int bz = kInvalid, by = kInvalid, bx = kInvalid;
     if (p < ke) {
-      i64 n, sp, zo, r, yo, xo;
-      divmod64(p, Osp, n, sp);
-      divmod64(sp, OHW, zo, r);
-      divmod64(r, G.yd[2], yo, xo);
-      bz = (int)zo * G.s[0] - G.pl[0]; by = (int)yo * G.s[1] - G.pl[1]; bx = (int)xo * G.s[2] - G.pl[2];
-      pdy = (n * a.O + dy_g) * Osp + sp;
-      px = (n * a.C + x_g) * DHW + (i64)bz * HW + (i64)by * W + bx;
+      const WgPos q = wgrad_position(a, g, p, Osp, OHW, HW, DHW, W);
+      bz = q.bz; by = q.by; bx = q.bx;
+      pdy = q.pdy;
+      px = q.px;
     }
 #pragma unroll
     for (int e = 0; e < APER; ++e) {
