@@ -21,9 +21,7 @@ from jax.custom_batching import custom_vmap
 
 from . import _ffi
 from ._params import ConvConfig
-
-# Role of each operand / result: "act" = (N, C, D, H, W) activation, "w" = (O, C/g, k...) filter, "b" = (O,).
-ACT, FILT, BIAS = "act", "w", "b"
+from ._sharding import ACT, BIAS, FILT, batch_partitioned  # operand roles: activation, filter, bias
 
 
 def _fold_into_batch(arr, batched: bool, size: int):
@@ -104,12 +102,16 @@ def _guard_empty(call: Callable, shape_of: Callable[[ConvConfig], tuple]) -> Cal
     return run
 
 
-_fwd = _batched_op(_guard_empty(_ffi.fwd, lambda c: c.y_shape), (ACT, FILT, BIAS), ACT, True)
-_dgrad = _batched_op(_guard_empty(_ffi.dgrad, lambda c: c.x_shape), (ACT, FILT), ACT, True)
-_wgrad = _batched_op(_guard_empty(_ffi.wgrad, lambda c: c.w_shape), (ACT, ACT), FILT, True)
-_bgrad = _batched_op(
-    _guard_empty(lambda dy, cfg: _ffi.bgrad(dy), lambda c: (c.out_channels,)), (ACT,), BIAS, False
-)
+def _operation(call: Callable, in_roles, out_role, shape_of, grouped: bool) -> Callable:
+    """An FFI call with its sharding rule, its zero-batch guard and its batching rule, innermost first."""
+    partitioned = batch_partitioned(call, in_roles, out_role)
+    return _batched_op(_guard_empty(partitioned, shape_of), in_roles, out_role, grouped)
+
+
+_fwd = _operation(_ffi.fwd, (ACT, FILT, BIAS), ACT, lambda c: c.y_shape, True)
+_dgrad = _operation(_ffi.dgrad, (ACT, FILT), ACT, lambda c: c.x_shape, True)
+_wgrad = _operation(_ffi.wgrad, (ACT, ACT), FILT, lambda c: c.w_shape, True)
+_bgrad = _operation(lambda dy, cfg: _ffi.bgrad(dy), (ACT,), BIAS, lambda c: (c.out_channels,), False)
 
 
 def _bias_cfg(cfg: ConvConfig) -> ConvConfig:

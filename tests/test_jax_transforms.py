@@ -112,7 +112,8 @@ def test_bfloat16_under_jit_and_grad(data):
 
 def test_shard_map_and_sharded_jit():
     """Four CPU devices (a fresh process, since the device count is fixed at JAX start-up): the batch sharded across
-    them through shard_map and through plain jit gives the single-device result."""
+    them through shard_map and through plain jit gives the single-device result, and plain jit partitions the
+    custom calls along the batch instead of gathering their operands."""
     script = textwrap.dedent(
         """
         import numpy as np, jax, jax.numpy as jnp
@@ -140,6 +141,15 @@ def test_shard_map_and_sharded_jit():
         xs = jax.device_put(x, NamedSharding(mesh, P("data")))
         got = jax.jit(f)(xs, w, b)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert got.sharding.spec[0] == "data"
+        # Partitioned, not gathered: each device convolves its 2 of the 8 examples.
+        hlo = jax.jit(f).lower(xs, w, b).compile().as_text()
+        assert "all-gather" not in hlo
+        assert any("f32[2,4,6,6,6]" in l and "jaxconv3d_fwd" in l for l in hlo.splitlines())
+        loss = lambda x, w, b: jnp.sum(f(x, w, b) ** 2)
+        grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(xs, w, b)
+        for g, r in zip(grads, jax.grad(loss, argnums=(0, 1, 2))(x, w, b)):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-3)
         print("sharding ok")
         """
     )
