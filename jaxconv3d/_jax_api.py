@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _autodiff, _ffi
-from ._params import check_dtypes, conv_config
+from ._params import call_config
 
 
 def _devices(a: Any):
@@ -52,20 +52,11 @@ def conv3d(
     _check_devices(x=x, w=w, b=b)
     x, w = jnp.asarray(x), jnp.asarray(w)
     b = None if b is None else jnp.asarray(b)
-    check_dtypes(input=x.dtype, weight=w.dtype, bias=None if b is None else b.dtype)
-    unbatched = x.ndim == 4
+    cfg, unbatched = call_config(
+        x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups, precision=precision
+    )
     if unbatched:
         x = x[None]
-    cfg = conv_config(
-        x.shape,
-        w.shape,
-        None if b is None else b.shape,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        precision=precision,
-    )
     _ffi.register()
     y = _autodiff.conv(x, w, _ffi.no_bias(x.dtype) if b is None else b, cfg)
     return y[0] if unbatched else y

@@ -166,6 +166,17 @@ def check_dtypes(**dtypes: Any) -> str:
     return first
 
 
+def call_config(x: Any, w: Any, b: Any, *, memoize: bool = True, **kwargs: Any) -> tuple[ConvConfig, bool]:
+    """What both fronts do first with a user's call: check dtypes, accept an unbatched (C, D, H, W) input as a batch
+    of one, and describe the problem. `x`, `w`, `b` are arrays or tensors (anything with .shape and .dtype).
+    Returns (config, unbatched); the caller adds and later removes the batch axis."""
+    check_dtypes(input=x.dtype, weight=w.dtype, bias=None if b is None else b.dtype)
+    unbatched = len(x.shape) == 4
+    x_shape = (1, *x.shape) if unbatched else tuple(x.shape)
+    cfg = conv_config(x_shape, w.shape, None if b is None else b.shape, memoize=memoize, **kwargs)
+    return cfg, unbatched
+
+
 def conv_config(
     x_shape: Sequence[int],
     w_shape: Sequence[int],

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._params import check_dtypes, conv_config
+from .._params import call_config
 from . import _library, _ops
 
 __all__ = ["conv3d", "Conv3d", "convert_conv3d"]
@@ -54,21 +54,12 @@ def conv3d(
         input, weight = input.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
     compiling = torch.compiler.is_compiling()
-    check_dtypes(input=input.dtype, weight=weight.dtype, bias=None if bias is None else bias.dtype)
-    unbatched = input.dim() == 4
+    cfg, unbatched = call_config(
+        input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        precision=precision, memoize=not compiling,
+    )
     if unbatched:
         input = input.unsqueeze(0)
-    cfg = conv_config(
-        input.shape,
-        weight.shape,
-        None if bias is None else bias.shape,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        precision=precision,
-        memoize=not compiling,
-    )
     channels_last = input.is_contiguous(memory_format=torch.channels_last_3d) and not input.is_contiguous()
     input, weight = _ops._contig(input), _ops._contig(weight)
     bias = None if bias is None else _ops._contig(bias)
