@@ -1,0 +1,41 @@
+// The Hopper (sm_90a) kernel family: implicit GEMM on `wgmma` tensor cores, operands staged in 128-byte-swizzled
+// shared memory by a multi-stage asynchronous-copy pipeline. It runs only on compute capability 9.0 (the caller
+// checks the device) and only on channels-last tensors:
+//   activations NDHWC: x (N, D, H, W, C), y / dy (N, Do, Ho, Wo, O), dx like x;
+//   weights ODHWI:     w / dw (O, kd, kh, kw, C/groups)  (the memory order of a torch channels_last_3d weight).
+// Every function is a pure function of its arguments; `accepts_*` says whether the family can run the problem
+// (dtype, math mode, alignment, groups, sizes), `*_workspace_bytes` how much scratch it needs (the caller
+// provides it: XLA allocates it as an extra result, torch through a callback), `tile_*` names the tile it would use.
+// The run functions launch on `stream` only: no allocation, no synchronisation, deterministic (grad-weight splits
+// its reduction over positions and adds the partial sums in a fixed order, no atomics).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "conv_problem.h"
+
+namespace jaxconv3d {
+namespace hopper {
+
+bool accepts_fwd(const ConvProblem& p, DType t, MathMode m);
+bool accepts_dgrad(const ConvProblem& p, DType t, MathMode m);
+bool accepts_wgrad(const ConvProblem& p, DType t, MathMode m);
+
+size_t fwd_workspace_bytes(const ConvProblem& p, DType t, MathMode m);
+size_t dgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m);
+size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m);
+
+std::string tile_fwd(const ConvProblem& p, DType t, MathMode m);
+std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m);
+std::string tile_wgrad(const ConvProblem& p, DType t, MathMode m);
+
+std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* bias, void* y,
+                void* workspace, size_t workspace_bytes, void* stream);
+std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx,
+                  void* workspace, size_t workspace_bytes, void* stream);
+std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
+                  void* workspace, size_t workspace_bytes, void* stream);
+
+}  // namespace hopper
+}  // namespace jaxconv3d
