@@ -8,8 +8,7 @@
 // partial[split][Ntot][O]; `wgrad_reduce_kernel` adds them in split order (deterministic) into dw ODHWI.
 #pragma once
 
-#include "pipeline.cuh"
-#include "tma.cuh"
+#include "persistent.cuh"
 
 namespace jaxconv3d {
 namespace hopper {
@@ -39,7 +38,7 @@ struct WgradCfg {
 // Writes one warpgroup's 64 x BN fp32 accumulator block (rows = (tap, channel) from r0, columns = o from o0) into
 // a split's partial sums [Ntot][O].
 template <int BN>
-__device__ __forceinline__ void store_partials(const float (&acc)[BN / 2], float* part, int r0, int o0, int Ntot,
+__device__ __forceinline__ void store_partials(const float* acc, float* part, int r0, int o0, int Ntot,
                                                int O, int tid) {
   const int lane = tid & 31, warp = (tid >> 5) & 3;
 #pragma unroll
@@ -159,96 +158,100 @@ struct WgradTmaArgs {
   int k[3], stride[3], pad[3], dil[3];
   int bw_log, bh_log, bd_log;
   int tiles[3];     // bricks along D, H, W
-  int ktiles, tiles_per_split;
+  int ktiles, tiles_per_split, splits;
 };
 
 template <typename T, int BN>
-__global__ void __launch_bounds__(kThreads, 1)
+struct WgradTmaOp {
+  using Cfg = WgradCfg<BN>;
+  const CUtensorMap* tmX;
+  const CUtensorMap* tmDy;
+  const WgradTmaArgs* a;
+
+  __device__ __forceinline__ int mblocks() const { return (a->Ntot + 127) / 128; }
+  __device__ __forceinline__ int oblocks() const { return (a->O + BN - 1) / BN; }
+  __device__ __forceinline__ int tiles() const { return mblocks() * oblocks() * a->splits; }
+  // tile = (split * oblocks + ob) * mblocks + mb: neighbouring blocks share a split's stretch of x and dy.
+  __device__ __forceinline__ int split_of(int tile) const { return tile / (mblocks() * oblocks()); }
+  __device__ __forceinline__ int ktiles(int tile) const {
+    const int begin = split_of(tile) * a->tiles_per_split;
+    return max(0, min(a->tiles_per_split, a->ktiles - begin));
+  }
+
+  struct Cursor {
+    int mc[2], mj[2][3];  // channel and tap of each 64-wide M block (fixed for the tile)
+    int o0;
+    int tw, th, td, tn;   // the brick walk
+  };
+  __device__ __forceinline__ Cursor cursor(int tile) const {
+    const WgradTmaArgs& g = *a;
+    Cursor c;
+    const int mb = tile % mblocks();
+    c.o0 = ((tile / mblocks()) % oblocks()) * BN;
+    for (int b = 0; b < 2; ++b) {
+      const int na = mb * 128 + 64 * b;
+      const int tap = na < g.Ntot ? na / g.C : 0;
+      c.mc[b] = na < g.Ntot ? na - tap * g.C : g.C;  // past the end: a box wholly outside x, i.e. zeros
+      c.mj[b][2] = tap % g.k[2];
+      c.mj[b][1] = (tap / g.k[2]) % g.k[1];
+      c.mj[b][0] = tap / (g.k[2] * g.k[1]);
+    }
+    const int bt = split_of(tile) * g.tiles_per_split;
+    c.tw = bt % g.tiles[2];
+    c.th = (bt / g.tiles[2]) % g.tiles[1];
+    c.td = (bt / (g.tiles[2] * g.tiles[1])) % g.tiles[0];
+    c.tn = bt / (g.tiles[2] * g.tiles[1] * g.tiles[0]);
+    return c;
+  }
+  __device__ __forceinline__ void issue(Cursor& c, uint32_t stage, uint32_t bar) const {
+    const WgradTmaArgs& g = *a;
+    const int q2 = c.tw << g.bw_log, q1 = c.th << g.bh_log, q0 = c.td << g.bd_log;
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
+      tma_load_5d(stage + b * 64 * kRowBytes, tmX, bar, c.mc[b], q2 * g.stride[2] - g.pad[2] + c.mj[b][2] * g.dil[2],
+                  q1 * g.stride[1] - g.pad[1] + c.mj[b][1] * g.dil[1], q0 * g.stride[0] - g.pad[0] + c.mj[b][0] * g.dil[0],
+                  c.tn);
+#pragma unroll
+    for (int b = 0; b < BN / 64; ++b)
+      tma_load_5d(stage + Cfg::kABytes + b * 64 * kRowBytes, tmDy, bar, c.o0 + 64 * b, q2, q1, q0, c.tn);
+    if (++c.tw == g.tiles[2]) {
+      c.tw = 0;
+      if (++c.th == g.tiles[1]) {
+        c.th = 0;
+        if (++c.td == g.tiles[0]) { c.td = 0; ++c.tn; }
+      }
+    }
+  }
+  __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate) const {
+#pragma unroll
+    for (int ks = 0; ks < 64 / 16; ++ks) {
+      const uint64_t da = smem_desc(stage + consumer * 64 * kRowBytes + ks * 2048, 64 * kRowBytes, 1024);
+      const uint64_t db = smem_desc(stage + Cfg::kABytes + ks * 2048, 64 * kRowBytes, 1024);
+      Mma<T, BN, 1, 1>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
+    }
+  }
+  __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid) const {
+    const WgradTmaArgs& g = *a;
+    const int mb = tile % mblocks(), o0 = ((tile / mblocks()) % oblocks()) * BN;
+    store_partials<BN>(acc, g.partial + i64(split_of(tile)) * g.Ntot * g.O, mb * 128 + consumer * 64, o0, g.Ntot,
+                       g.O, ctid);
+  }
+};
+
+template <typename T, int BN>
+__global__ void __launch_bounds__(kPersistentThreads, 1)
     conv_wgrad_tma_kernel(const __grid_constant__ CUtensorMap tmX, const __grid_constant__ CUtensorMap tmDy,
                           const __grid_constant__ WgradTmaArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = WgradCfg<BN>;
-  constexpr int S = Cfg::kStages;
   extern __shared__ unsigned char smem_raw[];
-  __shared__ alignas(8) uint64_t bars[S];
   const uint32_t smem = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
-  const uint32_t bar0 = uint32_t(__cvta_generic_to_shared(bars));
-  const int tid = threadIdx.x;
-  const int na0 = blockIdx.x * 128;
-  const int o0 = blockIdx.y * BN;
-  const int split = blockIdx.z;
-  const int kt_begin = split * a.tiles_per_split;
-  const int kt_count = max(0, min(a.tiles_per_split, a.ktiles - kt_begin));
-
-  if (tid == 0) {
-    for (int s = 0; s < S; ++s) mbar_init(bar0 + 8 * s, 1);
-    mbar_fence_init();
+  if (threadIdx.x == 0) {
     tma_prefetch_map(&tmX);
     tma_prefetch_map(&tmDy);
   }
-  __syncthreads();
-
-  // The issuing thread's view: the tap and channel of each M block (fixed), and the brick walk (incremental).
-  int mc[2], mj[2][3];
-  for (int b = 0; b < 2; ++b) {
-    const int na = na0 + 64 * b;
-    const int tap = na < a.Ntot ? na / a.C : 0;
-    mc[b] = na < a.Ntot ? na - tap * a.C : a.C;  // past the end: a box wholly outside x, i.e. zeros
-    mj[b][2] = tap % a.k[2];
-    mj[b][1] = (tap / a.k[2]) % a.k[1];
-    mj[b][0] = tap / (a.k[2] * a.k[1]);
-  }
-  int bt = kt_begin;
-  int tw = bt % a.tiles[2], th = (bt / a.tiles[2]) % a.tiles[1];
-  int td = (bt / (a.tiles[2] * a.tiles[1])) % a.tiles[0], tn = bt / (a.tiles[2] * a.tiles[1] * a.tiles[0]);
-  auto issue = [&](int kt) {
-    const int s = kt % S;
-    const uint32_t stage = smem + s * Cfg::kStageBytes, bar = bar0 + 8 * s;
-    mbar_expect_tx(bar, Cfg::kStageBytes);
-    const int q2 = tw << a.bw_log, q1 = th << a.bh_log, q0 = td << a.bd_log;
-#pragma unroll
-    for (int b = 0; b < 2; ++b)
-      tma_load_5d(stage + b * 64 * kRowBytes, &tmX, bar, mc[b], q2 * a.stride[2] - a.pad[2] + mj[b][2] * a.dil[2],
-                  q1 * a.stride[1] - a.pad[1] + mj[b][1] * a.dil[1], q0 * a.stride[0] - a.pad[0] + mj[b][0] * a.dil[0],
-                  tn);
-#pragma unroll
-    for (int b = 0; b < BN / 64; ++b)
-      tma_load_5d(stage + Cfg::kABytes + b * 64 * kRowBytes, &tmDy, bar, o0 + 64 * b, q2, q1, q0, tn);
-    if (++tw == a.tiles[2]) {
-      tw = 0;
-      if (++th == a.tiles[1]) {
-        th = 0;
-        if (++td == a.tiles[0]) { td = 0; ++tn; }
-      }
-    }
-  };
-
-  const int wg = tid >> 7;
-  float acc[BN / 2];
-  if (tid == 0)
-    for (int kt = 0; kt < S - 2 && kt < kt_count; ++kt) issue(kt);
-  for (int kt = 0; kt < kt_count; ++kt) {
-    mbar_wait(bar0 + 8 * (kt % S), (kt / S) & 1);
-    __syncthreads();
-    if (tid == 0 && kt + S - 2 < kt_count) issue(kt + S - 2);
-    const uint32_t stage = smem + (kt % S) * Cfg::kStageBytes;
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < 64 / 16; ++ks) {
-      const uint64_t da = smem_desc(stage + wg * 64 * kRowBytes + ks * 2048, 64 * kRowBytes, 1024);
-      const uint64_t db = smem_desc(stage + Cfg::kABytes + ks * 2048, 64 * kRowBytes, 1024);
-      Mma<T, BN, 1, 1>::run(acc, da, db, (kt > 0 || ks > 0) ? 1 : 0);
-    }
-    wgmma_commit();
-    wgmma_wait<1>();
-  }
-  wgmma_wait<0>();
-  fence_regs(acc);
-  if (kt_count <= 0) {
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
-  }
-  store_partials<BN>(acc, a.partial + i64(split) * a.Ntot * a.O, na0 + wg * 64, o0, a.Ntot, a.O, tid);
+  const WgradTmaOp<T, BN> op{&tmX, &tmDy, &a};
+  persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif
 }
 

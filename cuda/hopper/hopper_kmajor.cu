@@ -1,5 +1,6 @@
 // Launchers of the Hopper family's K-major implicit GEMM: forward, and grad-input at stride 1 (a forward
 // convolution of dy with the transposed filter, read backwards: source coordinate i + pad_lo - j * dilation).
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -81,6 +82,13 @@ std::string transpose_filter(const ConvProblem& p, DType t, const void* w, void*
 
 // ---- TMA path
 
+int sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 132;
+  return sms;
+}
+
 CUtensorMapDataType tma_type(DType t) {
   return t == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                            : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
@@ -93,22 +101,41 @@ std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const TmaAr
   auto kernel = conv_tma_kernel<T, BN>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
-  const dim3 grid(unsigned(i64(a.tiles[0]) * a.tiles[1] * a.tiles[2] * batch), unsigned((a.Ng + BN - 1) / BN));
-  kernel<<<grid, kThreads, Cfg::kSmem, stream>>>(ma, mb, a);
+  const i64 tiles = i64(a.tiles[0]) * a.tiles[1] * a.tiles[2] * batch * a.ntn;
+  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(ma, mb, a);
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }
 
-// One K-major GEMM over a channels-last source: the TMA kernel where a brick fits its box limits, else the
-// cp.async gather kernel.
-std::string run_kmajor(DType t, const KMajorArgs& k, int batch, cudaStream_t stream) {
+// Where a K-major GEMM's results go and which filter taps it walks. Identity for the forward pass and stride-1
+// grad-input; a stride residue class of grad-input otherwise (see conv_tma.cuh).
+struct ResultMap {
+  int full[3], ostride[3], ooff[3];
+  int tap0[3], tapstep[3], kfull[3];
+  bool identity = true;
+};
+ResultMap identity_map(const KMajorArgs& k) {
+  ResultMap r;
+  for (int d = 0; d < 3; ++d) {
+    r.full[d] = k.out[d]; r.ostride[d] = 1; r.ooff[d] = 0;
+    r.tap0[d] = 0; r.tapstep[d] = 1; r.kfull[d] = k.k[d];
+  }
+  return r;
+}
+
+// One K-major GEMM over a channels-last source: the TMA kernel where a brick fits its box limits, else (identity
+// map only) the cp.async gather kernel.
+std::string run_kmajor(DType t, const KMajorArgs& k, int batch, cudaStream_t stream, const ResultMap& rm) {
   const int bn = k.Ng <= 64 ? 64 : 128;
   Brick br;
   static const bool no_tma = std::getenv("JAXCONV3D_HOPPER_NO_TMA") != nullptr;  // test switch: gather path
-  if (no_tma || !brick_for(k.out, k.mstride, &br)) return launch_dtype(t, k, bn, stream);
+  if ((no_tma && rm.identity) || !brick_for(k.out, k.mstride, &br)) {
+    if (!rm.identity) return "hopper: no TMA brick for a grad-input residue class";
+    return launch_dtype(t, k, bn, stream);
+  }
   const uint64_t es = uint64_t(dtype_size(t));
   const int bk = 128 / int(es);
-  const int taps = k.k[0] * k.k[1] * k.k[2];
+  const int taps = rm.kfull[0] * rm.kfull[1] * rm.kfull[2];
   const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 128 >> (br.bw_log + br.bh_log);
   CUtensorMap ma, mb;
   const uint64_t adims[5] = {uint64_t(k.Cs), uint64_t(k.src_ext[2]), uint64_t(k.src_ext[1]), uint64_t(k.src_ext[0]),
@@ -126,13 +153,16 @@ std::string run_kmajor(DType t, const KMajorArgs& k, int batch, cudaStream_t str
   const uint32_t bstep[3] = {1, 1, 1};
   if (!(err = make_tensor_map(&mb, tma_type(t), 3, k.wgt, bdims, bstr, bbox, bstep)).empty()) return err;
   TmaArgs a{};
-  a.bias = k.bias; a.dst = k.dst; a.Ng = k.Ng;
+  a.bias = k.bias; a.dst = k.dst; a.Ng = k.Ng; a.batch = batch;
+  a.ntn = (k.Ng + bn - 1) / bn;
   a.bw_log = br.bw_log; a.bh_log = br.bh_log;
   const int ext[3] = {bd, bh, bw};
   for (int d = 0; d < 3; ++d) {
     a.out[d] = k.out[d];
     a.tiles[d] = (k.out[d] + ext[d] - 1) / ext[d];
     a.mstride[d] = k.mstride[d]; a.base[d] = k.base[d]; a.jstep[d] = k.jstep[d]; a.k[d] = k.k[d];
+    a.full[d] = rm.full[d]; a.ostride[d] = rm.ostride[d]; a.ooff[d] = rm.ooff[d];
+    a.tap0[d] = rm.tap0[d]; a.tapstep[d] = rm.tapstep[d]; a.kfull[d] = rm.kfull[d];
   }
   a.cblocks = k.cblocks; a.ktiles = k.ktiles;
   switch (t) {
@@ -162,7 +192,7 @@ std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const 
     a.jstep[d] = int(p.dilation[d]);
   }
   if (a.M == 0) return "";
-  return run_kmajor(t, a, int(p.batch), static_cast<cudaStream_t>(stream));
+  return run_kmajor(t, a, int(p.batch), static_cast<cudaStream_t>(stream), identity_map(a));
 }
 
 std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx,
@@ -173,18 +203,62 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   std::string err = transpose_filter(p, t, w, workspace, s);
   if (!err.empty()) return err;
-  KMajorArgs a = common(p, t, int(p.out_channels), int(p.in_channels));
-  a.src = dy; a.wgt = workspace; a.bias = nullptr; a.dst = dx;
-  a.M = p.batch * p.in_spatial();
-  for (int d = 0; d < 3; ++d) {
-    a.out[d] = int(p.in[d]);
-    a.src_ext[d] = int(p.out[d]);
-    a.mstride[d] = 1;
-    a.base[d] = int(p.pad_lo[d]);
-    a.jstep[d] = -int(p.dilation[d]);
+  if (p.batch == 0) return "";
+  bool unit = true;
+  for (int d = 0; d < 3; ++d) unit = unit && p.stride[d] == 1;
+  if (unit) {
+    KMajorArgs a = common(p, t, int(p.out_channels), int(p.in_channels));
+    a.src = dy; a.wgt = workspace; a.bias = nullptr; a.dst = dx;
+    a.M = p.batch * p.in_spatial();
+    for (int d = 0; d < 3; ++d) {
+      a.out[d] = int(p.in[d]);
+      a.src_ext[d] = int(p.out[d]);
+      a.mstride[d] = 1;
+      a.base[d] = int(p.pad_lo[d]);
+      a.jstep[d] = -int(p.dilation[d]);
+    }
+    return run_kmajor(t, a, int(p.batch), s, identity_map(a));
   }
-  if (a.M == 0) return "";
-  return run_kmajor(t, a, int(p.batch), s);
+  // Stride > 1: one GEMM per residue class r (per axis r in [0, stride)), over positions i = r + q * stride and
+  // the taps k = k0 + j * step with (r + pad - k * dilation) divisible by the stride; dy's coordinate for
+  // (q, j) is q + (r + pad - k0 * dilation) / stride - j * step * dilation / stride.
+  const int classes = int(p.stride[0] * p.stride[1] * p.stride[2]);
+  for (int cls = 0; cls < classes; ++cls) {
+    const int r[3] = {int(cls / (p.stride[1] * p.stride[2])), int((cls / p.stride[2]) % p.stride[1]),
+                      int(cls % p.stride[2])};
+    KMajorArgs a = common(p, t, int(p.out_channels), int(p.in_channels));
+    a.src = dy; a.wgt = workspace; a.bias = nullptr; a.dst = dx;
+    ResultMap rm;
+    rm.identity = false;
+    bool empty_grid = false, no_taps = false;
+    for (int d = 0; d < 3; ++d) {
+      const int st = int(p.stride[d]), dil = int(p.dilation[d]), pad = int(p.pad_lo[d]), K = int(p.kernel[d]);
+      const int q = int((p.in[d] - r[d] + st - 1) / st);
+      if (q <= 0) empty_grid = true;
+      int k0 = 0;
+      while (k0 < K && ((r[d] + pad - k0 * dil) % st + st) % st != 0) ++k0;
+      int g = st, h = dil;
+      while (h) { const int tmp = g % h; g = h; h = tmp; }
+      const int step = st / g;
+      const int count = k0 < K ? (K - 1 - k0) / step + 1 : 0;
+      if (count == 0) no_taps = true;
+      a.out[d] = q;
+      a.src_ext[d] = int(p.out[d]);
+      a.mstride[d] = 1;
+      a.base[d] = k0 < K ? (r[d] + pad - k0 * dil) / st : 0;
+      a.jstep[d] = -(step * dil) / st;
+      a.k[d] = count;
+      rm.full[d] = int(p.in[d]); rm.ostride[d] = st; rm.ooff[d] = r[d];
+      rm.tap0[d] = k0; rm.tapstep[d] = step; rm.kfull[d] = K;
+    }
+    if (empty_grid) continue;
+    if (no_taps)  // these positions receive nothing: the GEMM runs with no K-tiles and writes zeros
+      for (int d = 0; d < 3; ++d) a.k[d] = 0;
+    a.ktiles = a.k[0] * a.k[1] * a.k[2] * a.cblocks;
+    a.M = p.batch * i64(a.out[0]) * a.out[1] * a.out[2];
+    if (!(err = run_kmajor(t, a, int(p.batch), s, rm)).empty()) return err;
+  }
+  return "";
 }
 
 }  // namespace hopper

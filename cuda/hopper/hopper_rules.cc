@@ -85,8 +85,7 @@ bool accepts_fwd(const ConvProblem& p, DType t, MathMode m) {
 }
 
 bool accepts_dgrad(const ConvProblem& p, DType t, MathMode m) {
-  return tensor_core_dtype(t, m) && p.groups == 1 && p.out_channels % chunk_elems(t) == 0 && p.stride[0] == 1 &&
-         p.stride[1] == 1 && p.stride[2] == 1 && fits(p);
+  return tensor_core_dtype(t, m) && p.groups == 1 && p.out_channels % chunk_elems(t) == 0 && fits(p);
 }
 
 bool accepts_wgrad(const ConvProblem& p, DType t, MathMode) {
@@ -119,7 +118,8 @@ std::string tile_fwd(const ConvProblem& p, DType, MathMode) {
 std::string tile_dgrad(const ConvProblem& p, DType, MathMode) {
   const int out[3] = {int(p.in[0]), int(p.in[1]), int(p.in[2])};
   const int step[3] = {1, 1, 1};
-  return kmajor_tile(out, step, dgrad_bn(p));
+  const int64_t classes = p.stride[0] * p.stride[1] * p.stride[2];
+  return kmajor_tile(out, step, dgrad_bn(p)) + (classes > 1 ? "_residues" + std::to_string(classes) : "");
 }
 std::string tile_wgrad(const ConvProblem& p, DType, MathMode) {
   const WgradSplit s = wgrad_split(p);

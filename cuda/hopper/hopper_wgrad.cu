@@ -1,4 +1,5 @@
 // Launcher of the Hopper family's grad-weight: split-K MN-major wgmma GEMM, then a fixed-order split reduction.
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -8,6 +9,13 @@
 namespace jaxconv3d {
 namespace hopper {
 namespace {
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 132;
+  return sms;
+}
 
 template <typename T, int BN>
 std::string launch(const WgradArgs& a, int splits, void* dw, cudaStream_t stream) {
@@ -36,8 +44,8 @@ std::string launch_tma(const CUtensorMap& mx, const CUtensorMap& mdy, const Wgra
   auto kernel = conv_wgrad_tma_kernel<T, BN>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
-  const dim3 grid(unsigned((a.Ntot + 127) / 128), unsigned((a.O + BN - 1) / BN), unsigned(splits));
-  kernel<<<grid, kThreads, Cfg::kSmem, stream>>>(mx, mdy, a);
+  const i64 tiles = i64((a.Ntot + 127) / 128) * ((a.O + BN - 1) / BN) * splits;
+  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(mx, mdy, a);
   const i64 total = i64(a.Ntot) * a.O;
   wgrad_reduce_kernel<T><<<unsigned((total + 255) / 256), 256, 0, stream>>>(a.partial, static_cast<T*>(dw), a.Ntot,
                                                                              a.O, splits);
@@ -83,6 +91,7 @@ std::string run_tma(const ConvProblem& p, DType t, const Brick& br, const void* 
   a.tiles[2] = int((p.out[2] + bw - 1) / bw);
   a.ktiles = int(sp.ktiles);
   a.tiles_per_split = int(sp.tiles_per_split);
+  a.splits = int(sp.splits);
   const int bn = wgrad_bn(p), splits = int(sp.splits);
   if (t == DType::kBF16)
     return bn == 64 ? launch_tma<__nv_bfloat16, 64>(mx, mdy, a, splits, dw, stream)

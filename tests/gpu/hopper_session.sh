@@ -7,6 +7,6 @@ nvcc -std=c++17 -O2 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_9
 timeout 200 /tmp/hc > $OUT/check.txt 2>&1; echo "check (tma) rc=$?"; grep -v "^ok" $OUT/check.txt | head -20
 JAXCONV3D_HOPPER_NO_TMA=1 timeout 200 /tmp/hc > $OUT/check_gather.txt 2>&1; echo "check (gather) rc=$?"; tail -2 $OUT/check_gather.txt
 echo "== tma"; /tmp/hc --bench | tee $OUT/bench.txt
-echo "== gather"; JAXCONV3D_HOPPER_NO_TMA=1 /tmp/hc --bench | tee $OUT/bench_gather.txt
-timeout 100 ncu --section SpeedOfLight --section WarpStateStats -k regex:conv_ --launch-skip 3 --launch-count 1 /tmp/hc --bench unet_64 > $OUT/ncu_fwd.txt 2>&1
-grep -E "Throughput|Duration|Issued|SM Freq" $OUT/ncu_fwd.txt | head
+[ -n "$GATHER_BENCH" ] && JAXCONV3D_HOPPER_NO_TMA=1 /tmp/hc --bench | tee $OUT/bench_gather.txt
+[ -n "$NCU" ] && timeout 100 ncu --section SpeedOfLight --section WarpStateStats -k regex:conv_ --launch-skip 3 --launch-count 1 /tmp/hc --bench unet_64 > $OUT/ncu_fwd.txt 2>&1
+[ -n "$NCU" ] && grep -E "Throughput|Duration|Issued|SM Freq" $OUT/ncu_fwd.txt | head
