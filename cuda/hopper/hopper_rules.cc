@@ -69,12 +69,27 @@ WgradSplit wgrad_split(const ConvProblem& p) {
   } else {
     s.ktiles = ceil_div(positions(p), 64);
   }
+  // Split count from a small cost model of the persistent kernel on the 132 SMs of an H100 / H200: whole waves
+  // of tiles times the K-tiles each tile walks (about 0.45 us per 128 x 64 x 64 K-tile, scaled by BN), plus the
+  // partial sums written and read back by the reduction (about 3 TB/s); the cheapest split count wins, ties to
+  // the fewer splits. A pure function of the problem, so the summation order never depends on the card.
   const int64_t ntot = p.taps() * p.in_channels;
   const int64_t base = ceil_div(ntot, 128) * ceil_div(p.out_channels, wgrad_bn(p));
-  const int64_t target = 264;  // two waves of the 132 SMs of an H100 / H200
-  int64_t splits = std::max<int64_t>(1, std::min<int64_t>(s.ktiles, ceil_div(target, base)));
   const int64_t per_split_bytes = ntot * p.out_channels * 4;
-  while (splits > 1 && splits * per_split_bytes > (int64_t(256) << 20)) splits = (splits + 1) / 2;
+  const double ktile_us = 0.45 * wgrad_bn(p) / 64.0;
+  int64_t splits = 1;
+  double best = -1.0;
+  const int64_t max_splits = std::max<int64_t>(1, std::min<int64_t>(s.ktiles, ceil_div(8 * 132, base)));
+  for (int64_t c = 1; c <= max_splits; ++c) {
+    if (c > 1 && c * per_split_bytes > (int64_t(256) << 20)) break;
+    const int64_t per = ceil_div(s.ktiles, c);
+    const double t = double(ceil_div(base * c, 132)) * double(per) * ktile_us +
+                     (c > 1 ? 2.0 * double(c * per_split_bytes) / 3.0e6 : 0.0);
+    if (best < 0 || t < best) {
+      best = t;
+      splits = c;
+    }
+  }
   s.tiles_per_split = std::max<int64_t>(1, ceil_div(s.ktiles, splits));
   s.splits = std::max<int64_t>(1, ceil_div(s.ktiles, s.tiles_per_split));
   return s;

@@ -8,5 +8,5 @@ timeout 200 /tmp/hc > $OUT/check.txt 2>&1; echo "check (tma) rc=$?"; grep -v "^o
 JAXCONV3D_HOPPER_NO_TMA=1 timeout 200 /tmp/hc > $OUT/check_gather.txt 2>&1; echo "check (gather) rc=$?"; tail -2 $OUT/check_gather.txt
 echo "== tma"; /tmp/hc --bench | tee $OUT/bench.txt
 [ -n "$GATHER_BENCH" ] && JAXCONV3D_HOPPER_NO_TMA=1 /tmp/hc --bench | tee $OUT/bench_gather.txt
-[ -n "$NCU" ] && timeout 100 ncu --section SpeedOfLight --section WarpStateStats -k regex:conv_ --launch-skip 3 --launch-count 1 /tmp/hc --bench unet_64 > $OUT/ncu_fwd.txt 2>&1
-[ -n "$NCU" ] && grep -E "Throughput|Duration|Issued|SM Freq" $OUT/ncu_fwd.txt | head
+[ -n "$NCU" ] && timeout 100 ncu --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis --metrics sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_tensor_op_hmma.sum -k regex:conv_ --launch-skip 3 --launch-count 1 /tmp/hc --bench unet_64 > $OUT/ncu_fwd.txt 2>&1
+[ -n "$NCU" ] && grep -E "Throughput|Duration|Issued|SM Freq|tensor|Pipe" $OUT/ncu_fwd.txt | head
