@@ -1,6 +1,8 @@
 // Stand-ins for the CUDA entry points when the extension is built without nvcc: the CPU path works and any
-// attempt to run on a GPU says why it cannot.
+// attempt to run on a GPU says why it cannot. The Hopper family is absent too (it never accepts), so the
+// dispatcher's answers for a GPU (jaxconv3d.explain) are those of a build without it.
 #include "conv_kernels.h"
+#include "hopper/hopper_conv.h"
 
 namespace jaxconv3d {
 namespace {
@@ -8,18 +10,42 @@ const char* kNoCuda = "jaxconv3d was built without CUDA support";
 }
 
 bool cuda_available() { return false; }
-std::string conv_fwd_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, const void*, void*, void*) {
+int cuda_device_cc(int) { return 0; }
+std::string conv_fwd_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, const void*, void*, void*,
+                          size_t, void*) {
   return kNoCuda;
 }
-std::string conv_dgrad_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*) {
+std::string conv_dgrad_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*, size_t,
+                            void*) {
   return kNoCuda;
 }
-size_t conv_wgrad_cuda_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
 std::string conv_wgrad_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*, size_t,
                             void*) {
   return kNoCuda;
 }
 std::string conv_bgrad_cuda(const ConvProblem&, DType, const void*, void*, void*) { return kNoCuda; }
 int cuda_exchange_device(int) { return -1; }
+
+namespace hopper {
+bool accepts_fwd(const ConvProblem&, DType, MathMode) { return false; }
+bool accepts_dgrad(const ConvProblem&, DType, MathMode) { return false; }
+bool accepts_wgrad(const ConvProblem&, DType, MathMode) { return false; }
+size_t fwd_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
+size_t dgrad_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
+size_t wgrad_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
+std::string tile_fwd(const ConvProblem&, DType, MathMode) { return ""; }
+std::string tile_dgrad(const ConvProblem&, DType, MathMode) { return ""; }
+std::string tile_wgrad(const ConvProblem&, DType, MathMode) { return ""; }
+std::string fwd(const ConvProblem&, DType, MathMode, const void*, const void*, const void*, void*, void*, size_t,
+                void*) {
+  return kNoCuda;
+}
+std::string dgrad(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*, size_t, void*) {
+  return kNoCuda;
+}
+std::string wgrad(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*, size_t, void*) {
+  return kNoCuda;
+}
+}  // namespace hopper
 
 }  // namespace jaxconv3d
