@@ -9,9 +9,12 @@ NVCC="${NVCC:-nvcc}"
 objs="$(mktemp -d)"
 trap 'rm -rf "$objs"' EXIT
 flags=(-std=c++17 -O2 --expt-relaxed-constexpr -I "$ROOT/cuda" "$@")
+shopt -s nullglob
 for f in "$ROOT"/cuda/hopper/*.cu; do
-  [ -e "$f" ] || continue
-  "$NVCC" "${flags[@]}" -gencode=arch=compute_90a,code=sm_90a -c "$f" -o "$objs/$(basename "$f").o"
+  "$NVCC" "${flags[@]}" -gencode=arch=compute_90a,code=sm_90a -c "$f" -o "$objs/hopper_$(basename "$f").o"
+done
+for f in "$ROOT/cuda/dispatch.cc" "$ROOT/cuda/sm80/plan.cc"; do
+  "$NVCC" "${flags[@]}" -c "$f" -o "$objs/host_$(basename "$f").o"
 done
 "$NVCC" "${flags[@]}" -arch=sm_90 "$ROOT/tests/gpu/kernel_check.cu" "$ROOT"/cuda/*.cu "$ROOT"/cuda/sm80/*.cu \
-  -x cu "$ROOT/cuda/dispatch.cc" "$ROOT/cuda/sm80/plan.cc" -x none "$objs"/*.o -o "$OUT"
+  "$objs"/*.o -o "$OUT"
