@@ -157,3 +157,9 @@ def ndhwc_to_logical(x_shape: tuple, w_shape: tuple) -> tuple[tuple, tuple]:
     x = (*x_shape[:-4], x_shape[-1], *x_shape[-4:-1])
     w = (w_shape[4], w_shape[3], *w_shape[:3])
     return x, w
+
+
+def logical_to_ndhwc(x_shape: Sequence[int], w_shape: Sequence[int]) -> tuple[tuple, tuple]:
+    """NCDHW / OIDHW shapes in the NDHWC convention (x (N, D, H, W, C), w DHWIO): the inverse of ndhwc_to_logical."""
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    return (x_shape[0], *x_shape[2:], x_shape[1]), (*w_shape[2:], w_shape[1], w_shape[0])
