@@ -26,26 +26,9 @@ std::string conv_wgrad_cuda(const ConvProblem&, DType, MathMode, const void*, co
 std::string conv_bgrad_cuda(const ConvProblem&, DType, const void*, void*, void*) { return kNoCuda; }
 int cuda_exchange_device(int) { return -1; }
 
-namespace hopper {
-bool accepts_fwd(const ConvProblem&, DType, MathMode) { return false; }
-bool accepts_dgrad(const ConvProblem&, DType, MathMode) { return false; }
-bool accepts_wgrad(const ConvProblem&, DType, MathMode) { return false; }
-size_t fwd_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
-size_t dgrad_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
-size_t wgrad_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
-std::string tile_fwd(const ConvProblem&, DType, MathMode) { return ""; }
-std::string tile_dgrad(const ConvProblem&, DType, MathMode) { return ""; }
-std::string tile_wgrad(const ConvProblem&, DType, MathMode) { return ""; }
-std::string fwd(const ConvProblem&, DType, MathMode, const void*, const void*, const void*, void*, void*, size_t,
-                void*) {
-  return kNoCuda;
-}
-std::string dgrad(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*, size_t, void*) {
-  return kNoCuda;
-}
-std::string wgrad(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*, size_t, void*) {
-  return kNoCuda;
-}
-}  // namespace hopper
-
 }  // namespace jaxconv3d
+
+namespace {
+const char* kHopperAbsent = "jaxconv3d was built without CUDA support";
+}
+#include "hopper/hopper_absent.inc"

@@ -4,9 +4,6 @@ path bitwise and match lax.conv_general_dilated / F.conv3d in float64."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -18,7 +15,7 @@ import torch
 import jaxconv3d
 import jaxconv3d.torch as jt
 from cases import CASES
-from helpers import assert_close, randn
+from helpers import assert_close, randn, run_on_four_cpu_devices
 
 CL = torch.channels_last_3d
 
@@ -133,10 +130,7 @@ def test_jax_ndhwc_batch_sharded_jit():
         print("sharding ok")
         """
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "sharding ok" in out.stdout
+    run_on_four_cpu_devices(script)
 
 
 # ---- torch: channels_last_3d tensors
