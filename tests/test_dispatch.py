@@ -3,6 +3,7 @@ compute capability, overridable with JAXCONV3D_FAMILY, and (on a GPU) every fami
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -153,3 +154,15 @@ def test_every_family_on_every_case_it_accepts(monkeypatch, rng, case, channels_
     bound = BOUNDS["tf32" if precision == "tf32" and dtype == "float32" else dtype]
     for name, out, r in zip(("y", "dx", "dw"), (y, *grads[:2]), ref[:3]):
         assert_close(out, r, bound, f"{family} {case.name} {dtype} {name}")
+    # the JAX front runs the same family's kernels: bitwise the same forward
+    import jax
+
+    xj = jax.device_put(jax.numpy.asarray(x, dtype), jax.devices("gpu")[0])
+    wj, bj = jax.numpy.asarray(w, dtype), None if b is None else jax.numpy.asarray(b, dtype)
+    if channels_last:
+        y_jax = jaxconv3d.conv3d(jax.numpy.moveaxis(xj, 1, -1), jax.numpy.transpose(wj, (2, 3, 4, 1, 0)), bj,
+                                 precision=precision, layout="NDHWC", **case.kwargs())
+        y_jax = jax.numpy.moveaxis(y_jax, -1, 1)
+    else:
+        y_jax = jaxconv3d.conv3d(xj, wj, bj, precision=precision, **case.kwargs())
+    assert torch.equal(y.detach().cpu(), torch.as_tensor(np.asarray(jax.device_get(y_jax))).to(tdt))

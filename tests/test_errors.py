@@ -98,6 +98,8 @@ def test_ffi_handler_rejects_inconsistent_call():
         jax.block_until_ready(
             jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w.astype(jnp.float64), jnp.zeros((0,)), **attrs)
         )
+    with pytest.raises(Exception, match="layout must be 0"):
+        jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w, jnp.zeros((0,)), **dict(attrs, layout=5)))
     negative = dict(attrs, pad_lo=np.array([-1, 0, 0], np.int64))
     with pytest.raises(Exception, match="padding along depth must be non-negative"):
         jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w, jnp.zeros((0,)), **negative))
@@ -121,3 +123,11 @@ def test_dlpack_adapter_rejects_inconsistent_call():
         a.fwd(to_dlpack(x), to_dlpack(w.double()), None, to_dlpack(torch.empty(1, 3, 3, 3, 3)), *args)
     with pytest.raises(ValueError, match="math must be 0"):
         a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(torch.empty(1, 3, 3, 3, 3)), *args[:6], 7, 0, 0)
+    with pytest.raises(ValueError, match="layout must be 0"):
+        a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(torch.empty(1, 3, 3, 3, 3)), *args[:7], 2, 0)
+    # channels-last shapes are read as such: x (N, D, H, W, C), w (O, kd, kh, kw, C/g), y (N, Do, Ho, Wo, O)
+    y_cl = torch.empty(1, 3, 3, 3, 3)
+    a.fwd(to_dlpack(x.permute(0, 2, 3, 4, 1).contiguous()), to_dlpack(w.permute(0, 2, 3, 4, 1).contiguous()), None,
+          to_dlpack(y_cl), *args[:7], 1, 0)
+    with pytest.raises(ValueError, match="output depth is 3"):  # NCDHW tensors declared NDHWC
+        a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(y_cl), *args[:7], 1, 0)
