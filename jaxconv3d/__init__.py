@@ -1,6 +1,8 @@
 """jaxconv3d: 3D convolution (PyTorch nn.Conv3d semantics) as our own CUDA/C++ kernels for JAX and PyTorch.
 
-JAX: `jaxconv3d.conv3d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, precision=None)`.
+JAX: `jaxconv3d.conv3d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, precision=None,
+layout="NCDHW")`.
+Dispatch: `jaxconv3d.explain(x_shape, w_shape, ...)` names the kernel family and tile of each operation.
 PyTorch: `jaxconv3d.torch.conv3d`, `jaxconv3d.torch.Conv3d`, `jaxconv3d.torch.convert_conv3d`.
 """
 
@@ -9,6 +11,7 @@ PyTorch: `jaxconv3d.torch.conv3d`, `jaxconv3d.torch.Conv3d`, `jaxconv3d.torch.co
 from ._jax_api import conv3d  # isort: skip
 from ._ext import built_with_cuda
 from ._params import ConvConfig, conv_config
+from ._plan import explain
 
 __version__ = "0.1.0"
-__all__ = ["conv3d", "conv_config", "ConvConfig", "built_with_cuda", "__version__"]
+__all__ = ["conv3d", "explain", "conv_config", "ConvConfig", "built_with_cuda", "__version__"]

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import jax
 import torch
 
+from ._plan import explain, logical_to_ndhwc as ndhwc_shapes
 from .report import Progress, format_ms, format_table, write_json
 from .workloads import (
     CPU_BENCH_PRECISIONS,
@@ -164,9 +165,21 @@ def bench_case(case: ConvCase, precision: Precision, device: Device, reps: int, 
         problem=case.shape_record(),
         precision=precision.name,
         input_sets=set_count,
+        families=case_families(case, precision, device),
         times=times,
         summary=summary,
     )
+
+
+def case_families(case: ConvCase, precision: Precision, device: Device) -> dict:
+    """The dispatcher's choice per operation ({op: {family, tile, layout, workspace_bytes, rule}}) for NCDHW and
+    channels-last callers (they differ only on the CPU, whose kernels take either layout)."""
+    kw = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
+              dtype=precision.dtype_name, precision=precision.ours, device=device.torch_device)
+    return {
+        "NCDHW": explain(case.x_shape, case.w_shape, **kw),
+        "NDHWC": explain(*ndhwc_shapes(case.x_shape, case.w_shape), **kw, layout="NDHWC"),
+    }
 
 
 def _bench_table(results: list[dict], device: Device) -> str:

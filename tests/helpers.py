@@ -125,3 +125,16 @@ def run_front(front, device, dtype, x, w, b, dy, **kw):
         return y, dx, dw, None
     y, vjp = jax.vjp(lambda x_, w_, b_: jaxconv3d.conv3d(x_, w_, b_, **kw), xj, wj, put(b))
     return (y, *vjp(dyj))
+
+
+def run_on_four_cpu_devices(script: str) -> None:
+    """Run `script` in a fresh Python with four CPU devices (the device count is fixed at JAX start-up); it must
+    print 'sharding ok'."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "sharding ok" in out.stdout

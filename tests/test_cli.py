@@ -35,6 +35,10 @@ def test_bench_writes_positive_timings(tmp_path):
             assert passes[pass_name]["median_ms"] > 0
             assert len(passes[pass_name]["samples_ms"]) == 2
     assert result["summary"]["fwd"]["speedup"] > 0
+    for layout in ("NCDHW", "NDHWC"):  # the dispatcher's choice per operation is recorded
+        assert set(result["families"][layout]) == {"forward", "grad_input", "grad_weight"}
+        if not torch.cuda.is_available():
+            assert result["families"][layout]["forward"]["family"] == "cpu"
 
 
 def test_error_metric_flags_wrong_results():
