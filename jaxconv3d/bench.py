@@ -72,10 +72,6 @@ class Unit:
     error: str | None = None
     wrong_result: bool = False
 
-    @property
-    def name(self) -> str:
-        return f"{self.impl.key}/{self.pass_name}"
-
     def record(self) -> dict[str, Any]:
         """The JSON entry: a median only for a unit whose every timed loop gave a checked, correct result."""
         entry: dict[str, Any] = {}
@@ -108,9 +104,14 @@ def time_once(unit: Unit, timer: LoopTimer, references: Sequence[dict]) -> None:
     unit.next_set = (first + unit.calls) % len(unit.input_sets)
     last = (first + unit.calls - 1) % len(unit.input_sets)
     try:
-        unit.check.add(result_errors(result, unit.pass_name, references[last], timer.torch_device))
-    except ValueError as error:  # a result of the wrong shape, or a missing gradient
+        errors = result_errors(result, unit.pass_name, references[last], timer.torch_device)
+    except ValueError as error:  # a result of the wrong shape, or a missing gradient: wrong
         unit.check.failure = str(error)
+    except Exception as error:  # noqa: BLE001 - the comparison itself failed (out of memory, ...): unchecked
+        unit.error = f"result check failed: {type(error).__name__}: {error}"
+        return
+    else:
+        unit.check.add(errors)
     if not unit.check.passed:
         unit.wrong_result, unit.error = True, f"wrong result: {unit.check.failure_text()}"
         return
@@ -323,8 +324,9 @@ def run_bench(
                 results.append(bench_case(case, precision, device, timer, l2_bytes, reps, seed, progress))
     print(_bench_table(results, device))
     print(
-        "ms per call; ours:torch:cl / torch:cl = channels_last_3d operands; WRONG = result over the check's bound;"
-        " ref/ours = fastest reference (torch, torch:cl, xla) / fastest of ours; > 1: ours faster"
+        "ms per call; ours:torch:cl / torch:cl = channels_last_3d operands; WRONG = result over the check's bound\n"
+        "ref/ours = fastest reference (torch, torch:cl, xla) / fastest of ours (ours:torch, ours:torch:cl, ours:jax);"
+        " > 1: ours faster"
     )
     if device.is_gpu:
         print("H100 columns: suite.json's fastest of the same three references, and the floor, on an H100")

@@ -136,6 +136,19 @@ def test_bench_flags_wrong_results(tmp_path, monkeypatch, capsys):
     assert "WRONG" in out and "error: pointwise fp32 jaxconv3d_torch fwd: wrong result: forward rel err" in out
 
 
+def test_result_check_flags_nan_wrong_shape_and_missing_gradient():
+    cpu, ones = torch.device("cpu"), torch.ones
+    reference = {"forward": ones(2, 3), "grad_input": ones(2), "grad_weight": ones(1), "grad_bias": None}
+    assert bench_check.result_errors(ones(2, 3), "fwd", reference, cpu)["forward"].within(1e-12)
+    with_nan = ones(2, 3)
+    with_nan[1, 2] = math.nan
+    assert not bench_check.result_errors(with_nan, "fwd", reference, cpu)["forward"].within(1.0)
+    with pytest.raises(ValueError, match="shape"):
+        bench_check.result_errors(ones(3, 2), "fwd", reference, cpu)
+    with pytest.raises(ValueError, match="grad_input"):
+        bench_check.result_errors((ones(2, 3), None, ones(1), None), "fwd_bwd", reference, cpu)
+
+
 def test_bench_records_kernel_families_when_explain_exists(tmp_path, monkeypatch):
     calls = []
 
@@ -150,7 +163,8 @@ def test_bench_records_kernel_families_when_explain_exists(tmp_path, monkeypatch
     families = result["families"]
     assert families["NCDHW"]["plan"]["grad_weight"]["family"] == "fake"
     assert families["NDHWC"]["plan"]["forward"]["layout"] == "NDHWC"
-    assert families["NDHWC"]["x_shape"] == [1, 11, 19, 19, 16]  # N, D, H, W, C
+    n, c, d, h, w = result["problem"]["input"]
+    assert families["NCDHW"]["x_shape"] == [n, c, d, h, w] and families["NDHWC"]["x_shape"] == [n, d, h, w, c]
     assert {kw["dtype"] for _, _, kw in calls} == {"float32"} and calls[0][2]["groups"] == 1
 
 
