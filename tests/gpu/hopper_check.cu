@@ -178,7 +178,7 @@ void report(const char* op, const Cfg& c, DType t, MathMode m, double err, doubl
   const bool ok = !nan && err <= bound && same;
   (ok ? passed : failed)++;
   if (!ok || std::getenv("HOPPER_VERBOSE"))
-    std::printf("%s %-5s %-4s N%d C%d O%d %dx%dx%d k%dx%dx%d s%d p%d/%d d%d: err %.2e (bound %.0e)%s%s\n",
+    std::printf("%s %-12s %-4s N%d C%d O%d %dx%dx%d k%dx%dx%d s%d p%d/%d d%d: err %.2e (bound %.0e)%s%s\n",
                 ok ? "ok  " : "FAIL", op, dname(t, m), c.N, c.C, c.O, c.D, c.H, c.W, c.kd, c.kh, c.kw, c.s, c.pl, c.ph,
                 c.dil, err, bound, nan ? " NaN/unwritten" : "", same ? "" : " NOT-DETERMINISTIC");
 }
@@ -294,6 +294,8 @@ int main(int argc, char** argv) {
       {2, 16, 136, 5, 5, 5, 2, 2, 2, 1, 1, 0, 1},     {1, 24, 8, 6, 6, 6, 5, 5, 5, 1, 2, 2, 1},
       {1, 200, 72, 4, 4, 4, 3, 3, 3, 1, 1, 1, 1},     {3, 8, 16, 3, 4, 70, 1, 3, 3, 1, 1, 1, 1},
       {1, 64, 256, 4, 4, 4, 3, 3, 3, 2, 2, 0, 2},     {2, 40, 32, 9, 6, 5, 3, 3, 3, 3, 1, 2, 1},
+      {2, 64, 72, 6, 5, 16, 3, 3, 3, 1, 1, 1, 1},     {1, 64, 32, 4, 9, 20, 1, 3, 5, 1, 2, 2, 1},
+      {1, 128, 136, 3, 4, 8, 3, 3, 3, 1, 1, 1, 1},    {2, 64, 64, 9, 7, 4, 2, 2, 1, 1, 0, 0, 1},
   };
   std::uniform_int_distribution<int> u(0, 1 << 30);
   for (int r = 0; r < 30; ++r) {  // random configurations
@@ -304,10 +306,11 @@ int main(int argc, char** argv) {
     c.s = 1 + (u(g) % 4 == 0); c.pl = u(g) % 3; c.ph = u(g) % 3; c.dil = 1 + (u(g) % 4 == 0);
     cfgs.push_back(c);
   }
+  const char* only = std::getenv("HOPPER_ONLY");  // e.g. tf32: one dtype
   for (const Cfg& c : cfgs) {
-    check_one(c, DType::kBF16, MathMode::kAccurate, g);
-    check_one(c, DType::kF16, MathMode::kAccurate, g);
-    check_one(c, DType::kF32, MathMode::kTF32, g);
+    if (!only || std::string(only) == "bf16") check_one(c, DType::kBF16, MathMode::kAccurate, g);
+    if (!only || std::string(only) == "f16") check_one(c, DType::kF16, MathMode::kAccurate, g);
+    if (!only || std::string(only) == "tf32") check_one(c, DType::kF32, MathMode::kTF32, g);
   }
   std::printf("hopper_check: %d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
