@@ -1,4 +1,5 @@
-"""The PyTorch front: `conv3d` (F.conv3d's signature), `Conv3d` (a drop-in nn.Conv3d) and `convert_conv3d`.
+"""The PyTorch front: `conv3d` (F.conv3d's signature), `Conv3d` (a drop-in nn.Conv3d), `conv_transpose3d` and
+`ConvTranspose3d` (in `_transpose.py`) and `convert_conv3d`.
 
 Arguments are normalised by the same `conv_config` as the JAX front; tensors go to our kernels through DLPack
 (`_ops.py`) with no JAX dispatch, so JAX and torch give bitwise-identical results.
@@ -16,7 +17,7 @@ from torch import nn
 from .._params import call_config
 from . import _library, _ops
 
-__all__ = ["conv3d", "Conv3d", "convert_conv3d"]
+__all__ = ["conv3d", "Conv3d", "conv_transpose3d", "ConvTranspose3d", "convert_conv3d"]
 
 
 def _check_devices(**tensors: torch.Tensor | None) -> None:
@@ -95,9 +96,11 @@ class Conv3d(nn.Conv3d):
         return conv3d(input, weight, bias, self.stride, padding, self.dilation, self.groups, self.precision)
 
 
-def _swap(old: nn.Conv3d, precision: Any) -> Conv3d:
-    """A Conv3d that shares old's Parameter objects, buffers, hooks and flags (no copy, no re-init)."""
-    new = Conv3d.__new__(Conv3d)
+def _swap(old: nn.Module, precision: Any) -> nn.Module:
+    """Our Conv3d / ConvTranspose3d sharing old's Parameter objects, buffers, hooks and flags (no copy, no
+    re-init)."""
+    cls = ConvTranspose3d if isinstance(old, nn.ConvTranspose3d) else Conv3d
+    new = cls.__new__(cls)
     state = dict(old.__dict__)
     for key, value in state.items():  # own containers, shared contents
         if isinstance(value, collections.OrderedDict):
@@ -109,22 +112,30 @@ def _swap(old: nn.Conv3d, precision: Any) -> Conv3d:
     return new
 
 
+def _swappable(m: nn.Module) -> bool:
+    return isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) and not isinstance(m, (Conv3d, ConvTranspose3d))
+
+
 def convert_conv3d(
     model: nn.Module,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
     *,
     precision: Any = None,
 ) -> nn.Module:
-    """Replace every torch.nn.Conv3d in `model` (for which filter_fn(module, qualified_name) is true) by
-    jaxconv3d's Conv3d sharing the same parameters. Returns the root, which is a new module when `model` itself is
-    an nn.Conv3d; optimizer state stays valid."""
-    if isinstance(model, nn.Conv3d) and not isinstance(model, Conv3d):
+    """Replace every torch.nn.Conv3d and nn.ConvTranspose3d in `model` (for which filter_fn(module, qualified_name)
+    is true) by jaxconv3d's Conv3d / ConvTranspose3d sharing the same parameters. Returns the root, which is a new
+    module when `model` itself is one of them; optimizer state stays valid."""
+    if _swappable(model):
         return _swap(model, precision) if filter_fn is None or filter_fn(model, "") else model
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            if not isinstance(child, nn.Conv3d) or isinstance(child, Conv3d):
+            if not _swappable(child):
                 continue
             qualified = f"{name}.{child_name}" if name else child_name
             if filter_fn is None or filter_fn(child, qualified):
                 setattr(module, child_name, _swap(child, precision))
     return model
+
+
+# Last: _transpose.py uses _check_devices above.
+from ._transpose import ConvTranspose3d, conv_transpose3d  # noqa: E402
