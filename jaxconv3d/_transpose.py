@@ -58,11 +58,15 @@ def transpose_config(
     groups: Any = 1,
     dilation: Any = 1,
     precision: Any = None,
+    memoize: bool = True,
 ) -> TransposeConfig:
-    """Validate a batched (rank-5) ConvTranspose3d call (PyTorch's rules) and describe it. Memoised."""
+    """Validate a batched (rank-5) ConvTranspose3d call (PyTorch's rules) and describe it. Memoised unless
+    memoize=False (torch.compile traces through the cache)."""
     key = (tuple(x_shape), tuple(w_shape), None if b_shape is None else tuple(b_shape), stride, padding,
            output_padding, groups, dilation, precision,
            tuple(type(v) for v in (stride, padding, output_padding, groups, dilation)))
+    if not memoize:
+        return _build(*key[:-1], memoize=False)
     try:
         hash(key)
     except TypeError:  # lists among the arguments: validate without the cache
@@ -75,7 +79,7 @@ def _cached(*key: Any) -> TransposeConfig:
     return _build(*key[:-1])
 
 
-def _build(x_shape, w_shape, b_shape, stride, padding, output_padding, groups, dilation, precision):
+def _build(x_shape, w_shape, b_shape, stride, padding, output_padding, groups, dilation, precision, memoize=True):
     x_shape, w_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in w_shape)
     if len(x_shape) != 5:
         raise ValueError(f"input must have shape (N, C_in, D, H, W) or (C_in, D, H, W), got rank {len(x_shape)}")
@@ -133,7 +137,7 @@ def _build(x_shape, w_shape, b_shape, stride, padding, output_padding, groups, d
         eff, p3, pad_hi = [d * (k - 1) + 1 for k, d in zip(kernel, d3)], (0, 0, 0), (0, 0, 0)
     conv = conv_config(
         (n, c_out, *eff), w_shape, None, stride=s3, padding=tuple(zip(p3, pad_hi)), dilation=d3, groups=groups,
-        precision=precision,
+        precision=precision, memoize=memoize,
     )
     assert empty or conv.out_spatial == x_shape[2:], (conv, x_shape)
     return TransposeConfig(conv=conv, out_spatial=tuple(out), extra=tuple(extra), empty=empty)

@@ -35,9 +35,10 @@ def conv_transpose3d(
         dtype = torch.get_autocast_dtype(device_type)  # autocast's rule for F.conv_transpose3d
         input, weight = input.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
+    compiling = torch.compiler.is_compiling()
     tc, unbatched = transpose_call_config(
         input, weight, bias, stride=stride, padding=padding, output_padding=output_padding, groups=groups,
-        dilation=dilation, precision=precision,
+        dilation=dilation, precision=precision, memoize=not compiling,
     )
     if unbatched:
         input = input.unsqueeze(0)
@@ -46,7 +47,7 @@ def conv_transpose3d(
         y = input.new_zeros(tc.out_shape)
     else:
         x, w = _ops._contig(input), _ops._contig(weight)
-        if torch.compiler.is_compiling():  # one opaque node in the compiled graph (see _library.py)
+        if compiling:  # one opaque node in the compiled graph (see _library.py)
             y = _library.input_grad(x, w, list(tc.conv.x_shape), *_ops._attrs(tc.conv))
         else:
             y = _ops.InputGrad.apply(x, w, tc.conv)
