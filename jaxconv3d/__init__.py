@@ -10,7 +10,8 @@ PyTorch: `jaxconv3d.torch.conv3d`, `conv_transpose3d`, `Conv3d`, `ConvTranspose3
 from ._jax_api import conv3d  # isort: skip
 from ._transpose import conv_transpose3d  # isort: skip
 from ._ext import built_with_cuda
+from ._spatial import halo_exchange, sharded_conv3d
 from ._params import ConvConfig, conv_config
 
 __version__ = "0.1.0"
-__all__ = ["conv3d", "conv_transpose3d", "conv_config", "ConvConfig", "built_with_cuda", "__version__"]
+__all__ = ["conv3d", "conv_transpose3d", "halo_exchange", "sharded_conv3d", "conv_config", "ConvConfig", "built_with_cuda", "__version__"]
