@@ -295,3 +295,15 @@ def test_output_beyond_every_input_is_bias():
     want = torch_ref(x, w, b, **kw)
     assert_close(jt.conv_transpose3d(x, w, b, **kw), want, 1e-12)
     assert_close(jaxconv3d.conv_transpose3d(x.numpy(), w.numpy(), b.numpy(), **kw), want, 1e-12)
+
+
+def test_autocast_cpu_bfloat16():
+    m = jt.ConvTranspose3d(3, 4, 2, stride=2)
+    x = torch.randn(2, 3, 3, 3, 3, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+        assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and m.weight.grad.dtype == torch.float32
+    bf = lambda t: t.to(torch.bfloat16).double()  # noqa: E731
+    assert_close(y, F.conv_transpose3d(bf(x), bf(m.weight), bf(m.bias), stride=2), 2e-2)

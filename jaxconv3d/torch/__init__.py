@@ -35,6 +35,18 @@ def _check_devices(**tensors: torch.Tensor | None) -> None:
         raise ValueError(f"{first_name} is on {first.device}; jaxconv3d runs on cpu and cuda devices")
 
 
+def _checked_and_autocast(input, weight, bias):
+    """Device checks, then the casting rule autocast applies to F.conv3d / F.conv_transpose3d: compute in the
+    autocast dtype."""
+    _check_devices(input=input, weight=weight, bias=bias)
+    device_type = input.device.type
+    if torch.is_autocast_enabled(device_type) and input.is_floating_point():
+        dtype = torch.get_autocast_dtype(device_type)
+        input, weight = input.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    return input, weight, bias
+
+
 def conv3d(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -47,13 +59,7 @@ def conv3d(
 ) -> torch.Tensor:
     """torch.nn.functional.conv3d on our kernels. `precision`: None/"highest" (float32-accurate, the default,
     whatever torch.backends.cudnn.allow_tf32 says) or "tf32"."""
-    _check_devices(input=input, weight=weight, bias=bias)
-    device_type = input.device.type
-    if torch.is_autocast_enabled(device_type) and input.is_floating_point():
-        # Same casting rule autocast applies to F.conv3d: compute in the autocast dtype.
-        dtype = torch.get_autocast_dtype(device_type)
-        input, weight = input.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
+    input, weight, bias = _checked_and_autocast(input, weight, bias)
     compiling = torch.compiler.is_compiling()
     cfg, unbatched = call_config(
         input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -137,5 +143,5 @@ def convert_conv3d(
     return model
 
 
-# Last: _transpose.py uses _check_devices above.
+# Last: _transpose.py uses _checked_and_autocast above.
 from ._transpose import ConvTranspose3d, conv_transpose3d  # noqa: E402

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._transpose import transpose_call_config
-from . import _check_devices, _library, _ops
+from . import _checked_and_autocast, _library, _ops
 
 
 def conv_transpose3d(
@@ -29,12 +29,7 @@ def conv_transpose3d(
 ) -> torch.Tensor:
     """torch.nn.functional.conv_transpose3d on our kernels (weight (C_in, C_out/groups, kD, kH, kW)).
     `precision` as in `conv3d`."""
-    _check_devices(input=input, weight=weight, bias=bias)
-    device_type = input.device.type
-    if torch.is_autocast_enabled(device_type) and input.is_floating_point():
-        dtype = torch.get_autocast_dtype(device_type)  # autocast's rule for F.conv_transpose3d
-        input, weight = input.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
+    input, weight, bias = _checked_and_autocast(input, weight, bias)
     compiling = torch.compiler.is_compiling()
     tc, unbatched = transpose_call_config(
         input, weight, bias, stride=stride, padding=padding, output_padding=output_padding, groups=groups,
