@@ -2,6 +2,7 @@
 
 JAX: `jaxconv3d.conv3d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, precision=None)`,
 `jaxconv3d.conv_transpose3d(x, w, b=None, *, stride=1, padding=0, output_padding=0, groups=1, dilation=1)`.
+Spatial sharding inside shard_map: `jaxconv3d.halo_exchange`, `jaxconv3d.sharded_conv3d` (plain jit needs neither).
 PyTorch: `jaxconv3d.torch.conv3d`, `conv_transpose3d`, `Conv3d`, `ConvTranspose3d`, `convert_conv3d`.
 """
 
@@ -14,4 +15,7 @@ from ._spatial import halo_exchange, sharded_conv3d
 from ._params import ConvConfig, conv_config
 
 __version__ = "0.1.0"
-__all__ = ["conv3d", "conv_transpose3d", "halo_exchange", "sharded_conv3d", "conv_config", "ConvConfig", "built_with_cuda", "__version__"]
+__all__ = [
+    "conv3d", "conv_transpose3d", "halo_exchange", "sharded_conv3d", "conv_config", "ConvConfig", "built_with_cuda",
+    "__version__",
+]

@@ -48,6 +48,7 @@ _SPACES = {
     ((ACT, ACT), FILT): ((X, Y), None),  # grad-weight
     ((ACT,), BIAS): ((Y,), None),  # grad-bias
 }
+_BIAS_GRAD = _SPACES[((ACT,), BIAS)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,14 +121,19 @@ def exchange(x, h: Halo):
 
 def exchange_transpose(g, h: Halo):
     """The transpose of `exchange`: g covers the extended slab; its halo parts go back to their owners, which add
-    them to their own rows (in a fixed order: deterministic)."""
+    them to their own rows in place (in a fixed order: deterministic)."""
     own = _slice(g, h.dim, h.lo, h.lo + h.n + min(h.hi, 0))
     if h.hi < 0:
         own = _pad_to(own, h.dim, 0, -h.hi)
-    if h.lo:
-        own = own + _pad_to(_shift(_slice(g, h.dim, 0, h.lo), h, up=False), h.dim, h.n - h.lo, 0)
-    if h.hi > 0:
-        own = own + _pad_to(_shift(_slice(g, h.dim, h.window - h.hi, h.window), h, up=True), h.dim, 0, h.n - h.hi)
+
+    def add_rows(own, received, start):
+        rows = _slice(own, h.dim, start, start + received.shape[h.dim]) + received
+        return jax.lax.dynamic_update_slice_in_dim(own, rows, start, h.dim)
+
+    if h.lo:  # my left halo belongs to the left neighbour's last rows
+        own = add_rows(own, _shift(_slice(g, h.dim, 0, h.lo), h, up=False), h.n - h.lo)
+    if h.hi > 0:  # my right halo belongs to the right neighbour's first rows
+        own = add_rows(own, _shift(_slice(g, h.dim, h.window - h.hi, h.window), h, up=True), 0)
     return own
 
 
@@ -167,7 +173,7 @@ def _plan(cfg, op_spaces, mesh, batch, spatial):
         if not axes or used & set(axes):
             continue
         size = _mesh_size(mesh, axes)
-        if op_spaces == ((Y,), None):  # grad-bias: a sum over every position; any even split works
+        if op_spaces == _BIAS_GRAD:  # grad-bias: a sum over every position; any even split works
             length = cfg.out_spatial[a]
             h = Halo(dim=2 + a, axes=axes, size=size, n=length // size, lo=0, hi=0) if length % size == 0 else None
         else:
@@ -204,7 +210,7 @@ def _sharding_rule(in_roles, out_role, op_spaces):
         spatial = {X: [], Y: []}
         for a in range(3):
             s = cfg.stride[a]
-            if op_spaces == ((Y,), None):
+            if op_spaces == _BIAS_GRAD:
                 spatial[Y].append(f"s{a}")
             elif cfg.out_spatial[a] * s == cfg.in_spatial[a]:
                 spatial[Y].append(f"s{a}")

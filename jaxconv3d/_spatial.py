@@ -42,7 +42,9 @@ def halo_exchange(x: Any, axis_name: Any, lo: int, hi: int, spatial_axis: int = 
     n = x.shape[dim]
     for name, v in (("lo", lo), ("hi", hi)):
         if not isinstance(v, int) or v < 0 or v > n:
-            raise ValueError(f"{name} must be an int between 0 and the slab's size {n} (one neighbour's rows), got {v!r}")
+            raise ValueError(
+                f"{name} must be an int between 0 and the slab's size {n} (one neighbour's rows), got {v!r}"
+            )
     axes = _axis_names(axis_name)
     return exchange(x, Halo(dim=dim, axes=axes, size=jax.lax.axis_size(axes), n=n, lo=lo, hi=hi))
 

@@ -72,6 +72,10 @@ def test_jit_halo_exchange_along_each_axis_and_with_batch():
     x, w, b = data((2, 3, 8, 8, 8), (4, 3, 3, 3, 3))
     f = lambda x, w, b: jaxconv3d.conv3d(x, w, b, padding=1)
     check_jit(f, x, w, b, mesh, P(None, None, "a"))              # D over 2
+    # each device convolves its slab (4 of 8 rows) extended by one halo row each side, into its 4 output rows
+    hlo = jax.jit(f).lower(jax.device_put(x, NamedSharding(mesh, P(None, None, "a"))), w, b).compile().as_text()
+    call = [l for l in hlo.splitlines() if "jaxconv3d_fwd" in l and "custom-call(" in l]
+    assert call and "f64[2,4,4,8,8]" in call[0] and "f64[2,3,6,8,8]" in call[0], call
     check_jit(f, x, w, b, line, P(None, None, None, "z"))        # H over 4
     check_jit(f, x, w, b, line, P(None, None, None, None, "z"))  # W over 4
     check_jit(f, x, w, b, mesh, P("b", None, "a"))               # batch and D
