@@ -175,3 +175,37 @@ def test_shard_map_helpers():
     else:
         raise AssertionError("expected a ValueError")
     """)
+
+
+def test_jit_random_configurations():
+    """Random kernel / stride / padding / dilation / groups along a D sharded over 4 devices (and W over 2 with the
+    batch over 2): the result always equals one device's; the call is halo-exchanged exactly where `halo_plan`
+    says a slab decomposition exists, and gathered otherwise."""
+    run("""
+    from jaxconv3d import conv_config
+    from jaxconv3d._sharding import halo_plan
+    r = np.random.default_rng(7)
+    planned = 0
+    for trial in range(14):
+        k, s, d = (int(v) for v in r.integers(1, 4, 3))
+        if trial % 2:
+            padding = "same" if s == 1 else (int(r.integers(0, 3)), 1, 1)
+        else:
+            padding = (int(r.integers(0, 3)), 0, int(r.integers(0, 2)))
+        g = int(r.choice([1, 2]))
+        x, w, b = data((2, 2 * g, 8 * int(r.integers(1, 3)), 4, 4), (2 * g, 2, k, 2, k))
+        kw = dict(stride=(s, 1, 1), padding=padding, dilation=(d, 1, 1), groups=g)
+        try:
+            cfg = conv_config(x.shape, w.shape, None, **kw)
+        except ValueError:
+            continue
+        f = lambda x, w, b, kw=kw: jaxconv3d.conv3d(x, w, b, **kw)
+        halo = halo_plan(cfg, 0, ("z",), 4) is not None
+        planned += halo
+        permute = halo and (cfg.pad_lo[0] > 0 or d * (k - 1) + 1 - s - cfg.pad_lo[0] > 0)
+        check_jit(f, x, w, b, line, P(None, None, "z"), halo=halo, order2=False, permute=permute)
+        wide = halo_plan(cfg, 2, ("a",), 2) is not None
+        check_jit(f, x, w, b, mesh, P("b", None, None, None, "a"), halo=wide, order2=False,
+                  permute=wide and (cfg.pad_lo[2] > 0 or k - 1 - cfg.pad_lo[2] > 0))
+    assert planned >= 3, planned
+    """)
