@@ -167,7 +167,8 @@ def _found(arg_shapes, in_roles):
 
 
 def _plan(cfg, op_spaces, mesh, batch, spatial):
-    """The batch axes and the per-axis Halo (or, for grad-bias, a plain split) the partition will use."""
+    """The Halo of each spatial axis the partition keeps sharded (for grad-bias, a plain split: it only sums); an
+    axis without a plan, or whose mesh axes the batch already uses, is left out (gathered)."""
     used, halos = set(batch), []
     for a, axes in enumerate(spatial):
         if not axes or used & set(axes):

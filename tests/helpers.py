@@ -125,3 +125,18 @@ def run_front(front, device, dtype, x, w, b, dy, **kw):
         return y, dx, dw, None
     y, vjp = jax.vjp(lambda x_, w_, b_: jaxconv3d.conv3d(x_, w_, b_, **kw), xj, wj, put(b))
     return (y, *vjp(dyj))
+
+
+def train_side_by_side(ref, model, x, target, steps: int, lr: float) -> None:
+    """SGD with momentum on an mse loss for both models on the same data; their losses agree every step within the
+    float32 tolerance."""
+    opts = [torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9) for m in (ref, model)]
+    for _ in range(steps):
+        losses = []
+        for net, opt in zip((ref, model), opts):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(x), target)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert abs(losses[0] - losses[1]) <= 1e-5 * max(1.0, abs(losses[0])), losses

@@ -17,7 +17,7 @@ from torch import nn
 
 import jaxconv3d
 import jaxconv3d.torch as jt
-from helpers import assert_close, to_numpy
+from helpers import assert_close, to_numpy, train_side_by_side
 
 KW = dict(stride=(2, 1, 3), padding=(1, 0, 2), output_padding=(1, 0, 1), groups=2, dilation=(1, 2, 1))
 X_SHAPE, W_SHAPE = (2, 4, 3, 4, 5), (4, 3, 3, 2, 3)  # W: (C_in, C_out/groups, k...) -> C_out 6
@@ -263,16 +263,7 @@ def test_convert_and_train_decoder():
     root = nn.ConvTranspose3d(2, 2, 3)
     assert jt.convert_conv3d(root).weight is root.weight
     x, target = torch.randn(2, 8, 2, 3, 2), torch.randn(2, 1, 8, 12, 8)
-    opts = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in (ref, model)]
-    for _ in range(3):
-        losses = []
-        for net, opt in zip((ref, model), opts):
-            opt.zero_grad()
-            loss = F.mse_loss(net(x), target)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        assert abs(losses[0] - losses[1]) <= 1e-5 * max(1.0, abs(losses[0])), losses
+    train_side_by_side(ref, model, x, target, steps=3, lr=0.05)
     for a, r in zip(model.parameters(), ref.parameters()):
         assert_close(a, r.double(), 1e-5)
 
