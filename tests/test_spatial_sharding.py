@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 PRELUDE = """
 import numpy as np, jax, jax.numpy as jnp

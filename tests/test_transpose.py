@@ -17,10 +17,15 @@ from torch import nn
 
 import jaxconv3d
 import jaxconv3d.torch as jt
-from helpers import assert_close, to_numpy, train_side_by_side
+from helpers import BOUNDS, DEVICES, TORCH_DTYPES, assert_close, jax_device, to_numpy, train_side_by_side
 
 KW = dict(stride=(2, 1, 3), padding=(1, 0, 2), output_padding=(1, 0, 1), groups=2, dilation=(1, 2, 1))
 X_SHAPE, W_SHAPE = (2, 4, 3, 4, 5), (4, 3, 3, 2, 3)  # W: (C_in, C_out/groups, k...) -> C_out 6
+
+
+def randn_like(a, dtype):
+    """a rounded to dtype (kept as float64 numbers), so every front and the reference see the same values."""
+    return torch.as_tensor(np.asarray(a)).to(TORCH_DTYPES[dtype]).to(torch.float64).numpy()
 
 
 def random_config(seed: int):
@@ -298,3 +303,30 @@ def test_autocast_cpu_bfloat16():
     assert x.grad.dtype == torch.float32 and m.weight.grad.dtype == torch.float32
     bf = lambda t: t.to(torch.bfloat16).double()  # noqa: E731
     assert_close(y, F.conv_transpose3d(bf(x), bf(m.weight), bf(m.bias), stride=2), 2e-2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("seed", range(3))
+def test_devices_and_dtypes(seed, dtype, device):
+    """Forward and gradients of both fronts on each device and dtype against the float64 reference, and the two
+    fronts bitwise equal (same kernels)."""
+    x, w, b, kw = random_config(200 + seed)
+    x, w, b = (randn_like(a, dtype) for a in (x, w, b))
+    xr, wr, br = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ref = F.conv_transpose3d(xr, wr, br, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"],
+                             kw["dilation"])
+    dy = randn_like(np.random.default_rng(seed).standard_normal(ref.shape), dtype)
+    want = (ref, *torch.autograd.grad(ref, (xr, wr, br), torch.as_tensor(dy)))
+    tdt = TORCH_DTYPES[dtype]
+    xt, wt, bt = (torch.as_tensor(a).to(device, tdt).requires_grad_(True) for a in (x, w, b))
+    y = jt.conv_transpose3d(xt, wt, bt, **kw)
+    from_torch = (y, *torch.autograd.grad(y, (xt, wt, bt), torch.as_tensor(dy).to(device, tdt),
+                                          materialize_grads=True))
+    put = lambda a: jax.device_put(jnp.asarray(a, jnp.dtype(dtype)), jax_device(device))  # noqa: E731
+    y, vjp = jax.vjp(lambda *a: jaxconv3d.conv_transpose3d(*a, **kw), put(x), put(w), put(b))
+    from_jax = (y, *vjp(put(dy)))
+    for name, t, j, r in zip(("y", "dx", "dw", "db"), from_torch, from_jax, want):
+        assert_close(t, r, BOUNDS[dtype], f"{name} {kw}")
+        if name != "db":  # the bias gradient is a framework sum on each side
+            np.testing.assert_array_equal(to_numpy(t), to_numpy(j), err_msg=name)
