@@ -259,21 +259,92 @@ std::string dispatch(const ConvProblem& p, DType t, std::initializer_list<std::p
   return "unsupported dtype";
 }
 
+// ---- channels-last problems: transpose into channels-first host temporaries and back.
+
+// (outer, spatial, channels) <-> (outer, channels, spatial) for elements of `esize` bytes.
+template <typename E>
+void transpose_typed(const E* src, E* dst, int64_t outer, int64_t spatial, int64_t channels, bool to_first) {
+  for (int64_t n = 0; n < outer; ++n) {
+    const int64_t base = n * spatial * channels;
+    for (int64_t s = 0; s < spatial; ++s)
+      for (int64_t c = 0; c < channels; ++c) {
+        const int64_t last = base + s * channels + c, first = base + c * spatial + s;
+        if (to_first) dst[first] = src[last];
+        else dst[last] = src[first];
+      }
+  }
+}
+
+void transpose(const void* src, void* dst, int64_t outer, int64_t spatial, int64_t channels, DType t, bool to_first) {
+  switch (dtype_size(t)) {
+    case 2: return transpose_typed(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), outer, spatial,
+                                   channels, to_first);
+    case 4: return transpose_typed(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), outer, spatial,
+                                   channels, to_first);
+    default: return transpose_typed(static_cast<const uint64_t*>(src), static_cast<uint64_t*>(dst), outer, spatial,
+                                    channels, to_first);
+  }
+}
+
+// One tensor's channels-first copy: activations (N, spatial, C) and weights (O, taps, C/g).
+struct Shape3 {
+  int64_t outer, spatial, channels;
+  int64_t elements() const { return outer * spatial * channels; }
+};
+Shape3 x_shape(const ConvProblem& p) { return {p.batch, p.in_spatial(), p.in_channels}; }
+Shape3 y_shape(const ConvProblem& p) { return {p.batch, p.out_spatial(), p.out_channels}; }
+Shape3 w_shape(const ConvProblem& p) { return {p.out_channels, p.taps(), p.in_per_group()}; }
+
+std::vector<char> channels_first(const void* src, Shape3 s, DType t) {
+  std::vector<char> out(static_cast<size_t>(s.elements() * dtype_size(t)));
+  transpose(src, out.data(), s.outer, s.spatial, s.channels, t, true);
+  return out;
+}
+
+// Runs `op(problem, in0, in1, out)` on channels-first data whatever the problem's layout.
+template <typename Op>
+std::string channels_first_call(const ConvProblem& p, DType t, const void* a, Shape3 as, const void* b, Shape3 bs,
+                                void* out, Shape3 os, const Op& op) {
+  if (p.layout == Layout::kNCDHW) return op(p, a, b, out);
+  const std::string err = p.check();
+  if (!err.empty()) return err;
+  ConvProblem q = p;
+  q.layout = Layout::kNCDHW;
+  const std::vector<char> a1 = channels_first(a, as, t), b1 = channels_first(b, bs, t);
+  std::vector<char> out1(static_cast<size_t>(os.elements() * dtype_size(t)));
+  const std::string e = op(q, a1.data(), b1.data(), out1.data());
+  if (e.empty()) transpose(out1.data(), out, os.outer, os.spatial, os.channels, t, false);
+  return e;
+}
+
 }  // namespace
 
 std::string conv_fwd_cpu(const ConvProblem& p, DType t, const void* x, const void* w, const void* bias, void* y) {
-  return dispatch(p, t, {{x, p.x_elements()}, {w, p.w_elements()}, {bias, p.out_channels}}, y, p.y_elements(),
-                  [&](auto in, auto out) { fwd_typed(p, in[0], in[1], in[2], out); });
+  return channels_first_call(p, t, x, x_shape(p), w, w_shape(p), y, y_shape(p),
+                             [&](const ConvProblem& q, const void* x1, const void* w1, void* y1) {
+                               return dispatch(q, t, {{x1, q.x_elements()}, {w1, q.w_elements()},
+                                                      {bias, q.out_channels}},
+                                               y1, q.y_elements(),
+                                               [&](auto in, auto out) { fwd_typed(q, in[0], in[1], in[2], out); });
+                             });
 }
 
 std::string conv_dgrad_cpu(const ConvProblem& p, DType t, const void* dy, const void* w, void* dx) {
-  return dispatch(p, t, {{dy, p.y_elements()}, {w, p.w_elements()}}, dx, p.x_elements(),
-                  [&](auto in, auto out) { dgrad_typed(p, in[0], in[1], out); });
+  return channels_first_call(p, t, dy, y_shape(p), w, w_shape(p), dx, x_shape(p),
+                             [&](const ConvProblem& q, const void* dy1, const void* w1, void* dx1) {
+                               return dispatch(q, t, {{dy1, q.y_elements()}, {w1, q.w_elements()}}, dx1,
+                                               q.x_elements(),
+                                               [&](auto in, auto out) { dgrad_typed(q, in[0], in[1], out); });
+                             });
 }
 
 std::string conv_wgrad_cpu(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw) {
-  return dispatch(p, t, {{x, p.x_elements()}, {dy, p.y_elements()}}, dw, p.w_elements(),
-                  [&](auto in, auto out) { wgrad_typed(p, in[0], in[1], out); });
+  return channels_first_call(p, t, x, x_shape(p), dy, y_shape(p), dw, w_shape(p),
+                             [&](const ConvProblem& q, const void* x1, const void* dy1, void* dw1) {
+                               return dispatch(q, t, {{x1, q.x_elements()}, {dy1, q.y_elements()}}, dw1,
+                                               q.w_elements(),
+                                               [&](auto in, auto out) { wgrad_typed(q, in[0], in[1], out); });
+                             });
 }
 
 std::string conv_bgrad_cpu(const ConvProblem& p, DType t, const void* dy, void* db) {

@@ -1,6 +1,8 @@
 // Stand-ins for the CUDA entry points when the extension is built without nvcc: the CPU path works and any
-// attempt to run on a GPU says why it cannot.
+// attempt to run on a GPU says why it cannot. The Hopper family is absent too (it never accepts), so the
+// dispatcher's answers for a GPU (jaxconv3d.explain) are those of a build without it.
 #include "conv_kernels.h"
+#include "hopper/hopper_conv.h"
 
 namespace jaxconv3d {
 namespace {
@@ -8,13 +10,15 @@ const char* kNoCuda = "jaxconv3d was built without CUDA support";
 }
 
 bool cuda_available() { return false; }
-std::string conv_fwd_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, const void*, void*, void*) {
+int cuda_device_cc(int) { return 0; }
+std::string conv_fwd_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, const void*, void*, void*,
+                          size_t, void*) {
   return kNoCuda;
 }
-std::string conv_dgrad_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*) {
+std::string conv_dgrad_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*, size_t,
+                            void*) {
   return kNoCuda;
 }
-size_t conv_wgrad_cuda_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
 std::string conv_wgrad_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, void*, void*, size_t,
                             void*) {
   return kNoCuda;
@@ -23,3 +27,8 @@ std::string conv_bgrad_cuda(const ConvProblem&, DType, const void*, void*, void*
 int cuda_exchange_device(int) { return -1; }
 
 }  // namespace jaxconv3d
+
+namespace {
+const char* kHopperAbsent = "jaxconv3d was built without CUDA support";
+}
+#include "hopper/hopper_absent.inc"

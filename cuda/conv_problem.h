@@ -1,4 +1,5 @@
-// One struct carries every size of a 3D convolution problem (NCDHW input, OIDHW weight, NCDHW output).
+// One struct carries every size of a 3D convolution problem and the memory layout its tensors are in:
+// NCDHW input / OIDHW weight / NCDHW output, or channels-last NDHWC input / ODHWI weight / NDHWC output.
 // Both doors (XLA FFI for JAX, DLPack for torch) decode into it and validate it with `check()`; kernels only
 // consume it and never recompute shape logic. Every extent is 64-bit so index arithmetic built from these
 // fields cannot overflow on tensors of 2^31 elements or more.
@@ -14,6 +15,15 @@ enum class DType : int { kF32 = 0, kF64 = 1, kBF16 = 2, kF16 = 3 };
 // kAccurate: float32 inputs give float32-accurate results (FFMA or an equivalent split).
 // kTF32: float32 inputs may use TF32 tensor-core math. Ignored for other dtypes and on the CPU.
 enum class MathMode : int { kAccurate = 0, kTF32 = 1 };
+
+// Memory layout of a problem's tensors. kNCDHW: x (N, C, D, H, W), w (O, C/g, kd, kh, kw), y (N, O, Do, Ho, Wo).
+// kNDHWC (channels last): x (N, D, H, W, C), w (O, kd, kh, kw, C/g), y (N, Do, Ho, Wo, O). Bias is (O,) in both.
+enum class Layout : int { kNCDHW = 0, kNDHWC = 1 };
+
+inline const char* layout_name(Layout l) { return l == Layout::kNDHWC ? "NDHWC" : "NCDHW"; }
+
+// The three convolution operations a kernel family implements (grad-bias is layout-free and family-free).
+enum class Op : int { kFwd = 0, kDgrad = 1, kWgrad = 2 };
 
 inline const char* dtype_name(DType t) {
   switch (t) {
@@ -39,6 +49,7 @@ struct ConvProblem {
   int64_t pad_lo[3] = {0, 0, 0};   // padding before the first element, per axis
   int64_t pad_hi[3] = {0, 0, 0};   // padding after the last element, per axis
   int64_t dilation[3] = {1, 1, 1};
+  Layout layout = Layout::kNCDHW;  // how the tensors are laid out in memory (the extents above are logical)
 
   int64_t in_per_group() const { return in_channels / groups; }
   int64_t out_per_group() const { return out_channels / groups; }
@@ -82,11 +93,23 @@ struct ConvProblem {
   }
 };
 
-// Builds a problem from the x (N,C,D,H,W), w (O,C/g,kd,kh,kw) and y (N,O,Do,Ho,Wo) shapes plus the static
-// arguments, and checks every relation between them. Both doors call this, whichever buffers carry the shapes.
-inline std::string make_problem(const int64_t xs[5], const int64_t ws[5], const int64_t ys[5],
+// Builds a problem from the x, w and y shapes in `layout` (NCDHW: x (N,C,D,H,W), w (O,C/g,kd,kh,kw),
+// y (N,O,Do,Ho,Wo); NDHWC: x (N,D,H,W,C), w (O,kd,kh,kw,C/g), y (N,Do,Ho,Wo,O)) plus the static arguments, and
+// checks every relation between them. Both doors call this, whichever buffers carry the shapes.
+inline std::string make_problem(const int64_t xs_in[5], const int64_t ws_in[5], const int64_t ys_in[5],
                                 const int64_t stride[3], const int64_t pad_lo[3], const int64_t pad_hi[3],
-                                const int64_t dilation[3], int64_t groups, ConvProblem* p) {
+                                const int64_t dilation[3], int64_t groups, Layout layout, ConvProblem* p) {
+  if (layout != Layout::kNCDHW && layout != Layout::kNDHWC) return "layout must be 0 (NCDHW) or 1 (NDHWC)";
+  // Read every shape as (outer, channel, d, h, w): channels-last shapes carry the channel axis last.
+  const int order[5] = {0, layout == Layout::kNDHWC ? 4 : 1, layout == Layout::kNDHWC ? 1 : 2,
+                        layout == Layout::kNDHWC ? 2 : 3, layout == Layout::kNDHWC ? 3 : 4};
+  int64_t xs[5], ws[5], ys[5];
+  for (int i = 0; i < 5; ++i) {
+    xs[i] = xs_in[order[i]];
+    ws[i] = ws_in[order[i]];
+    ys[i] = ys_in[order[i]];
+  }
+  p->layout = layout;
   p->batch = xs[0];
   p->in_channels = xs[1];
   p->out_channels = ws[0];

@@ -3,8 +3,9 @@
 // torch hands us capsules from torch.utils.dlpack.to_dlpack (zero-copy, no stream hand-shake) and its current
 // stream as an integer; we read pointer, shape, strides, dtype and device, check them, and launch. The capsules are
 // only borrowed: their producer's deleter runs when Python drops them, after the call. torch allocates every
-// output (and grad-weight's workspace, through a callback), so the launch path never allocates and can be
-// captured in a torch CUDA graph.
+// output (and each operation's workspace, through a callback), so the launch path never allocates and can be
+// captured in a torch CUDA graph. Tensors are in the layout the call names (0: NCDHW/OIDHW, 1: NDHWC/ODHWI);
+// the torch front picks the one the device's kernel family wants (jaxconv3d/_plan.py).
 #include "dlpack_adapter.h"
 
 #include <pybind11/functional.h>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "conv_kernels.h"
+#include "dispatch.h"
 #include "dlpack_abi.h"
 
 namespace py = pybind11;
@@ -114,11 +116,11 @@ Call check_operands(std::initializer_list<std::pair<View*, const char*>> ops, si
 
 ConvProblem problem(const std::array<int64_t, 5>& xs, const std::array<int64_t, 5>& ws,
                     const std::array<int64_t, 5>& ys, const Triple& stride, const Triple& pad_lo,
-                    const Triple& pad_hi, const Triple& dilation, int64_t groups) {
+                    const Triple& pad_hi, const Triple& dilation, int64_t groups, int64_t layout) {
   ConvProblem p;
   const std::string err =
       make_problem(xs.data(), ws.data(), ys.data(), stride.data(), pad_lo.data(), pad_hi.data(), dilation.data(),
-                   groups, &p);
+                   groups, static_cast<Layout>(layout), &p);
   if (!err.empty()) bad(err);
   return p;
 }
@@ -155,8 +157,33 @@ void run(const Call& c, F&& launch) {
 
 void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
 
-void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap, Triple stride, Triple pad_lo,
-         Triple pad_hi, Triple dilation, int64_t groups, int64_t math, uintptr_t stream) {
+using Alloc = std::function<py::object(int64_t)>;
+
+// An operation's CUDA workspace: `alloc(nbytes)` returns a DLPack capsule of at least nbytes bytes on the
+// operands' device; it is called only when the planned family needs scratch. The capsule keeps the memory alive
+// until the launch is queued.
+struct Workspace {
+  py::object cap;
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+
+Workspace workspace(const Call& c, const View& like, Op op, const ConvProblem& p, MathMode m, const Alloc& alloc) {
+  Workspace w;
+  if (!c.cuda || !cuda_available()) return w;
+  w.bytes = plan(op, p, like.dtype, m, cuda_device_cc(c.device)).workspace_bytes;
+  if (w.bytes == 0) return w;
+  w.cap = alloc(static_cast<int64_t>(w.bytes));
+  View wv = view_of(w.cap, "workspace", /*raw=*/true);
+  if (wv.device_type != like.device_type || wv.device_id != like.device_id) bad("workspace is on the wrong device");
+  if (wv.bytes < static_cast<int64_t>(w.bytes)) bad("workspace is smaller than requested");
+  w.data = wv.data;
+  return w;
+}
+
+void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap, const Alloc& alloc, Triple stride,
+         Triple pad_lo, Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout,
+         uintptr_t stream) {
   View x = view_of(x_cap, "input"), w = view_of(w_cap, "weight"), y = view_of(y_cap, "output");
   View b;
   const bool has_bias = !b_cap.is_none();
@@ -164,54 +191,42 @@ void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap,
   const Call c = has_bias ? check_operands({{&x, "input"}, {&w, "weight"}, {&b, "bias"}, {&y, "output"}}, 3)
                           : check_operands({{&x, "input"}, {&w, "weight"}, {&y, "output"}}, 2);
   const ConvProblem p =
-      problem(dims5(x, "input"), dims5(w, "weight"), dims5(y, "output"), stride, pad_lo, pad_hi, dilation, groups);
+      problem(dims5(x, "input"), dims5(w, "weight"), dims5(y, "output"), stride, pad_lo, pad_hi, dilation, groups,
+              layout);
   if (has_bias && (b.shape.size() != 1 || b.shape[0] != p.out_channels)) bad("bias must have shape (out_channels,)");
   const MathMode m = math_mode(math);
   const void* bias = has_bias ? b.data : nullptr;
+  const Workspace ws = workspace(c, x, Op::kFwd, p, m, alloc);
   run(c, [&](bool cuda) {
-    return cuda ? conv_fwd_cuda(p, x.dtype, m, x.data, w.data, bias, y.data, as_stream(stream))
+    return cuda ? conv_fwd_cuda(p, x.dtype, m, x.data, w.data, bias, y.data, ws.data, ws.bytes, as_stream(stream))
                 : conv_fwd_cpu(p, x.dtype, x.data, w.data, bias, y.data);
   });
 }
 
-void dgrad(py::handle dy_cap, py::handle w_cap, py::handle dx_cap, Triple stride, Triple pad_lo, Triple pad_hi,
-           Triple dilation, int64_t groups, int64_t math, uintptr_t stream) {
+void dgrad(py::handle dy_cap, py::handle w_cap, py::handle dx_cap, const Alloc& alloc, Triple stride, Triple pad_lo,
+           Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout, uintptr_t stream) {
   View dy = view_of(dy_cap, "grad_output"), w = view_of(w_cap, "weight"), dx = view_of(dx_cap, "grad_input");
   const Call c = check_operands({{&dy, "grad_output"}, {&w, "weight"}, {&dx, "grad_input"}}, 2);
   const ConvProblem p = problem(dims5(dx, "grad_input"), dims5(w, "weight"), dims5(dy, "grad_output"), stride,
-                                pad_lo, pad_hi, dilation, groups);
+                                pad_lo, pad_hi, dilation, groups, layout);
   const MathMode m = math_mode(math);
+  const Workspace ws = workspace(c, dy, Op::kDgrad, p, m, alloc);
   run(c, [&](bool cuda) {
-    return cuda ? conv_dgrad_cuda(p, dy.dtype, m, dy.data, w.data, dx.data, as_stream(stream))
+    return cuda ? conv_dgrad_cuda(p, dy.dtype, m, dy.data, w.data, dx.data, ws.data, ws.bytes, as_stream(stream))
                 : conv_dgrad_cpu(p, dy.dtype, dy.data, w.data, dx.data);
   });
 }
 
-// `alloc(nbytes)` returns a DLPack capsule of at least nbytes bytes on the operands' device (called only when the
-// CUDA kernel needs a workspace).
-void wgrad(py::handle x_cap, py::handle dy_cap, py::handle dw_cap, const std::function<py::object(int64_t)>& alloc,
-           Triple stride, Triple pad_lo, Triple pad_hi, Triple dilation, int64_t groups, int64_t math,
-           uintptr_t stream) {
+void wgrad(py::handle x_cap, py::handle dy_cap, py::handle dw_cap, const Alloc& alloc, Triple stride, Triple pad_lo,
+           Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout, uintptr_t stream) {
   View x = view_of(x_cap, "input"), dy = view_of(dy_cap, "grad_output"), dw = view_of(dw_cap, "grad_weight");
   const Call c = check_operands({{&x, "input"}, {&dy, "grad_output"}, {&dw, "grad_weight"}}, 2);
   const ConvProblem p = problem(dims5(x, "input"), dims5(dw, "grad_weight"), dims5(dy, "grad_output"), stride,
-                                pad_lo, pad_hi, dilation, groups);
+                                pad_lo, pad_hi, dilation, groups, layout);
   const MathMode m = math_mode(math);
-  size_t ws_bytes = 0;
-  void* ws = nullptr;
-  py::object ws_cap;  // keeps the workspace alive until the launch is queued
-  if (c.cuda && cuda_available()) {
-    ws_bytes = conv_wgrad_cuda_workspace_bytes(p, x.dtype, m);
-    if (ws_bytes > 0) {
-      ws_cap = alloc(static_cast<int64_t>(ws_bytes));
-      View wv = view_of(ws_cap, "workspace", /*raw=*/true);
-      if (wv.device_type != x.device_type || wv.device_id != x.device_id) bad("workspace is on the wrong device");
-      if (wv.bytes < static_cast<int64_t>(ws_bytes)) bad("workspace is smaller than requested");
-      ws = wv.data;
-    }
-  }
+  const Workspace ws = workspace(c, x, Op::kWgrad, p, m, alloc);
   run(c, [&](bool cuda) {
-    return cuda ? conv_wgrad_cuda(p, x.dtype, m, x.data, dy.data, dw.data, ws, ws_bytes, as_stream(stream))
+    return cuda ? conv_wgrad_cuda(p, x.dtype, m, x.data, dy.data, dw.data, ws.data, ws.bytes, as_stream(stream))
                 : conv_wgrad_cpu(p, x.dtype, x.data, dy.data, dw.data);
   });
 }
@@ -234,12 +249,13 @@ void bgrad(py::handle dy_cap, py::handle db_cap, uintptr_t stream) {
 
 void bind_torch_adapter(py::module_& m) {
   using namespace py::literals;
-  m.def("fwd", &fwd, "x"_a, "w"_a, "b"_a, "y"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a, "groups"_a,
-        "math"_a, "stream"_a, "Forward into the torch-allocated y (DLPack capsules).");
-  m.def("dgrad", &dgrad, "dy"_a, "w"_a, "dx"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a, "groups"_a,
-        "math"_a, "stream"_a, "Grad-input into the torch-allocated dx.");
+  m.def("fwd", &fwd, "x"_a, "w"_a, "b"_a, "y"_a, "alloc"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
+        "groups"_a, "math"_a, "layout"_a, "stream"_a,
+        "Forward into the torch-allocated y (DLPack capsules; alloc(nbytes) -> workspace capsule).");
+  m.def("dgrad", &dgrad, "dy"_a, "w"_a, "dx"_a, "alloc"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
+        "groups"_a, "math"_a, "layout"_a, "stream"_a, "Grad-input into the torch-allocated dx.");
   m.def("wgrad", &wgrad, "x"_a, "dy"_a, "dw"_a, "alloc"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
-        "groups"_a, "math"_a, "stream"_a, "Grad-weight into the torch-allocated dw.");
+        "groups"_a, "math"_a, "layout"_a, "stream"_a, "Grad-weight into the torch-allocated dw.");
   m.def("bgrad", &bgrad, "dy"_a, "db"_a, "stream"_a, "Grad-bias into the torch-allocated db.");
 }
 

@@ -46,6 +46,7 @@ struct Attrs {
   Ints stride, pad_lo, pad_hi, dilation;
   int64_t groups;
   int64_t math;
+  int64_t layout;  // 0: NCDHW / OIDHW, 1: NDHWC / ODHWI
 };
 
 std::string decode_problem(const int64_t xs[5], const int64_t ws[5], const int64_t ys[5], const Attrs& a,
@@ -57,7 +58,8 @@ std::string decode_problem(const int64_t xs[5], const int64_t ws[5], const int64
   if (!(err = read_triple(a.pad_hi, "pad_hi", pad_hi)).empty()) return err;
   if (!(err = read_triple(a.dilation, "dilation", dilation)).empty()) return err;
   if (a.math != 0 && a.math != 1) return "math must be 0 (accurate) or 1 (tf32)";
-  return make_problem(xs, ws, ys, stride, pad_lo, pad_hi, dilation, a.groups, p);
+  if (a.layout != 0 && a.layout != 1) return "layout must be 0 (NCDHW) or 1 (NDHWC)";
+  return make_problem(xs, ws, ys, stride, pad_lo, pad_hi, dilation, a.groups, static_cast<Layout>(a.layout), p);
 }
 
 std::string same_dtype(std::initializer_list<const ffi::AnyBuffer*> bufs, DType* t) {
@@ -72,11 +74,13 @@ ffi::Error status(const std::string& msg) {
   return msg.empty() ? ffi::Error::Success() : ffi::Error::Internal("jaxconv3d: " + msg);
 }
 
-// ---- per-operation bodies, templated on how the platform launches
+// ---- per-operation bodies, templated on how the platform launches. Every convolution has a second, discarded
+// result: its workspace, sized in Python by plan(...).workspace_bytes, which XLA allocates with the call's other
+// buffers, so the handler never allocates (the CPU ignores it).
 
 template <typename Exec>
 ffi::Error fwd(const Exec& ex, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
-               const Attrs& a) {
+               ffi::Result<ffi::AnyBuffer> workspace, const Attrs& a) {
   int64_t xs[5], ws[5], ys[5];
   std::string err;
   if (!(err = dims5(x, "x", xs)).empty() || !(err = dims5(w, "w", ws)).empty() ||
@@ -90,12 +94,13 @@ ffi::Error fwd(const Exec& ex, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffe
   if (has_bias && (b.dimensions().size() != 1 || b.dimensions()[0] != p.out_channels))
     return fail("bias must have shape (out_channels,) or be empty");
   return status(ex.fwd(p, t, static_cast<MathMode>(a.math), x.untyped_data(), w.untyped_data(),
-                       has_bias ? b.untyped_data() : nullptr, y->untyped_data()));
+                       has_bias ? b.untyped_data() : nullptr, y->untyped_data(), workspace->untyped_data(),
+                       workspace->size_bytes()));
 }
 
 template <typename Exec>
 ffi::Error dgrad(const Exec& ex, ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
-                 const Attrs& a) {
+                 ffi::Result<ffi::AnyBuffer> workspace, const Attrs& a) {
   int64_t xs[5], ws[5], ys[5];
   std::string err;
   if (!(err = dims5(*dx, "dx", xs)).empty() || !(err = dims5(w, "w", ws)).empty() ||
@@ -106,11 +111,9 @@ ffi::Error dgrad(const Exec& ex, ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Resul
   DType t;
   if (!(err = same_dtype({&dy, &w, &*dx}, &t)).empty()) return fail(err);
   return status(ex.dgrad(p, t, static_cast<MathMode>(a.math), dy.untyped_data(), w.untyped_data(),
-                         dx->untyped_data()));
+                         dx->untyped_data(), workspace->untyped_data(), workspace->size_bytes()));
 }
 
-// `ws` is grad-weight's workspace, a second (discarded) result of the call sized by wgrad_workspace_bytes() in
-// Python: XLA allocates it with the call's other buffers, so the handler never allocates.
 template <typename Exec>
 ffi::Error wgrad(const Exec& ex, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
                  ffi::Result<ffi::AnyBuffer> workspace, const Attrs& a) {
@@ -142,11 +145,12 @@ ffi::Error bgrad(const Exec& ex, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> 
 }
 
 struct Cpu {
-  std::string fwd(const ConvProblem& p, DType t, MathMode, const void* x, const void* w, const void* b,
-                  void* y) const {
+  std::string fwd(const ConvProblem& p, DType t, MathMode, const void* x, const void* w, const void* b, void* y,
+                  void*, size_t) const {
     return conv_fwd_cpu(p, t, x, w, b, y);
   }
-  std::string dgrad(const ConvProblem& p, DType t, MathMode, const void* dy, const void* w, void* dx) const {
+  std::string dgrad(const ConvProblem& p, DType t, MathMode, const void* dy, const void* w, void* dx, void*,
+                    size_t) const {
     return conv_dgrad_cpu(p, t, dy, w, dx);
   }
   std::string wgrad(const ConvProblem& p, DType t, MathMode, const void* x, const void* dy, void* dw, void*,
@@ -161,12 +165,13 @@ struct Cpu {
 #ifdef JAXCONV3D_WITH_CUDA
 struct Cuda {
   void* stream;
-  std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* b,
-                  void* y) const {
-    return conv_fwd_cuda(p, t, m, x, w, b, y, stream);
+  std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* b, void* y,
+                  void* ws, size_t ws_bytes) const {
+    return conv_fwd_cuda(p, t, m, x, w, b, y, ws, ws_bytes, stream);
   }
-  std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx) const {
-    return conv_dgrad_cuda(p, t, m, dy, w, dx, stream);
+  std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx, void* ws,
+                    size_t ws_bytes) const {
+    return conv_dgrad_cuda(p, t, m, dy, w, dx, ws, ws_bytes, stream);
   }
   std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw, void* ws,
                     size_t ws_bytes) const {
@@ -190,27 +195,33 @@ using jaxconv3d::Attrs;
       .Attr<jaxconv3d::Ints>("pad_hi")          \
       .Attr<jaxconv3d::Ints>("dilation")        \
       .Attr<int64_t>("groups")                  \
-      .Attr<int64_t>("math")
+      .Attr<int64_t>("math")                    \
+      .Attr<int64_t>("layout")
 
 #define JAXCONV3D_ATTR_PARAMS \
   jaxconv3d::Ints stride, jaxconv3d::Ints pad_lo, jaxconv3d::Ints pad_hi, jaxconv3d::Ints dilation, \
-      int64_t groups, int64_t math
-#define JAXCONV3D_ATTRS Attrs{stride, pad_lo, pad_hi, dilation, groups, math}
+      int64_t groups, int64_t math, int64_t layout
+#define JAXCONV3D_ATTRS Attrs{stride, pad_lo, pad_hi, dilation, groups, math, layout}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_fwd_cpu,
-    [](ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y, JAXCONV3D_ATTR_PARAMS) {
-      return jaxconv3d::fwd(jaxconv3d::Cpu{}, x, w, b, y, JAXCONV3D_ATTRS);
+    [](ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
+       ffi::Result<ffi::AnyBuffer> ws, JAXCONV3D_ATTR_PARAMS) {
+      return jaxconv3d::fwd(jaxconv3d::Cpu{}, x, w, b, y, ws, JAXCONV3D_ATTRS);
     },
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
-        JAXCONV3D_CONV_ATTRS);
+    ffi::Ffi::Bind()
+        .Arg<ffi::AnyBuffer>()
+        .Arg<ffi::AnyBuffer>()
+        .Arg<ffi::AnyBuffer>()
+        .Ret<ffi::AnyBuffer>()
+        .Ret<ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_dgrad_cpu,
-    [](ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx, JAXCONV3D_ATTR_PARAMS) {
-      return jaxconv3d::dgrad(jaxconv3d::Cpu{}, dy, w, dx, JAXCONV3D_ATTRS);
-    },
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS);
+    [](ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> ws,
+       JAXCONV3D_ATTR_PARAMS) { return jaxconv3d::dgrad(jaxconv3d::Cpu{}, dy, w, dx, ws, JAXCONV3D_ATTRS); },
+    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+        JAXCONV3D_CONV_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_wgrad_cpu,
@@ -228,23 +239,29 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_fwd_cuda,
     [](void* stream, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
-       JAXCONV3D_ATTR_PARAMS) {
-      return jaxconv3d::fwd(jaxconv3d::Cuda{stream}, x, w, b, y, JAXCONV3D_ATTRS);
+       ffi::Result<ffi::AnyBuffer> ws, JAXCONV3D_ATTR_PARAMS) {
+      return jaxconv3d::fwd(jaxconv3d::Cuda{stream}, x, w, b, y, ws, JAXCONV3D_ATTRS);
     },
     ffi::Ffi::Bind()
         .Ctx<ffi::PlatformStream<void*>>()
         .Arg<ffi::AnyBuffer>()
         .Arg<ffi::AnyBuffer>()
         .Arg<ffi::AnyBuffer>()
+        .Ret<ffi::AnyBuffer>()
         .Ret<ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_dgrad_cuda,
-    [](void* stream, ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx, JAXCONV3D_ATTR_PARAMS) {
-      return jaxconv3d::dgrad(jaxconv3d::Cuda{stream}, dy, w, dx, JAXCONV3D_ATTRS);
+    [](void* stream, ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
+       ffi::Result<ffi::AnyBuffer> ws, JAXCONV3D_ATTR_PARAMS) {
+      return jaxconv3d::dgrad(jaxconv3d::Cuda{stream}, dy, w, dx, ws, JAXCONV3D_ATTRS);
     },
-    ffi::Ffi::Bind().Ctx<ffi::PlatformStream<void*>>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<
-        ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS);
+    ffi::Ffi::Bind()
+        .Ctx<ffi::PlatformStream<void*>>()
+        .Arg<ffi::AnyBuffer>()
+        .Arg<ffi::AnyBuffer>()
+        .Ret<ffi::AnyBuffer>()
+        .Ret<ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_wgrad_cuda,

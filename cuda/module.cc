@@ -6,6 +6,7 @@
 #include <array>
 
 #include "conv_kernels.h"
+#include "dispatch.h"
 #include "dlpack_adapter.h"
 #include "ffi_handlers.h"
 
@@ -42,19 +43,34 @@ PYBIND11_MODULE(_ext, m) {
   }, "FFI handler capsules by platform: {'cpu': {name: capsule}, 'CUDA': {...}}");
   m.def("built_with_cuda", []() { return jaxconv3d::cuda_available(); });
   m.def(
-      "wgrad_workspace_bytes",
-      [](std::array<int64_t, 5> xs, std::array<int64_t, 5> ws, std::array<int64_t, 5> ys, std::array<int64_t, 3> stride,
-         std::array<int64_t, 3> pad_lo, std::array<int64_t, 3> pad_hi, std::array<int64_t, 3> dilation, int64_t groups,
-         int64_t math, int dtype) -> int64_t {
-        jaxconv3d::ConvProblem p;
-        const std::string err = jaxconv3d::make_problem(xs.data(), ws.data(), ys.data(), stride.data(), pad_lo.data(),
-                                                        pad_hi.data(), dilation.data(), groups, &p);
+      "plan",
+      [](const std::string& op, std::array<int64_t, 5> xs, std::array<int64_t, 5> ws, std::array<int64_t, 5> ys,
+         std::array<int64_t, 3> stride, std::array<int64_t, 3> pad_lo, std::array<int64_t, 3> pad_hi,
+         std::array<int64_t, 3> dilation, int64_t groups, int64_t math, int dtype, int64_t layout, int cc) {
+        using namespace jaxconv3d;
+        Op o;
+        if (op == "forward") o = Op::kFwd;
+        else if (op == "grad_input") o = Op::kDgrad;
+        else if (op == "grad_weight") o = Op::kWgrad;
+        else throw py::value_error("jaxconv3d: op must be 'forward', 'grad_input' or 'grad_weight', got '" + op + "'");
+        if (dtype < 0 || dtype > 3) throw py::value_error("jaxconv3d: dtype code must be 0..3");
+        if (math != 0 && math != 1) throw py::value_error("jaxconv3d: math must be 0 (accurate) or 1 (tf32)");
+        if (cc < 0) throw py::value_error("jaxconv3d: cc must be >= 0 (0: the CPU)");
+        ConvProblem p;
+        const std::string err = make_problem(xs.data(), ws.data(), ys.data(), stride.data(), pad_lo.data(),
+                                             pad_hi.data(), dilation.data(), groups, static_cast<Layout>(layout), &p);
         if (!err.empty()) throw py::value_error("jaxconv3d: " + err);
-        if (dtype < 0 || dtype > 3 || (math != 0 && math != 1)) throw py::value_error("jaxconv3d: bad dtype or math");
-        return static_cast<int64_t>(jaxconv3d::conv_wgrad_cuda_workspace_bytes(
-            p, static_cast<jaxconv3d::DType>(dtype), static_cast<jaxconv3d::MathMode>(math)));
+        const Plan pl = plan(o, p, static_cast<DType>(dtype), static_cast<MathMode>(math), cc);
+        py::dict out;
+        out["family"] = pl.family;
+        out["tile"] = pl.tile;
+        out["layout"] = std::string(layout_name(pl.layout));
+        out["workspace_bytes"] = static_cast<int64_t>(pl.workspace_bytes);
+        out["rule"] = pl.rule;
+        return out;
       },
-      "Bytes of workspace the CUDA grad-weight kernel needs for this problem (0 without CUDA).");
+      "The dispatcher's choice for one operation: {family, tile, layout, workspace_bytes, rule}. Shapes are in "
+      "`layout` (0: NCDHW, 1: NDHWC); cc = 10*major+minor of the GPU, 0 for the CPU. Needs no GPU.");
   py::module_ adapter = m.def_submodule("torch_adapter", "DLPack entry points for the torch front");
   jaxconv3d::bind_torch_adapter(adapter);
 }

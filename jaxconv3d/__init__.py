@@ -1,8 +1,10 @@
 """jaxconv3d: 3D convolution (PyTorch nn.Conv3d semantics) as our own CUDA/C++ kernels for JAX and PyTorch.
 
-JAX: `jaxconv3d.conv3d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, precision=None)`,
+JAX: `jaxconv3d.conv3d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, precision=None,
+layout="NCDHW")`,
 `jaxconv3d.conv_transpose3d(x, w, b=None, *, stride=1, padding=0, output_padding=0, groups=1, dilation=1)`.
 Spatial sharding inside shard_map: `jaxconv3d.halo_exchange`, `jaxconv3d.sharded_conv3d` (plain jit needs neither).
+Dispatch: `jaxconv3d.explain(x_shape, w_shape, ...)` names the kernel family and tile of each operation.
 PyTorch: `jaxconv3d.torch.conv3d`, `conv_transpose3d`, `Conv3d`, `ConvTranspose3d`, `convert_conv3d`.
 """
 
@@ -13,9 +15,10 @@ from ._transpose import conv_transpose3d  # isort: skip
 from ._ext import built_with_cuda
 from ._spatial import halo_exchange, sharded_conv3d
 from ._params import ConvConfig, conv_config
+from ._plan import explain
 
 __version__ = "0.1.0"
 __all__ = [
-    "conv3d", "conv_transpose3d", "halo_exchange", "sharded_conv3d", "conv_config", "ConvConfig", "built_with_cuda",
-    "__version__",
+    "conv3d", "conv_transpose3d", "halo_exchange", "sharded_conv3d", "explain", "conv_config", "ConvConfig",
+    "built_with_cuda", "__version__",
 ]

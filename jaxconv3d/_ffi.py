@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _ext
+from . import _ext, _plan
 from ._params import ConvConfig
 
 _registered = False
@@ -56,35 +56,46 @@ def _result_type(shape, dtype, *operands):
     return widest.update(shape=tuple(shape), dtype=dtype)
 
 
+def _layout(cfg: ConvConfig, dtype, op: str) -> tuple[int, int]:
+    """(native layout, workspace bytes) of the family the dispatcher picks for the default device."""
+    answer = _plan.plan(cfg, dtype, _plan.cc_of(None), op, cfg.layout)
+    return _plan.LAYOUTS[answer["layout"]], answer["workspace_bytes"]
+
+
+def _to(a: jax.Array, layout: int) -> jax.Array:
+    """A logical (outer, C, D, H, W) array as the kernels want it: NDHWC moves the channel axis last."""
+    return jnp.moveaxis(a, 1, -1) if layout == _plan.NDHWC else a
+
+
+def _from(a: jax.Array, layout: int) -> jax.Array:
+    return jnp.moveaxis(a, -1, 1) if layout == _plan.NDHWC else a
+
+
+def _call(name: str, op: str, shape, cfg: ConvConfig, *operands: jax.Array) -> jax.Array:
+    """One convolution FFI call in the planned family's layout: operands and result are logical (NCDHW / OIDHW);
+    the second result is the family's workspace (XLA allocates it with the call; dropped here). `operands` are
+    activations and filters, plus an optional trailing bias (layout-free)."""
+    dtype = operands[0].dtype
+    layout, ws_bytes = _layout(cfg, dtype, op)
+    out = _result_type(_plan.to_layout(shape, layout), dtype, *operands)
+    ws = _result_type((ws_bytes,), jnp.uint8, *operands)
+    args = [_to(a, layout) if a.ndim == 5 else a for a in operands]
+    result, _ = jax.ffi.ffi_call(name, (out, ws))(*args, **_attrs(cfg), layout=int(layout))
+    return _from(result, layout)
+
+
 def fwd(x: jax.Array, w: jax.Array, b: jax.Array, cfg: ConvConfig) -> jax.Array:
     """y = conv(x, w) + b; `b` is (O,) or empty (no bias)."""
-    out = _result_type(cfg.y_shape, x.dtype, x, w, b)
-    return jax.ffi.ffi_call("jaxconv3d_fwd", out)(x, w, b, **_attrs(cfg))
+    return _call("jaxconv3d_fwd", "forward", cfg.y_shape, cfg, x, w, b)
 
 
 def dgrad(dy: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
-    out = _result_type(cfg.x_shape, dy.dtype, dy, w)
-    return jax.ffi.ffi_call("jaxconv3d_dgrad", out)(dy, w, **_attrs(cfg))
-
-
-_DTYPE_CODES = {"float32": 0, "float64": 1, "bfloat16": 2, "float16": 3}
-
-
-def wgrad_workspace_bytes(cfg: ConvConfig, dtype) -> int:
-    a = cfg.attrs()
-    return _ext.wgrad_workspace_bytes(
-        cfg.x_shape, cfg.w_shape, cfg.y_shape, a["stride"], a["pad_lo"], a["pad_hi"], a["dilation"],
-        a["groups"], a["math"], _DTYPE_CODES[jnp.dtype(dtype).name],
-    )
+    return _call("jaxconv3d_dgrad", "grad_input", cfg.x_shape, cfg, dy, w)
 
 
 def wgrad(x: jax.Array, dy: jax.Array, cfg: ConvConfig) -> jax.Array:
-    """Grad-weight. Its split reduction needs a workspace: a second result that XLA allocates with the call (the
-    CPU handler ignores it) and that is dropped here."""
-    out = _result_type(cfg.w_shape, x.dtype, x, dy)
-    ws = _result_type((wgrad_workspace_bytes(cfg, x.dtype),), jnp.uint8, x, dy)
-    dw, _ = jax.ffi.ffi_call("jaxconv3d_wgrad", (out, ws))(x, dy, **_attrs(cfg))
-    return dw
+    """Grad-weight (its split reduction uses the workspace)."""
+    return _call("jaxconv3d_wgrad", "grad_weight", cfg.w_shape, cfg, x, dy)
 
 
 def bgrad(dy: jax.Array) -> jax.Array:

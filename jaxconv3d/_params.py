@@ -40,6 +40,9 @@ class ConvConfig:
     dilation: tuple[int, int, int]
     groups: int
     math: int = MATH_ACCURATE
+    # The layout the caller holds its arrays in (0: NCDHW, 1: NDHWC). Shapes above are always logical (NCDHW);
+    # this only tells a family that takes either layout (the cpu) which one saves transposes.
+    layout: int = 0
 
     @property
     def x_shape(self) -> tuple[int, ...]:

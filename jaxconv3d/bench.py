@@ -1,21 +1,31 @@
-"""`jaxconv3d bench`: time our two fronts against torch/cuDNN (NCDHW and channels_last_3d) and XLA.
+"""`jaxconv3d bench`: time ours (through torch in NCDHW and channels_last_3d, and through JAX) against torch/cuDNN
+(NCDHW and channels_last_3d) and XLA, forward and forward+backward.
 
-Timing: torch calls on a GPU are timed with CUDA events; JAX calls by the wall clock after `block_until_ready`, so
-they include Python dispatch (tens of microseconds); on the CPU everything uses `time.perf_counter`. Each figure is
-the median of `--reps` calls after warm-up calls (which compile the jit and let cudnn.benchmark pick algorithms).
+Every implementation is timed by one timer (`timing.LoopTimer`): a loop of back-to-back calls between two full
+synchronisations (JAX's `block_until_ready`, then `torch.cuda.synchronize()`), read on the host clock and divided
+by the number of calls, which the same rule picks for everyone (a loop lasts >= 1 ms). Each implementation is warmed
+up first (jit compilation, cudnn.benchmark's algorithm choice); then each repetition times every (implementation,
+pass) once, in an order shuffled per repetition with a fixed seed (`interleaved_order`), so that clock or thermal
+drift spreads over everyone. Each figure is the median over the repetitions. The last result of every timed loop
+is compared with a float32 reference (`bench_check`) before its time is reported: a wrong result becomes an error
+row (`wrong_result` in the JSON), never a time.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import random
 import statistics
+import textwrap
 import time
 from typing import Any, Callable, Sequence
 
 import jax
-import torch
 
+from ._plan import explain, logical_to_ndhwc as ndhwc_shapes
+from .bench_check import BOUNDS, REFERENCE, ResultCheck, reference_results, result_errors
 from .report import Progress, format_ms, format_table, write_json
+from .timing import LoopTimer, input_set_count, l2_cache_bytes
 from .workloads import (
     CPU_BENCH_PRECISIONS,
     GPU_PRECISIONS,
@@ -39,76 +49,127 @@ from .workloads import (
     torch_operands,
 )
 
-L2_BYTES = 50 * 2**20  # H100 L2 cache
-MAX_INPUT_SETS = 16
 WARMUP_CALLS = 3
+INTERLEAVING = "every repetition times each (implementation, pass) once, in an order shuffled with a fixed seed"
 
 
-# ---- timing
+# ---- one (implementation, pass) being timed
 
 
-def input_set_count(case: ConvCase, precision: Precision) -> int:
-    """How many operand sets to rotate through, so that no call finds its inputs left warm in L2 by the previous
-    call: one when x and w alone exceed L2, else at least two, and enough that a cycle's x, w, dy exceed 2 x L2."""
-    itemsize = torch.empty((), dtype=precision.torch_dtype).element_size()
-    p = case.problem
-    forward_inputs = itemsize * (math.prod(p.x_shape) + math.prod(p.w_shape))
-    if forward_inputs >= L2_BYTES:
-        return 1
-    per_set = forward_inputs + itemsize * math.prod(p.y_shape)  # + dy, read by the backward pass
-    return min(MAX_INPUT_SETS, max(2, math.ceil(2 * L2_BYTES / per_set)))
+@dataclasses.dataclass
+class Unit:
+    """One implementation's pass on one case: its function, operands, samples and result check."""
+
+    impl: Implementation
+    pass_name: str
+    fn: Callable[[Operands], Any]
+    input_sets: Sequence[Operands]
+    check: ResultCheck
+    calls: int = 0  # per timed loop
+    next_set: int = 0  # where the next loop starts in the rotation of input sets
+    samples_ms: list[float] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    wrong_result: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The JSON entry: a median only for a unit whose every timed loop gave a checked, correct result."""
+        entry: dict[str, Any] = {}
+        error = self.error or (None if self.samples_ms and self.check.passed else "no checked result")
+        if error is None:
+            entry.update(median_ms=statistics.median(self.samples_ms), samples_ms=self.samples_ms)
+        else:
+            entry.update(error=error, wrong_result=self.wrong_result)
+        if self.calls:
+            entry.update(calls_per_loop=self.calls)
+        entry.update(check=self.check.record())
+        return entry
 
 
-def time_with_cuda_events(fn: Callable, input_sets: Sequence[Operands], reps: int) -> list[float]:
-    """GPU milliseconds between events recorded on torch's current stream around each call."""
-    for i in range(WARMUP_CALLS):
-        fn(input_sets[i % len(input_sets)])
-    torch.cuda.synchronize()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    for i, (start, end) in enumerate(events):
-        start.record()
-        fn(input_sets[i % len(input_sets)])
-        end.record()
-    torch.cuda.synchronize()
-    return [start.elapsed_time(end) for start, end in events]
+def interleaved_order(count: int, rep: int, seed: int) -> list[int]:
+    """The order in which repetition `rep` times `count` units: a shuffle seeded by (seed, rep), reproducible."""
+    order = list(range(count))
+    random.Random(f"{seed}/{rep}").shuffle(order)
+    return order
 
 
-def time_with_wall_clock(
-    fn: Callable, input_sets: Sequence[Operands], reps: int, wait: Callable[[Any], Any]
-) -> list[float]:
-    """Milliseconds from the call until `wait(result)` returns (block_until_ready for JAX)."""
-    for i in range(WARMUP_CALLS):
-        wait(fn(input_sets[i % len(input_sets)]))
-    samples = []
-    for i in range(reps):
-        start = time.perf_counter()
-        wait(fn(input_sets[i % len(input_sets)]))
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
+def time_once(unit: Unit, timer: LoopTimer, references: Sequence[dict]) -> None:
+    """One timed loop of `unit`, then the check of its last result; errors are recorded, not raised."""
+    first = unit.next_set
+    try:
+        ms, result = timer.loop(unit.fn, unit.input_sets, unit.calls, first)
+    except Exception as error:  # noqa: BLE001 - one failing implementation must not end the run
+        unit.error = f"{type(error).__name__}: {error}"
+        return
+    unit.next_set = (first + unit.calls) % len(unit.input_sets)
+    last = (first + unit.calls - 1) % len(unit.input_sets)
+    try:
+        errors = result_errors(result, unit.pass_name, references[last], timer.torch_device)
+    except ValueError as error:  # a result of the wrong shape, or a missing gradient: wrong
+        unit.check.failure = str(error)
+    except Exception as error:  # noqa: BLE001 - the comparison itself failed (out of memory, ...): unchecked
+        unit.error = f"result check failed: {type(error).__name__}: {error}"
+        return
+    else:
+        unit.check.add(errors)
+    if not unit.check.passed:
+        unit.wrong_result, unit.error = True, f"wrong result: {unit.check.failure_text()}"
+        return
+    unit.samples_ms.append(ms)
 
 
-def measure(impl: Implementation, fn: Callable, input_sets: Sequence[Operands], reps: int, device: Device):
-    if impl.framework == "torch" and device.is_gpu:
-        return time_with_cuda_events(fn, input_sets, reps)
-    # torch on the CPU returns when done; JAX dispatches asynchronously.
-    wait = jax.block_until_ready if impl.framework == "jax" else (lambda result: result)
-    return time_with_wall_clock(fn, input_sets, reps, wait)
+def warm_up(unit: Unit, timer: LoopTimer) -> None:
+    """Compiles / lets cudnn.benchmark choose, then picks the calls per loop (the same rule for every unit)."""
+    try:
+        for i in range(WARMUP_CALLS):
+            timer.synchronize(unit.fn(unit.input_sets[i % len(unit.input_sets)]))
+        unit.calls = timer.calls_per_loop(unit.fn, unit.input_sets)
+    except Exception as error:  # noqa: BLE001
+        unit.error = f"{type(error).__name__}: {error}"
 
 
-def timing_methods(device: Device) -> dict[str, str]:
-    if not device.is_gpu:
-        return {"torch": "time.perf_counter per call", "jax": "time.perf_counter until block_until_ready"}
-    return {
-        "torch": "CUDA events around each call on the current stream",
-        "jax": "wall clock until block_until_ready (includes Python dispatch)",
+def measure_units(
+    units: Sequence[Unit],
+    timer: LoopTimer,
+    references: Sequence[dict],
+    reps: int,
+    seed: int,
+    on_rep: Callable[[], None] = lambda: None,
+) -> None:
+    """Warms up every unit, then times them interleaved, `reps` times, each loop's result checked."""
+    for unit in units:
+        warm_up(unit, timer)
+    for rep in range(reps):
+        for index in interleaved_order(len(units), rep, seed):
+            if units[index].error is None:
+                time_once(units[index], timer, references)
+        on_rep()
+
+
+# ---- one case in one precision
+
+
+def make_units(case: ConvCase, precision: Precision, generated: Sequence[Operands], device: Device) -> list[Unit]:
+    input_sets = {
+        ("torch", False): [torch_operands(ops, device.torch_device) for ops in generated],
+        ("torch", True): [torch_operands(ops, device.torch_device, channels_last=True) for ops in generated],
+        ("jax", False): [jax_operands(ops, device.jax_device) for ops in generated],
     }
+    jax.block_until_ready([(ops.x, ops.w, ops.b, ops.dy) for ops in input_sets["jax", False]])
+    units = []
+    for impl in IMPLEMENTATIONS:
+        functions = pass_functions(impl, impl.make_conv(case, precision))
+        for pass_name, fn in functions.items():
+            sets = input_sets[impl.framework, impl.channels_last]
+            units.append(Unit(impl, pass_name, fn, sets, ResultCheck(BOUNDS[precision.name])))
+    return units
 
 
+def best_of(entries: dict[str, dict], keys: Sequence[str]) -> tuple[str | None, float | None]:
+    timed = [(entries[k]["median_ms"], k) for k in keys if "median_ms" in entries[k]]
+    return (min(timed)[1], min(timed)[0]) if timed else (None, None)
 
-# ---- the bench command
 
-
-def best_baselineformat_ms(case: ConvCase, precision: str, pass_name: str) -> tuple[float | None, float | None]:
+def suite_baseline(case: ConvCase, precision: str, pass_name: str) -> tuple[float | None, float | None]:
     """(fastest of torch NCDHW, torch NDHWC and XLA, floor) from suite.json's H100 timings, when recorded."""
     recorded = (case.baseline_h100 or {}).get(precision)
     if not recorded:
@@ -118,55 +179,80 @@ def best_baselineformat_ms(case: ConvCase, precision: str, pass_name: str) -> tu
     return (min(times) if times else None), recorded.get(f"floor_{pass_name}_ms")
 
 
-def bench_case(case: ConvCase, precision: Precision, device: Device, reps: int, seed: int, progress: Progress):
-    """Times every implementation's two passes on one case; a failing implementation is recorded, not fatal."""
-    set_count = input_set_count(case, precision)
+def summarize(case: ConvCase, precision: Precision, times: dict[str, dict]) -> dict[str, dict]:
+    summary = {}
+    for pass_name in PASSES:
+        entries = {impl.key: times[impl.key][pass_name] for impl in IMPLEMENTATIONS}
+        best_ours, best_ours_ms = best_of(entries, [impl.key for impl in IMPLEMENTATIONS if impl.ours])
+        best_ref, best_ref_ms = best_of(entries, [impl.key for impl in IMPLEMENTATIONS if not impl.ours])
+        baseline, floor = suite_baseline(case, precision.name, pass_name)
+        summary[pass_name] = dict(
+            best_ours=best_ours,
+            best_ours_ms=best_ours_ms,
+            best_reference=best_ref,
+            best_reference_ms=best_ref_ms,
+            speedup=best_ref_ms / best_ours_ms if best_ours_ms and best_ref_ms else None,
+            h100_best_reference_ms=baseline,
+            h100_floor_ms=floor,
+        )
+    return summary
+
+
+def bench_case(
+    case: ConvCase,
+    precision: Precision,
+    device: Device,
+    timer: LoopTimer,
+    l2_bytes: int,
+    reps: int,
+    seed: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Times every implementation's two passes on one case; a failing or wrong implementation is recorded."""
+    set_count = input_set_count(case, precision, l2_bytes)
     generated = [
         random_operands(case, precision.torch_dtype, device.torch_device, case_seed(seed, case.name, str(i)))
         for i in range(set_count)
     ]
-    input_sets = {
-        ("torch", False): [torch_operands(ops, device.torch_device) for ops in generated],
-        ("torch", True): [torch_operands(ops, device.torch_device, channels_last=True) for ops in generated],
-        ("jax", False): [jax_operands(ops, device.jax_device) for ops in generated],
-    }
-    times: dict[str, dict[str, Any]] = {}
+    units = make_units(case, precision, generated, device)
+    try:
+        references = [reference_results(case, ops) for ops in generated]
+    except Exception as error:  # noqa: BLE001 - then nothing can be checked, so nothing is timed
+        references = []
+        for unit in units:
+            unit.error = f"no reference ({type(error).__name__}: {error})"
     with cudnn_settings(precision):
-        for impl in IMPLEMENTATIONS:
-            functions = pass_functions(impl, impl.make_conv(case, precision))
-            for pass_name, fn in functions.items():
-                try:
-                    samples = measure(impl, fn, input_sets[impl.framework, impl.channels_last], reps, device)
-                    entry = {"median_ms": statistics.median(samples), "samples_ms": samples}
-                except Exception as error:  # noqa: BLE001 - one unsupported baseline must not end the run
-                    entry = {"error": f"{type(error).__name__}: {error}"}
-                times.setdefault(impl.key, {})[pass_name] = entry
-                progress.update(f"{case.name} {precision.name} {impl.label} {pass_name}")
-    del input_sets, generated
-
-    summary = {}
-    for pass_name in PASSES:
-        medians = {impl: times[impl.key][pass_name].get("median_ms") for impl in IMPLEMENTATIONS}
-        ours = [m for impl, m in medians.items() if impl.ours and m is not None]
-        refs = [m for impl, m in medians.items() if not impl.ours and m is not None]
-        best_ours, best_ref = min(ours, default=None), min(refs, default=None)
-        baseline, floor = best_baselineformat_ms(case, precision.name, pass_name)
-        summary[pass_name] = dict(
-            best_ours_ms=best_ours,
-            best_reference_ms=best_ref,
-            speedup=best_ref / best_ours if best_ours and best_ref else None,
-            h100_best_reference_ms=baseline,
-            h100_floor_ms=floor,
-        )
-    return dict(
+        label = f"{case.name} {precision.name}"
+        measure_units(units, timer, references, reps, seed, on_rep=lambda: progress.update(label))
+    times: dict[str, dict[str, Any]] = {}
+    for unit in units:
+        times.setdefault(unit.impl.key, {})[unit.pass_name] = unit.record()
+    del units, references, generated
+    result = dict(
         config=case.name,
         shape=case.describe(),
         problem=case.shape_record(),
         precision=precision.name,
         input_sets=set_count,
+        families=case_families(case, precision, device),
         times=times,
-        summary=summary,
+        summary=summarize(case, precision, times),
     )
+    return result
+
+
+# ---- the bench command
+
+
+def case_families(case: ConvCase, precision: Precision, device: Device) -> dict:
+    """The dispatcher's choice per operation ({op: {family, tile, layout, workspace_bytes, rule}}) for NCDHW and
+    channels-last callers (they differ only on the CPU, whose kernels take either layout)."""
+    kw = dict(stride=case.stride, padding=case.padding, dilation=case.dilation, groups=case.groups,
+              dtype=precision.dtype_name, precision=precision.ours, device=device.torch_device)
+    return {
+        "NCDHW": explain(case.x_shape, case.w_shape, **kw),
+        "NDHWC": explain(*ndhwc_shapes(case.x_shape, case.w_shape), **kw, layout="NDHWC"),
+    }
 
 
 def _bench_table(results: list[dict], device: Device) -> str:
@@ -177,11 +263,10 @@ def _bench_table(results: list[dict], device: Device) -> str:
     for result in results:
         for pass_name in PASSES:
             summary = result["summary"][pass_name]
+            entries = [result["times"][impl.key][pass_name] for impl in IMPLEMENTATIONS]
             cells = [
-                format_ms(result["times"][impl.key][pass_name].get("median_ms"))
-                if "error" not in result["times"][impl.key][pass_name]
-                else "error"
-                for impl in IMPLEMENTATIONS
+                format_ms(e["median_ms"]) if "median_ms" in e else ("WRONG" if e.get("wrong_result") else "error")
+                for e in entries
             ]
             speedup = "-" if summary["speedup"] is None else f"{summary['speedup']:.2f}x"
             row = [result["config"], result["precision"], pass_name.replace("_", "+"), *cells, speedup]
@@ -194,27 +279,33 @@ def _bench_table(results: list[dict], device: Device) -> str:
 def run_bench(
     configs: Sequence[str] | None, suite: bool, precisions: Sequence[str] | None, json_path: str, reps: int, seed: int
 ) -> int:
-    """Times every case x precision; prints the table, writes JSON. Returns 1 if one of our fronts failed."""
+    """Times every case x precision; prints the table, writes JSON. Returns 1 if one of ours failed or was wrong."""
     device = detect_device()
     cases, source = select_cases(configs, suite or not configs, device)
     chosen = [PRECISIONS[name] for name in precisions or (GPU_PRECISIONS if device.is_gpu else CPU_BENCH_PRECISIONS)]
-    methods = timing_methods(device)
+    timer = LoopTimer(device.torch_device)
+    l2_bytes = l2_cache_bytes(device.torch_device)
     print(run_header("bench", device))
     print(f"configurations: {source}" + ("" if device.is_gpu else ", scaled down for the CPU:"))
     for case in cases:
         print(f"  {case.name:<18} {case.describe()}")
-    print(f"timing: median of {reps} calls after {WARMUP_CALLS} warm-up calls; operands rotate among several sets")
-    print(f"  when x and w fit in L2 (input_sets in the JSON); torch: {methods['torch']}; jax: {methods['jax']}")
+    method = (
+        f"timing: median of {reps} repetitions after {WARMUP_CALLS} warm-up calls; {timer.description}; "
+        f"{INTERLEAVING}; operands rotate among input sets sized from L2 = {l2_bytes / 2**20:.0f} MiB; "
+        f"every timed loop's last result is checked against {REFERENCE}"
+    )
+    print(textwrap.fill(method, width=118, subsequent_indent="  "))
 
     started = time.perf_counter()
     results = []
-    with Progress(len(cases) * len(chosen) * len(IMPLEMENTATIONS) * len(PASSES), "bench") as progress:
+    with Progress(len(cases) * len(chosen) * reps, "bench") as progress:
         for case in cases:
             for precision in chosen:
-                results.append(bench_case(case, precision, device, reps, seed, progress))
+                results.append(bench_case(case, precision, device, timer, l2_bytes, reps, seed, progress))
     print(_bench_table(results, device))
     print(
-        "ms per call; ref/ours = fastest reference (torch, torch:cl = channels_last_3d, xla) / fastest of ours;"
+        "ms per call; ours:torch:cl / torch:cl = channels_last_3d operands; WRONG = result over the check's bound\n"
+        "ref/ours = fastest reference (torch, torch:cl, xla) / fastest of ours (ours:torch, ours:torch:cl, ours:jax);"
         " > 1: ours faster"
     )
     if device.is_gpu:
@@ -239,7 +330,21 @@ def run_bench(
             reps=reps,
             warmup_calls=WARMUP_CALLS,
             seed=seed,
-            timing=methods,
+            timing=dict(
+                method=timer.description,
+                min_loop_ms=timer.min_loop_ms,
+                max_loop_calls=timer.max_calls,
+                interleaving=INTERLEAVING,
+                l2_cache_bytes=l2_bytes,
+                result_check=REFERENCE,
+                bounds={p.name: BOUNDS[p.name] for p in chosen},
+            ),
+            implementations={
+                impl.key: dict(
+                    label=impl.label, framework=impl.framework, ours=impl.ours, channels_last=impl.channels_last
+                )
+                for impl in IMPLEMENTATIONS
+            },
             results=results,
         ),
     )

@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         parents=[common],
         help="time ours against torch/cuDNN and XLA",
-        description="Time forward and forward+backward of jaxconv3d (torch and JAX fronts), torch F.conv3d (NCDHW "
-        "and channels_last_3d) and jax.lax.conv_general_dilated. Default: the suite (scaled down on CPU), in all "
+        description="Time forward and forward+backward of jaxconv3d (torch front in NCDHW and channels_last_3d, JAX "
+        "front), torch F.conv3d (NCDHW and channels_last_3d) and jax.lax.conv_general_dilated, all by one timer, "
+        "each timed result checked against a float32 reference. Default: the suite (scaled down on CPU), in all "
         "precisions on GPU and fp32 on CPU.",
     )
     bench.add_argument(
@@ -91,7 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help=f"comma-separated, from {', '.join(GPU_PRECISIONS)}, or 'all'",
     )
-    bench.add_argument("--reps", type=int, default=20, help="timed calls per measurement; the median is reported")
+    bench.add_argument(
+        "--reps",
+        type=int,
+        default=20,
+        help="repetitions; each times one loop of calls per implementation and pass, interleaved; the median is "
+        "reported (default: %(default)s)",
+    )
     bench.add_argument("--json", default="jaxconv3d_bench.json", metavar="PATH", help="(default: %(default)s)")
     bench.set_defaults(run=lambda a: run_bench(a.configs, a.suite, a.precision, a.json, a.reps, a.seed))
     return parser

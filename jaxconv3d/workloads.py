@@ -320,9 +320,35 @@ def environment_info(device: Device) -> dict[str, Any]:
         jaxconv3d=__version__,
         python=platform.python_version(),
     )
+    with contextlib.suppress(ImportError, AttributeError):
+        import jaxlib
+
+        info.update(jaxlib=jaxlib.__version__)
     if device.is_gpu:
-        info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        props = torch.cuda.get_device_properties(device.torch_device)
+        info.update(
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            compute_capability=f"{props.major}.{props.minor}",
+            sm_count=props.multi_processor_count,
+            l2_cache_bytes=getattr(props, "L2_cache_size", None),
+            memory_bytes=props.total_memory,
+        )
+        info.update(_jax_cuda_versions())
     return info
+
+
+def _jax_cuda_versions() -> dict[str, Any]:
+    """The cuDNN and CUDA runtime JAX's GPU plugin loaded (a private API: empty when it moves)."""
+    with contextlib.suppress(Exception):
+        from jax._src.lib import cuda_versions
+
+        if cuda_versions is not None:
+            return dict(
+                jax_cudnn=cuda_versions.cudnn_get_version(),
+                jax_cuda_runtime=cuda_versions.cuda_runtime_get_version(),
+            )
+    return {}
 
 
 # ---- operands
@@ -449,14 +475,15 @@ def lax_conv(case: ConvCase, precision: Precision) -> Callable:
 class Implementation:
     key: str  # JSON key
     label: str  # table column
-    framework: str  # "torch" or "jax": which operands it takes and how it is timed
+    framework: str  # "torch" or "jax": which operands it takes
     ours: bool
     make_conv: Callable[[ConvCase, Precision], Callable]  # -> conv(x, w, b)
-    channels_last: bool = False
+    channels_last: bool = False  # torch operands (x, w, dy) in torch.channels_last_3d memory format
 
 
 IMPLEMENTATIONS = (
     Implementation("jaxconv3d_torch", "ours:torch", "torch", True, ours_torch),
+    Implementation("jaxconv3d_torch_ndhwc", "ours:torch:cl", "torch", True, ours_torch, channels_last=True),
     Implementation("jaxconv3d_jax", "ours:jax", "jax", True, ours_jax),
     Implementation("torch", "torch", "torch", False, torch_conv),
     Implementation("torch_ndhwc", "torch:cl", "torch", False, torch_conv, channels_last=True),

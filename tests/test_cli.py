@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
+import types
 
 import numpy as np
+import pytest
 import torch
 
-from jaxconv3d import check, cli, workloads
+import jaxconv3d
+from jaxconv3d import bench, bench_check, check, cli, timing, workloads
 
 
 def test_check_passes_on_default_configs(tmp_path, capsys):
@@ -27,14 +32,150 @@ def test_bench_writes_positive_timings(tmp_path):
     report = json.loads(path.read_text())
     assert {"environment", "timing", "reps", "results"} <= report.keys()
     assert {"device", "torch", "jax", "jaxconv3d"} <= report["environment"].keys()
+    assert {"method", "l2_cache_bytes", "interleaving", "result_check"} <= report["timing"].keys()
     (result,) = report["results"]
     assert result["config"] == "pointwise" and result["precision"] == "fp32"
     assert set(result["times"]) == {impl.key for impl in workloads.IMPLEMENTATIONS}
     for passes in result["times"].values():
         for pass_name in workloads.PASSES:
-            assert passes[pass_name]["median_ms"] > 0
-            assert len(passes[pass_name]["samples_ms"]) == 2
+            entry = passes[pass_name]
+            assert entry["median_ms"] > 0 and entry["calls_per_loop"] >= 1
+            assert len(entry["samples_ms"]) == 2
+            assert entry["check"]["passed"] and entry["check"]["calls_checked"] == 2
+    ops = result["times"]["xla"]["fwd_bwd"]["check"]["errors"]
+    assert set(ops) == {"forward", "grad_input", "grad_weight"}  # pointwise has no bias
     assert result["summary"]["fwd"]["speedup"] > 0
+    for layout in ("NCDHW", "NDHWC"):  # the dispatcher's choice per operation is recorded
+        assert set(result["families"][layout]) == {"forward", "grad_input", "grad_weight"}
+        if not torch.cuda.is_available():
+            assert result["families"][layout]["forward"]["family"] == "cpu"
+    ours = {impl.key for impl in workloads.IMPLEMENTATIONS if impl.ours}
+    assert result["summary"]["fwd"]["best_ours"] in ours
+    assert {"jaxconv3d_torch", "jaxconv3d_torch_ndhwc", "jaxconv3d_jax"} == ours
+
+
+def _bench_one(tmp_path, *extra):
+    path = tmp_path / "bench.json"
+    args = ["bench", "--reps", "2", "--configs", "pointwise", "--precision", "fp32", "--json", str(path), *extra]
+    code = cli.main(args)
+    return code, json.loads(path.read_text())["results"][0]
+
+
+def test_bench_times_everyone_with_one_timer(tmp_path, monkeypatch):
+    # A clock that advances one second per reading: a loop then lasts one tick whatever runs in it, so every
+    # implementation's every sample is exactly 1000 ms / 1 call if (and only if) it was timed by this timer.
+    ticks = itertools.count()
+    made = []
+
+    def one_timer(torch_device):
+        made.append(timing.LoopTimer(torch_device, clock=lambda: float(next(ticks))))
+        return made[-1]
+
+    monkeypatch.setattr(bench, "LoopTimer", one_timer)
+    code, result = _bench_one(tmp_path)
+    assert code == 0 and len(made) == 1
+    for passes in result["times"].values():
+        for entry in passes.values():
+            assert entry["samples_ms"] == [1000.0, 1000.0] and entry["calls_per_loop"] == 1
+
+
+def test_loop_timer_synchronises_and_divides_by_calls():
+    ticks = iter([10.0, 10.5])
+    timer = timing.LoopTimer(torch.device("cpu"), clock=lambda: next(ticks))
+    seen = []
+    ms, last = timer.loop(lambda ops: seen.append(ops) or ops, ["a", "b", "c"], calls=5, first=2)
+    assert ms == 100.0 and seen == ["c", "a", "b", "c", "a"] and last == "a"
+    assert list(timing._one_two_five(60)) == [1, 2, 5, 10, 20, 50, 60]
+
+
+def test_interleaved_order_is_a_reproducible_shuffle_per_repetition():
+    orders = [bench.interleaved_order(12, rep, seed=0) for rep in range(6)]
+    assert all(sorted(order) == list(range(12)) for order in orders)
+    assert len({tuple(order) for order in orders}) == 6  # not one block order repeated
+    assert orders == [bench.interleaved_order(12, rep, seed=0) for rep in range(6)]
+    assert orders != [bench.interleaved_order(12, rep, seed=1) for rep in range(6)]
+
+    # measure_units times the units in exactly that order, one loop each per repetition, after every warm-up.
+    log = []
+    impl = workloads.IMPLEMENTATIONS[0]
+    units = [
+        bench.Unit(impl, "fwd", lambda ops, i=i: log.append(i) or torch.zeros(1), [None], bench_check.ResultCheck(1.0))
+        for i in range(4)
+    ]
+    reference = {"forward": torch.zeros(1)}
+    timer = timing.LoopTimer(torch.device("cpu"), min_loop_ms=0.0)
+    bench.measure_units(units, timer, [reference], reps=3, seed=7)
+    warm_up = [i for i in range(4) for _ in range(bench.WARMUP_CALLS + 1)]  # + the one calibration loop
+    assert log == warm_up + [i for rep in range(3) for i in bench.interleaved_order(4, rep, seed=7)]
+    assert all(unit.check.passed and len(unit.samples_ms) == 3 for unit in units)
+
+
+def test_bench_flags_wrong_results(tmp_path, monkeypatch, capsys):
+    def slightly_wrong(make_conv):
+        def make(case, precision):
+            conv = make_conv(case, precision)
+            return lambda x, w, b: conv(x, w, b) * (1 + 1e-3)  # 10x the fp32 bound; gradients scaled too
+
+        return make
+
+    wrong = {"jaxconv3d_torch", "xla"}
+    implementations = tuple(
+        dataclasses.replace(impl, make_conv=slightly_wrong(impl.make_conv)) if impl.key in wrong else impl
+        for impl in workloads.IMPLEMENTATIONS
+    )
+    monkeypatch.setattr(bench, "IMPLEMENTATIONS", implementations)
+    code, result = _bench_one(tmp_path)
+    assert code == 1  # one of ours is wrong
+    for key, passes in result["times"].items():
+        for pass_name, entry in passes.items():
+            if key in wrong:
+                assert entry["wrong_result"] and entry["error"].startswith("wrong result")
+                assert "median_ms" not in entry and not entry["check"]["passed"]
+            else:
+                assert entry["median_ms"] > 0 and entry["check"]["passed"]
+    for summary in result["summary"].values():
+        assert summary["best_ours"] not in wrong and summary["best_reference"] not in wrong
+    out = capsys.readouterr().out
+    assert "WRONG" in out and "error: pointwise fp32 jaxconv3d_torch fwd: wrong result: forward rel err" in out
+
+
+def test_result_check_flags_nan_wrong_shape_and_missing_gradient():
+    cpu, ones = torch.device("cpu"), torch.ones
+    reference = {"forward": ones(2, 3), "grad_input": ones(2), "grad_weight": ones(1), "grad_bias": None}
+    assert bench_check.result_errors(ones(2, 3), "fwd", reference, cpu)["forward"].within(1e-12)
+    with_nan = ones(2, 3)
+    with_nan[1, 2] = math.nan
+    assert not bench_check.result_errors(with_nan, "fwd", reference, cpu)["forward"].within(1.0)
+    with pytest.raises(ValueError, match="shape"):
+        bench_check.result_errors(ones(3, 2), "fwd", reference, cpu)
+    with pytest.raises(ValueError, match="grad_input"):
+        bench_check.result_errors((ones(2, 3), None, ones(1), None), "fwd_bwd", reference, cpu)
+
+
+def test_l2_size_read_from_the_card(monkeypatch):
+    cuda0 = torch.device("cuda", 0)
+    card = types.SimpleNamespace(L2_cache_size=2**20)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: card)
+    assert timing.l2_cache_bytes(cuda0) == 2**20
+    card.L2_cache_size = 0
+    assert timing.l2_cache_bytes(cuda0) == timing.DEFAULT_L2_BYTES == 50 * 2**20
+    assert timing.l2_cache_bytes(torch.device("cpu")) == timing.DEFAULT_L2_BYTES
+
+    case, fp32 = workloads.BUILTIN_SUITE[1], workloads.PRECISIONS["fp32"]  # unet_64: x + w = 128 MiB, dy too
+    assert timing.input_set_count(case, fp32, l2_bytes=50 * 2**20) == 1
+    assert timing.input_set_count(case, fp32, l2_bytes=256 * 2**20) == 2  # fits: rotate so 2 x L2 is streamed
+    small = workloads.scale_for_cpu(case)
+    assert timing.input_set_count(small, fp32, 2**20) < timing.input_set_count(small, fp32, 8 * 2**20)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+def test_bench_reference_uses_raw_arguments():
+    # Asymmetric pairs go through F.pad, "same" through F.conv3d itself: neither through jaxconv3d's normalisation.
+    for name in ("stride2_asym_pad", "depthwise_same", "dilated"):
+        case = next(c for c in workloads.COVERAGE_CASES if c.name == name)
+        ops = workloads.random_operands(case, torch.float64, torch.device("cpu"), seed=0)
+        expected = workloads.torch_conv(case)(ops.x, ops.w, ops.b)
+        torch.testing.assert_close(bench_check.reference_conv(case)(ops.x, ops.w, ops.b), expected)
 
 
 def test_error_metric_flags_wrong_results():

@@ -85,18 +85,21 @@ def test_ffi_handler_rejects_inconsistent_call():
     x = jnp.ones((1, 2, 5, 5, 5), jnp.float32)
     w = jnp.ones((3, 2, 3, 3, 3), jnp.float32)
     attrs = dict(stride=np.ones(3, np.int64), pad_lo=np.zeros(3, np.int64), pad_hi=np.zeros(3, np.int64),
-                 dilation=np.ones(3, np.int64), groups=1, math=0)
-    wrong = jax.ShapeDtypeStruct((1, 3, 4, 3, 3), jnp.float32)
+                 dilation=np.ones(3, np.int64), groups=1, math=0, layout=0)
+    ws = jax.ShapeDtypeStruct((0,), jnp.uint8)
+    wrong = (jax.ShapeDtypeStruct((1, 3, 4, 3, 3), jnp.float32), ws)
     with pytest.raises(Exception, match="output depth is 4 but the convolution gives 3"):
         jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", wrong)(x, w, jnp.zeros((0,)), **attrs))
     bad_attrs = dict(attrs, stride=np.ones(2, np.int64))
-    right = jax.ShapeDtypeStruct((1, 3, 3, 3, 3), jnp.float32)
+    right = (jax.ShapeDtypeStruct((1, 3, 3, 3, 3), jnp.float32), ws)
     with pytest.raises(Exception, match="stride must have 3 entries"):
         jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w, jnp.zeros((0,)), **bad_attrs))
     with pytest.raises(Exception, match="same element type"):
         jax.block_until_ready(
             jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w.astype(jnp.float64), jnp.zeros((0,)), **attrs)
         )
+    with pytest.raises(Exception, match="layout must be 0"):
+        jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w, jnp.zeros((0,)), **dict(attrs, layout=5)))
     negative = dict(attrs, pad_lo=np.array([-1, 0, 0], np.int64))
     with pytest.raises(Exception, match="padding along depth must be non-negative"):
         jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w, jnp.zeros((0,)), **negative))
@@ -108,7 +111,8 @@ def test_dlpack_adapter_rejects_inconsistent_call():
     a = _ext.torch_adapter
     x, w = torch.randn(1, 2, 5, 5, 5), torch.randn(3, 2, 3, 3, 3)
     y_wrong = torch.empty(1, 3, 4, 3, 3)
-    args = ((1, 1, 1), (0, 0, 0), (0, 0, 0), (1, 1, 1), 1, 0, 0)
+    alloc = lambda n: to_dlpack(torch.empty(n, dtype=torch.uint8))  # noqa: E731
+    args = (alloc, (1, 1, 1), (0, 0, 0), (0, 0, 0), (1, 1, 1), 1, 0, 0, 0)
     with pytest.raises(ValueError, match="output depth is 4"):
         a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(y_wrong), *args)
     with pytest.raises(ValueError, match="must be a DLPack capsule"):
@@ -118,4 +122,12 @@ def test_dlpack_adapter_rejects_inconsistent_call():
     with pytest.raises(ValueError, match="all tensors must share one dtype"):
         a.fwd(to_dlpack(x), to_dlpack(w.double()), None, to_dlpack(torch.empty(1, 3, 3, 3, 3)), *args)
     with pytest.raises(ValueError, match="math must be 0"):
-        a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(torch.empty(1, 3, 3, 3, 3)), *args[:5], 7, 0)
+        a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(torch.empty(1, 3, 3, 3, 3)), *args[:6], 7, 0, 0)
+    with pytest.raises(ValueError, match="layout must be 0"):
+        a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(torch.empty(1, 3, 3, 3, 3)), *args[:7], 2, 0)
+    # channels-last shapes are read as such: x (N, D, H, W, C), w (O, kd, kh, kw, C/g), y (N, Do, Ho, Wo, O)
+    y_cl = torch.empty(1, 3, 3, 3, 3)
+    a.fwd(to_dlpack(x.permute(0, 2, 3, 4, 1).contiguous()), to_dlpack(w.permute(0, 2, 3, 4, 1).contiguous()), None,
+          to_dlpack(y_cl), *args[:7], 1, 0)
+    with pytest.raises(ValueError, match="output depth is 3"):  # NCDHW tensors declared NDHWC
+        a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(y_cl), *args[:7], 1, 0)

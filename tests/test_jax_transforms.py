@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -12,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 import jaxconv3d
-from helpers import assert_close, jax_reference, randn
+from helpers import assert_close, jax_reference, randn, run_on_four_cpu_devices
 from jaxconv3d import conv_config
 
 KW = dict(stride=(1, 2, 1), padding=((1, 0), (2, 1), (0, 2)), dilation=(1, 1, 2), groups=2)
@@ -153,7 +150,4 @@ def test_shard_map_and_sharded_jit():
         print("sharding ok")
         """
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "sharding ok" in out.stdout
+    run_on_four_cpu_devices(script)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch.utils.dlpack import to_dlpack
 
 from helpers import BOUNDS, DEVICES, TORCH_DTYPES, assert_close, torch_reference
-from jaxconv3d import _ext, conv_config
+from jaxconv3d import _ext, _plan, conv_config
 
 ADAPTER = _ext.torch_adapter
 
@@ -27,19 +27,30 @@ def poisoned(shape, dtype, device):
 
 
 def run_kernels(cfg, x, w, b, dy, device, dtype, math=0):
-    """All four operations straight through the adapter into NaN-filled outputs."""
+    """All four operations straight through the adapter into NaN-filled outputs, each in the layout the device's
+    kernel family wants (channels-last tensors for NDHWC families)."""
     tdt = TORCH_DTYPES[dtype]
     cast = lambda a: torch.as_tensor(a).to(device, tdt).contiguous()  # noqa: E731
     xt, wt, dyt = cast(x), cast(w), cast(dy)
     bt = None if b is None else cast(b)
-    attrs = (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, math, stream_of(device))
-    y, dx, dw = poisoned(cfg.y_shape, tdt, device), poisoned(cfg.x_shape, tdt, device), poisoned(cfg.w_shape, tdt, device)
+    cc = _plan.cc_of(torch.device(device))
+    lay = {op: _plan.native_layout(cfg.replace(math=math), tdt, cc, op) for op in _plan.OPS}
+    mem = lambda t, op: t.permute(0, 2, 3, 4, 1).contiguous() if lay[op] else t  # noqa: E731
+    out = lambda shape, op: poisoned(_plan.to_layout(shape, lay[op]), tdt, device)  # noqa: E731
+    back = lambda t, op: t.permute(0, 4, 1, 2, 3).contiguous() if lay[op] else t  # noqa: E731
+    stream = stream_of(device)
+    attrs = lambda op: (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, math, lay[op], stream)  # noqa: E731
+    y, dx, dw = out(cfg.y_shape, "forward"), out(cfg.x_shape, "grad_input"), out(cfg.w_shape, "grad_weight")
     db = poisoned((cfg.out_channels,), tdt, device)
-    ADAPTER.fwd(to_dlpack(xt), to_dlpack(wt), None if bt is None else to_dlpack(bt), to_dlpack(y), *attrs)
-    ADAPTER.dgrad(to_dlpack(dyt), to_dlpack(wt), to_dlpack(dx), *attrs)
     workspace = lambda n: to_dlpack(torch.full((n,), 255, dtype=torch.uint8, device=device))  # noqa: E731
-    ADAPTER.wgrad(to_dlpack(xt), to_dlpack(dyt), to_dlpack(dw), workspace, *attrs)
-    ADAPTER.bgrad(to_dlpack(dyt), to_dlpack(db), attrs[-1])
+    ADAPTER.fwd(to_dlpack(mem(xt, "forward")), to_dlpack(mem(wt, "forward")), None if bt is None else to_dlpack(bt),
+                to_dlpack(y), workspace, *attrs("forward"))
+    ADAPTER.dgrad(to_dlpack(mem(dyt, "grad_input")), to_dlpack(mem(wt, "grad_input")), to_dlpack(dx), workspace,
+                  *attrs("grad_input"))
+    ADAPTER.wgrad(to_dlpack(mem(xt, "grad_weight")), to_dlpack(mem(dyt, "grad_weight")), to_dlpack(dw), workspace,
+                  *attrs("grad_weight"))
+    ADAPTER.bgrad(to_dlpack(dyt), to_dlpack(db), stream)
+    y, dx, dw = back(y, "forward"), back(dx, "grad_input"), back(dw, "grad_weight")
     return y, dx, dw, db
 
 

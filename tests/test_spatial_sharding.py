@@ -9,11 +9,9 @@ shard_map, `halo_exchange` and `sharded_conv3d` do the same by hand.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
+from helpers import run_on_four_cpu_devices
 
 PRELUDE = """
 import numpy as np, jax, jax.numpy as jnp
@@ -58,12 +56,7 @@ def check_jit(f, x, w, b, mesh, spec, halo=True, out_spec=None, order2=True, per
 
 
 def run(body: str) -> None:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               JAX_ENABLE_X64="1")
-    script = PRELUDE + textwrap.dedent(body) + "\nprint('spatial ok')\n"
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert "spatial ok" in out.stdout
+    run_on_four_cpu_devices(PRELUDE + textwrap.dedent(body) + "\nprint('sharding ok')\n", x64=True, timeout=600)
 
 
 def test_jit_halo_exchange_along_each_axis_and_with_batch():

@@ -330,3 +330,12 @@ def test_devices_and_dtypes(seed, dtype, device):
         assert_close(t, r, BOUNDS[dtype], f"{name} {kw}")
         if name != "db":  # the bias gradient is a framework sum on each side
             np.testing.assert_array_equal(to_numpy(t), to_numpy(j), err_msg=name)
+
+
+@pytest.mark.parametrize("kw", [dict(stride=2), dict(stride=2, padding=1, output_padding=1)])
+def test_torch_channels_last_keeps_memory_format(kw):
+    x = torch.randn(2, 4, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(4, 3, 2, 3, 2, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    y = jt.conv_transpose3d(x, w, b, **kw)
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    assert_close(y, F.conv_transpose3d(x, w, b, **kw), 1e-12)

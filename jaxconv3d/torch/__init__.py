@@ -67,15 +67,13 @@ def conv3d(
     )
     if unbatched:
         input = input.unsqueeze(0)
-    channels_last = input.is_contiguous(memory_format=torch.channels_last_3d) and not input.is_contiguous()
-    input, weight = _ops._contig(input), _ops._contig(weight)
-    bias = None if bias is None else _ops._contig(bias)
+    # Tensors go in as they are: the operations hand the kernels contiguous tensors or channels-last views, whichever
+    # the device's kernel family wants, and return y in the input's memory format (channels_last_3d in, channels_last_3d
+    # out, as F.conv3d does).
     if compiling:  # one opaque node in the compiled graph (see _library.py)
         y = _library.conv3d(input, weight, bias, *_ops._attrs(cfg))
     else:
         y = _ops.ConvFunction.apply(input, weight, bias, cfg)
-    if channels_last:  # keep the memory format the caller's network propagates, as F.conv3d does
-        y = y.contiguous(memory_format=torch.channels_last_3d)
     return y.squeeze(0) if unbatched else y
 
 

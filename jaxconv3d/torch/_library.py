@@ -42,13 +42,13 @@ def conv3d(
     math: int,
 ) -> torch.Tensor:
     cfg = _config(x.shape, w.shape, stride, pad_lo, pad_hi, dilation, groups, math)
-    return _ops.fwd(x.contiguous(), w.contiguous(), None if b is None else b.contiguous(), cfg)
+    return _ops.fwd(x, w, b, cfg)
 
 
 @conv3d.register_fake
 def _(x, w, b, stride, pad_lo, pad_hi, dilation, groups, math):
     cfg = _config(x.shape, w.shape, stride, pad_lo, pad_hi, dilation, groups, math)
-    return x.new_empty(cfg.y_shape)
+    return _ops.empty_like_result(cfg.y_shape, x, _ops.channels_last(x))
 
 
 @torch.library.custom_op("jaxconv3d::conv3d_input_grad", mutates_args=())
@@ -64,12 +64,12 @@ def input_grad(
     math: int,
 ) -> torch.Tensor:
     cfg = _config(x_shape, w.shape, stride, pad_lo, pad_hi, dilation, groups, math)
-    return _ops.dgrad(dy.contiguous(), w.contiguous(), cfg)
+    return _ops.dgrad(dy, w, cfg)
 
 
 @input_grad.register_fake
 def _(dy, w, x_shape, stride, pad_lo, pad_hi, dilation, groups, math):
-    return dy.new_empty(tuple(x_shape))
+    return _ops.empty_like_result(tuple(x_shape), dy, _ops.channels_last(dy))
 
 
 @torch.library.custom_op("jaxconv3d::conv3d_weight_grad", mutates_args=())
@@ -85,7 +85,7 @@ def weight_grad(
     math: int,
 ) -> torch.Tensor:
     cfg = _config(x.shape, w_shape, stride, pad_lo, pad_hi, dilation, groups, math)
-    return _ops.wgrad(x.contiguous(), dy.contiguous(), cfg)
+    return _ops.wgrad(x, dy, cfg)
 
 
 @weight_grad.register_fake
@@ -95,7 +95,7 @@ def _(x, dy, w_shape, stride, pad_lo, pad_hi, dilation, groups, math):
 
 @torch.library.custom_op("jaxconv3d::conv3d_bias_grad", mutates_args=())
 def bias_grad(dy: torch.Tensor) -> torch.Tensor:
-    return _ops.bgrad(dy.contiguous())
+    return _ops.bgrad(dy)
 
 
 @bias_grad.register_fake

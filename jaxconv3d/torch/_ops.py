@@ -3,6 +3,12 @@
 No JAX on this path. Outputs are allocated by torch on the inputs' device, kernels run on torch's current stream
 of that device, and every operation is a differentiable autograd.Function whose backward is written with the
 others, so double backward works.
+
+Layouts: tensors here are logical NCDHW / OIDHW torch tensors of any memory format. Each operation asks the
+dispatcher (`_plan`) which layout the device's kernel family wants: for NDHWC it hands over channels-last views
+(`t.permute(0, 2, 3, 4, 1)` of a channels_last_3d tensor: no copy when the tensor already is one), for NCDHW
+contiguous tensors. Activations come back in the memory format of the incoming activation (channels_last_3d in,
+channels_last_3d out, as F.conv3d does); weight gradients come back contiguous.
 """
 
 from __future__ import annotations
@@ -10,10 +16,11 @@ from __future__ import annotations
 import torch
 from torch.utils.dlpack import to_dlpack
 
-from .. import _ext
+from .. import _ext, _plan
 from .._params import ConvConfig
 
 _adapter = _ext.torch_adapter
+_CL = torch.channels_last_3d
 
 
 def _cap(t: torch.Tensor):
@@ -34,38 +41,89 @@ def _contig(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_contiguous() else t.contiguous()
 
 
+def channels_last(t: torch.Tensor) -> bool:
+    """A rank-5 tensor in channels_last_3d memory (and not also plain contiguous)."""
+    return t.dim() == 5 and not t.is_contiguous() and t.is_contiguous(memory_format=_CL)
+
+
+def layout_for(cfg: ConvConfig, t: torch.Tensor, op: str, held: int) -> int:
+    """The layout the kernel family for `op` on t's device wants; `held` is the caller's (the cpu takes either)."""
+    return _plan.native_layout(cfg, t.dtype, _plan.cc_of(t.device), op, held)
+
+
+def _physical(t: torch.Tensor, layout: int) -> torch.Tensor:
+    """A logical (outer, C, D, H, W) tensor as the kernels read it: contiguous, or a channels-last view."""
+    if layout == _plan.NDHWC:
+        return t.contiguous(memory_format=_CL).permute(0, 2, 3, 4, 1)
+    return _contig(t)
+
+
+def _empty(shape, layout: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logical tensor, the memory the kernel writes) for an output of logical `shape` in `layout`."""
+    if layout == _plan.NDHWC:
+        mem = torch.empty(_plan.to_layout(shape, layout), dtype=like.dtype, device=like.device)
+        return mem.permute(0, 4, 1, 2, 3), mem
+    out = torch.empty(shape, dtype=like.dtype, device=like.device)
+    return out, out
+
+
+def _in_format(t: torch.Tensor, cl: bool) -> torch.Tensor:
+    return t.contiguous(memory_format=_CL) if cl else _contig(t)
+
+
+def empty_like_result(shape, like: torch.Tensor, cl: bool) -> torch.Tensor:
+    """What an operation returns, without computing it (torch.compile's fake-tensor rule)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_CL if cl else torch.contiguous_format)
+
+
+def _workspace(device: torch.device):
+    def alloc(nbytes: int):
+        return to_dlpack(torch.empty(nbytes, dtype=torch.uint8, device=device))
+
+    return alloc
+
+
 def fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: ConvConfig) -> torch.Tensor:
-    y = torch.empty(cfg.y_shape, dtype=x.dtype, device=x.device)
+    cl = channels_last(x)
+    layout = layout_for(cfg, x, "forward", int(cl))
+    y, y_mem = _empty(cfg.y_shape, layout, x)
     if cfg.batch:
-        _adapter.fwd(_cap(x), _cap(w), None if b is None else _cap(b), _cap(y), *_attrs(cfg), _stream(x))
-    return y
+        _adapter.fwd(
+            _cap(_physical(x, layout)), _cap(_physical(w, layout)), None if b is None else _cap(_contig(b)),
+            _cap(y_mem), _workspace(x.device), *_attrs(cfg), layout, _stream(x),
+        )
+    return _in_format(y, cl)
 
 
 def dgrad(dy: torch.Tensor, w: torch.Tensor, cfg: ConvConfig) -> torch.Tensor:
-    dx = torch.empty(cfg.x_shape, dtype=dy.dtype, device=dy.device)
+    cl = channels_last(dy)
+    layout = layout_for(cfg, dy, "grad_input", int(cl))
+    dx, dx_mem = _empty(cfg.x_shape, layout, dy)
     if cfg.batch:
-        _adapter.dgrad(_cap(dy), _cap(w), _cap(dx), *_attrs(cfg), _stream(dy))
-    return dx
+        _adapter.dgrad(
+            _cap(_physical(dy, layout)), _cap(_physical(w, layout)), _cap(dx_mem), _workspace(dy.device),
+            *_attrs(cfg), layout, _stream(dy),
+        )
+    return _in_format(dx, cl)
 
 
 def wgrad(x: torch.Tensor, dy: torch.Tensor, cfg: ConvConfig) -> torch.Tensor:
-    dw = torch.empty(cfg.w_shape, dtype=x.dtype, device=x.device)
     if not cfg.batch:
-        return dw.zero_()
-    device = x.device
-
-    def workspace(nbytes: int):
-        return to_dlpack(torch.empty(nbytes, dtype=torch.uint8, device=device))
-
-    _adapter.wgrad(_cap(x), _cap(dy), _cap(dw), workspace, *_attrs(cfg), _stream(x))
-    return dw
+        return torch.zeros(cfg.w_shape, dtype=x.dtype, device=x.device)
+    layout = layout_for(cfg, x, "grad_weight", int(channels_last(x)))
+    dw, dw_mem = _empty(cfg.w_shape, layout, x)
+    _adapter.wgrad(
+        _cap(_physical(x, layout)), _cap(_physical(dy, layout)), _cap(dw_mem), _workspace(x.device), *_attrs(cfg),
+        layout, _stream(x),
+    )
+    return _contig(dw)
 
 
 def bgrad(dy: torch.Tensor) -> torch.Tensor:
     db = torch.empty((dy.shape[1],), dtype=dy.dtype, device=dy.device)
     if dy.shape[0] == 0:
         return db.zero_()
-    _adapter.bgrad(_cap(dy), _cap(db), _stream(dy))
+    _adapter.bgrad(_cap(_contig(dy)), _cap(db), _stream(dy))
     return db
 
 
@@ -83,7 +141,6 @@ class ConvFunction(torch.autograd.Function):
     def backward(ctx, gy):
         x, w = ctx.saved_tensors
         cfg = ctx.cfg
-        gy = _contig(gy)
         dx = InputGrad.apply(gy, w, cfg) if ctx.needs_input_grad[0] else None
         dw = WeightGrad.apply(x, gy, cfg) if ctx.needs_input_grad[1] else None
         db = BiasGrad.apply(gy) if ctx.has_bias and ctx.needs_input_grad[2] else None
@@ -100,7 +157,6 @@ class InputGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, c):
         dy, w = ctx.saved_tensors  # <c, dgrad(dy, w)> = <conv(c, w), dy>
-        c = _contig(c)
         d_dy = ConvFunction.apply(c, w, None, ctx.cfg) if ctx.needs_input_grad[0] else None
         d_w = WeightGrad.apply(c, dy, ctx.cfg) if ctx.needs_input_grad[1] else None
         return d_dy, d_w, None
@@ -116,7 +172,6 @@ class WeightGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, c):
         x, dy = ctx.saved_tensors  # <c, wgrad(x, dy)> = <conv(x, c), dy>
-        c = _contig(c)
         d_x = InputGrad.apply(dy, c, ctx.cfg) if ctx.needs_input_grad[0] else None
         d_dy = ConvFunction.apply(x, c, None, ctx.cfg) if ctx.needs_input_grad[1] else None
         return d_x, d_dy, None

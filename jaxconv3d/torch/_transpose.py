@@ -37,20 +37,19 @@ def conv_transpose3d(
     )
     if unbatched:
         input = input.unsqueeze(0)
-    channels_last = input.is_contiguous(memory_format=torch.channels_last_3d) and not input.is_contiguous()
+    # Tensors go in as they are (the operations pick contiguous or channels-last views for the kernel family and
+    # return the input's memory format, as F.conv_transpose3d does).
     if tc.empty:
         y = input.new_zeros(tc.out_shape)
+    elif compiling:  # one opaque node in the compiled graph (see _library.py)
+        y = _library.input_grad(input, weight, list(tc.conv.x_shape), *_ops._attrs(tc.conv))
     else:
-        x, w = _ops._contig(input), _ops._contig(weight)
-        if compiling:  # one opaque node in the compiled graph (see _library.py)
-            y = _library.input_grad(x, w, list(tc.conv.x_shape), *_ops._attrs(tc.conv))
-        else:
-            y = _ops.InputGrad.apply(x, w, tc.conv)
-        if any(tc.extra):
-            y = F.pad(y, [p for e in reversed(tc.extra) for p in (0, e)])
+        y = _ops.InputGrad.apply(input, weight, tc.conv)
+    if any(tc.extra) and not tc.empty:
+        y = F.pad(y, [p for e in reversed(tc.extra) for p in (0, e)])
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1, 1)
-    if channels_last:
+    if _ops.channels_last(input) and not _ops.channels_last(y):  # F.pad / zeros may have changed it
         y = y.contiguous(memory_format=torch.channels_last_3d)
     return y.squeeze(0) if unbatched else y
 

@@ -7,8 +7,7 @@ BIN="${BIN:-/tmp/kernel_check_san}"
 NVCC="${NVCC:-nvcc}"
 CS="${COMPUTE_SANITIZER:-compute-sanitizer}"
 echo "building $BIN"
-"$NVCC" -arch=sm_90 -O2 -std=c++17 -lineinfo --expt-relaxed-constexpr -I "$ROOT/cuda" \
-  "$ROOT/tests/gpu/kernel_check.cu" "$ROOT"/cuda/*.cu -o "$BIN" || { echo "build failed"; exit 1; }
+NVCC="$NVCC" "$ROOT/tests/gpu/build_kernel_check.sh" "$BIN" -lineinfo || { echo "build failed"; exit 1; }
 status=0
 run_tool() {
   local tool="$1" log="/tmp/sanitizer_$1.log"

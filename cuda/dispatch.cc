@@ -1,0 +1,113 @@
+// plan(): the rule table that picks a kernel family (see dispatch.h). Rules are tried in order; the first whose
+// condition holds *and* whose family accepts the problem wins. The last rule always matches.
+#include "dispatch.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "hopper/hopper_conv.h"
+#include "sm80/plan.h"
+
+namespace jaxconv3d {
+namespace {
+
+struct Query {
+  Op op;
+  const ConvProblem& p;
+  DType t;
+  MathMode m;
+  int cc;
+};
+
+// ---- the families: whether they accept a problem, and the rest of their answer
+
+struct Family {
+  const char* name;
+  bool (*accepts)(const Query&);
+  void (*fill)(const Query&, Plan*);  // tile, layout, workspace, variant
+};
+
+bool cpu_accepts(const Query& q) { return q.cc == 0; }
+void cpu_fill(const Query& q, Plan* pl) {
+  pl->tile = "direct";
+  pl->layout = q.p.layout;  // channels-last goes through host temporaries
+}
+
+bool sm80_accepts(const Query& q) { return q.cc > 0; }
+void sm80_fill(const Query& q, Plan* pl) {
+  const sm80::Choice c = sm80::choose(q.op, q.p, q.t, q.m);
+  pl->tile = sm80::kernel_name(c.kernel);
+  pl->layout = Layout::kNCDHW;
+  pl->workspace_bytes = c.workspace_bytes;
+  pl->variant = static_cast<int>(c.kernel);
+}
+
+bool hopper_accepts(const Query& q) {
+  if (q.cc != 90) return false;  // sm_90a code runs on compute capability 9.0 only
+  switch (q.op) {
+    case Op::kFwd: return hopper::accepts_fwd(q.p, q.t, q.m);
+    case Op::kDgrad: return hopper::accepts_dgrad(q.p, q.t, q.m);
+    case Op::kWgrad: return hopper::accepts_wgrad(q.p, q.t, q.m);
+  }
+  return false;
+}
+void hopper_fill(const Query& q, Plan* pl) {
+  pl->layout = Layout::kNDHWC;
+  switch (q.op) {
+    case Op::kFwd:
+      pl->tile = hopper::tile_fwd(q.p, q.t, q.m);
+      pl->workspace_bytes = hopper::fwd_workspace_bytes(q.p, q.t, q.m);
+      break;
+    case Op::kDgrad:
+      pl->tile = hopper::tile_dgrad(q.p, q.t, q.m);
+      pl->workspace_bytes = hopper::dgrad_workspace_bytes(q.p, q.t, q.m);
+      break;
+    case Op::kWgrad:
+      pl->tile = hopper::tile_wgrad(q.p, q.t, q.m);
+      pl->workspace_bytes = hopper::wgrad_workspace_bytes(q.p, q.t, q.m);
+      break;
+  }
+}
+
+const Family kCpu{"cpu", cpu_accepts, cpu_fill};
+const Family kSm80{"sm80", sm80_accepts, sm80_fill};
+const Family kHopper{"hopper", hopper_accepts, hopper_fill};
+
+// ---- the rules
+
+bool forced(const char* family) {
+  const char* env = std::getenv("JAXCONV3D_FAMILY");
+  return env != nullptr && std::strcmp(env, family) == 0;
+}
+
+struct Rule {
+  const char* why;
+  bool (*when)(const Query&);
+  const Family* family;
+};
+
+const Rule kRules[] = {
+    {"no GPU: host kernels", [](const Query& q) { return q.cc == 0; }, &kCpu},
+    {"float64: only sm80 has it", [](const Query& q) { return q.t == DType::kF64; }, &kSm80},
+    {"JAXCONV3D_FAMILY=sm80", [](const Query&) { return forced("sm80"); }, &kSm80},
+    {"JAXCONV3D_FAMILY=hopper", [](const Query&) { return forced("hopper"); }, &kHopper},
+    {"compute capability 9.0 and hopper accepts", [](const Query& q) { return q.cc == 90; }, &kHopper},
+    {"fallback", [](const Query&) { return true; }, &kSm80},
+};
+
+}  // namespace
+
+Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc) {
+  const Query q{op, p, t, m, cc};
+  for (const Rule& r : kRules) {
+    if (!r.when(q) || !r.family->accepts(q)) continue;
+    Plan pl;
+    pl.family = r.family->name;
+    pl.rule = r.why;
+    r.family->fill(q, &pl);
+    return pl;
+  }
+  return Plan{};  // unreachable: the fallback accepts every GPU problem and cc == 0 is the cpu's
+}
+
+}  // namespace jaxconv3d

@@ -1,0 +1,174 @@
+// Forward and grad-input as an implicit GEMM fed by TMA (the family's main path), on the persistent
+// warp-specialised skeleton of persistent.cuh:
+//   rows (M)    = a brick of 128 result positions, bw (W) x bh (H) x bd (D), powers of two; 64 per consumer;
+//   columns (N) = result channels, BN per tile;
+//   K           = (tap, 128 bytes of source channels) per K-tile.
+// For K-tile (tap j, channel block cb) one 5-D TMA box copies the source pixels the brick reads at that tap:
+// start = q_origin * mstride + base + j * jstep per axis, traversal step = mstride, so padding, stride and
+// dilation all become box coordinates, and everything outside the source arrives as zeros. A second (3-D) box
+// copies the filter rows [n0, n0 + BN) of that tap. Grad-input with stride > 1 runs once per stride residue
+// class r: result positions i = r + q * stride, and only the taps k with (r + pad - k * dilation) divisible by
+// the stride, an arithmetic progression k = tap0 + j * tapstep.
+#pragma once
+
+#include "persistent.cuh"
+
+namespace jaxconv3d {
+namespace hopper {
+
+struct TmaArgs {
+  const void* bias;  // [Ng] or null
+  void* dst;         // NDHWC result [N][full0][full1][full2][Ng]
+  int Ng, batch;
+  int out[3];                         // extents of the position grid q (D, H, W)
+  int full[3], ostride[3], ooff[3];   // result coordinate = q * ostride + ooff, in a result of extents `full`
+  int tap0[3], tapstep[3], kfull[3];  // filter tap of iteration j = tap0 + j * tapstep, in a kd x kh x kw filter
+  int bw_log, bh_log;                 // brick: bw = 2^bw_log along W, bh = 2^bh_log along H, bd = 128 / (bw * bh)
+  int tiles[3];                       // bricks along D, H, W
+  int ntn;                            // BN-wide column tiles
+  int mstride[3], base[3], jstep[3], k[3];
+  int cblocks, ktiles;
+};
+
+template <typename T, int BN>
+struct TmaCfg {
+  static constexpr int kBK = 128 / sizeof(T);
+  static constexpr int kABytes = 128 * kRowBytes;
+  static constexpr int kBBytes = BN * kRowBytes;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kStages = BN == 128 ? 6 : 8;
+  static constexpr int kSmem = kStages * kStageBytes + 1024;
+};
+
+// Stores rows of a consumer's 64 x BN fp32 accumulator block as T (+ bias), where `row_ptr(r)` gives the result
+// row of block row r (0..63), or null for rows outside the result. Accumulator element i of a thread is row
+// 16*warp + lane/4 + 8*((i/2)%2), column 8*(i/4) + 2*(lane%4) + i%2.
+template <typename T, int BN, typename RowPtr>
+__device__ __forceinline__ void store_block(const float* acc, int ctid, int n0, int Ng, const T* bias,
+                                            RowPtr&& row_ptr) {
+  const int lane = ctid & 31, warp = ctid >> 5;
+  const bool pairs = (Ng % 2) == 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    T* out = row_ptr(warp * 16 + (lane >> 2) + 8 * h);
+    if (!out) continue;
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+      const int o = n0 + nt * 8 + (lane & 3) * 2;
+      float v0 = acc[nt * 4 + h * 2], v1 = acc[nt * 4 + h * 2 + 1];
+      if (o >= Ng) continue;
+      if (bias) {
+        v0 += to_float(bias[o]);
+        if (o + 1 < Ng) v1 += to_float(bias[o + 1]);
+      }
+      if (pairs) {
+        if constexpr (sizeof(T) == 4) {
+          *reinterpret_cast<float2*>(out + o) = make_float2(v0, v1);
+        } else {
+          T pr[2] = {from_float<T>(v0), from_float<T>(v1)};
+          *reinterpret_cast<uint32_t*>(out + o) = *reinterpret_cast<uint32_t*>(pr);
+        }
+      } else {
+        out[o] = from_float<T>(v0);
+        if (o + 1 < Ng) out[o + 1] = from_float<T>(v1);
+      }
+    }
+  }
+}
+
+template <typename T, int BN>
+struct TmaConvOp {
+  using Cfg = TmaCfg<T, BN>;
+  const CUtensorMap* tmA;
+  const CUtensorMap* tmB;
+  const TmaArgs* a;
+
+  struct Where {
+    int n, q0, q1, q2, n0;
+  };
+  __device__ __forceinline__ Where where(int tile) const {
+    Where w;
+    w.n0 = (tile % a->ntn) * BN;
+    int b = tile / a->ntn;
+    const int tw = b % a->tiles[2]; b /= a->tiles[2];
+    const int th = b % a->tiles[1]; b /= a->tiles[1];
+    const int td = b % a->tiles[0];
+    w.n = b / a->tiles[0];
+    w.q2 = tw << a->bw_log;
+    w.q1 = th << a->bh_log;
+    w.q0 = td << (7 - a->bw_log - a->bh_log);
+    return w;
+  }
+  __device__ __forceinline__ int tiles() const {
+    return a->tiles[0] * a->tiles[1] * a->tiles[2] * a->batch * a->ntn;
+  }
+  __device__ __forceinline__ int ktiles(int) const { return a->ktiles; }
+
+  struct Cursor {
+    Where w;
+    int cb, j0, j1, j2;
+  };
+  __device__ __forceinline__ Cursor cursor(int tile) const { return Cursor{where(tile), 0, 0, 0, 0}; }
+  __device__ __forceinline__ void issue(Cursor& c, uint32_t stage, uint32_t bar) const {
+    const TmaArgs& g = *a;
+    const int tap = ((g.tap0[0] + c.j0 * g.tapstep[0]) * g.kfull[1] + g.tap0[1] + c.j1 * g.tapstep[1]) * g.kfull[2] +
+                    g.tap0[2] + c.j2 * g.tapstep[2];
+    tma_load_5d(stage, tmA, bar, c.cb * Cfg::kBK, c.w.q2 * g.mstride[2] + g.base[2] + c.j2 * g.jstep[2],
+                c.w.q1 * g.mstride[1] + g.base[1] + c.j1 * g.jstep[1],
+                c.w.q0 * g.mstride[0] + g.base[0] + c.j0 * g.jstep[0], c.w.n);
+    tma_load_3d(stage + Cfg::kABytes, tmB, bar, c.cb * Cfg::kBK, tap, c.w.n0);
+    if (++c.cb == g.cblocks) {
+      c.cb = 0;
+      if (++c.j2 == g.k[2]) {
+        c.j2 = 0;
+        if (++c.j1 == g.k[1]) { c.j1 = 0; ++c.j0; }
+      }
+    }
+  }
+
+  __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate) const {
+#pragma unroll
+    for (int ks = 0; ks < Cfg::kBK / Mma<T, BN, 0, 0>::kStep; ++ks) {
+      const uint64_t da = smem_desc(stage + consumer * 64 * kRowBytes + ks * 32, 16, 1024);
+      const uint64_t db = smem_desc(stage + Cfg::kABytes + ks * 32, 16, 1024);
+      Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
+    }
+  }
+
+  // Row r of the brick is position (r % bw, (r / bw) % bh, r / (bw * bh)).
+  __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid) const {
+    const TmaArgs& g = *a;
+    const Where w = where(tile);
+    const int bw = 1 << g.bw_log, bh = 1 << g.bh_log;
+    T* dst = static_cast<T*>(g.dst);
+    store_block<T, BN>(acc, ctid, w.n0, g.Ng, static_cast<const T*>(g.bias), [&](int r) -> T* {
+      r += consumer * 64;
+      const int p2 = w.q2 + (r & (bw - 1)), p1 = w.q1 + ((r >> g.bw_log) & (bh - 1)),
+                p0 = w.q0 + (r >> (g.bw_log + g.bh_log));
+      if (p0 >= g.out[0] || p1 >= g.out[1] || p2 >= g.out[2]) return nullptr;
+      const int r0 = p0 * g.ostride[0] + g.ooff[0], r1 = p1 * g.ostride[1] + g.ooff[1],
+                r2 = p2 * g.ostride[2] + g.ooff[2];
+      return dst + (((i64(w.n) * g.full[0] + r0) * g.full[1] + r1) * g.full[2] + r2) * g.Ng;
+    });
+  }
+};
+
+template <typename T, int BN>
+__global__ void __launch_bounds__(kPersistentThreads, 1)
+    conv_tma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
+                    const __grid_constant__ TmaArgs a) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Cfg = TmaCfg<T, BN>;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t smem = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
+  if (threadIdx.x == 0) {
+    tma_prefetch_map(&tmA);
+    tma_prefetch_map(&tmB);
+  }
+  const TmaConvOp<T, BN> op{&tmA, &tmB, &a};
+  persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
+#endif
+}
+
+}  // namespace hopper
+}  // namespace jaxconv3d

@@ -1,0 +1,265 @@
+// Launchers of the Hopper family's K-major implicit GEMM: forward, and grad-input at stride 1 (a forward
+// convolution of dy with the transposed filter, read backwards: source coordinate i + pad_lo - j * dilation).
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
+#include "hopper/conv_kmajor.cuh"
+#include "hopper/conv_tma.cuh"
+#include "hopper/hopper_rules.h"
+
+namespace jaxconv3d {
+namespace hopper {
+namespace {
+
+template <typename T, int BN>
+std::string launch(const KMajorArgs& a, cudaStream_t stream) {
+  using Cfg = KMajorCfg<T, BN>;
+  auto kernel = conv_kmajor_kernel<T, BN>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+  if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
+  const dim3 grid(unsigned((a.M + 127) / 128), unsigned((a.Ng + BN - 1) / BN));
+  kernel<<<grid, kThreads, Cfg::kSmem, stream>>>(a);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
+}
+
+template <typename T>
+std::string launch_bn(const KMajorArgs& a, int bn, cudaStream_t stream) {
+  return bn == 64 ? launch<T, 64>(a, stream) : launch<T, 128>(a, stream);
+}
+
+std::string launch_dtype(DType t, const KMajorArgs& a, int bn, cudaStream_t stream) {
+  switch (t) {
+    case DType::kBF16: return launch_bn<__nv_bfloat16>(a, bn, stream);
+    case DType::kF16: return launch_bn<__half>(a, bn, stream);
+    case DType::kF32: return launch_bn<float>(a, bn, stream);
+    default: return "hopper: unsupported dtype";
+  }
+}
+
+KMajorArgs common(const ConvProblem& p, DType t, int cs, int ng) {
+  KMajorArgs a{};
+  a.Cs = cs;
+  a.Ng = ng;
+  const int bk = 128 / int(dtype_size(t));
+  a.cblocks = (cs + bk - 1) / bk;
+  a.ktiles = int(p.taps()) * a.cblocks;
+  for (int d = 0; d < 3; ++d) a.k[d] = int(p.kernel[d]);
+  return a;
+}
+
+// wt[c][tap][o] = w[o][tap][c] (w ODHWI): the grad-input GEMM's K-major filter.
+template <typename T>
+__global__ void transpose_filter_kernel(const T* __restrict__ w, T* __restrict__ wt, int O, int taps, int C) {
+  const i64 idx = i64(blockIdx.x) * blockDim.x + threadIdx.x;
+  const i64 total = i64(O) * taps * C;
+  if (idx >= total) return;
+  const int o = int(idx % O);
+  const i64 rest = idx / O;
+  const int tap = int(rest % taps), c = int(rest / taps);
+  wt[idx] = w[(i64(o) * taps + tap) * C + c];
+}
+
+std::string transpose_filter(const ConvProblem& p, DType t, const void* w, void* wt, cudaStream_t stream) {
+  const int O = int(p.out_channels), C = int(p.in_channels), taps = int(p.taps());
+  const i64 total = i64(O) * taps * C;
+  const unsigned blocks = unsigned((total + 255) / 256);
+  switch (t) {
+    case DType::kBF16: case DType::kF16:
+      transpose_filter_kernel<uint16_t><<<blocks, 256, 0, stream>>>(static_cast<const uint16_t*>(w),
+                                                                     static_cast<uint16_t*>(wt), O, taps, C);
+      break;
+    case DType::kF32:
+      transpose_filter_kernel<float><<<blocks, 256, 0, stream>>>(static_cast<const float*>(w),
+                                                                  static_cast<float*>(wt), O, taps, C);
+      break;
+    default: return "hopper: unsupported dtype";
+  }
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: filter transpose failed: ") + cudaGetErrorString(e);
+}
+
+// ---- TMA path
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 132;
+  return sms;
+}
+
+CUtensorMapDataType tma_type(DType t) {
+  return t == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                           : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+}
+
+template <typename T, int BN>
+std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const TmaArgs& a, int batch,
+                       cudaStream_t stream) {
+  using Cfg = TmaCfg<T, BN>;
+  auto kernel = conv_tma_kernel<T, BN>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+  if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
+  const i64 tiles = i64(a.tiles[0]) * a.tiles[1] * a.tiles[2] * batch * a.ntn;
+  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(ma, mb, a);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
+}
+
+// Where a K-major GEMM's results go and which filter taps it walks. Identity for the forward pass and stride-1
+// grad-input; a stride residue class of grad-input otherwise (see conv_tma.cuh).
+struct ResultMap {
+  int full[3], ostride[3], ooff[3];
+  int tap0[3], tapstep[3], kfull[3];
+  bool identity = true;
+};
+ResultMap identity_map(const KMajorArgs& k) {
+  ResultMap r;
+  for (int d = 0; d < 3; ++d) {
+    r.full[d] = k.out[d]; r.ostride[d] = 1; r.ooff[d] = 0;
+    r.tap0[d] = 0; r.tapstep[d] = 1; r.kfull[d] = k.k[d];
+  }
+  return r;
+}
+
+// One K-major GEMM over a channels-last source: the TMA kernel where a brick fits its box limits, else (identity
+// map only) the cp.async gather kernel.
+std::string run_kmajor(DType t, const KMajorArgs& k, int batch, cudaStream_t stream, const ResultMap& rm) {
+  const int bn = k.Ng <= 64 ? 64 : 128;
+  Brick br;
+  static const bool no_tma = std::getenv("JAXCONV3D_HOPPER_NO_TMA") != nullptr;  // test switch: gather path
+  if ((no_tma && rm.identity) || !brick_for(k.out, k.mstride, &br)) {
+    if (!rm.identity) return "hopper: no TMA brick for a grad-input residue class";
+    return launch_dtype(t, k, bn, stream);
+  }
+  const uint64_t es = uint64_t(dtype_size(t));
+  const int bk = 128 / int(es);
+  const int taps = rm.kfull[0] * rm.kfull[1] * rm.kfull[2];
+  const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 128 >> (br.bw_log + br.bh_log);
+  CUtensorMap ma, mb;
+  const uint64_t adims[5] = {uint64_t(k.Cs), uint64_t(k.src_ext[2]), uint64_t(k.src_ext[1]), uint64_t(k.src_ext[0]),
+                             uint64_t(batch)};
+  const uint64_t astr[4] = {adims[0] * es, adims[0] * adims[1] * es, adims[0] * adims[1] * adims[2] * es,
+                            adims[0] * adims[1] * adims[2] * adims[3] * es};
+  const uint32_t abox[5] = {uint32_t(bk), uint32_t(bw * k.mstride[2]), uint32_t(bh * k.mstride[1]),
+                            uint32_t(bd * k.mstride[0]), 1};
+  const uint32_t astep[5] = {1, uint32_t(k.mstride[2]), uint32_t(k.mstride[1]), uint32_t(k.mstride[0]), 1};
+  std::string err = make_tensor_map(&ma, tma_type(t), 5, k.src, adims, astr, abox, astep);
+  if (!err.empty()) return err;
+  const uint64_t bdims[3] = {uint64_t(k.Cs), uint64_t(taps), uint64_t(k.Ng)};
+  const uint64_t bstr[2] = {bdims[0] * es, bdims[0] * bdims[1] * es};
+  const uint32_t bbox[3] = {uint32_t(bk), 1, uint32_t(bn)};
+  const uint32_t bstep[3] = {1, 1, 1};
+  if (!(err = make_tensor_map(&mb, tma_type(t), 3, k.wgt, bdims, bstr, bbox, bstep)).empty()) return err;
+  TmaArgs a{};
+  a.bias = k.bias; a.dst = k.dst; a.Ng = k.Ng; a.batch = batch;
+  a.ntn = (k.Ng + bn - 1) / bn;
+  a.bw_log = br.bw_log; a.bh_log = br.bh_log;
+  const int ext[3] = {bd, bh, bw};
+  for (int d = 0; d < 3; ++d) {
+    a.out[d] = k.out[d];
+    a.tiles[d] = (k.out[d] + ext[d] - 1) / ext[d];
+    a.mstride[d] = k.mstride[d]; a.base[d] = k.base[d]; a.jstep[d] = k.jstep[d]; a.k[d] = k.k[d];
+    a.full[d] = rm.full[d]; a.ostride[d] = rm.ostride[d]; a.ooff[d] = rm.ooff[d];
+    a.tap0[d] = rm.tap0[d]; a.tapstep[d] = rm.tapstep[d]; a.kfull[d] = rm.kfull[d];
+  }
+  a.cblocks = k.cblocks; a.ktiles = k.ktiles;
+  switch (t) {
+    case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64>(ma, mb, a, batch, stream)
+                                       : launch_tma<__nv_bfloat16, 128>(ma, mb, a, batch, stream);
+    case DType::kF16: return bn == 64 ? launch_tma<__half, 64>(ma, mb, a, batch, stream)
+                                      : launch_tma<__half, 128>(ma, mb, a, batch, stream);
+    case DType::kF32: return bn == 64 ? launch_tma<float, 64>(ma, mb, a, batch, stream)
+                                      : launch_tma<float, 128>(ma, mb, a, batch, stream);
+    default: return "hopper: unsupported dtype";
+  }
+}
+
+}  // namespace
+
+std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* bias, void* y,
+                void*, size_t, void* stream) {
+  if (!accepts_fwd(p, t, m)) return "hopper: forward problem not accepted";
+  KMajorArgs a = common(p, t, int(p.in_channels), int(p.out_channels));
+  a.src = x; a.wgt = w; a.bias = bias; a.dst = y;
+  a.M = p.batch * p.out_spatial();
+  for (int d = 0; d < 3; ++d) {
+    a.out[d] = int(p.out[d]);
+    a.src_ext[d] = int(p.in[d]);
+    a.mstride[d] = int(p.stride[d]);
+    a.base[d] = -int(p.pad_lo[d]);
+    a.jstep[d] = int(p.dilation[d]);
+  }
+  if (a.M == 0) return "";
+  return run_kmajor(t, a, int(p.batch), static_cast<cudaStream_t>(stream), identity_map(a));
+}
+
+std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx,
+                  void* workspace, size_t workspace_bytes, void* stream) {
+  if (!accepts_dgrad(p, t, m)) return "hopper: grad-input problem not accepted";
+  if (workspace_bytes < dgrad_workspace_bytes(p, t, m) || workspace == nullptr)
+    return "hopper: grad-input workspace too small";
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  std::string err = transpose_filter(p, t, w, workspace, s);
+  if (!err.empty()) return err;
+  if (p.batch == 0) return "";
+  bool unit = true;
+  for (int d = 0; d < 3; ++d) unit = unit && p.stride[d] == 1;
+  if (unit) {
+    KMajorArgs a = common(p, t, int(p.out_channels), int(p.in_channels));
+    a.src = dy; a.wgt = workspace; a.bias = nullptr; a.dst = dx;
+    a.M = p.batch * p.in_spatial();
+    for (int d = 0; d < 3; ++d) {
+      a.out[d] = int(p.in[d]);
+      a.src_ext[d] = int(p.out[d]);
+      a.mstride[d] = 1;
+      a.base[d] = int(p.pad_lo[d]);
+      a.jstep[d] = -int(p.dilation[d]);
+    }
+    return run_kmajor(t, a, int(p.batch), s, identity_map(a));
+  }
+  // Stride > 1: one GEMM per residue class r (per axis r in [0, stride)), over positions i = r + q * stride and
+  // the taps k = k0 + j * step with (r + pad - k * dilation) divisible by the stride; dy's coordinate for
+  // (q, j) is q + (r + pad - k0 * dilation) / stride - j * step * dilation / stride.
+  const int classes = int(p.stride[0] * p.stride[1] * p.stride[2]);
+  for (int cls = 0; cls < classes; ++cls) {
+    const int r[3] = {int(cls / (p.stride[1] * p.stride[2])), int((cls / p.stride[2]) % p.stride[1]),
+                      int(cls % p.stride[2])};
+    KMajorArgs a = common(p, t, int(p.out_channels), int(p.in_channels));
+    a.src = dy; a.wgt = workspace; a.bias = nullptr; a.dst = dx;
+    ResultMap rm;
+    rm.identity = false;
+    bool empty_grid = false, no_taps = false;
+    for (int d = 0; d < 3; ++d) {
+      const int st = int(p.stride[d]), dil = int(p.dilation[d]), pad = int(p.pad_lo[d]), K = int(p.kernel[d]);
+      const int q = int((p.in[d] - r[d] + st - 1) / st);
+      if (q <= 0) empty_grid = true;
+      int k0 = 0;
+      while (k0 < K && ((r[d] + pad - k0 * dil) % st + st) % st != 0) ++k0;
+      int g = st, h = dil;
+      while (h) { const int tmp = g % h; g = h; h = tmp; }
+      const int step = st / g;
+      const int count = k0 < K ? (K - 1 - k0) / step + 1 : 0;
+      if (count == 0) no_taps = true;
+      a.out[d] = q;
+      a.src_ext[d] = int(p.out[d]);
+      a.mstride[d] = 1;
+      a.base[d] = k0 < K ? (r[d] + pad - k0 * dil) / st : 0;
+      a.jstep[d] = -(step * dil) / st;
+      a.k[d] = count;
+      rm.full[d] = int(p.in[d]); rm.ostride[d] = st; rm.ooff[d] = r[d];
+      rm.tap0[d] = k0; rm.tapstep[d] = step; rm.kfull[d] = K;
+    }
+    if (empty_grid) continue;
+    if (no_taps)  // these positions receive nothing: the GEMM runs with no K-tiles and writes zeros
+      for (int d = 0; d < 3; ++d) a.k[d] = 0;
+    a.ktiles = a.k[0] * a.k[1] * a.k[2] * a.cblocks;
+    a.M = p.batch * i64(a.out[0]) * a.out[1] * a.out[2];
+    if (!(err = run_kmajor(t, a, int(p.batch), s, rm)).empty()) return err;
+  }
+  return "";
+}
+
+}  // namespace hopper
+}  // namespace jaxconv3d

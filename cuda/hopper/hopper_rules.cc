@@ -1,0 +1,147 @@
+// What the Hopper family accepts, the tiles it picks and the workspace it needs: plain C++ (no CUDA), so the
+// dispatcher can answer for compute capability 9.0 on any machine, including CPU-only builds.
+#include "hopper/hopper_rules.h"
+
+#include <algorithm>
+
+namespace jaxconv3d {
+namespace hopper {
+namespace {
+
+bool tensor_core_dtype(DType t, MathMode m) {
+  return t == DType::kBF16 || t == DType::kF16 || (t == DType::kF32 && m == MathMode::kTF32);
+}
+int64_t chunk_elems(DType t) { return 16 / dtype_size(t); }
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t positions(const ConvProblem& p) { return p.batch * p.out_spatial(); }
+size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+
+// Sizes the kernels index with 32-bit integers (extents, channel counts, tap counts) and launch limits.
+bool fits(const ConvProblem& p) {
+  const int64_t lim = int64_t(1) << 30;
+  return p.in_channels < lim && p.out_channels < lim && p.taps() * p.in_channels < lim &&
+         p.taps() * p.out_channels < lim && ceil_div(p.batch * p.in_spatial(), 128) < lim &&
+         ceil_div(positions(p), 128) < lim;
+}
+
+}  // namespace
+
+int fwd_bn(const ConvProblem& p) { return p.out_channels <= 64 ? 64 : 128; }
+int dgrad_bn(const ConvProblem& p) { return p.in_channels <= 64 ? 64 : 128; }
+int wgrad_bn(const ConvProblem& p) { return p.out_channels <= 64 ? 64 : 128; }
+
+bool brick_for(const int out[3], const int step[3], Brick* b, int rows) {
+  for (int d = 0; d < 3; ++d)
+    if (step[d] < 1 || step[d] > 8) return false;
+  auto pow2_at_least = [](int v, int cap) {
+    int p = 1;
+    while (p < v && p < cap) p *= 2;
+    return p;
+  };
+  int bw = pow2_at_least(out[2], rows);
+  while (bw > 1 && bw * step[2] > 256) bw /= 2;
+  int bh = pow2_at_least(out[1], rows / bw);
+  while (bh > 1 && bh * step[1] > 256) bh /= 2;
+  const int bd = rows / (bw * bh);
+  if (bd * step[0] > 256) return false;
+  int lw = 0, lh = 0, ld = 0;
+  while ((1 << lw) < bw) ++lw;
+  while ((1 << lh) < bh) ++lh;
+  while ((1 << ld) < bd) ++ld;
+  b->bw_log = lw;
+  b->bh_log = lh;
+  b->bd_log = ld;
+  return true;
+}
+
+bool wgrad_tma(const ConvProblem& p, Brick* b) {
+  const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
+  const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
+  return p.in_channels % 64 == 0 && brick_for(out, step, b, 64);
+}
+
+WgradSplit wgrad_split(const ConvProblem& p) {
+  WgradSplit s;
+  Brick b;
+  if (wgrad_tma(p, &b)) {
+    s.ktiles = p.batch * ceil_div(p.out[0], int64_t(1) << b.bd_log) * ceil_div(p.out[1], int64_t(1) << b.bh_log) *
+               ceil_div(p.out[2], int64_t(1) << b.bw_log);
+  } else {
+    s.ktiles = ceil_div(positions(p), 64);
+  }
+  // Split count from a small cost model of the persistent kernel on the 132 SMs of an H100 / H200: whole waves
+  // of tiles times the K-tiles each tile walks (about 0.45 us per 128 x 64 x 64 K-tile, scaled by BN), plus the
+  // partial sums written and read back by the reduction (about 3 TB/s); the cheapest split count wins, ties to
+  // the fewer splits. A pure function of the problem, so the summation order never depends on the card.
+  const int64_t ntot = p.taps() * p.in_channels;
+  const int64_t base = ceil_div(ntot, 128) * ceil_div(p.out_channels, wgrad_bn(p));
+  const int64_t per_split_bytes = ntot * p.out_channels * 4;
+  const double ktile_us = 0.45 * wgrad_bn(p) / 64.0;
+  int64_t splits = 1;
+  double best = -1.0;
+  const int64_t max_splits = std::max<int64_t>(1, std::min<int64_t>(s.ktiles, ceil_div(8 * 132, base)));
+  for (int64_t c = 1; c <= max_splits; ++c) {
+    if (c > 1 && c * per_split_bytes > (int64_t(256) << 20)) break;
+    const int64_t per = ceil_div(s.ktiles, c);
+    const double t = double(ceil_div(base * c, 132)) * double(per) * ktile_us +
+                     (c > 1 ? 2.0 * double(c * per_split_bytes) / 3.0e6 : 0.0);
+    if (best < 0 || t < best) {
+      best = t;
+      splits = c;
+    }
+  }
+  s.tiles_per_split = std::max<int64_t>(1, ceil_div(s.ktiles, splits));
+  s.splits = std::max<int64_t>(1, ceil_div(s.ktiles, s.tiles_per_split));
+  return s;
+}
+
+bool accepts_fwd(const ConvProblem& p, DType t, MathMode m) {
+  return tensor_core_dtype(t, m) && p.groups == 1 && p.in_channels % chunk_elems(t) == 0 && fits(p);
+}
+
+bool accepts_dgrad(const ConvProblem& p, DType t, MathMode m) {
+  return tensor_core_dtype(t, m) && p.groups == 1 && p.out_channels % chunk_elems(t) == 0 && fits(p);
+}
+
+bool accepts_wgrad(const ConvProblem& p, DType t, MathMode) {
+  return (t == DType::kBF16 || t == DType::kF16) && p.groups == 1 && p.in_channels % 8 == 0 &&
+         p.out_channels % 8 == 0 && p.out_spatial() < (int64_t(1) << 31) && fits(p);
+}
+
+size_t fwd_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
+
+size_t dgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode) {
+  return align256(size_t(p.w_elements()) * size_t(dtype_size(t)));  // the transposed filter
+}
+
+size_t wgrad_workspace_bytes(const ConvProblem& p, DType, MathMode) {
+  const WgradSplit s = wgrad_split(p);
+  return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
+}
+
+static std::string kmajor_tile(const int out[3], const int step[3], int bn) {
+  Brick b;
+  if (!brick_for(out, step, &b)) return "gather_wgmma_128x" + std::to_string(bn) + "x128B_kmajor";
+  return "tma_wgmma_128x" + std::to_string(bn) + "x128B_kmajor_brick" + std::to_string(1 << b.bw_log) + "x" +
+         std::to_string(1 << b.bh_log) + "x" + std::to_string(1 << b.bd_log);
+}
+std::string tile_fwd(const ConvProblem& p, DType, MathMode) {
+  const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
+  const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
+  return kmajor_tile(out, step, fwd_bn(p));
+}
+std::string tile_dgrad(const ConvProblem& p, DType, MathMode) {
+  const int out[3] = {int(p.in[0]), int(p.in[1]), int(p.in[2])};
+  const int step[3] = {1, 1, 1};
+  const int64_t classes = p.stride[0] * p.stride[1] * p.stride[2];
+  return kmajor_tile(out, step, dgrad_bn(p)) + (classes > 1 ? "_residues" + std::to_string(classes) : "");
+}
+std::string tile_wgrad(const ConvProblem& p, DType, MathMode) {
+  const WgradSplit s = wgrad_split(p);
+  Brick b;
+  return std::string(wgrad_tma(p, &b) ? "tma_" : "gather_") + "wgmma_128x" + std::to_string(wgrad_bn(p)) +
+         "x64_mnmajor_split" + std::to_string(s.splits);
+}
+
+}  // namespace hopper
+}  // namespace jaxconv3d

@@ -1,0 +1,34 @@
+// Internal tile and split choices of the Hopper family, shared by its rules (hopper_rules.cc) and launchers.
+#pragma once
+
+#include <cstdint>
+
+#include "hopper/hopper_conv.h"
+
+namespace jaxconv3d {
+namespace hopper {
+
+int fwd_bn(const ConvProblem& p);    // result-channel tile of the forward GEMM: 64 or 128
+int dgrad_bn(const ConvProblem& p);  // input-channel tile of the grad-input GEMM
+int wgrad_bn(const ConvProblem& p);  // output-channel tile of the grad-weight GEMM
+
+// A brick of `rows` (a power of two) result positions, bw x bh x bd (W, H, D; powers of two), whose TMA box
+// (extent times the traversal step, <= 256, step <= 8) fits the copy engine's limits. False when none does.
+struct Brick {
+  int bw_log = 0, bh_log = 0, bd_log = 0;
+};
+bool brick_for(const int out[3], const int step[3], Brick* b, int rows = 128);
+
+// Grad-weight runs on TMA when each 64-wide block of (tap, channel) columns is one tap (C % 64 == 0) and a
+// 64-position brick of output positions fits the copy engine; `b` receives that brick.
+bool wgrad_tma(const ConvProblem& p, Brick* b);
+
+struct WgradSplit {
+  int64_t ktiles = 0;           // 64-position K-tiles in all (bricks on the TMA path)
+  int64_t tiles_per_split = 0;  // contiguous K-tiles per split
+  int64_t splits = 0;
+};
+WgradSplit wgrad_split(const ConvProblem& p);
+
+}  // namespace hopper
+}  // namespace jaxconv3d

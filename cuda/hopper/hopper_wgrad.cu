@@ -1,0 +1,152 @@
+// Launcher of the Hopper family's grad-weight: split-K MN-major wgmma GEMM, then a fixed-order split reduction.
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
+#include "hopper/conv_wgrad.cuh"
+#include "hopper/hopper_rules.h"
+
+namespace jaxconv3d {
+namespace hopper {
+namespace {
+
+int sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 132;
+  return sms;
+}
+
+template <typename T, int BN>
+std::string launch(const WgradArgs& a, int splits, void* dw, cudaStream_t stream) {
+  using Cfg = WgradCfg<BN>;
+  auto kernel = conv_wgrad_kernel<T, BN>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+  if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
+  const dim3 grid(unsigned((a.Ntot + 127) / 128), unsigned((a.O + BN - 1) / BN), unsigned(splits));
+  kernel<<<grid, kThreads, Cfg::kSmem, stream>>>(a);
+  const i64 total = i64(a.Ntot) * a.O;
+  wgrad_reduce_kernel<T><<<unsigned((total + 255) / 256), 256, 0, stream>>>(a.partial, static_cast<T*>(dw), a.Ntot,
+                                                                             a.O, splits);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: grad-weight launch failed: ") + cudaGetErrorString(e);
+}
+
+template <typename T>
+std::string launch_bn(const WgradArgs& a, int bn, int splits, void* dw, cudaStream_t stream) {
+  return bn == 64 ? launch<T, 64>(a, splits, dw, stream) : launch<T, 128>(a, splits, dw, stream);
+}
+
+template <typename T, int BN>
+std::string launch_tma(const CUtensorMap& mx, const CUtensorMap& mdy, const WgradTmaArgs& a, int splits, void* dw,
+                       cudaStream_t stream) {
+  using Cfg = WgradCfg<BN>;
+  auto kernel = conv_wgrad_tma_kernel<T, BN>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+  if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
+  const i64 tiles = i64((a.Ntot + 127) / 128) * ((a.O + BN - 1) / BN) * splits;
+  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(mx, mdy, a);
+  const i64 total = i64(a.Ntot) * a.O;
+  wgrad_reduce_kernel<T><<<unsigned((total + 255) / 256), 256, 0, stream>>>(a.partial, static_cast<T*>(dw), a.Ntot,
+                                                                             a.O, splits);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: grad-weight launch failed: ") + cudaGetErrorString(e);
+}
+
+std::string run_tma(const ConvProblem& p, DType t, const Brick& br, const void* x, const void* dy, void* dw,
+                    float* partial, cudaStream_t stream) {
+  const WgradSplit sp = wgrad_split(p);
+  const uint64_t es = 2;
+  const CUtensorMapDataType type = t == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 1 << br.bd_log;
+  CUtensorMap mx, mdy;
+  const uint64_t xd[5] = {uint64_t(p.in_channels), uint64_t(p.in[2]), uint64_t(p.in[1]), uint64_t(p.in[0]),
+                          uint64_t(p.batch)};
+  const uint64_t xs[4] = {xd[0] * es, xd[0] * xd[1] * es, xd[0] * xd[1] * xd[2] * es, xd[0] * xd[1] * xd[2] * xd[3] * es};
+  const uint32_t xbox[5] = {64, uint32_t(bw * p.stride[2]), uint32_t(bh * p.stride[1]), uint32_t(bd * p.stride[0]), 1};
+  const uint32_t xstep[5] = {1, uint32_t(p.stride[2]), uint32_t(p.stride[1]), uint32_t(p.stride[0]), 1};
+  std::string err = make_tensor_map(&mx, type, 5, x, xd, xs, xbox, xstep);
+  if (!err.empty()) return err;
+  const uint64_t yd[5] = {uint64_t(p.out_channels), uint64_t(p.out[2]), uint64_t(p.out[1]), uint64_t(p.out[0]),
+                          uint64_t(p.batch)};
+  const uint64_t ys[4] = {yd[0] * es, yd[0] * yd[1] * es, yd[0] * yd[1] * yd[2] * es, yd[0] * yd[1] * yd[2] * yd[3] * es};
+  const uint32_t ybox[5] = {64, uint32_t(bw), uint32_t(bh), uint32_t(bd), 1};
+  const uint32_t ystep[5] = {1, 1, 1, 1, 1};
+  if (!(err = make_tensor_map(&mdy, type, 5, dy, yd, ys, ybox, ystep)).empty()) return err;
+  WgradTmaArgs a{};
+  a.partial = partial;
+  a.O = int(p.out_channels);
+  a.C = int(p.in_channels);
+  a.taps = int(p.taps());
+  a.Ntot = int(p.taps() * p.in_channels);
+  for (int d = 0; d < 3; ++d) {
+    a.k[d] = int(p.kernel[d]);
+    a.stride[d] = int(p.stride[d]);
+    a.pad[d] = int(p.pad_lo[d]);
+    a.dil[d] = int(p.dilation[d]);
+  }
+  a.bw_log = br.bw_log; a.bh_log = br.bh_log; a.bd_log = br.bd_log;
+  a.tiles[0] = int((p.out[0] + bd - 1) / bd);
+  a.tiles[1] = int((p.out[1] + bh - 1) / bh);
+  a.tiles[2] = int((p.out[2] + bw - 1) / bw);
+  a.ktiles = int(sp.ktiles);
+  a.tiles_per_split = int(sp.tiles_per_split);
+  a.splits = int(sp.splits);
+  const int bn = wgrad_bn(p), splits = int(sp.splits);
+  if (t == DType::kBF16)
+    return bn == 64 ? launch_tma<__nv_bfloat16, 64>(mx, mdy, a, splits, dw, stream)
+                    : launch_tma<__nv_bfloat16, 128>(mx, mdy, a, splits, dw, stream);
+  return bn == 64 ? launch_tma<__half, 64>(mx, mdy, a, splits, dw, stream)
+                  : launch_tma<__half, 128>(mx, mdy, a, splits, dw, stream);
+}
+
+}  // namespace
+
+std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
+                  void* workspace, size_t workspace_bytes, void* stream) {
+  if (!accepts_wgrad(p, t, m)) return "hopper: grad-weight problem not accepted";
+  if (workspace_bytes < wgrad_workspace_bytes(p, t, m) || workspace == nullptr)
+    return "hopper: grad-weight workspace too small";
+  Brick br;
+  static const bool no_tma = std::getenv("JAXCONV3D_HOPPER_NO_TMA") != nullptr;  // test switch: gather path
+  if (p.batch == 0) {  // no positions: the gradient is zero
+    const cudaError_t e = cudaMemsetAsync(dw, 0, size_t(p.w_elements()) * 2, static_cast<cudaStream_t>(stream));
+    return e == cudaSuccess ? "" : std::string("hopper: ") + cudaGetErrorString(e);
+  }
+  if (!no_tma && wgrad_tma(p, &br))
+    return run_tma(p, t, br, x, dy, dw, static_cast<float*>(workspace), static_cast<cudaStream_t>(stream));
+  const WgradSplit sp = wgrad_split(p);
+  WgradArgs a{};
+  a.x = x; a.dy = dy; a.partial = static_cast<float*>(workspace);
+  a.M = p.batch * p.out_spatial();
+  a.O = int(p.out_channels);
+  a.C = int(p.in_channels);
+  a.Ntot = int(p.taps() * p.in_channels);
+  for (int d = 0; d < 3; ++d) {
+    a.in[d] = int(p.in[d]);
+    a.stride[d] = int(p.stride[d]);
+    a.pad[d] = int(p.pad_lo[d]);
+    a.dil[d] = int(p.dilation[d]);
+    a.k[d] = int(p.kernel[d]);
+  }
+  a.spatial = uint32_t(p.out_spatial());
+  a.div_spatial = FastDiv(a.spatial);
+  a.out1 = int(p.out[1]);
+  a.out2 = int(p.out[2]);
+  a.div_out2 = FastDiv(uint32_t(p.out[2]));
+  a.div_out1 = FastDiv(uint32_t(p.out[1]));
+  // The gather path walks 64 consecutive positions per K-tile (the split count sized the workspace).
+  const i64 ktiles = (a.M + 63) / 64, per_split = (ktiles + sp.splits - 1) / sp.splits;
+  const int splits = int((ktiles + per_split - 1) / per_split);
+  a.ktiles = int(ktiles);
+  a.tiles_per_split = int(per_split);
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (t) {
+    case DType::kBF16: return launch_bn<__nv_bfloat16>(a, wgrad_bn(p), splits, dw, s);
+    case DType::kF16: return launch_bn<__half>(a, wgrad_bn(p), splits, dw, s);
+    default: return "hopper: unsupported dtype";
+  }
+}
+
+}  // namespace hopper
+}  // namespace jaxconv3d

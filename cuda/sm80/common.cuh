@@ -1,0 +1,115 @@
+// Shared by the sm80 family's kernels (implicit-GEMM forward / grad-input, depthwise stencil, grad-weight,
+// grad-bias): element conversions, the geometry passed by value, 64-bit div/mod, shared-memory and cp.async
+// helpers, and the host-side launch check. Each .cu of the family includes it; everything is inline or templated.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "conv_problem.h"
+#include "sm80/plan.h"
+
+namespace jaxconv3d {
+namespace sm80 {
+
+using i64 = long long;
+
+constexpr int kInvalid = -(1 << 29);  // coordinate marker that fails every bounds test
+constexpr int kTapCap = 256;           // taps held in the shared tap table of the GEMM kernel
+
+template <typename T> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+
+template <typename D, typename S>
+__device__ __forceinline__ D cvt(S v) {
+  if constexpr (std::is_same<D, S>::value) {
+    return v;
+  } else if constexpr (std::is_same<S, __nv_bfloat16>::value) {
+    return static_cast<D>(__bfloat162float(v));
+  } else if constexpr (std::is_same<S, __half>::value) {
+    return static_cast<D>(__half2float(v));
+  } else if constexpr (std::is_same<D, __nv_bfloat16>::value) {
+    return __float2bfloat16(static_cast<float>(v));
+  } else if constexpr (std::is_same<D, __half>::value) {
+    return __float2half(static_cast<float>(v));
+  } else {
+    return static_cast<D>(v);
+  }
+}
+
+template <typename T> __device__ __forceinline__ T zero_of() { return cvt<T>(0.0f); }
+
+__host__ __device__ inline int gcd_int(int a, int b) {
+  while (b) { int t = a % b; a = b; b = t; }
+  return a;
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Geometry shared by the kernels (host-filled, passed by value).
+struct ConvGeo {
+  int xd[3], yd[3], k[3], s[3], pl[3], dl[3];
+};
+
+
+__device__ __forceinline__ void divmod64(i64 a, i64 b, i64& q, i64& r) {
+  if (((a | b) >> 31) == 0) {
+    const unsigned ua = static_cast<unsigned>(a), ub = static_cast<unsigned>(b);
+    const unsigned uq = ua / ub;
+    q = uq; r = ua - uq * ub;
+  } else {
+    q = a / b; r = a - q * b;
+  }
+}
+
+template <typename Acc, int N>
+__device__ __forceinline__ void lds_vec(Acc (&dst)[N], const Acc* p) {
+  if constexpr (sizeof(Acc) == 4) {
+#pragma unroll
+    for (int i = 0; i < N; i += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(p + i);
+      dst[i] = v.x; dst[i + 1] = v.y; dst[i + 2] = v.z; dst[i + 3] = v.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; i += 2) {
+      const double2 v = *reinterpret_cast<const double2*>(p + i);
+      dst[i] = v.x; dst[i + 1] = v.y;
+    }
+  }
+}
+
+// 4-byte cp.async (sm_80+) with zero fill: copies `bytes` (4 or 0) bytes from gsrc and zero-fills the rest.
+__device__ __forceinline__ void cp_async4(void* sdst, const void* gsrc, int bytes) {
+  const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(sdst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(sa), "l"(gsrc), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+inline std::string launch_error(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess) return "";
+  return std::string("jaxconv3d cuda: ") + what + " launch failed: " + cudaGetErrorString(e);
+}
+
+inline ConvGeo make_geo(const ConvProblem& p) {
+  ConvGeo G;
+  for (int a = 0; a < 3; ++a) {
+    G.xd[a] = (int)p.in[a]; G.yd[a] = (int)p.out[a]; G.k[a] = (int)p.kernel[a];
+    G.s[a] = (int)p.stride[a]; G.pl[a] = (int)p.pad_lo[a]; G.dl[a] = (int)p.dilation[a];
+  }
+  return G;
+}
+
+}  // namespace sm80
+}  // namespace jaxconv3d

@@ -1,0 +1,143 @@
+// The sm80 family's choices (see plan.h): pure host functions of the problem, used by the dispatcher and the
+// launchers alike, so what `explain()` reports is what runs.
+#include "sm80/plan.h"
+
+#include <climits>
+
+namespace jaxconv3d {
+namespace sm80 {
+
+const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::kStencil: return "stencil";
+    case Kernel::kGemmWmma: return "gemm_wmma_128x64";
+    case Kernel::kGemmFfma64: return "gemm_ffma_128x64";
+    case Kernel::kGemmFfma32: return "gemm_ffma_128x32";
+    case Kernel::kGemmFfma16: return "gemm_ffma_128x16";
+    case Kernel::kWgradDepthwise: return "wgrad_depthwise";
+    case Kernel::kWgradPipeWmma: return "wgrad_pipe_wmma_64x128";
+    case Kernel::kWgradPipeFfma: return "wgrad_pipe_ffma_64x128";
+    case Kernel::kWgrad64: return "wgrad_64x128";
+    case Kernel::kWgrad32: return "wgrad_32x256";
+    case Kernel::kWgrad16: return "wgrad_16x256";
+  }
+  return "unknown";
+}
+
+bool stencil_plan(const ConvProblem& p, bool dgrad, DType t, StencilArgs* s, int64_t* smem, int64_t* blocks) {
+  const int64_t acc_size = t == DType::kF64 ? 8 : 4;
+  const int64_t Cg = p.in_per_group();
+  if (!dgrad && Cg != 1) return false;
+  if (dgrad && Cg > 4) return false;
+  const int64_t CO = dgrad ? Cg : 1;
+  *s = StencilArgs{};
+  s->dgrad = dgrad ? 1 : 0;
+  s->Og = (int)p.out_per_group();
+  const int OT[3] = {kSTZ, kSTY, kSTX};
+  int64_t tiles = 1;
+  int64_t elems = 1;
+  for (int a = 0; a < 3; ++a) {
+    if (dgrad && p.stride[a] != 1) return false;
+    s->k[a] = (int)p.kernel[a];
+    if (!dgrad) {
+      s->od[a] = (int)p.out[a]; s->sd[a] = (int)p.in[a]; s->st[a] = (int)p.stride[a];
+      s->base[a] = -(int)p.pad_lo[a]; s->tstep[a] = (int)p.dilation[a];
+    } else {
+      s->od[a] = (int)p.in[a]; s->sd[a] = (int)p.out[a]; s->st[a] = 1;
+      s->base[a] = (int)p.pad_lo[a]; s->tstep[a] = -(int)p.dilation[a];
+    }
+    const int64_t span = (int64_t)(s->k[a] - 1) * s->tstep[a];
+    s->lo[a] = (int)(span < 0 ? span : 0);
+    const int64_t E = (int64_t)(OT[a] - 1) * s->st[a] + (span < 0 ? -span : span) + 1;
+    if (E > 4096) return false;
+    s->E[a] = (int)E;
+    elems *= E;
+    s->ntile[a] = (s->od[a] + OT[a] - 1) / OT[a];
+    tiles *= s->ntile[a];
+  }
+  *smem = (elems + CO * p.taps()) * acc_size;
+  if (*smem > 48 * 1024) return false;
+  s->OC = (int)(dgrad ? p.in_channels : p.out_channels);
+  s->SC = (int)(dgrad ? p.out_channels : p.in_channels);
+  s->OCB = (int)(dgrad ? p.groups : p.out_channels);
+  s->nsrc = dgrad ? s->Og : 1;
+  *blocks = p.batch * s->OCB * tiles;
+  return *blocks <= INT_MAX;
+}
+
+WgPlan wg_plan(const ConvProblem& p, DType t) {
+  WgPlan pl{};
+  const int64_t accsz = t == DType::kF64 ? 8 : 4;
+  const int64_t P = p.batch * p.out_spatial();
+  const int64_t Og = p.out_per_group(), Ncol = p.in_per_group() * p.taps();
+  if (p.in_per_group() == 1 && p.taps() <= kDwMaxT) {
+    pl.depthwise = true;
+    const int64_t R = p.batch * p.out[0] * p.out[1];
+    int64_t S = (kTargetBlocks + p.out_channels - 1) / p.out_channels;
+    if (S > R) S = R;
+    if (S < 1) S = 1;
+    pl.S = (int)S;
+    pl.blocks_per_split = p.out_channels;
+  } else {
+    pl.depthwise = false;
+    pl.bmo = Og > 32 ? 64 : (Og > 16 ? 32 : 16);
+    const int64_t BN = pl.bmo == 16 ? 256 : 8192 / pl.bmo;
+    const int64_t tiles = p.groups * ((Og + pl.bmo - 1) / pl.bmo) * ((Ncol + BN - 1) / BN);
+    int64_t S = (kTargetBlocks + tiles - 1) / tiles;
+    const int64_t maxS = (P + 255) / 256;  // at least ~256 positions per split
+    if (S > maxS) S = maxS;
+    if (S > 65535) S = 65535;
+    if (S < 1) S = 1;
+    pl.S = (int)S;
+    pl.blocks_per_split = tiles;
+  }
+  pl.ws_bytes = pl.S > 1 ? (size_t)(pl.S * p.w_elements() * accsz) : 0;
+  return pl;
+}
+
+namespace {
+
+// Tensor cores: float32 only with TF32 math, bf16/f16 always, float64 never.
+bool tensor_cores(DType t, MathMode m) {
+  if (t == DType::kF32) return m == MathMode::kTF32;
+  return t != DType::kF64;
+}
+
+Kernel gemm_kernel(int64_t ncols, DType t, MathMode m) {
+  if (tensor_cores(t, m) && ncols > 32) return Kernel::kGemmWmma;
+  if (ncols > 32) return Kernel::kGemmFfma64;
+  if (ncols > 16) return Kernel::kGemmFfma32;
+  return Kernel::kGemmFfma16;
+}
+
+Kernel wgrad_kernel(const WgPlan& pl, DType t, MathMode m) {
+  if (pl.depthwise) return Kernel::kWgradDepthwise;
+  const bool f32 = t == DType::kF32, h16 = t == DType::kBF16 || t == DType::kF16;
+  if (pl.bmo == 64 && kWgradPipeTF32 && f32 && m == MathMode::kTF32) return Kernel::kWgradPipeWmma;
+  if (pl.bmo == 64 && kWgradPipeF32 && f32 && m == MathMode::kAccurate) return Kernel::kWgradPipeFfma;
+  if (pl.bmo == 64 && kWgradPipe16 && h16) return Kernel::kWgradPipeWmma;
+  return pl.bmo == 64 ? Kernel::kWgrad64 : (pl.bmo == 32 ? Kernel::kWgrad32 : Kernel::kWgrad16);
+}
+
+}  // namespace
+
+Choice choose(Op op, const ConvProblem& p, DType t, MathMode m) {
+  StencilArgs s;
+  int64_t smem = 0, blocks = 0;
+  switch (op) {
+    case Op::kFwd:
+      if (stencil_plan(p, false, t, &s, &smem, &blocks)) return {Kernel::kStencil, 0};
+      return {gemm_kernel(p.out_per_group(), t, m), 0};
+    case Op::kDgrad:
+      if (stencil_plan(p, true, t, &s, &smem, &blocks)) return {Kernel::kStencil, 0};
+      return {gemm_kernel(p.in_per_group(), t, m), 0};
+    case Op::kWgrad: {
+      const WgPlan pl = wg_plan(p, t);
+      return {wgrad_kernel(pl, t, m), pl.ws_bytes};
+    }
+  }
+  return {Kernel::kGemmFfma16, 0};
+}
+
+}  // namespace sm80
+}  // namespace jaxconv3d

@@ -1,0 +1,71 @@
+// The sm80 family's own choices, as host C++ shared by the dispatcher (which reports them) and the launchers
+// (which obey them): depthwise stencil or implicit GEMM (WMMA or FFMA tiles) for forward and grad-input, and the
+// grad-weight kernel with its split reduction and workspace. Nothing here needs nvcc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "conv_problem.h"
+
+namespace jaxconv3d {
+namespace sm80 {
+
+constexpr int kTargetBlocks = 1056;  // 8 blocks x 132 SMs (fixed: results must not depend on the card)
+constexpr int kDwMaxT = 32;          // depthwise grad-weight: taps held in registers
+constexpr int kSTX = 32, kSTY = 8, kSTZ = 8;  // stencil output tile (x, y, z)
+
+// Path switches (each false restores the previous kernel for that path).
+constexpr bool kWgradPipeF32 = true;   // float32 accurate grad-weight (Og > 32): pipelined FFMA kernel
+constexpr bool kWgradPipeTF32 = true;  // float32 TF32 grad-weight (Og > 32): WMMA tf32 kernel
+constexpr bool kWgradPipe16 = true;    // bf16/f16 grad-weight (Og > 32): WMMA kernel
+
+// The kernel an operation runs (Plan::variant of the sm80 family).
+enum class Kernel : int {
+  kStencil = 0,      // depthwise direct stencil (forward; stride-1 grad-input of C/groups <= 4)
+  kGemmWmma = 1,     // implicit GEMM 128x64, WMMA tensor cores (tf32 / bf16 / f16)
+  kGemmFfma64 = 2,   // implicit GEMM 128x64 / 128x32 / 128x16, FFMA
+  kGemmFfma32 = 3,
+  kGemmFfma16 = 4,
+  kWgradDepthwise = 5,  // depthwise grad-weight (C/groups == 1, taps <= 32)
+  kWgradPipeWmma = 6,   // pipelined grad-weight 64x128, WMMA
+  kWgradPipeFfma = 7,   // pipelined grad-weight 64x128, FFMA (float32 accurate)
+  kWgrad64 = 8,         // grad-weight GEMM with BMO = 64 / 32 / 16
+  kWgrad32 = 9,
+  kWgrad16 = 10,
+};
+
+const char* kernel_name(Kernel k);
+
+// Arguments of the depthwise stencil kernel (the launcher adds the pointers).
+struct StencilArgs {
+  const void* src;
+  const void* wt;
+  const void* bias;
+  void* out;
+  int OC, OCB, SC, nsrc, Og;
+  int dgrad;
+  int od[3], sd[3], k[3], st[3], base[3], tstep[3], E[3], lo[3], ntile[3];
+};
+
+// Fills `s` (all but the pointers), the dynamic shared memory and the block count when the stencil applies.
+bool stencil_plan(const ConvProblem& p, bool dgrad, DType t, StencilArgs* s, int64_t* smem, int64_t* blocks);
+
+// Grad-weight plan (shared by the workspace query and the launch).
+struct WgPlan {
+  bool depthwise;
+  int bmo;  // generic: 64 / 32 / 16
+  int S;    // splits
+  int64_t blocks_per_split;
+  size_t ws_bytes;
+};
+WgPlan wg_plan(const ConvProblem& p, DType t);
+
+struct Choice {
+  Kernel kernel;
+  size_t workspace_bytes;
+};
+Choice choose(Op op, const ConvProblem& p, DType t, MathMode m);
+
+}  // namespace sm80
+}  // namespace jaxconv3d

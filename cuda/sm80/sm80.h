@@ -1,0 +1,28 @@
+// The sm80 family (today's CUDA kernels: pre-Hopper GPUs and the fallback everywhere): NCDHW / OIDHW tensors,
+// every dtype. The caller (conv_cuda.cu) has validated the problem and chosen `k` with sm80::choose() (plan.h);
+// each function launches on `stream` only, allocates nothing and is deterministic. Plain C++ declarations.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "conv_problem.h"
+#include "sm80/plan.h"
+
+namespace jaxconv3d {
+namespace sm80 {
+
+std::string fwd(const ConvProblem& p, DType t, Kernel k, const void* x, const void* w, const void* bias, void* y,
+                void* stream);
+std::string dgrad(const ConvProblem& p, DType t, Kernel k, const void* dy, const void* w, void* dx, void* stream);
+// `workspace` holds the split partials: at least wg_plan(p, t).ws_bytes bytes.
+std::string wgrad(const ConvProblem& p, DType t, Kernel k, const void* x, const void* dy, void* dw, void* workspace,
+                  size_t workspace_bytes, void* stream);
+std::string bgrad(const ConvProblem& p, DType t, const void* dy, void* db, void* stream);
+
+// The depthwise stencil behind fwd / dgrad when choose() says Kernel::kStencil (stencil.cu).
+std::string stencil(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
+                    void* out, void* stream);
+
+}  // namespace sm80
+}  // namespace jaxconv3d
