@@ -73,6 +73,8 @@ def test_jit_halo_exchange_along_each_axis_and_with_batch():
     check_jit(f, x, w, b, mesh, P("b", None, "a"))               # batch and D
     check_jit(f, x, w, b, mesh, P(None, None, "a", None, "b"))   # D and W (corners through two exchanges)
     check_jit(f, x, w, b, mesh, P(None, None, ("a", "b")))       # D over both mesh axes
+    channels_last = lambda x, w, b: jaxconv3d.conv3d(x, w, b, padding=1, layout="NDHWC")
+    check_jit(channels_last, jnp.moveaxis(x, 1, -1), jnp.transpose(w, (2, 3, 4, 1, 0)), b, line, P(None, "z"))
     """)
 
 
