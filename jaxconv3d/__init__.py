@@ -3,7 +3,8 @@
 JAX: `jaxconv3d.conv3d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, precision=None,
 layout="NCDHW")`,
 `jaxconv3d.conv_transpose3d(x, w, b=None, *, stride=1, padding=0, output_padding=0, groups=1, dilation=1)`.
-Spatial sharding inside shard_map: `jaxconv3d.halo_exchange`, `jaxconv3d.sharded_conv3d` (plain jit needs neither).
+Spatial sharding inside shard_map: `jaxconv3d.halo_exchange`, `sharded_conv3d`, `sharded_conv_transpose3d` (plain jit
+needs none of them).
 Dispatch: `jaxconv3d.explain(x_shape, w_shape, ...)` names the kernel family and tile of each operation.
 PyTorch: `jaxconv3d.torch.conv3d`, `conv_transpose3d`, `Conv3d`, `ConvTranspose3d`, `convert_conv3d`.
 """
@@ -13,12 +14,12 @@ PyTorch: `jaxconv3d.torch.conv3d`, `conv_transpose3d`, `Conv3d`, `ConvTranspose3
 from ._jax_api import conv3d  # isort: skip
 from ._transpose import conv_transpose3d  # isort: skip
 from ._ext import built_with_cuda
-from ._spatial import halo_exchange, sharded_conv3d
+from ._spatial import halo_exchange, sharded_conv3d, sharded_conv_transpose3d
 from ._params import ConvConfig, conv_config
 from ._plan import explain
 
 __version__ = "0.1.0"
 __all__ = [
-    "conv3d", "conv_transpose3d", "halo_exchange", "sharded_conv3d", "explain", "conv_config", "ConvConfig",
-    "built_with_cuda", "__version__",
+    "conv3d", "conv_transpose3d", "halo_exchange", "sharded_conv3d", "sharded_conv_transpose3d", "explain",
+    "conv_config", "ConvConfig", "built_with_cuda", "__version__",
 ]

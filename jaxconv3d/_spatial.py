@@ -5,6 +5,7 @@ is per device, so the exchange is explicit:
 
     def step(x_slab, w):                       # x sharded along D over mesh axis "z"
         return jaxconv3d.sharded_conv3d(x_slab, w, axis_name="z", spatial_axis=0, padding=1)
+    # (and jaxconv3d.sharded_conv_transpose3d for a transposed convolution)
     y = jax.shard_map(step, mesh=mesh, in_specs=(P(None, None, "z"), P()), out_specs=P(None, None, "z"))(x, w)
 
 Both are differentiable: the gradient of a halo flows back to the device that owns those rows (the transpose of
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from ._params import AXES, conv_config, padding_pairs, triple
 from ._sharding import Halo, exchange, halo_plan
@@ -69,24 +71,10 @@ def sharded_conv3d(
     fits in one neighbour's slab (see `_sharding.halo_plan`)."""
     from ._jax_api import conv3d
 
-    dim = _dim(x, spatial_axis)
-    axes = _axis_names(axis_name)
-    size = jax.lax.axis_size(axes)
-    x_shape = list(x.shape if x.ndim == 5 else (1, *x.shape))
-    x_shape[2 + spatial_axis] *= size  # the whole volume
+    axes, size, x_shape = _whole(x, axis_name, spatial_axis)
     cfg = conv_config(x_shape, w.shape, None, stride=stride, padding=padding, dilation=dilation, groups=groups,
                       precision=precision)
-    h = halo_plan(cfg, spatial_axis, axes, size)
-    if h is None:
-        a = spatial_axis
-        s, lo = cfg.stride[a], cfg.pad_lo[a]
-        hi = cfg.dilation[a] * (cfg.kernel[a] - 1) + 1 - s - lo
-        raise ValueError(
-            f"x: no slab decomposition along {AXES[a]} over {size} devices: it needs output length "
-            f"({cfg.out_spatial[a]}) x stride ({s}) == input length ({cfg.in_spatial[a]}), the stride dividing the "
-            f"slab ({x.shape[dim]}), and both halos (lo {lo}, hi {hi}) at most one slab"
-        )
-    h = Halo(dim=dim, axes=axes, size=size, n=h.n, lo=h.lo, hi=h.hi)
+    h = _slab_plan(cfg, x, axes, size, spatial_axis)
     kernel = tuple(w.shape[2:])
     lo, hi = padding_pairs(padding, kernel, triple(stride, "stride", minimum=1), triple(dilation, "dilation",
                                                                                        minimum=1))
@@ -94,3 +82,67 @@ def sharded_conv3d(
     pads[spatial_axis] = [0, 0]  # the halo (zeros at the volume's ends) is the padding along the sharded axis
     return conv3d(exchange(x, h), w, b, stride=stride, padding=tuple(map(tuple, pads)), dilation=dilation,
                   groups=groups, precision=precision)
+
+
+def sharded_conv_transpose3d(
+    x: Any,
+    w: Any,
+    b: Any = None,
+    *,
+    axis_name: Any,
+    spatial_axis: int = 0,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
+    precision: Any = None,
+) -> jax.Array:
+    """Inside shard_map: `conv_transpose3d` of a volume sharded along `spatial_axis` over mesh axis `axis_name`,
+    given this device's slab `x`; returns this device's slab of the output. Runs grad-input on the slab's extended
+    window and sends the halo rows of the result to their owners, which add them. Needs the slab decomposition of
+    the forward convolution it transposes (as `sharded_conv3d`), and output_padding <= padding along the sharded
+    axis."""
+    from ._transpose import transpose_call_config, transposed
+
+    axes, size, x_shape = _whole(x, axis_name, spatial_axis)
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    b = None if b is None else jnp.asarray(b)
+    whole = jax.ShapeDtypeStruct(x_shape if x.ndim == 5 else x_shape[1:], x.dtype)
+    tc, unbatched = transpose_call_config(
+        whole, w, b, stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+        dilation=dilation, precision=precision,
+    )
+    a = spatial_axis
+    if tc.empty or tc.extra[a]:
+        raise ValueError(
+            f"output_padding along {AXES[a]} must not exceed padding for a sharded transposed convolution (its extra "
+            "rows would all fall on the last device)"
+        )
+    h = _slab_plan(tc.conv, x, axes, size, a, what="the transposed convolution's forward problem")
+    return transposed(x, w, b, tc, unbatched, halo=Halo(dim=2 + a, axes=axes, size=size, n=h.n, lo=h.lo, hi=h.hi))
+
+
+def _whole(x, axis_name, spatial_axis):
+    """(mesh axes, their size, the batched shape of the whole volume) of slab x."""
+    _dim(x, spatial_axis)  # validates spatial_axis and x's rank
+    axes = _axis_names(axis_name)
+    size = jax.lax.axis_size(axes)
+    x_shape = list(x.shape if x.ndim == 5 else (1, *x.shape))
+    x_shape[2 + spatial_axis] *= size
+    return axes, size, tuple(x_shape)
+
+
+def _slab_plan(cfg, x, axes, size: int, a: int, what: str = "x") -> Halo:
+    """The Halo of forward problem `cfg` along spatial axis `a` (on x's own rank), or a ValueError with the rule."""
+    h = halo_plan(cfg, a, axes, size)
+    if h is None:
+        s, lo = cfg.stride[a], cfg.pad_lo[a]
+        hi = cfg.dilation[a] * (cfg.kernel[a] - 1) + 1 - s - lo
+        raise ValueError(
+            f"{what}: no slab decomposition along {AXES[a]} over {size} devices: it needs output length "
+            f"({cfg.out_spatial[a]}) x stride ({s}) == input length ({cfg.in_spatial[a]}), lengths divisible by "
+            f"{size}, the stride dividing the slab ({cfg.in_spatial[a] // size}), and both halos (lo {lo}, hi {hi}) "
+            "at most one slab"
+        )
+    return Halo(dim=x.ndim - 3 + a, axes=axes, size=size, n=h.n, lo=h.lo, hi=h.hi)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from . import _autodiff, _ffi
 from ._jax_api import _check_devices
 from ._params import AXES, ConvConfig, _is_int, check_dtypes, conv_config, triple
+from ._sharding import exchange_transpose, local_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,13 +179,22 @@ def conv_transpose3d(
         x, w, b, stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation,
         precision=precision,
     )
+    return transposed(x, w, b, tc, unbatched)
+
+
+def transposed(x, w, b, tc: TransposeConfig, unbatched: bool, halo=None):
+    """The call itself, on validated arrays. With `halo` (inside shard_map, see `_spatial`), x is one device's slab
+    along halo's axis: grad-input of the slab's extended window, whose halo rows go back to their owners."""
     if unbatched:
         x = x[None]
     if tc.empty:
         y = jnp.zeros(tc.out_shape, x.dtype)
     else:
         _ffi.register()
-        y = _autodiff.input_grad(x, w, tc.conv)
+        if halo is None:
+            y = _autodiff.input_grad(x, w, tc.conv)
+        else:
+            y = exchange_transpose(_autodiff.input_grad(x, w, local_config(tc.conv, [halo], x.shape[0])), halo)
         if any(tc.extra):
             y = jnp.pad(y, [(0, 0), (0, 0), *((0, e) for e in tc.extra)])
     if b is not None:

@@ -203,3 +203,36 @@ def test_jit_random_configurations():
                   permute=wide and (cfg.pad_lo[2] > 0 or k - 1 - cfg.pad_lo[2] > 0))
     assert planned >= 3, planned
     """)
+
+
+def test_shard_map_transposed_convolution():
+    run("""
+    for kw, k in [(dict(stride=2), 2), (dict(stride=2, padding=1), 4), (dict(stride=2, padding=1, output_padding=1), 3),
+                  (dict(padding=1, groups=2), 3)]:
+        x, w, _ = data((2, 4, 8, 3, 3), (4, 2 if kw.get("groups") else 3, k, 3, 3))
+        b = jnp.asarray(rng.standard_normal(4 if kw.get("groups") else 3))
+        f = lambda x, w, b: jaxconv3d.conv_transpose3d(x, w, b, **kw)
+        spec = P(None, None, "z")
+        sm = jax.shard_map(lambda x, w, b: jaxconv3d.sharded_conv_transpose3d(x, w, b, axis_name="z", **kw),
+                           mesh=line, in_specs=(spec, P(), P()), out_specs=spec)
+        close(jax.jit(sm)(x, w, b), f(x, w, b), 1e-12, str(kw))
+        loss = lambda fn: lambda *a: jnp.sum(jnp.sin(fn(*a)))
+        for g, r in zip(jax.jit(jax.grad(loss(sm), argnums=(0, 1, 2)))(x, w, b),
+                        jax.grad(loss(f), argnums=(0, 1, 2))(x, w, b)):
+            close(g, r, 1e-12, str(kw))
+        unbatched = jax.shard_map(
+            lambda x, w, b: jaxconv3d.sharded_conv_transpose3d(x[0], w, b, axis_name="z", **kw)[None],
+            mesh=line, in_specs=(spec, P(), P()), out_specs=spec)
+        close(unbatched(x[:1], w, b), f(x[:1], w, b), 1e-12, str(kw))
+    x, w, b = data((1, 4, 8, 3, 3), (4, 3, 3, 3, 3))
+    for kw, message in [(dict(stride=2, padding=1), "no slab decomposition along depth"),  # output 15 rows
+                        (dict(stride=2, output_padding=1), "output_padding along depth must not exceed padding")]:
+        bad = jax.shard_map(lambda x, w: jaxconv3d.sharded_conv_transpose3d(x, w, axis_name="z", **kw), mesh=line,
+                            in_specs=(P(None, None, "z"), P()), out_specs=P(None, None, "z"))
+        try:
+            bad(x, w)
+        except ValueError as e:
+            assert message in str(e), e
+        else:
+            raise AssertionError("expected a ValueError")
+    """)
