@@ -42,8 +42,10 @@ std::string prepare(Op op, const ConvProblem& p, DType t, MathMode m, size_t wor
   if (!e.empty()) return e;
   const int cc = cuda_device_cc(-1);
   if (cc <= 0) return "jaxconv3d cuda: could not read the current device's compute capability";
-  *pl = plan(op, p, t, m, cc);
-  if (pl->family.empty()) return "jaxconv3d cuda: no kernel family accepts this problem";
+  *pl = plan(op, p, t, m, cc, /*fixed_layout=*/true);
+  if (pl->family.empty())
+    return std::string("jaxconv3d cuda: no kernel family accepts this problem in ") + layout_name(p.layout) +
+           " layout (JAXCONV3D_FAMILY forced one that cannot read it?)";
   if (pl->layout != p.layout)
     return std::string("jaxconv3d cuda: the ") + pl->family + " family runs on " + layout_name(pl->layout) +
            " tensors but the call passed " + layout_name(p.layout);

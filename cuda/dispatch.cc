@@ -25,6 +25,8 @@ struct Family {
   const char* name;
   bool (*accepts)(const Query&);
   void (*fill)(const Query&, Plan*);  // tile, layout, workspace, variant
+  bool any_layout;                    // takes either layout (the cpu)
+  Layout native;                      // otherwise, the one it reads and writes
 };
 
 bool cpu_accepts(const Query& q) { return q.cc == 0; }
@@ -69,9 +71,9 @@ void hopper_fill(const Query& q, Plan* pl) {
   }
 }
 
-const Family kCpu{"cpu", cpu_accepts, cpu_fill};
-const Family kSm80{"sm80", sm80_accepts, sm80_fill};
-const Family kHopper{"hopper", hopper_accepts, hopper_fill};
+const Family kCpu{"cpu", cpu_accepts, cpu_fill, true, Layout::kNCDHW};
+const Family kSm80{"sm80", sm80_accepts, sm80_fill, false, Layout::kNCDHW};
+const Family kHopper{"hopper", hopper_accepts, hopper_fill, false, Layout::kNDHWC};
 
 // ---- the rules
 
@@ -97,9 +99,10 @@ const Rule kRules[] = {
 
 }  // namespace
 
-Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc) {
+Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout) {
   const Query q{op, p, t, m, cc};
   for (const Rule& r : kRules) {
+    if (fixed_layout && !r.family->any_layout && r.family->native != p.layout) continue;
     if (!r.when(q) || !r.family->accepts(q)) continue;
     Plan pl;
     pl.family = r.family->name;

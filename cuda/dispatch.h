@@ -27,6 +27,9 @@ struct Plan {
 
 // `cc`: compute capability as 10 * major + minor (80, 86, 90, ...); 0 means the CPU.
 // The problem must have passed ConvProblem::check(). The cpu family answers with the problem's own layout.
-Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc);
+// `fixed_layout`: the tensors already lie in p.layout (the doors: a JAX program traced under another
+// JAXCONV3D_FAMILY, or for another device, keeps its layout), so only families that read that layout are
+// considered; the fronts ask with false, to learn which layout to hand over.
+Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout = false);
 
 }  // namespace jaxconv3d

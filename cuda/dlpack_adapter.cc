@@ -171,7 +171,7 @@ struct Workspace {
 Workspace workspace(const Call& c, const View& like, Op op, const ConvProblem& p, MathMode m, const Alloc& alloc) {
   Workspace w;
   if (!c.cuda || !cuda_available()) return w;
-  w.bytes = plan(op, p, like.dtype, m, cuda_device_cc(c.device)).workspace_bytes;
+  w.bytes = plan(op, p, like.dtype, m, cuda_device_cc(c.device), /*fixed_layout=*/true).workspace_bytes;
   if (w.bytes == 0) return w;
   w.cap = alloc(static_cast<int64_t>(w.bytes));
   View wv = view_of(w.cap, "workspace", /*raw=*/true);

@@ -168,7 +168,9 @@ def test_torch_and_jax_agree_bitwise_in_ndhwc(rng):
     x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
     y_torch = jt.conv3d(torch.as_tensor(x32).contiguous(memory_format=CL), torch.as_tensor(w32), torch.as_tensor(b32),
                         **case.kwargs())
-    y_jax = jaxconv3d.conv3d(ndhwc(x32), dhwio(w32), b32, layout="NDHWC", **case.kwargs())
+    cpu = jax.devices("cpu")[0]  # the torch tensors above live on the CPU: both fronts on the same kernels
+    y_jax = jaxconv3d.conv3d(*(jax.device_put(a, cpu) for a in (ndhwc(x32), dhwio(w32), b32)), layout="NDHWC",
+                             **case.kwargs())
     np.testing.assert_array_equal(ndhwc(y_torch.numpy()), np.asarray(y_jax))
 
 
