@@ -1,17 +1,25 @@
 """jaxconv3d: 3D convolution (PyTorch nn.Conv3d semantics) as our own CUDA/C++ kernels for JAX and PyTorch.
 
 JAX: `jaxconv3d.conv3d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, precision=None,
-layout="NCDHW")`.
+layout="NCDHW")`,
+`jaxconv3d.conv_transpose3d(x, w, b=None, *, stride=1, padding=0, output_padding=0, groups=1, dilation=1)`.
+Spatial sharding inside shard_map: `jaxconv3d.halo_exchange`, `sharded_conv3d`, `sharded_conv_transpose3d` (plain jit
+needs none of them).
 Dispatch: `jaxconv3d.explain(x_shape, w_shape, ...)` names the kernel family and tile of each operation.
-PyTorch: `jaxconv3d.torch.conv3d`, `jaxconv3d.torch.Conv3d`, `jaxconv3d.torch.convert_conv3d`.
+PyTorch: `jaxconv3d.torch.conv3d`, `conv_transpose3d`, `Conv3d`, `ConvTranspose3d`, `convert_conv3d`.
 """
 
 # jax (and so jaxlib) must be loaded before our extension: on a GPU machine with jax 0.11.2 loading the extension
 # first made the later jaxlib import crash. _jax_api imports jax before it imports _ext.
 from ._jax_api import conv3d  # isort: skip
+from ._transpose import conv_transpose3d  # isort: skip
 from ._ext import built_with_cuda
+from ._spatial import halo_exchange, sharded_conv3d, sharded_conv_transpose3d
 from ._params import ConvConfig, conv_config
 from ._plan import explain
 
 __version__ = "0.1.0"
-__all__ = ["conv3d", "explain", "conv_config", "ConvConfig", "built_with_cuda", "__version__"]
+__all__ = [
+    "conv3d", "conv_transpose3d", "halo_exchange", "sharded_conv3d", "sharded_conv_transpose3d", "explain",
+    "conv_config", "ConvConfig", "built_with_cuda", "__version__",
+]

@@ -1,100 +1,297 @@
-"""Partitioning rules for plain `jit` over sharded arrays (data parallelism without shard_map).
+"""Partitioning rules for plain `jit` over sharded arrays (data parallelism and spatial parallelism without
+shard_map).
 
 Without them XLA would gather every operand of our custom calls onto every device and compute the whole
-convolution on each. With them (`jax.experimental.custom_partitioning`) an activation's batch axis keeps its
-sharding: every device convolves its own slice of the batch with the replicated filter, and the two reductions over
-the batch (grad-weight, grad-bias) finish with a psum over the batch's mesh axes. Channel and spatial axes are
-replicated (a spatially sharded convolution would need halo exchange).
+convolution on each. With them (`jax.experimental.custom_partitioning`) an activation keeps its sharding along the
+batch and along any of D, H, W:
 
-Single-device programs and programs inside shard_map never reach these rules: JAX inlines the wrapped call there.
+- batch: every device convolves its own slice of the batch with the replicated filter;
+- spatial (the halo plan, `_halo_plan`): every device holds a slab of the volume; it receives from its two
+  neighbours the rows its output window reads beyond its slab (`ppermute`, only the halo's width), convolves the
+  extended slab with our kernel, and keeps its slab of the output. Grad-input runs the kernel on the local output
+  gradient and sends the halo part of the result back to its owner, which adds it (the transpose of the exchange);
+  grad-weight runs on the exchanged slab;
+- grad-weight and grad-bias (reductions over batch and space) finish with a psum over the mesh axes involved.
+
+A spatial axis sharded over P devices is halo-exchanged when its plan is well defined: the input length L and the
+output length L_out satisfy L_out * stride == L (for example padding "same" with stride 1, or kernel 3 / padding 1
+/ stride 2 on an even length), P divides L, the stride divides each slab (n = L / P), and each halo fits in one
+neighbour's slab (pad_lo <= n and span - stride - pad_lo <= n, span = dilation * (kernel - 1) + 1). Otherwise
+that axis is gathered (replicated) for the call and the result is correct, just not spatially parallel; see
+docs/design.md. Channel axes are always replicated.
+
+Single-device programs and programs inside shard_map never reach these rules: JAX inlines the wrapped call there
+(under shard_map, `jaxconv3d.halo_exchange` / `sharded_conv3d` do the exchange explicitly).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ._params import ConvConfig
 
 ACT, FILT, BIAS = "act", "w", "b"  # (N, C, D, H, W) activation, (O, C/g, k...) filter, (O,) bias
+X, Y = "x", "y"  # the two activation spaces: a convolution's input and its output
+
+# Each operation is identified by its operand and result roles; this says which space each activation lives in.
+_SPACES = {
+    ((ACT, FILT, BIAS), ACT): ((X, None, None), Y),  # forward
+    ((ACT, FILT), ACT): ((Y, None), X),  # grad-input
+    ((ACT, ACT), FILT): ((X, Y), None),  # grad-weight
+    ((ACT,), BIAS): ((Y,), None),  # grad-bias
+}
+_BIAS_GRAD = _SPACES[((ACT,), BIAS)]
 
 
-def _batch_spec(arg_shapes, in_roles):
-    """The mesh and mesh axes of the first activation operand's batch dimension (None: not batch-sharded)."""
+@dataclasses.dataclass(frozen=True)
+class Halo:
+    """The halo exchange of one spatial axis: `lo` rows from the left neighbour, `hi` from the right one (a
+    negative `hi`: the last -hi rows of the slab are not read), over mesh axes `axes` of `size` devices, each
+    holding a slab of `n` rows."""
+
+    dim: int  # array dimension (2, 3 or 4)
+    axes: tuple[str, ...]
+    size: int
+    n: int
+    lo: int
+    hi: int
+
+    @property
+    def window(self) -> int:
+        return self.lo + self.n + self.hi
+
+
+def _axes(spec_entry) -> tuple[str, ...]:
+    return (spec_entry,) if isinstance(spec_entry, str) else tuple(spec_entry or ())
+
+
+def _mesh_size(mesh, axes) -> int:
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def halo_plan(cfg: ConvConfig, axis: int, axes: tuple[str, ...], size: int) -> Halo | None:
+    """The halo exchange that lets a convolution sharded along spatial `axis` (0..2) over `size` devices run
+    slab by slab with its output sharded the same way, or None where no such slab decomposition exists."""
+    length, out, s = cfg.in_spatial[axis], cfg.out_spatial[axis], cfg.stride[axis]
+    span = cfg.dilation[axis] * (cfg.kernel[axis] - 1) + 1
+    if length % size or out * s != length:
+        return None
+    n = length // size
+    lo, hi = cfg.pad_lo[axis], span - s - cfg.pad_lo[axis]
+    if n % s or lo > n or hi > n or n + min(hi, 0) < 0:
+        return None
+    return Halo(dim=2 + axis, axes=axes, size=size, n=n, lo=lo, hi=hi)
+
+
+def _slice(a, dim: int, start: int, stop: int):
+    return jax.lax.slice_in_dim(a, start, stop, axis=dim)
+
+
+def _shift(a, h: Halo, up: bool):
+    """Send every device's `a` to its neighbour along h.axes (to the next when `up`); the end receives zeros."""
+    pairs = [(j, j + 1) if up else (j + 1, j) for j in range(h.size - 1)]
+    return jax.lax.ppermute(a, h.axes, pairs)
+
+
+def _pad_to(a, dim: int, before: int, after: int):
+    widths = [(0, 0)] * a.ndim
+    widths[dim] = (before, after)
+    return jnp.pad(a, widths)
+
+
+def exchange(x, h: Halo):
+    """x's slab extended by its halo: (lo rows of the left neighbour, the slab, hi rows of the right one). The
+    first device's left halo and the last one's right halo are zeros: the convolution's own padding."""
+    parts = []
+    if h.lo:
+        parts.append(_shift(_slice(x, h.dim, h.n - h.lo, h.n), h, up=True))
+    parts.append(x if h.hi >= 0 else _slice(x, h.dim, 0, h.n + h.hi))
+    if h.hi > 0:
+        parts.append(_shift(_slice(x, h.dim, 0, h.hi), h, up=False))
+    return jnp.concatenate(parts, h.dim) if len(parts) > 1 else parts[0]
+
+
+def exchange_transpose(g, h: Halo):
+    """The transpose of `exchange`: g covers the extended slab; its halo parts go back to their owners, which add
+    them to their own rows in place (in a fixed order: deterministic)."""
+    own = _slice(g, h.dim, h.lo, h.lo + h.n + min(h.hi, 0))
+    if h.hi < 0:
+        own = _pad_to(own, h.dim, 0, -h.hi)
+
+    def add_rows(own, received, start):
+        rows = _slice(own, h.dim, start, start + received.shape[h.dim]) + received
+        return jax.lax.dynamic_update_slice_in_dim(own, rows, start, h.dim)
+
+    if h.lo:  # my left halo belongs to the left neighbour's last rows
+        own = add_rows(own, _shift(_slice(g, h.dim, 0, h.lo), h, up=False), h.n - h.lo)
+    if h.hi > 0:  # my right halo belongs to the right neighbour's first rows
+        own = add_rows(own, _shift(_slice(g, h.dim, h.window - h.hi, h.window), h, up=True), 0)
+    return own
+
+
+def local_config(cfg: ConvConfig, halos: Sequence[Halo], batch: int) -> ConvConfig:
+    """The problem every device solves on its extended slab (no padding along the exchanged axes)."""
+    ins, outs, lo, hi = (list(v) for v in (cfg.in_spatial, cfg.out_spatial, cfg.pad_lo, cfg.pad_hi))
+    for h in halos:
+        a = h.dim - 2
+        ins[a], outs[a], lo[a], hi[a] = h.window, h.n // cfg.stride[a], 0, 0
+    return cfg.replace(batch=batch, in_spatial=tuple(ins), out_spatial=tuple(outs), pad_lo=tuple(lo),
+                       pad_hi=tuple(hi))
+
+
+# ---- the partitioning rules
+
+
+def _found(arg_shapes, in_roles):
+    """(mesh, batch mesh axes, per spatial axis the mesh axes) read from the activation operands' shardings: the
+    first activation that shards a dimension decides it."""
+    mesh, batch, spatial = None, (), [(), (), ()]
     for shape, role in zip(arg_shapes, in_roles):
         sharding = shape.sharding
-        if role == ACT and isinstance(sharding, NamedSharding) and len(sharding.spec) and sharding.spec[0]:
-            return sharding.mesh, sharding.spec[0]
-    return None, None
+        if role != ACT or not isinstance(sharding, NamedSharding):
+            continue
+        mesh = mesh or sharding.mesh
+        spec = tuple(sharding.spec) + (None,) * (5 - len(sharding.spec))
+        batch = batch or _axes(spec[0])
+        for a in range(3):
+            spatial[a] = spatial[a] or _axes(spec[2 + a])
+    return mesh, batch, spatial
 
 
-def _sharding(mesh, ndim: int, batch) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(batch, *([None] * (ndim - 1))))
+def _plan(cfg, op_spaces, mesh, batch, spatial):
+    """The Halo of each spatial axis the partition keeps sharded (for grad-bias, a plain split: it only sums); an
+    axis without a plan, or whose mesh axes the batch already uses, is left out (gathered)."""
+    used, halos = set(batch), []
+    for a, axes in enumerate(spatial):
+        if not axes or used & set(axes):
+            continue
+        size = _mesh_size(mesh, axes)
+        if op_spaces == _BIAS_GRAD:  # grad-bias: a sum over every position; any even split works
+            length = cfg.out_spatial[a]
+            h = Halo(dim=2 + a, axes=axes, size=size, n=length // size, lo=0, hi=0) if length % size == 0 else None
+        else:
+            h = halo_plan(cfg, a, axes, size)
+        if h is not None:
+            used |= set(axes)
+            halos.append(h)
+    return halos
 
 
-def _axes(batch) -> tuple:
-    return (batch,) if isinstance(batch, str) else tuple(batch or ())
+def _spec(batch, halos, ndim: int) -> PartitionSpec:
+    entries = [None] * ndim
+    if batch:
+        entries[0] = batch if len(batch) > 1 else batch[0]
+    for h in halos:
+        entries[h.dim] = h.axes if len(h.axes) > 1 else h.axes[0]
+    return PartitionSpec(*entries)
 
 
-def _rule(in_roles: Sequence[str], out_role: str) -> tuple[str, tuple[str, ...]]:
-    """Shardy rule: the batch factor `n` passes through activations; every other factor stays replicated."""
-    fresh = iter(f"f{i}" for i in range(64))
-    operands, replicated = [], []
+def _sharding_rule(in_roles, out_role, op_spaces):
+    """Shardy rule (a callable of the config): batch factor `n` through activations; a spatial axis whose halo plan
+    can exist (L_out * stride == L) is one factor `s<a>` of both spaces (compound with a replicated stride factor
+    on the input space when stride > 1), so its sharding propagates from input to output; other spatial axes and
+    every channel / filter factor stay replicated."""
 
-    def dims(role):
-        names = ["n"] if role == ACT else []
-        rank = {ACT: 4, FILT: 5, BIAS: 1}[role]
-        for _ in range(rank):
+    def rule(cfg: ConvConfig, mesh, value_types, result_types):
+        fresh = iter(f"f{i}" for i in range(64))
+        replicated, sizes = [], {}
+
+        def new():
             replicated.append(next(fresh))
-            names.append(replicated[-1])
-        return " ".join(names)
+            return replicated[-1]
 
-    for role in in_roles:
-        operands.append(dims(role))
-    result = dims(out_role)
-    return f"{', '.join(operands)} -> {result}", tuple(replicated)
+        spatial = {X: [], Y: []}
+        for a in range(3):
+            s = cfg.stride[a]
+            if op_spaces == _BIAS_GRAD:
+                spatial[Y].append(f"s{a}")
+            elif cfg.out_spatial[a] * s == cfg.in_spatial[a]:
+                spatial[Y].append(f"s{a}")
+                if s > 1:
+                    replicated.append(f"r{a}")
+                    sizes[f"r{a}"] = s
+                    spatial[X].append(f"(s{a} r{a})")
+                else:
+                    spatial[X].append(f"s{a}")
+            else:
+                spatial[X].append(new())
+                spatial[Y].append(new())
+
+        def dims(role, space):
+            if role == ACT:
+                return " ".join(["n", new(), *spatial[space]])
+            return " ".join(new() for _ in range({FILT: 5, BIAS: 1}[role]))
+
+        spaces_in, space_out = op_spaces
+        operands = [dims(role, space) for role, space in zip(in_roles, spaces_in)]
+        result = dims(out_role, space_out)
+        text = f"{', '.join(operands)} -> {result}"
+        order = [t for t in text.replace("(", " ").replace(")", " ").replace(",", " ").split() if t != "->"]
+        # Shardy wants special factors listed in the order the factors first appear.
+        ordered = tuple(sorted(set(replicated), key=order.index))
+        return text, dict(need_replication_factors=ordered, **sizes)
+
+    return rule
 
 
 def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str) -> Callable:
-    """Wrap `call(*arrays, cfg)` so a batch-sharded activation stays sharded under jit."""
-    n = len(in_roles)
+    """Wrap `call(*arrays, cfg)` so activations sharded along the batch and/or spatial axes stay sharded under
+    jit (the name predates spatial sharding)."""
+    n_args = len(in_roles)
+    op_spaces = _SPACES[(tuple(in_roles), out_role)]
+    spaces_in, space_out = op_spaces
 
-    @functools.partial(custom_partitioning, static_argnums=(n,))
+    @functools.partial(custom_partitioning, static_argnums=(n_args,))
     def op(*args):
         return call(*args)
 
-    def partition(cfg: ConvConfig, mesh, arg_shapes, result_shape):
-        found_mesh, batch = _batch_spec(arg_shapes, in_roles)
+    def shardings(cfg, mesh, arg_shapes, result_shape):
+        found_mesh, batch, spatial = _found(arg_shapes, in_roles)
         mesh = found_mesh or mesh
-        arg_shardings = tuple(
-            _sharding(mesh, len(s.shape), batch if role == ACT else None) for s, role in zip(arg_shapes, in_roles)
+        halos = _plan(cfg, op_spaces, mesh, batch, spatial) if found_mesh is not None else []
+        args = tuple(
+            NamedSharding(mesh, _spec(batch, halos, 5) if role == ACT else PartitionSpec())
+            for s, role in zip(arg_shapes, in_roles)
         )
-        out_sharding = _sharding(mesh, len(result_shape.shape), batch if out_role == ACT else None)
-        reduce_axes = _axes(batch) if out_role != ACT else ()
+        out = NamedSharding(mesh, _spec(batch, halos, 5) if out_role == ACT else PartitionSpec())
+        return mesh, batch, halos, args, out
+
+    def partition(cfg: ConvConfig, mesh, arg_shapes, result_shape):
+        mesh, batch, halos, arg_shardings, out_sharding = shardings(cfg, mesh, arg_shapes, result_shape)
+        reduce_axes = tuple(batch) + tuple(a for h in halos for a in h.axes) if out_role != ACT else ()
 
         def lower(*arrays):
-            local = cfg.replace(batch=next(a.shape[0] for a, r in zip(arrays, in_roles) if r == ACT))
+            local = local_config(cfg, halos, next(a.shape[0] for a, r in zip(arrays, in_roles) if r == ACT))
+            arrays = list(arrays)
+            for i, space in enumerate(spaces_in):
+                if space == X:
+                    for h in halos:
+                        arrays[i] = exchange(arrays[i], h)
             out = call(*arrays, local)
+            if space_out == X:
+                for h in reversed(halos):
+                    out = exchange_transpose(out, h)
             return jax.lax.psum(out, reduce_axes) if reduce_axes else out
 
         return mesh, lower, out_sharding, arg_shardings
 
     def infer(cfg, mesh, arg_shapes, result_shape):
-        found_mesh, batch = _batch_spec(arg_shapes, in_roles)
-        return _sharding(found_mesh or mesh, len(result_shape.shape), batch if out_role == ACT else None)
+        return shardings(cfg, mesh, arg_shapes, result_shape)[-1]
 
-    rule, replicated = _rule(in_roles, out_role)
     try:
         op.def_partition(
             partition=partition,
             infer_sharding_from_operands=infer,
             propagate_user_sharding=None,
-            sharding_rule=rule,
-            need_replication_factors=replicated,
+            sharding_rule=_sharding_rule(in_roles, out_role, op_spaces),
         )
     except TypeError:  # custom_partitioning is experimental: on an API it does not know, gather (still correct)
         return call

@@ -127,14 +127,31 @@ def run_front(front, device, dtype, x, w, b, dy, **kw):
     return (y, *vjp(dyj))
 
 
-def run_on_four_cpu_devices(script: str) -> None:
+def train_side_by_side(ref, model, x, target, steps: int, lr: float) -> None:
+    """SGD with momentum on an mse loss for both models on the same data; their losses agree every step within the
+    float32 tolerance."""
+    opts = [torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9) for m in (ref, model)]
+    for _ in range(steps):
+        losses = []
+        for net, opt in zip((ref, model), opts):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(x), target)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert abs(losses[0] - losses[1]) <= 1e-5 * max(1.0, abs(losses[0])), losses
+
+
+def run_on_four_cpu_devices(script: str, *, x64: bool = False, timeout: int = 300) -> None:
     """Run `script` in a fresh Python with four CPU devices (the device count is fixed at JAX start-up); it must
-    print 'sharding ok'."""
+    print 'sharding ok'. `x64`: with float64 enabled."""
     import os
     import subprocess
     import sys
 
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    if x64:
+        env["JAX_ENABLE_X64"] = "1"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
     assert "sharding ok" in out.stdout

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import jaxconv3d.torch as jt
-from helpers import DEVICES, assert_close
+from helpers import DEVICES, assert_close, train_side_by_side
 
 KW = dict(stride=(2, 1, 1), padding=(1, 0, 1), dilation=(1, 2, 1), groups=2)
 
@@ -121,17 +121,7 @@ def test_module_swap_and_training(device, monkeypatch):
     x = torch.randn(2, 3, 8, 8, 8, device=device)
     target = torch.randn(2, 2, device=device)
     assert_close(swapped(x), ref(x).double(), 1e-5)
-    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
-    opt = torch.optim.SGD(swapped.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(4):
-        losses = []
-        for net, o in ((ref, opt_ref), (swapped, opt)):
-            o.zero_grad()
-            loss = F.mse_loss(net(x), target)
-            loss.backward()
-            o.step()
-            losses.append(loss.item())
-        assert abs(losses[0] - losses[1]) <= 1e-5 * max(1.0, abs(losses[0])), losses
+    train_side_by_side(ref, swapped, x, target, steps=4, lr=0.1)
 
 
 def test_convert_filter_and_root():

@@ -1,4 +1,5 @@
-"""The PyTorch front: `conv3d` (F.conv3d's signature), `Conv3d` (a drop-in nn.Conv3d) and `convert_conv3d`.
+"""The PyTorch front: `conv3d` (F.conv3d's signature), `Conv3d` (a drop-in nn.Conv3d), `conv_transpose3d` and
+`ConvTranspose3d` (in `_transpose.py`) and `convert_conv3d`.
 
 Arguments are normalised by the same `conv_config` as the JAX front; tensors go to our kernels through DLPack
 (`_ops.py`) with no JAX dispatch, so JAX and torch give bitwise-identical results.
@@ -16,7 +17,7 @@ from torch import nn
 from .._params import call_config
 from . import _library, _ops
 
-__all__ = ["conv3d", "Conv3d", "convert_conv3d"]
+__all__ = ["conv3d", "Conv3d", "conv_transpose3d", "ConvTranspose3d", "convert_conv3d"]
 
 
 def _check_devices(**tensors: torch.Tensor | None) -> None:
@@ -34,6 +35,18 @@ def _check_devices(**tensors: torch.Tensor | None) -> None:
         raise ValueError(f"{first_name} is on {first.device}; jaxconv3d runs on cpu and cuda devices")
 
 
+def _checked_and_autocast(input, weight, bias):
+    """Device checks, then the casting rule autocast applies to F.conv3d / F.conv_transpose3d: compute in the
+    autocast dtype."""
+    _check_devices(input=input, weight=weight, bias=bias)
+    device_type = input.device.type
+    if torch.is_autocast_enabled(device_type) and input.is_floating_point():
+        dtype = torch.get_autocast_dtype(device_type)
+        input, weight = input.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    return input, weight, bias
+
+
 def conv3d(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -46,13 +59,7 @@ def conv3d(
 ) -> torch.Tensor:
     """torch.nn.functional.conv3d on our kernels. `precision`: None/"highest" (float32-accurate, the default,
     whatever torch.backends.cudnn.allow_tf32 says) or "tf32"."""
-    _check_devices(input=input, weight=weight, bias=bias)
-    device_type = input.device.type
-    if torch.is_autocast_enabled(device_type) and input.is_floating_point():
-        # Same casting rule autocast applies to F.conv3d: compute in the autocast dtype.
-        dtype = torch.get_autocast_dtype(device_type)
-        input, weight = input.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
+    input, weight, bias = _checked_and_autocast(input, weight, bias)
     compiling = torch.compiler.is_compiling()
     cfg, unbatched = call_config(
         input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -93,9 +100,11 @@ class Conv3d(nn.Conv3d):
         return conv3d(input, weight, bias, self.stride, padding, self.dilation, self.groups, self.precision)
 
 
-def _swap(old: nn.Conv3d, precision: Any) -> Conv3d:
-    """A Conv3d that shares old's Parameter objects, buffers, hooks and flags (no copy, no re-init)."""
-    new = Conv3d.__new__(Conv3d)
+def _swap(old: nn.Module, precision: Any) -> nn.Module:
+    """Our Conv3d / ConvTranspose3d sharing old's Parameter objects, buffers, hooks and flags (no copy, no
+    re-init)."""
+    cls = ConvTranspose3d if isinstance(old, nn.ConvTranspose3d) else Conv3d
+    new = cls.__new__(cls)
     state = dict(old.__dict__)
     for key, value in state.items():  # own containers, shared contents
         if isinstance(value, collections.OrderedDict):
@@ -107,22 +116,30 @@ def _swap(old: nn.Conv3d, precision: Any) -> Conv3d:
     return new
 
 
+def _swappable(m: nn.Module) -> bool:
+    return isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) and not isinstance(m, (Conv3d, ConvTranspose3d))
+
+
 def convert_conv3d(
     model: nn.Module,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
     *,
     precision: Any = None,
 ) -> nn.Module:
-    """Replace every torch.nn.Conv3d in `model` (for which filter_fn(module, qualified_name) is true) by
-    jaxconv3d's Conv3d sharing the same parameters. Returns the root, which is a new module when `model` itself is
-    an nn.Conv3d; optimizer state stays valid."""
-    if isinstance(model, nn.Conv3d) and not isinstance(model, Conv3d):
+    """Replace every torch.nn.Conv3d and nn.ConvTranspose3d in `model` (for which filter_fn(module, qualified_name)
+    is true) by jaxconv3d's Conv3d / ConvTranspose3d sharing the same parameters. Returns the root, which is a new
+    module when `model` itself is one of them; optimizer state stays valid."""
+    if _swappable(model):
         return _swap(model, precision) if filter_fn is None or filter_fn(model, "") else model
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            if not isinstance(child, nn.Conv3d) or isinstance(child, Conv3d):
+            if not _swappable(child):
                 continue
             qualified = f"{name}.{child_name}" if name else child_name
             if filter_fn is None or filter_fn(child, qualified):
                 setattr(module, child_name, _swap(child, precision))
     return model
+
+
+# Last: _transpose.py uses _checked_and_autocast above.
+from ._transpose import ConvTranspose3d, conv_transpose3d  # noqa: E402
