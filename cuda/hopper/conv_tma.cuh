@@ -30,14 +30,22 @@ struct TmaArgs {
   int cblocks, ktiles;
 };
 
-template <typename T, int BN>
+// SPLIT (float32 accurate, "3xTF32"): each fp32 operand x is split into big = tf32(x) (round to nearest,
+// written back over x in the landed stage) and small = x - big (written to a buffer laid out like a stage), and
+// the product is accumulated as small*big + big*small + big*big (the dropped small*small term is ~2^-22 of it).
+// Each K-tile's three products accumulate in a zeroed register block that is added to the running sum with fp32
+// adds after the K-tile (the tensor cores' own accumulation drifts over thousands of terms: measured 1.8e-5 to
+// 2.7e-5 relative error at K = 3456-5400 without this, against a 1e-5 bound). kSplitBufs small buffers are used
+// round-robin by K-tile. 64-wide N tiles only, for registers (two accumulator blocks).
+template <typename T, int BN, bool SPLIT = false>
 struct TmaCfg {
   static constexpr int kBK = 128 / sizeof(T);
   static constexpr int kABytes = 128 * kRowBytes;
   static constexpr int kBBytes = BN * kRowBytes;
   static constexpr int kStageBytes = kABytes + kBBytes;
-  static constexpr int kStages = BN == 128 ? 6 : 8;
-  static constexpr int kSmem = kStages * kStageBytes + 1024;
+  static constexpr int kSplitBufs = SPLIT ? 3 : 0;
+  static constexpr int kStages = SPLIT ? (BN == 128 ? 3 : 5) : (BN == 128 ? 6 : 8);
+  static constexpr int kSmem = (kStages + kSplitBufs) * kStageBytes + 1024;
 };
 
 // Stores rows of a consumer's 64 x BN fp32 accumulator block as T (+ bias), where `row_ptr(r)` gives the result
@@ -76,9 +84,9 @@ __device__ __forceinline__ void store_block(const float* acc, int ctid, int n0, 
   }
 }
 
-template <typename T, int BN>
+template <typename T, int BN, bool SPLIT = false>
 struct TmaConvOp {
-  using Cfg = TmaCfg<T, BN>;
+  using Cfg = TmaCfg<T, BN, SPLIT>;
   const CUtensorMap* tmA;
   const CUtensorMap* tmB;
   const TmaArgs* a;
@@ -126,13 +134,59 @@ struct TmaConvOp {
     }
   }
 
-  __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate) const {
+  uint32_t split_base;  // SPLIT: shared-memory address of the first small-part buffer
+
+  __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate, int iter) const {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if constexpr (SPLIT) {
+      // big = tf32(x) in place, small = x - big beside it, for the whole stage (A and B); 16 bytes per thread
+      // per step, the same offsets in both buffers.
+      const uint32_t small = split_base + (iter % Cfg::kSplitBufs) * Cfg::kStageBytes;
+      const int ctid = threadIdx.x - 128;
 #pragma unroll
-    for (int ks = 0; ks < Cfg::kBK / Mma<T, BN, 0, 0>::kStep; ++ks) {
-      const uint64_t da = smem_desc(stage + consumer * 64 * kRowBytes + ks * 32, 16, 1024);
-      const uint64_t db = smem_desc(stage + Cfg::kABytes + ks * 32, 16, 1024);
-      Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
+      for (int i = ctid; i < Cfg::kStageBytes / 16; i += 256) {
+        float x[4], big[4];
+        asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3]) : "r"(stage + 16 * i));
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          uint32_t r;
+          asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x[e]));
+          big[e] = __uint_as_float(r);
+          x[e] -= big[e];
+        }
+        asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(stage + 16 * i), "f"(big[0]), "f"(big[1]),
+                     "f"(big[2]), "f"(big[3]) : "memory");
+        asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(small + 16 * i), "f"(x[0]), "f"(x[1]),
+                     "f"(x[2]), "f"(x[3]) : "memory");
+      }
+      fence_proxy_async();
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");  // both consumers' splits are written
+      float part[BN / 2];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < Cfg::kBK / 8; ++ks) {
+        const uint32_t ao = consumer * 64 * kRowBytes + ks * 32, bo = Cfg::kABytes + ks * 32;
+        const uint64_t ab = smem_desc(stage + ao, 16, 1024), as = smem_desc(small + ao, 16, 1024);
+        const uint64_t bb = smem_desc(stage + bo, 16, 1024), bs = smem_desc(small + bo, 16, 1024);
+        Mma<float, BN, 0, 0>::run(part, as, bb, ks > 0 ? 1 : 0);  // small terms first
+        Mma<float, BN, 0, 0>::run(part, ab, bs, 1);
+        Mma<float, BN, 0, 0>::run(part, ab, bb, 1);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs(part);
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) acc[i] = accumulate ? acc[i] + part[i] : part[i];
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < Cfg::kBK / Mma<T, BN, 0, 0>::kStep; ++ks) {
+        const uint64_t da = smem_desc(stage + consumer * 64 * kRowBytes + ks * 32, 16, 1024);
+        const uint64_t db = smem_desc(stage + Cfg::kABytes + ks * 32, 16, 1024);
+        Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
+      }
     }
+#endif
   }
 
   // Row r of the brick is position (r % bw, (r / bw) % bh, r / (bw * bh)).
@@ -153,19 +207,19 @@ struct TmaConvOp {
   }
 };
 
-template <typename T, int BN>
+template <typename T, int BN, bool SPLIT>
 __global__ void __launch_bounds__(kPersistentThreads, 1)
     conv_tma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                     const __grid_constant__ TmaArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = TmaCfg<T, BN>;
+  using Cfg = TmaCfg<T, BN, SPLIT>;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
   if (threadIdx.x == 0) {
     tma_prefetch_map(&tmA);
     tma_prefetch_map(&tmB);
   }
-  const TmaConvOp<T, BN> op{&tmA, &tmB, &a};
+  const TmaConvOp<T, BN, SPLIT> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes};
   persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif
 }

@@ -222,7 +222,7 @@ struct WgradTmaOp {
       }
     }
   }
-  __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate) const {
+  __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate, int) const {
 #pragma unroll
     for (int ks = 0; ks < 64 / 16; ++ks) {
       const uint64_t da = smem_desc(stage + consumer * 64 * kRowBytes + ks * 2048, 64 * kRowBytes, 1024);

@@ -94,11 +94,11 @@ CUtensorMapDataType tma_type(DType t) {
                            : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
 }
 
-template <typename T, int BN>
+template <typename T, int BN, bool SPLIT = false>
 std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const TmaArgs& a, int batch,
                        cudaStream_t stream) {
-  using Cfg = TmaCfg<T, BN>;
-  auto kernel = conv_tma_kernel<T, BN>;
+  using Cfg = TmaCfg<T, BN, SPLIT>;
+  auto kernel = conv_tma_kernel<T, BN, SPLIT>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const i64 tiles = i64(a.tiles[0]) * a.tiles[1] * a.tiles[2] * batch * a.ntn;
@@ -125,12 +125,14 @@ ResultMap identity_map(const KMajorArgs& k) {
 
 // One K-major GEMM over a channels-last source: the TMA kernel where a brick fits its box limits, else (identity
 // map only) the cp.async gather kernel.
-std::string run_kmajor(DType t, const KMajorArgs& k, int batch, cudaStream_t stream, const ResultMap& rm) {
-  const int bn = k.Ng <= 64 ? 64 : 128;
+std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cudaStream_t stream,
+                       const ResultMap& rm) {
+  const bool split = t == DType::kF32 && m == MathMode::kAccurate;  // 3xTF32: TMA path, 64-wide N tiles only
+  const int bn = (k.Ng <= 64 || split) ? 64 : 128;
   Brick br;
   static const bool no_tma = std::getenv("JAXCONV3D_HOPPER_NO_TMA") != nullptr;  // test switch: gather path
-  if ((no_tma && rm.identity) || !brick_for(k.out, k.mstride, &br)) {
-    if (!rm.identity) return "hopper: no TMA brick for a grad-input residue class";
+  if ((no_tma && rm.identity && !split) || !brick_for(k.out, k.mstride, &br)) {
+    if (!rm.identity || split) return "hopper: no TMA brick for this problem";
     return launch_dtype(t, k, bn, stream);
   }
   const uint64_t es = uint64_t(dtype_size(t));
@@ -170,8 +172,10 @@ std::string run_kmajor(DType t, const KMajorArgs& k, int batch, cudaStream_t str
                                        : launch_tma<__nv_bfloat16, 128>(ma, mb, a, batch, stream);
     case DType::kF16: return bn == 64 ? launch_tma<__half, 64>(ma, mb, a, batch, stream)
                                       : launch_tma<__half, 128>(ma, mb, a, batch, stream);
-    case DType::kF32: return bn == 64 ? launch_tma<float, 64>(ma, mb, a, batch, stream)
-                                      : launch_tma<float, 128>(ma, mb, a, batch, stream);
+    case DType::kF32:
+      if (split) return launch_tma<float, 64, true>(ma, mb, a, batch, stream);
+      return bn == 64 ? launch_tma<float, 64>(ma, mb, a, batch, stream)
+                      : launch_tma<float, 128>(ma, mb, a, batch, stream);
     default: return "hopper: unsupported dtype";
   }
 }
@@ -192,7 +196,7 @@ std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const 
     a.jstep[d] = int(p.dilation[d]);
   }
   if (a.M == 0) return "";
-  return run_kmajor(t, a, int(p.batch), static_cast<cudaStream_t>(stream), identity_map(a));
+  return run_kmajor(t, m, a, int(p.batch), static_cast<cudaStream_t>(stream), identity_map(a));
 }
 
 std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx,
@@ -217,7 +221,7 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
       a.base[d] = int(p.pad_lo[d]);
       a.jstep[d] = -int(p.dilation[d]);
     }
-    return run_kmajor(t, a, int(p.batch), s, identity_map(a));
+    return run_kmajor(t, m, a, int(p.batch), s, identity_map(a));
   }
   // Stride > 1: one GEMM per residue class r (per axis r in [0, stride)), over positions i = r + q * stride and
   // the taps k = k0 + j * step with (r + pad - k * dilation) divisible by the stride; dy's coordinate for
@@ -256,7 +260,7 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
       for (int d = 0; d < 3; ++d) a.k[d] = 0;
     a.ktiles = a.k[0] * a.k[1] * a.k[2] * a.cblocks;
     a.M = p.batch * i64(a.out[0]) * a.out[1] * a.out[2];
-    if (!(err = run_kmajor(t, a, int(p.batch), s, rm)).empty()) return err;
+    if (!(err = run_kmajor(t, m, a, int(p.batch), s, rm)).empty()) return err;
   }
   return "";
 }

@@ -11,6 +11,8 @@ namespace {
 bool tensor_core_dtype(DType t, MathMode m) {
   return t == DType::kBF16 || t == DType::kF16 || (t == DType::kF32 && m == MathMode::kTF32);
 }
+// float32 accurate runs forward and grad-input as 3xTF32 (conv_tma.cuh), on the TMA path only.
+bool split_tf32(DType t, MathMode m) { return t == DType::kF32 && m == MathMode::kAccurate; }
 int64_t chunk_elems(DType t) { return 16 / dtype_size(t); }
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t positions(const ConvProblem& p) { return p.batch * p.out_spatial(); }
@@ -26,8 +28,8 @@ bool fits(const ConvProblem& p) {
 
 }  // namespace
 
-int fwd_bn(const ConvProblem& p) { return p.out_channels <= 64 ? 64 : 128; }
-int dgrad_bn(const ConvProblem& p) { return p.in_channels <= 64 ? 64 : 128; }
+int fwd_bn(const ConvProblem& p, bool split) { return (p.out_channels <= 64 || split) ? 64 : 128; }
+int dgrad_bn(const ConvProblem& p, bool split) { return (p.in_channels <= 64 || split) ? 64 : 128; }
 int wgrad_bn(const ConvProblem& p) { return p.out_channels <= 64 ? 64 : 128; }
 
 bool brick_for(const int out[3], const int step[3], Brick* b, int rows) {
@@ -96,11 +98,19 @@ WgradSplit wgrad_split(const ConvProblem& p) {
 }
 
 bool accepts_fwd(const ConvProblem& p, DType t, MathMode m) {
-  return tensor_core_dtype(t, m) && p.groups == 1 && p.in_channels % chunk_elems(t) == 0 && fits(p);
+  if (!(tensor_core_dtype(t, m) || split_tf32(t, m)) || p.groups != 1 || p.in_channels % chunk_elems(t) != 0 ||
+      !fits(p))
+    return false;
+  if (!split_tf32(t, m)) return true;
+  const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
+  const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
+  Brick b;
+  return brick_for(out, step, &b);
 }
 
 bool accepts_dgrad(const ConvProblem& p, DType t, MathMode m) {
-  return tensor_core_dtype(t, m) && p.groups == 1 && p.out_channels % chunk_elems(t) == 0 && fits(p);
+  return (tensor_core_dtype(t, m) || split_tf32(t, m)) && p.groups == 1 && p.out_channels % chunk_elems(t) == 0 &&
+         fits(p);
 }
 
 bool accepts_wgrad(const ConvProblem& p, DType t, MathMode) {
@@ -119,22 +129,22 @@ size_t wgrad_workspace_bytes(const ConvProblem& p, DType, MathMode) {
   return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
 }
 
-static std::string kmajor_tile(const int out[3], const int step[3], int bn) {
+static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool split) {
   Brick b;
   if (!brick_for(out, step, &b)) return "gather_wgmma_128x" + std::to_string(bn) + "x128B_kmajor";
-  return "tma_wgmma_128x" + std::to_string(bn) + "x128B_kmajor_brick" + std::to_string(1 << b.bw_log) + "x" +
+  return std::string(split ? "tma_3xtf32_wgmma_128x" : "tma_wgmma_128x") + std::to_string(bn) + "x128B_kmajor_brick" + std::to_string(1 << b.bw_log) + "x" +
          std::to_string(1 << b.bh_log) + "x" + std::to_string(1 << b.bd_log);
 }
-std::string tile_fwd(const ConvProblem& p, DType, MathMode) {
+std::string tile_fwd(const ConvProblem& p, DType t, MathMode m) {
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
   const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
-  return kmajor_tile(out, step, fwd_bn(p));
+  return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m));
 }
-std::string tile_dgrad(const ConvProblem& p, DType, MathMode) {
+std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
   const int out[3] = {int(p.in[0]), int(p.in[1]), int(p.in[2])};
   const int step[3] = {1, 1, 1};
   const int64_t classes = p.stride[0] * p.stride[1] * p.stride[2];
-  return kmajor_tile(out, step, dgrad_bn(p)) + (classes > 1 ? "_residues" + std::to_string(classes) : "");
+  return kmajor_tile(out, step, dgrad_bn(p, split_tf32(t, m)), split_tf32(t, m)) + (classes > 1 ? "_residues" + std::to_string(classes) : "");
 }
 std::string tile_wgrad(const ConvProblem& p, DType, MathMode) {
   const WgradSplit s = wgrad_split(p);

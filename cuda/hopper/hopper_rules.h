@@ -8,8 +8,8 @@
 namespace jaxconv3d {
 namespace hopper {
 
-int fwd_bn(const ConvProblem& p);    // result-channel tile of the forward GEMM: 64 or 128
-int dgrad_bn(const ConvProblem& p);  // input-channel tile of the grad-input GEMM
+int fwd_bn(const ConvProblem& p, bool split);    // result-channel tile of the forward GEMM: 64 or 128
+int dgrad_bn(const ConvProblem& p, bool split);  // input-channel tile of the grad-input GEMM (3xTF32: 64)
 int wgrad_bn(const ConvProblem& p);  // output-channel tile of the grad-weight GEMM
 
 // A brick of `rows` (a power of two) result positions, bw x bh x bd (W, H, D; powers of two), whose TMA box

@@ -10,7 +10,7 @@
 // `Op` supplies: `int tiles() const`, `int ktiles(int tile) const`; for the producer a `Cursor cursor(int tile)
 // const` and `void issue(Cursor&, uint32_t stage, uint32_t bar) const` (issues the cursor's K-tile, bringing
 // exactly STAGE_BYTES, and advances it); for the consumers `void mma(uint32_t stage, float* acc, int consumer,
-// bool accumulate) const` and `void epilogue(int tile, const float* acc, int consumer, int ctid) const` (ctid:
+// bool accumulate, int iter) const` (iter: the consumer's running K-tile count over all its tiles) and `void epilogue(int tile, const float* acc, int consumer, int ctid) const` (ctid:
 // 0..127 inside the consumer warpgroup).
 #pragma once
 
@@ -59,7 +59,7 @@ __device__ __forceinline__ void persistent_gemm(const Op& op, uint32_t smem) {
 
   // consumers
   const int consumer = wg - 1, ctid = tid - 128 * wg, lane = tid & 31;
-  int stage = 0;
+  int stage = 0, iter = 0;
   uint32_t phase = 0;
   float acc[NACC];
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -68,7 +68,7 @@ __device__ __forceinline__ void persistent_gemm(const Op& op, uint32_t smem) {
     for (int kt = 0; kt < kts; ++kt) {
       mbar_wait(full0 + 8 * stage, phase);
       wgmma_fence();
-      op.mma(smem + stage * STAGE_BYTES, acc, consumer, kt > 0);
+      op.mma(smem + stage * STAGE_BYTES, acc, consumer, kt > 0, iter++);
       wgmma_commit();
       wgmma_wait<1>();
       if (prev >= 0) {

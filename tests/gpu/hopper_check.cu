@@ -186,7 +186,7 @@ void report(const char* op, const Cfg& c, DType t, MathMode m, double err, doubl
 void check_one(const Cfg& c, DType t, MathMode m, std::mt19937& g) {
   const ConvProblem p = make(c);
   if (!p.check().empty()) return;
-  const double bound = t == DType::kBF16 ? 1.2e-2 : 3e-3;
+  const double bound = t == DType::kBF16 ? 1.2e-2 : (t == DType::kF32 && m == MathMode::kAccurate) ? 1e-5 : 3e-3;
   const size_t es = dtype_size(t);
   const size_t nx = p.x_elements(), nw = p.w_elements(), ny = p.y_elements();
   Buf x = random_buf(t, nx, g), w = random_buf(t, nw, g), dy = random_buf(t, ny, g);
@@ -242,10 +242,10 @@ void bench(const char* only) {
   };
   std::mt19937 g(7);
   for (auto& nc : cases)
-    for (int v = 0; v < 2; ++v) {
+    for (int v = 0; v < 3; ++v) {
       if (only && std::string(only) != nc.name) continue;
       const DType t = v == 0 ? DType::kBF16 : DType::kF32;
-      const MathMode m = MathMode::kTF32;
+      const MathMode m = v == 2 ? MathMode::kAccurate : MathMode::kTF32;
       const ConvProblem p = make(nc.c);
       const size_t es = dtype_size(t);
       Dev x(p.x_elements() * es), w(p.w_elements() * es), y(p.y_elements() * es), dx(p.x_elements() * es);
@@ -311,6 +311,7 @@ int main(int argc, char** argv) {
     if (!only || std::string(only) == "bf16") check_one(c, DType::kBF16, MathMode::kAccurate, g);
     if (!only || std::string(only) == "f16") check_one(c, DType::kF16, MathMode::kAccurate, g);
     if (!only || std::string(only) == "tf32") check_one(c, DType::kF32, MathMode::kTF32, g);
+    if (!only || std::string(only) == "f32") check_one(c, DType::kF32, MathMode::kAccurate, g);  // 3xTF32
   }
   std::printf("hopper_check: %d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
