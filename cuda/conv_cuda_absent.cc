@@ -1,6 +1,6 @@
 // Stand-ins for the CUDA entry points when the extension is built without nvcc: the CPU path works and any
-// attempt to run on a GPU says why it cannot. The Hopper family is absent too (it never accepts), so the
-// dispatcher's answers for a GPU (jaxconv3d.explain) are those of a build without it.
+// attempt to run on a GPU says why it cannot. The Hopper family's kernels are absent too; its rules
+// (hopper_rules.cc) are built everywhere, so jaxconv3d.explain answers for a GPU as a CUDA build would.
 #include "conv_kernels.h"
 #include "hopper/hopper_conv.h"
 
@@ -25,6 +25,7 @@ std::string conv_wgrad_cuda(const ConvProblem&, DType, MathMode, const void*, co
 }
 std::string conv_bgrad_cuda(const ConvProblem&, DType, const void*, void*, void*) { return kNoCuda; }
 int cuda_exchange_device(int) { return -1; }
+std::string cuda_transpose_batched(const void*, void*, int64_t, int64_t, int64_t, int64_t, void*) { return kNoCuda; }
 
 }  // namespace jaxconv3d
 

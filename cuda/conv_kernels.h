@@ -44,6 +44,11 @@ std::string conv_wgrad_cuda(const ConvProblem& p, DType t, MathMode m, const voi
                             void* workspace, size_t workspace_bytes, void* stream);
 std::string conv_bgrad_cuda(const ConvProblem& p, DType t, const void* dy, void* db, void* stream);
 
+// dst[o][c][r] = src[o][r][c] for o < outer, r < rows, c < cols (elements of 2, 4 or 8 bytes), on `stream`:
+// NCDHW -> NDHWC is (outer N, rows C, cols D*H*W), NDHWC -> NCDHW the reverse.
+std::string cuda_transpose_batched(const void* src, void* dst, int64_t outer, int64_t rows, int64_t cols,
+                                   int64_t elem_bytes, void* stream);
+
 // Makes `device` current for the calling thread and returns the previous one (-1 on error); used by the torch
 // door, whose tensors may live on any device.
 int cuda_exchange_device(int device);

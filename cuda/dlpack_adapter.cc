@@ -245,6 +245,24 @@ void bgrad(py::handle dy_cap, py::handle db_cap, uintptr_t stream) {
   });
 }
 
+// Moves the channel axis of a CUDA tensor: `to_channels_last` NCDHW (N, C, S...) -> NDHWC (N, S..., C), else the
+// reverse; src and dst compact, same dtype, device and element count (dst's shape is not read beyond that).
+void convert_layout(py::handle src_cap, py::handle dst_cap, bool to_channels_last, uintptr_t stream) {
+  View src = view_of(src_cap, "src"), dst = view_of(dst_cap, "dst");
+  const Call c = check_operands({{&src, "src"}, {&dst, "dst"}}, 1);
+  if (!c.cuda) bad("layout conversion runs on CUDA tensors only");
+  if (src.shape.size() < 3) bad("src must have a batch, a channel and at least one spatial axis");
+  if (src.bytes != dst.bytes) bad("dst must have as many elements as src");
+  const int64_t outer = src.shape[0];
+  const int64_t ch = to_channels_last ? src.shape[1] : src.shape.back();
+  const int64_t spatial = outer == 0 || ch == 0 ? 0 : src.bytes / dtype_size(src.dtype) / outer / ch;
+  run(c, [&](bool) {
+    return to_channels_last
+               ? cuda_transpose_batched(src.data, dst.data, outer, ch, spatial, dtype_size(src.dtype), as_stream(stream))
+               : cuda_transpose_batched(src.data, dst.data, outer, spatial, ch, dtype_size(src.dtype), as_stream(stream));
+  });
+}
+
 }  // namespace
 
 void bind_torch_adapter(py::module_& m) {
@@ -257,6 +275,8 @@ void bind_torch_adapter(py::module_& m) {
   m.def("wgrad", &wgrad, "x"_a, "dy"_a, "dw"_a, "alloc"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
         "groups"_a, "math"_a, "layout"_a, "stream"_a, "Grad-weight into the torch-allocated dw.");
   m.def("bgrad", &bgrad, "dy"_a, "db"_a, "stream"_a, "Grad-bias into the torch-allocated db.");
+  m.def("convert_layout", &convert_layout, "src"_a, "dst"_a, "to_channels_last"_a, "stream"_a,
+        "NCDHW <-> NDHWC copy of a CUDA tensor on the given stream.");
 }
 
 }  // namespace jaxconv3d

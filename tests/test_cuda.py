@@ -98,3 +98,19 @@ def test_both_import_orders(first):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7, 9), (1, 64, 4, 33, 31), (3, 40, 1, 1, 70), (5, 1, 2, 3, 4)])
+def test_layout_conversion_kernel_moves_channels_exactly(dtype, shape):
+    from jaxconv3d import _ext
+    from jaxconv3d.torch import _ops
+
+    x = torch.randn(shape, device="cuda").to(dtype)
+    cl = _ops._moved_channels(x, True)  # NCDHW -> NDHWC memory
+    assert torch.equal(cl, x.permute(0, 2, 3, 4, 1).contiguous())
+    back = _ops._moved_channels(cl.permute(0, 4, 1, 2, 3), False)  # channels_last_3d view -> NCDHW
+    assert torch.equal(back, x) and back.is_contiguous()
+    with pytest.raises(ValueError, match="as many elements"):
+        _ext.torch_adapter.convert_layout(_ops._cap(x), _ops._cap(torch.empty(3, device="cuda", dtype=dtype)), True,
+                                          _ops._stream(x))

@@ -37,8 +37,29 @@ def _attrs(cfg: ConvConfig) -> tuple:
     return (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, cfg.math)
 
 
+def _moved_channels(t: torch.Tensor, to_channels_last: bool) -> torch.Tensor | None:
+    """A CUDA activation or filter with its channel axis moved by our layout kernel (torch's strided copy is several
+    times slower for this permutation): NCDHW-contiguous -> an NDHWC-contiguous tensor (returned as that memory,
+    (N, D, H, W, C)), or channels_last_3d -> NCDHW-contiguous. None where the kernel does not apply."""
+    if t.device.type != "cuda" or t.dim() != 5 or t.numel() == 0 or not _ext.built_with_cuda():
+        return None
+    if to_channels_last:
+        mem = torch.empty((t.shape[0], *t.shape[2:], t.shape[1]), dtype=t.dtype, device=t.device)
+        _adapter.convert_layout(_cap(t), _cap(mem), True, _stream(t))
+        return mem
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    _adapter.convert_layout(_cap(t.permute(0, 2, 3, 4, 1)), _cap(out), False, _stream(t))
+    return out
+
+
 def _contig(t: torch.Tensor) -> torch.Tensor:
-    return t if t.is_contiguous() else t.contiguous()
+    if t.is_contiguous():
+        return t
+    if channels_last(t):
+        moved = _moved_channels(t, False)
+        if moved is not None:
+            return moved
+    return t.contiguous()
 
 
 def channels_last(t: torch.Tensor) -> bool:
@@ -54,6 +75,10 @@ def layout_for(cfg: ConvConfig, t: torch.Tensor, op: str, held: int) -> int:
 def _physical(t: torch.Tensor, layout: int) -> torch.Tensor:
     """A logical (outer, C, D, H, W) tensor as the kernels read it: contiguous, or a channels-last view."""
     if layout == _plan.NDHWC:
+        if t.is_contiguous() and not t.is_contiguous(memory_format=_CL):
+            moved = _moved_channels(t, True)
+            if moved is not None:
+                return moved
         return t.contiguous(memory_format=_CL).permute(0, 2, 3, 4, 1)
     return _contig(t)
 
