@@ -9,7 +9,6 @@ takes "SAME"/"VALID" or (lo, hi) pairs.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -17,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cases import Case
 
 # "same" with even kernels: the expected (lo, hi) pads written out by hand (torch puts the odd element on the high
 # side): (kernel, dilation) -> (lo, hi). Total padding is dilation * (kernel - 1).
@@ -81,31 +82,21 @@ def reference_and_grads(x, w, b, dy, **kw):
     return y.detach(), grads[0], grads[1], grads[2] if b is not None else None
 
 
-@dataclasses.dataclass(frozen=True)
-class RawCase:
-    """A call as a user writes it: shapes and the raw keyword arguments."""
-
-    name: str
-    x_shape: tuple
-    w_shape: tuple
-    bias: bool = True
-    kw: dict = dataclasses.field(default_factory=dict)
-
-    def y_shape(self) -> tuple:
-        return tuple(torch_conv64(torch.zeros(self.x_shape, dtype=torch.float64),
-                                  torch.zeros(self.w_shape, dtype=torch.float64), None, **self.kw).shape)
+def out_shape(case: Case) -> tuple:
+    """The output shape of a case, as F.conv3d computes it from the raw arguments."""
+    meta = lambda shape: torch.empty(shape, dtype=torch.float64, device="meta")  # noqa: E731
+    return tuple(torch_conv64(meta(case.x_shape), meta(case.w_shape), None, **case.kwargs()).shape)
 
 
 # Asymmetric, strided, dilated, grouped, "same" with even kernels: the cases where a padding or stride mix-up shows.
 RAW_CASES = [
-    RawCase("asym_pairs_dilated_grouped", (2, 4, 6, 7, 9), (6, 2, 2, 3, 2),
-            kw=dict(padding=((2, 0), (0, 1), (1, 3)), dilation=(2, 1, 2), groups=2)),
-    RawCase("same_even_kernel_dilated", (1, 3, 6, 7, 8), (4, 3, 2, 4, 2),
-            kw=dict(padding="same", dilation=(3, 1, 2))),
-    RawCase("strided_per_axis_pad", (2, 3, 9, 8, 11), (5, 3, 3, 2, 4), kw=dict(stride=(2, 3, 1), padding=(1, 0, 2))),
-    RawCase("depthwise_multiplier_stride", (1, 3, 7, 8, 6), (6, 1, 3, 3, 2), bias=False,
-            kw=dict(stride=(1, 2, 2), padding=2, groups=3)),
-    RawCase("pad_larger_than_kernel_pairs", (1, 2, 4, 5, 3), (3, 2, 2, 1, 3),
-            kw=dict(padding=((3, 1), (2, 4), (0, 5)), stride=(1, 2, 3))),
-    RawCase("valid_dilated", (2, 2, 8, 9, 7), (3, 2, 3, 2, 3), kw=dict(padding="valid", dilation=(1, 3, 2))),
+    Case("asym_pairs_dilated_grouped", (2, 4, 6, 7, 9), (6, 2, 2, 3, 2), padding=((2, 0), (0, 1), (1, 3)),
+         dilation=(2, 1, 2), groups=2),
+    Case("same_even_kernel_dilated", (1, 3, 6, 7, 8), (4, 3, 2, 4, 2), padding="same", dilation=(3, 1, 2)),
+    Case("strided_per_axis_pad", (2, 3, 9, 8, 11), (5, 3, 3, 2, 4), stride=(2, 3, 1), padding=(1, 0, 2)),
+    Case("depthwise_multiplier_stride", (1, 3, 7, 8, 6), (6, 1, 3, 3, 2), bias=False, stride=(1, 2, 2), padding=2,
+         groups=3),
+    Case("pad_larger_than_kernel_pairs", (1, 2, 4, 5, 3), (3, 2, 2, 1, 3), padding=((3, 1), (2, 4), (0, 5)),
+         stride=(1, 2, 3)),
+    Case("valid_dilated", (2, 2, 8, 9, 7), (3, 2, 3, 2, 3), padding="valid", dilation=(1, 3, 2)),
 ]

@@ -21,7 +21,7 @@ import jaxconv3d
 import jaxconv3d.torch as jt
 from helpers import assert_close
 from jaxconv3d import check, conv_config, workloads
-from refs import RAW_CASES, SAME_PADS, is_pairs, lax_conv64, reference_and_grads, torch_conv64
+from refs import RAW_CASES, SAME_PADS, is_pairs, lax_conv64, out_shape, reference_and_grads, torch_conv64
 
 F64 = 1e-12
 CASE_IDS = [c.name for c in RAW_CASES]
@@ -31,7 +31,7 @@ def operands(rng, case):
     x = rng.standard_normal(case.x_shape)
     w = rng.standard_normal(case.w_shape)
     b = rng.standard_normal(case.w_shape[0]) if case.bias else None
-    dy = rng.standard_normal(case.y_shape())
+    dy = rng.standard_normal(out_shape(case))
     return x, w, b, dy
 
 
@@ -66,15 +66,15 @@ def compare(got, want, what):
 @pytest.mark.parametrize("case", RAW_CASES, ids=CASE_IDS)
 def test_the_two_references_agree(rng, case):
     x, w, b, _ = operands(rng, case)
-    want = torch_conv64(torch.as_tensor(x), torch.as_tensor(w), None if b is None else torch.as_tensor(b), **case.kw)
-    assert_close(lax_conv64(x, w, b, **case.kw), want, F64, case.name)
+    want = torch_conv64(torch.as_tensor(x), torch.as_tensor(w), None if b is None else torch.as_tensor(b), **case.kwargs())
+    assert_close(lax_conv64(x, w, b, **case.kwargs()), want, F64, case.name)
 
 
 @pytest.mark.parametrize("case", RAW_CASES, ids=CASE_IDS)
 def test_torch_eager(rng, case):
     x, w, b, dy = operands(rng, case)
-    got = torch_grads(lambda x_, w_, b_: jt.conv3d(x_, w_, b_, **case.kw), x, w, b, dy)
-    compare(got, reference_and_grads(x, w, b, dy, **case.kw), f"torch eager {case.name}")
+    got = torch_grads(lambda x_, w_, b_: jt.conv3d(x_, w_, b_, **case.kwargs()), x, w, b, dy)
+    compare(got, reference_and_grads(x, w, b, dy, **case.kwargs()), f"torch eager {case.name}")
 
 
 @pytest.mark.parametrize("case", RAW_CASES, ids=CASE_IDS)
@@ -83,21 +83,21 @@ def test_jax(rng, case, jit):
     x, w, b, dy = operands(rng, case)
 
     def fn(*args):
-        return jaxconv3d.conv3d(*args, **case.kw)
+        return jaxconv3d.conv3d(*args, **case.kwargs())
 
     got = jax_grads(jax.jit(fn) if jit else fn, x, w, b, dy)
-    compare(got, reference_and_grads(x, w, b, dy, **case.kw), f"jax {case.name}")
+    compare(got, reference_and_grads(x, w, b, dy, **case.kwargs()), f"jax {case.name}")
 
 
-@pytest.mark.parametrize("case", [c for c in RAW_CASES if not is_pairs(c.kw.get("padding"))],
+@pytest.mark.parametrize("case", [c for c in RAW_CASES if not is_pairs(c.padding)],
                          ids=lambda c: c.name)
 def test_module_against_nn_conv3d(rng, case):
     """jt.Conv3d and nn.Conv3d built with the same raw constructor arguments, same weights, float64."""
-    kw = dict(case.kw)
+    kw = {k: v for k, v in case.kwargs().items() if k != "groups"}
     o, cg, *k = case.w_shape
-    groups = kw.get("groups", 1)
-    ref = nn.Conv3d(cg * groups, o, tuple(k), bias=case.bias, **kw).double()
-    ours = jt.Conv3d(cg * groups, o, tuple(k), bias=case.bias, **kw).double()
+    g = case.groups
+    ref = nn.Conv3d(cg * g, o, tuple(k), bias=case.bias, groups=g, **kw).double()
+    ours = jt.Conv3d(cg * g, o, tuple(k), bias=case.bias, groups=g, **kw).double()
     ours.load_state_dict(ref.state_dict())
     x = torch.as_tensor(rng.standard_normal(case.x_shape))
     assert_close(ours(x), ref(x), F64, case.name)
@@ -111,9 +111,9 @@ def test_torch_compile(rng, case):
     """Compiled calls (the torch.library custom op path) against the reference, gradients included."""
     x, w, b, dy = operands(rng, case)
     torch._dynamo.reset()
-    fn = torch.compile(lambda x_, w_, b_: jt.conv3d(x_, w_, b_, **case.kw), fullgraph=True, backend="aot_eager")
+    fn = torch.compile(lambda x_, w_, b_: jt.conv3d(x_, w_, b_, **case.kwargs()), fullgraph=True, backend="aot_eager")
     got = torch_grads(fn, x, w, b, dy)
-    compare(got, reference_and_grads(x, w, b, dy, **case.kw), f"torch.compile {case.name}")
+    compare(got, reference_and_grads(x, w, b, dy, **case.kwargs()), f"torch.compile {case.name}")
 
 
 def test_torch_export(rng):
@@ -142,12 +142,12 @@ def test_jax_vmap_over_inputs_and_weights(rng, case):
     x, w, b, _ = operands(rng, case)
     xs = rng.standard_normal((3, *case.x_shape))
     ws = rng.standard_normal((3, *case.w_shape))
-    fn = lambda x_, w_: jaxconv3d.conv3d(x_, w_, None if b is None else jnp.asarray(b), **case.kw)  # noqa: E731
+    fn = lambda x_, w_: jaxconv3d.conv3d(x_, w_, None if b is None else jnp.asarray(b), **case.kwargs())  # noqa: E731
     over_x = jax.jit(jax.vmap(fn, in_axes=(0, None)))(xs, w)
     over_both = jax.vmap(fn)(xs, ws)
     for i in range(3):
-        assert_close(over_x[i], lax_conv64(xs[i], w, b, **case.kw), F64, f"vmap x {case.name} {i}")
-        assert_close(over_both[i], lax_conv64(xs[i], ws[i], b, **case.kw), F64, f"vmap x,w {case.name} {i}")
+        assert_close(over_x[i], lax_conv64(xs[i], w, b, **case.kwargs()), F64, f"vmap x {case.name} {i}")
+        assert_close(over_both[i], lax_conv64(xs[i], ws[i], b, **case.kwargs()), F64, f"vmap x,w {case.name} {i}")
 
 
 @pytest.mark.parametrize(
@@ -207,8 +207,8 @@ def test_shard_map_against_reference():
         for case in RAW_CASES[:2]:
             xs = rng.standard_normal((4 * case.x_shape[0], *case.x_shape[1:]))
             w, b = rng.standard_normal(case.w_shape), rng.standard_normal(case.w_shape[0])
-            f = lambda x, w, b: jaxconv3d.conv3d(x, w, b, **case.kw)
-            ref = lambda x, w, b: lax_conv64(x, w, b, **case.kw)
+            f = lambda x, w, b: jaxconv3d.conv3d(x, w, b, **case.kwargs())
+            ref = lambda x, w, b: lax_conv64(x, w, b, **case.kwargs())
             want = ref(xs, w, b)
             def close(got, want, what):
                 err = np.linalg.norm(np.asarray(got) - np.asarray(want)) / np.linalg.norm(np.asarray(want))
