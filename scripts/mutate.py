@@ -123,6 +123,14 @@ MUTATIONS = [
       more=(('pad_hi=np.asarray(a["pad_hi"], np.int64),', 'pad_hi=np.asarray(a["pad_lo"], np.int64),'),)),
     M("J1", "jaxconv3d/_jax_api.py", "groups=groups, precision=precision", "groups=groups, precision=None",
       "JAX front ignores precision"),
+    M("S1", "jaxconv3d/_sharding.py", "return jax.lax.psum(out, reduce_axes) if reduce_axes else out", "return out",
+      "sharded jit: batch reductions (grad-weight, grad-bias) not summed across devices"),
+    M("Z1", AUTODIFF, "return jnp.zeros(shape_of(cfg), arrays[0].dtype)", "return jnp.ones(shape_of(cfg), arrays[0].dtype)",
+      "JAX: an empty batch gives ones for the weight and bias gradients"),
+    M("H1", "cuda/ffi_handlers.cc", 'read_triple(a.pad_hi, "pad_hi", pad_hi)', 'read_triple(a.pad_lo, "pad_hi", pad_hi)',
+      "JAX door (C++): pad_hi read from pad_lo"),
+    M("D1", "cuda/dlpack_adapter.cc", 'if (t->shape[i] != 1 && t->strides[i] != expect) bad(',
+      'if (false && t->strides[i] != expect) bad(', "torch door (C++): non-contiguous tensors accepted"),
     # ---- torch autodiff rules and front
     M("T1", OPS, "dx = InputGrad.apply(gy, w, cfg) if ctx.needs_input_grad[0] else None",
       "dx = InputGrad.apply(gy, w, cfg) if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] else None",
@@ -268,6 +276,9 @@ def main(argv=None) -> int:
         print(line, flush=True)
         lines.append(line)
 
+    commit = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip()
+    if run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT).stdout.strip():
+        commit += " + uncommitted changes"
     try:
         sandbox = Sandbox(base, cuda=args.gpu)
         for m in chosen:  # every mutation applies to the current source before anything runs
@@ -276,7 +287,6 @@ def main(argv=None) -> int:
         status, first, secs = sandbox.test(args.timeout)
         if status != "passed":
             raise SystemExit(f"the unmutated suite does not pass ({status}: {first}); fix that first")
-        commit = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip()
         out(f"jaxconv3d mutation report, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
             f"commit {commit}, {'GPU' if args.gpu else 'CPU'} suite (pytest -x, seed {TEST_SEED}); "
             f"unmutated suite passes in {secs:.0f} s")

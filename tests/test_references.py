@@ -228,3 +228,20 @@ def test_shard_map_against_reference():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "shard_map references ok" in out.stdout
+
+
+@pytest.mark.parametrize("front", ["torch", "jax"])
+def test_empty_batch(rng, front):
+    """A batch of zero examples: empty output and input gradient, zero weight and bias gradients, as F.conv3d."""
+    case = RAW_CASES[0]
+    x = np.zeros((0, *case.x_shape[1:]))
+    w, b = rng.standard_normal(case.w_shape), rng.standard_normal(case.w_shape[0])
+    dy = np.zeros((0, *out_shape(case)[1:]))
+    if front == "torch":
+        got = torch_grads(lambda x_, w_, b_: jt.conv3d(x_, w_, b_, **case.kwargs()), x, w, b, dy)
+    else:
+        got = jax_grads(lambda *a: jaxconv3d.conv3d(*a, **case.kwargs()), x, w, b, dy)
+    want = reference_and_grads(x, w, b, dy, **case.kwargs())
+    for name, g, r in zip(("y", "dx", "dw", "db"), got, want):
+        assert tuple(g.shape) == tuple(r.shape), name
+        assert np.array_equal(np.asarray(g.detach() if isinstance(g, torch.Tensor) else g), r.numpy()), name
