@@ -102,7 +102,8 @@ MUTATIONS = [
     M("P4", PARAMS, "lo = tuple(int(v[0]) for v in padding)", "lo = tuple(int(v[1]) for v in padding)",
       "(lo, hi) padding pairs read as (hi, lo)",
       more=(("hi = tuple(int(v[1]) for v in padding)", "hi = tuple(int(v[0]) for v in padding)"),)),
-    M("P5", PARAMS, "out.append((size + lo + hi - span) // s + 1)", "out.append((size + lo + hi - span + s - 1) // s + 1)",
+    M("P5", PARAMS, "out.append((size + lo + hi - span) // s + 1)",
+      "out.append((size + lo + hi - span + s - 1) // s + 1)",
       "output size rounded up (ceil mode)"),
     M("P6", PARAMS, "return MATH_ACCURATE if MATH_ACCURATE in modes else MATH_TF32",
       "return MATH_TF32 if MATH_TF32 in modes else MATH_ACCURATE", "a precision pair is TF32 if either is"),
@@ -113,21 +114,25 @@ MUTATIONS = [
       "grad-input's backward rule: weight term negated (gradient penalty)"),
     M("A2", AUTODIFF, "return (jnp.broadcast_to(c[None, :, None, None, None], shape),)",
       "return (-jnp.broadcast_to(c[None, :, None, None, None], shape),)", "grad-bias's backward rule negated"),
-    M("A3", AUTODIFF, "_like_primal(conv(x, c, _ffi.no_bias(x.dtype), cfg), dy)", "_like_primal(jnp.zeros_like(dy), dy)",
+    M("A3", AUTODIFF, "_like_primal(conv(x, c, _ffi.no_bias(x.dtype), cfg), dy)",
+      "_like_primal(jnp.zeros_like(dy), dy)",
       "grad-weight's backward rule: no term for dy"),
     M("A4", AUTODIFF, "out = out.reshape(out.shape[0], size, out.shape[1] // size, *out.shape[2:])",
       "out = out.reshape(out.shape[0], out.shape[1] // size, size, *out.shape[2:])",
       "vmap over weights: channels unfolded in the wrong order"),
-    M("F1", "jaxconv3d/_ffi.py", 'pad_lo=np.asarray(a["pad_lo"], np.int64),', 'pad_lo=np.asarray(a["pad_hi"], np.int64),',
+    M("F1", "jaxconv3d/_ffi.py", 'pad_lo=np.asarray(a["pad_lo"], np.int64),',
+      'pad_lo=np.asarray(a["pad_hi"], np.int64),',
       "JAX door: pad_lo and pad_hi swapped",
       more=(('pad_hi=np.asarray(a["pad_hi"], np.int64),', 'pad_hi=np.asarray(a["pad_lo"], np.int64),'),)),
     M("J1", "jaxconv3d/_jax_api.py", "groups=groups, precision=precision", "groups=groups, precision=None",
       "JAX front ignores precision"),
     M("S1", "jaxconv3d/_sharding.py", "return jax.lax.psum(out, reduce_axes) if reduce_axes else out", "return out",
       "sharded jit: batch reductions (grad-weight, grad-bias) not summed across devices"),
-    M("Z1", AUTODIFF, "return jnp.zeros(shape_of(cfg), arrays[0].dtype)", "return jnp.ones(shape_of(cfg), arrays[0].dtype)",
+    M("Z1", AUTODIFF, "return jnp.zeros(shape_of(cfg), arrays[0].dtype)",
+      "return jnp.ones(shape_of(cfg), arrays[0].dtype)",
       "JAX: an empty batch gives ones for the weight and bias gradients"),
-    M("H1", "cuda/ffi_handlers.cc", 'read_triple(a.pad_hi, "pad_hi", pad_hi)', 'read_triple(a.pad_lo, "pad_hi", pad_hi)',
+    M("H1", "cuda/ffi_handlers.cc", 'read_triple(a.pad_hi, "pad_hi", pad_hi)',
+      'read_triple(a.pad_lo, "pad_hi", pad_hi)',
       "JAX door (C++): pad_hi read from pad_lo"),
     M("D1", "cuda/dlpack_adapter.cc", 'if (t->shape[i] != 1 && t->strides[i] != expect) bad(',
       'if (false && t->strides[i] != expect) bad(', "torch door (C++): non-contiguous tensors accepted"),
@@ -144,7 +149,8 @@ MUTATIONS = [
     M("L2", LIB, "dw = weight_grad(x, gy, w.shape, *ctx.attrs) if need_w else None",
       "dw = weight_grad(x, gy, w.shape, *ctx.attrs) if need_w and need_x else None",
       "torch.compile path: dw skipped when the input needs no grad"),
-    M("L3", LIB, "d_w = weight_grad(c, dy, w.shape, *ctx.attrs) if", "d_w = -weight_grad(c, dy, w.shape, *ctx.attrs) if",
+    M("L3", LIB, "d_w = weight_grad(c, dy, w.shape, *ctx.attrs) if",
+      "d_w = -weight_grad(c, dy, w.shape, *ctx.attrs) if",
       "torch.compile path: grad-input's backward rule, weight term negated"),
     M("TF1", "jaxconv3d/torch/__init__.py", "precision=precision, memoize=not compiling,",
       "precision=None, memoize=not compiling,", "torch front ignores precision"),
@@ -271,6 +277,7 @@ def main(argv=None) -> int:
         return 0
     base = Path(tempfile.mkdtemp(prefix="jaxconv3d-mutate-"))
     lines = []
+    caught = total = 0
 
     def out(line=""):
         print(line, flush=True)
@@ -291,7 +298,6 @@ def main(argv=None) -> int:
             f"commit {commit}, {'GPU' if args.gpu else 'CPU'} suite (pytest -x, seed {TEST_SEED}); "
             f"unmutated suite passes in {secs:.0f} s")
         out()
-        caught = total = 0
         pending = []
         for m in chosen:
             if m.cuda and not args.gpu:
@@ -319,7 +325,8 @@ def main(argv=None) -> int:
         for m in pending:
             out(f"{m.id:4} {'pending':9} {'':6} {m.path}: {m.what}  [GPU run needed]")
         out()
-        out(f"mutation score: {caught}/{total}" + (f" ({len(pending)} CUDA mutations need a GPU run)" if pending else ""))
+        gpu_note = f" ({len(pending)} CUDA mutations need a GPU run)" if pending else ""
+        out(f"mutation score: {caught}/{total}{gpu_note}")
     finally:
         if args.keep:
             print(f"copy kept in {base}")

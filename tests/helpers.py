@@ -140,4 +140,6 @@ def assert_close_scaled(out, ref, scale, bound: float, what: str = "") -> None:
     diff = np.abs(out - ref)
     rel = float(np.linalg.norm(diff) / (np.linalg.norm(scale) or 1.0))
     worst = float(np.max(diff / np.maximum(scale, np.finfo(np.float64).tiny), initial=0.0))
-    assert rel <= bound and worst <= 10 * bound, f"{what}: scaled error {rel:.3g}, worst element {worst:.3g}, bound {bound}"
+    assert rel <= bound and worst <= 10 * bound, (
+        f"{what}: scaled error {rel:.3g}, worst element {worst:.3g}, bound {bound}"
+    )

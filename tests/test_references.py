@@ -66,7 +66,8 @@ def compare(got, want, what):
 @pytest.mark.parametrize("case", RAW_CASES, ids=CASE_IDS)
 def test_the_two_references_agree(rng, case):
     x, w, b, _ = operands(rng, case)
-    want = torch_conv64(torch.as_tensor(x), torch.as_tensor(w), None if b is None else torch.as_tensor(b), **case.kwargs())
+    bt = None if b is None else torch.as_tensor(b)
+    want = torch_conv64(torch.as_tensor(x), torch.as_tensor(w), bt, **case.kwargs())
     assert_close(lax_conv64(x, w, b, **case.kwargs()), want, F64, case.name)
 
 
