@@ -20,9 +20,6 @@ import torch.nn.functional as F
 
 from cases import Case
 
-# F.conv3d's note that "same" with an even kernel pads a copy of the input is expected here.
-warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
-
 # "same" with even kernels: the expected (lo, hi) pads written out by hand (torch puts the odd element on the high
 # side): (kernel, dilation) -> (lo, hi). Total padding is dilation * (kernel - 1).
 SAME_PADS = {
@@ -56,7 +53,9 @@ def torch_conv64(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
         x, padding = F.pad(x, pads), 0
     elif isinstance(padding, list):
         padding = tuple(padding)
-    return F.conv3d(x, w, b, stride, padding, dilation, groups)
+    with warnings.catch_warnings():  # F.conv3d notes that "same" with an even kernel pads a copy: expected here
+        warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+        return F.conv3d(x, w, b, stride, padding, dilation, groups)
 
 
 def lax_conv64(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
