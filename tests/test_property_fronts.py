@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 import jaxconv3d
 import jaxconv3d.torch as jt
 from conftest import TEST_SEED
-from helpers import BOUNDS, TORCH_DTYPES, assert_close_scaled, has_cuda
+from helpers import BOUNDS, DEVICES, TORCH_DTYPES, assert_close_scaled, has_cuda, jax_device
 from refs import reference_and_grads, torch_conv64
 
 MAX_MACS = 3_000_000  # per example (forward multiply-adds): keeps ~30 CPU examples within ~a minute
@@ -90,7 +91,7 @@ def layout(t: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "channels_last_3d":
         return t.contiguous(memory_format=torch.channels_last_3d)
     if kind == "strided_slice":  # every other element of a twice-as-long W axis
-        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype)
+        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
         wide[..., ::2] = t
         return wide[..., ::2]
     if kind == "transposed_view":
@@ -98,17 +99,19 @@ def layout(t: torch.Tensor, kind: str) -> torch.Tensor:
     return t
 
 
-def run(front, dtype, x, w, b, dy, kw, x_layout, w_layout):
+def run(front, dtype, x, w, b, dy, kw, x_layout, w_layout, device="cpu"):
     if front == "torch":
         tdt = TORCH_DTYPES[dtype]
-        xt = layout(x.to(tdt, copy=True), x_layout).requires_grad_(True)
-        wt = layout(w.to(tdt, copy=True), w_layout).requires_grad_(True)
-        bt = None if b is None else b.to(tdt, copy=True).requires_grad_(True)
+        xt = layout(x.to(device, tdt, copy=True), x_layout).requires_grad_(True)
+        wt = layout(w.to(device, tdt, copy=True), w_layout).requires_grad_(True)
+        bt = None if b is None else b.to(device, tdt, copy=True).requires_grad_(True)
         y = jt.conv3d(xt, wt, bt, **kw)
         leaves = [t for t in (xt, wt, bt) if t is not None]
-        grads = torch.autograd.grad(y, leaves, dy.to(tdt))
+        grads = torch.autograd.grad(y, leaves, dy.to(device, tdt))
         return (y, *grads) if bt is not None else (y, *grads, None)
-    cast = lambda t: jnp.asarray(t.float().numpy() if dtype != "float64" else t.numpy(), dtype)  # noqa: E731
+    dev = jax_device(device)
+    cast = lambda t: jax.device_put(  # noqa: E731
+        jnp.asarray(t.float().numpy() if dtype != "float64" else t.numpy(), dtype), dev)
     args = [cast(t) for t in (x, w, b) if t is not None]
     y, vjp = jax.vjp(lambda *a: jaxconv3d.conv3d(*a, **kw), *args)
     grads = vjp(cast(dy))
@@ -127,21 +130,32 @@ SEEN: set = set()
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("front", ["torch", "jax"])
-@seed(TEST_SEED)
-@settings(max_examples=_examples(), deadline=None, database=None, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@example(call=THREADED_CALL, x_layout="channels_last_3d", w_layout="contiguous", data_seed=0)
-@given(call=calls(), x_layout=st.sampled_from(LAYOUTS), w_layout=st.sampled_from(LAYOUTS[:2]),
-       data_seed=st.integers(0, 2**32 - 1))
-def test_fronts_property(front, dtype, call, x_layout, w_layout, data_seed):
-    """JAXCONV3D_HYPOTHESIS_EXAMPLES random calls per front and dtype (default 8 on CPU, 40 with a GPU)."""
+@pytest.mark.parametrize("device", DEVICES)
+def test_fronts_property(device, front, dtype):
+    """JAXCONV3D_HYPOTHESIS_EXAMPLES random calls per device, front and dtype (default 8; 40 with a GPU, whose
+    runs reach the CUDA kernels: up to 80 channels per group takes grad-weight past the 32-channel tile paths).
+    Each combination draws its own calls, from a seed derived from the test seed."""
+
+    @seed(TEST_SEED * 1000 + zlib.crc32(f"{device}/{front}/{dtype}".encode()))
+    @settings(max_examples=_examples(), deadline=None, database=None, print_blob=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @example(call=THREADED_CALL, x_layout="channels_last_3d", w_layout="contiguous", data_seed=0)
+    @given(call=calls(), x_layout=st.sampled_from(LAYOUTS), w_layout=st.sampled_from(LAYOUTS[:2]),
+           data_seed=st.integers(0, 2**32 - 1))
+    def check(call, x_layout, w_layout, data_seed):
+        check_call(device, front, dtype, call, x_layout, w_layout, data_seed)
+
+    check()
+
+
+def check_call(device, front, dtype, call, x_layout, w_layout, data_seed):
     x_shape, w_shape, bias, kw = call
     work = macs(x_shape, w_shape, kw)
     if work > MAX_MACS:
         reject()
     threaded = "threaded" if work > THREADING_CUT else "one thread"
     event(threaded)
-    SEEN.add((front, dtype, threaded))
+    SEEN.add((device, front, dtype, threaded))
     note(f"JAXCONV3D_TEST_SEED={TEST_SEED}; {work} multiply-adds ({threaded})")
     rng = np.random.default_rng(data_seed)
     rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(TORCH_DTYPES[dtype]).double()  # noqa
@@ -150,7 +164,7 @@ def test_fronts_property(front, dtype, call, x_layout, w_layout, data_seed):
     b = rounded(w_shape[0]) if bias else None
     dy = rounded(torch_conv64(x, w, None, **kw).shape)
     want, scale = reference_and_grads(x, w, b, dy, **kw), scales(x, w, b, dy, kw)
-    got = run(front, dtype, x, w, b, dy, kw, x_layout, w_layout)
+    got = run(front, dtype, x, w, b, dy, kw, x_layout, w_layout, device)
     for name, g, r, s in zip(("y", "dx", "dw", "db"), got, want, scale):
         if r is None:
             assert g is None
@@ -163,7 +177,7 @@ def test_property_examples_include_threaded_sizes():
     """The explicit example really is above the threading cut (it ran on every front and dtype before this)."""
     assert macs(*THREADED_CALL[:2], THREADED_CALL[3]) > THREADING_CUT
     if SEEN:  # when the property test ran in this session
-        assert {(f, d, "threaded") for f in ("torch", "jax") for d in DTYPES} <= SEEN
+        assert {("cpu", f, d, "threaded") for f in ("torch", "jax") for d in DTYPES} <= SEEN
 
 
 # ---- determinism across thread counts
