@@ -10,6 +10,9 @@
 #include <cstdlib>
 #include <thread>
 #include <vector>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #include "conv_kernels.h"
 #include "half_convert.h"
@@ -204,6 +207,21 @@ void bgrad_typed(const ConvProblem& p, const Acc* dy, Acc* db) {
   });
 }
 
+// XLA runs CPU custom calls on threads that flush subnormals to zero (FTZ/DAZ); torch's threads do not. Kernels
+// run with both off, so a subnormal input or result is kept whichever front calls, and the fronts agree bitwise.
+// Threads started inside inherit the setting; the caller's is restored on return.
+class GradualUnderflow {
+ public:
+#if defined(__SSE__) || defined(__x86_64__)
+  GradualUnderflow() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ & ~kFlushBits); }
+  ~GradualUnderflow() { _mm_setcsr(saved_); }
+
+ private:
+  static constexpr unsigned kFlushBits = 0x8040;  // MXCSR flush-to-zero (bit 15) and denormals-are-zero (bit 6)
+  unsigned saved_;
+#endif
+};
+
 // 16-bit storage <-> float working copies.
 std::vector<float> widen(DType t, const void* src, int64_t count) {
   std::vector<float> out(static_cast<size_t>(count));
@@ -233,6 +251,7 @@ std::string dispatch(const ConvProblem& p, DType t, std::initializer_list<std::p
                      void* out, int64_t out_count, const Op& op) {
   const std::string err = p.check();
   if (!err.empty()) return err;
+  const GradualUnderflow gradual_underflow;
   std::vector<const void*> ptrs;
   for (const auto& in : inputs) ptrs.push_back(in.first);
   switch (t) {

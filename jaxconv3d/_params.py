@@ -207,8 +207,9 @@ def conv_config(
         dilation,
         groups,
         precision,
-        # True == 1 for hashing: keep bools (rejected by validation) from hitting an int's cache entry
-        tuple(type(v) for v in (stride, padding, dilation, groups)),
+        # True == 1 and 1.0 == 1 for hashing: keep bools and floats (rejected by validation) from hitting an int's
+        # cache entry, inside tuples too
+        tuple(_types(v) for v in (stride, padding, dilation, groups)),
     )
     if not memoize:
         return _build_config(*key[:-1])
@@ -283,6 +284,13 @@ def _build_config(
         groups=groups,
         math=math_mode(precision),
     )
+
+
+def _types(value: Any) -> Any:
+    """The type of `value`, or of each element (recursively) of a tuple or list."""
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_types(v) for v in value))
+    return type(value)
 
 
 @functools.lru_cache(maxsize=4096)

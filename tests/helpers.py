@@ -155,3 +155,21 @@ def run_on_four_cpu_devices(script: str, *, x64: bool = False, timeout: int = 30
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-4000:]
     assert "sharding ok" in out.stdout
+
+
+def assert_close_scaled(out, ref, scale, bound: float, what: str = "") -> None:
+    """Error measured against the size of the terms summed, not of the (possibly cancelling) result: `scale` is the
+    same operation applied to the absolute values of its operands (e.g. conv(|x|, |w|) + |b|, or sum |dy| for the
+    bias gradient). A correct kernel's rounding error is a small multiple of eps * scale element by element, so this
+    holds however much the sum cancels (a one-channel bias gradient can be a near-zero scalar)."""
+    out = np.asarray(to_numpy(out), np.float64)
+    ref = np.asarray(to_numpy(ref), np.float64)
+    scale = np.asarray(to_numpy(scale), np.float64)
+    assert out.shape == ref.shape == scale.shape, (what, out.shape, ref.shape, scale.shape)
+    assert np.all(np.isfinite(out)), f"{what}: non-finite values"
+    diff = np.abs(out - ref)
+    rel = float(np.linalg.norm(diff) / (np.linalg.norm(scale) or 1.0))
+    worst = float(np.max(diff / np.maximum(scale, np.finfo(np.float64).tiny), initial=0.0))
+    assert rel <= bound and worst <= 10 * bound, (
+        f"{what}: scaled error {rel:.3g}, worst element {worst:.3g}, bound {bound}"
+    )

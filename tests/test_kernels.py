@@ -8,11 +8,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from torch.utils.dlpack import to_dlpack
 
-from helpers import BOUNDS, DEVICES, TORCH_DTYPES, assert_close, torch_reference
+from conftest import TEST_SEED
+from helpers import BOUNDS, DEVICES, TORCH_DTYPES, assert_close, assert_close_scaled, torch_reference
 from jaxconv3d import _ext, _plan, conv_config
 
 ADAPTER = _ext.torch_adapter
@@ -61,9 +62,11 @@ def check_config(rng, cfg, has_bias, device, dtype, math=0):
     b = rounded((cfg.out_channels,)) if has_bias else None
     got = run_kernels(cfg, x, w, b, dy, device, dtype, math)
     ref_y, ref_dx, ref_dw, _ = torch_reference(x, w, b, dy, cfg)
-    ref_db = dy.sum(dim=(0, 2, 3, 4))
-    for name, out, ref in zip(("y", "dx", "dw", "db"), got, (ref_y, ref_dx, ref_dw, ref_db)):
+    for name, out, ref in zip(("y", "dx", "dw"), got, (ref_y, ref_dx, ref_dw)):
         assert_close(out, ref, bound, f"{name} {cfg}")
+    # grad-bias: per channel, against the size of the summed terms (one output channel makes it a single sum that
+    # can cancel to near zero, where a relative bound on the whole tensor is flaky)
+    assert_close_scaled(got[3], dy.sum(dim=(0, 2, 3, 4)), dy.abs().sum(dim=(0, 2, 3, 4)), bound, f"db {cfg}")
 
 
 @st.composite
@@ -95,22 +98,24 @@ def _examples(default: int) -> int:
     return int(os.environ.get("JAXCONV3D_HYPOTHESIS_EXAMPLES", default))
 
 
-@settings(max_examples=_examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=configs(), seed=st.integers(0, 2**31 - 1))
-def test_property_cpu(case, seed):
+@seed(TEST_SEED)
+@settings(max_examples=_examples(100), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=configs(), data_seed=st.integers(0, 2**31 - 1))
+def test_property_cpu(case, data_seed):
     cfg, has_bias = case
-    check_config(np.random.default_rng(seed), cfg, has_bias, "cpu", "float32")
+    check_config(np.random.default_rng(data_seed), cfg, has_bias, "cpu", "float32")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,math", [("float32", 0), ("float32", 1), ("bfloat16", 0), ("float16", 0)])
 def test_property_cuda(dtype, math):
+    @seed(TEST_SEED)
     @settings(max_examples=_examples(320), deadline=None, suppress_health_check=[HealthCheck.too_slow],
               database=None)
-    @given(case=configs(), seed=st.integers(0, 2**31 - 1))
-    def run(case, seed):
+    @given(case=configs(), data_seed=st.integers(0, 2**31 - 1))
+    def run(case, data_seed):
         cfg, has_bias = case
-        check_config(np.random.default_rng(seed), cfg, has_bias, "cuda", dtype, math)
+        check_config(np.random.default_rng(data_seed), cfg, has_bias, "cuda", dtype, math)
 
     run()
 
