@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One batched session on a lent GPU machine (the `device` tool): build from a clean tree with the README's set-up,
 # then the stages named on the command line, each writing its log under $OUT (default ./out).
-#   stages: tests  sanitizer  check  bench  overhead
+#   stages: tests  sanitizer  check  bench  overhead  hopper
 # The suite file travels in the git-ignored .device/ folder (../shared does not reach the GPU machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,7 @@ for stage in "$@"; do
     check) scripts/py -m jaxconv3d check --suite --precision all --json "$OUT/check.json" > "$OUT/check.log" 2>&1 ;;
     bench) scripts/py -m jaxconv3d bench --suite --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1 ;;
     overhead) scripts/py -m jaxconv3d.overhead > "$OUT/overhead.log" 2>&1 ;;
+    hopper) bash tests/gpu/run_hopper_check.sh > "$OUT/hopper.log" 2>&1 ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   rc=$?
