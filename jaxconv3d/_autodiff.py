@@ -13,6 +13,7 @@ grad-of-grad works to any order.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Callable, Sequence
 
 import jax
@@ -85,8 +86,14 @@ def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped:
 
         return op
 
-    # One custom_vmap object per static config, so jit caches stay warm.
-    _op = functools.lru_cache(maxsize=None)(make)
+    # One custom_vmap object per static config, so jit caches stay warm. The key also holds JAXCONV3D_FAMILY: the
+    # layout an FFI call is traced with follows the dispatcher's answer, which that variable can change, and JAX
+    # would otherwise replay a trace made under another value.
+    _cached = functools.lru_cache(maxsize=None)(lambda cfg, family: make(cfg))
+
+    def _op(cfg):
+        return _cached(cfg, os.environ.get("JAXCONV3D_FAMILY", ""))
+
     return lambda *arrays, cfg: _op(cfg)(*arrays)
 
 

@@ -6,6 +6,7 @@ CPU: gloo, 2 processes on localhost (runs in CI). GPU: NCCL on 2 GPUs (skips wit
 from __future__ import annotations
 
 import copy
+import os
 import socket
 
 import pytest
@@ -58,6 +59,8 @@ def _full_params(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _worker(rank: int, port: int, backend: str, mode: str, out_path: str) -> None:
+    if backend == "gloo":  # the CPU variant stays on the CPU even where GPUs exist (FSDP2 would pick CUDA)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     torch.set_num_threads(1)
     device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":

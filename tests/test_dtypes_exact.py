@@ -181,8 +181,8 @@ class _RecordingAdapter:
         fn = getattr(self.real, name)
 
         def call(*args):
-            if name != "bgrad":
-                self.maths.append(args[-2])  # (..., groups, math, stream)
+            if name not in ("bgrad", "convert_layout"):
+                self.maths.append(args[-3])  # (..., groups, math, layout, stream)
             return fn(*args)
 
         return call

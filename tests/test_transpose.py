@@ -72,7 +72,8 @@ def test_random_configs_match_torch_and_lax(seed):
     x, w, b, kw = random_config(seed)
     want = torch_ref(x, w, b, **kw)
     assert_close(lax_transpose(x, w, b, **kw), want, 1e-12, f"lax {kw}")
-    got_jax = jaxconv3d.conv_transpose3d(x, w, b, **kw)
+    cpu = jax.devices("cpu")[0]  # the torch tensors below live on the CPU: both fronts on the same kernels
+    got_jax = jaxconv3d.conv_transpose3d(*(jax.device_put(a, cpu) for a in (x, w, b)), **kw)
     assert_close(got_jax, want, 1e-12, f"jax {kw}")
     got_torch = jt.conv_transpose3d(torch.as_tensor(x), torch.as_tensor(w), torch.as_tensor(b), **kw)
     assert_close(got_torch, want, 1e-12, f"torch {kw}")
