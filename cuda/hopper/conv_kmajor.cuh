@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_kmajor_kernel(const __grid_c
       const int p0 = rb[i][0] + s0, p1 = rb[i][1] + s1, p2 = rb[i][2] + s2;
       const bool v = rvalid[i] && cval && unsigned(p0) < unsigned(a.src_ext[0]) &&
                      unsigned(p1) < unsigned(a.src_ext[1]) && unsigned(p2) < unsigned(a.src_ext[2]);
-      cp_async16_gather(stage + a_dst + 32 * 128 * i, v ? src + rowoff[i] + tapoff : src, v);
+      cp_async16(stage + a_dst + 32 * 128 * i, v ? src + rowoff[i] + tapoff : src, v);
     }
 #pragma unroll
     for (int i = 0; i < BN / 32; ++i) {

@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_wgrad_kernel(const __grid_co
       const int p0 = r.b[0] + toff[0], p1 = r.b[1] + toff[1], p2 = r.b[2] + toff[2];
       const bool v = mval && aval && unsigned(p0) < unsigned(a.in[0]) && unsigned(p1) < unsigned(a.in[1]) &&
                      unsigned(p2) < unsigned(a.in[2]);
-      cp_async16_gather(stage + a_dst + 16 * 128 * i, v ? x + r.xoff + tapoff : x, v);
+      cp_async16(stage + a_dst + 16 * 128 * i, v ? x + r.xoff + tapoff : x, v);
       if (bload) {
         const bool vb = mval && bval;
         cp_async16(stage + Cfg::kABytes + a_dst + 16 * 128 * i, vb ? dy + r.dyoff + ob : dy, vb);
