@@ -114,39 +114,11 @@ __global__ void __launch_bounds__(kThreads, 1) conv_kmajor_kernel(const __grid_c
   float acc[BN / 2];
   mainloop<Cfg::kStages, Cfg::kStageBytes>(smem, a.ktiles, acc, NoPrep{}, load, mma);
 
-  // Epilogue: accumulator element i of this thread is row 16*warp + lane/4 + 8*((i/2)%2), column
-  // 8*(i/4) + 2*(lane%4) + i%2 of the warpgroup's 64 x BN block.
   T* dst = static_cast<T*>(a.dst);
-  const T* bias = static_cast<const T*>(a.bias);
-  const int lane = tid & 31, warp = (tid >> 5) & 3;
-  const bool pairs = (a.Ng % 2) == 0;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const i64 m = m0 + wg * 64 + warp * 16 + (lane >> 2) + 8 * h;
-    if (m >= a.M) continue;
-    T* out = dst + m * a.Ng;
-#pragma unroll
-    for (int nt = 0; nt < BN / 8; ++nt) {
-      const int o = n0 + nt * 8 + (lane & 3) * 2;
-      float v0 = acc[nt * 4 + h * 2], v1 = acc[nt * 4 + h * 2 + 1];
-      if (o >= a.Ng) continue;
-      if (bias) {
-        v0 += to_float(bias[o]);
-        if (o + 1 < a.Ng) v1 += to_float(bias[o + 1]);
-      }
-      if (pairs) {
-        if constexpr (sizeof(T) == 4) {
-          *reinterpret_cast<float2*>(out + o) = make_float2(v0, v1);
-        } else {
-          T pr[2] = {from_float<T>(v0), from_float<T>(v1)};
-          *reinterpret_cast<uint32_t*>(out + o) = *reinterpret_cast<uint32_t*>(pr);
-        }
-      } else {
-        out[o] = from_float<T>(v0);
-        if (o + 1 < a.Ng) out[o + 1] = from_float<T>(v1);
-      }
-    }
-  }
+  store_block<T, BN>(acc, tid & 127, n0, a.Ng, static_cast<const T*>(a.bias), [&](int r) -> T* {
+    const i64 m = m0 + wg * 64 + r;
+    return m < a.M ? dst + m * a.Ng : nullptr;
+  });
 #endif
 }
 

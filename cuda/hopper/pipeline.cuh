@@ -108,6 +108,42 @@ template <> __device__ __forceinline__ float to_float<float>(float v) { return v
 template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
 template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
 
+// Stores rows of a consumer's 64 x BN fp32 accumulator block as T (+ bias), where `row_ptr(r)` gives the result
+// row of block row r (0..63), or null for rows outside the result. Accumulator element i of a thread is row
+// 16*warp + lane/4 + 8*((i/2)%2), column 8*(i/4) + 2*(lane%4) + i%2.
+template <typename T, int BN, typename RowPtr>
+__device__ __forceinline__ void store_block(const float* acc, int ctid, int n0, int Ng, const T* bias,
+                                            RowPtr&& row_ptr) {
+  const int lane = ctid & 31, warp = ctid >> 5;
+  const bool pairs = (Ng % 2) == 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    T* out = row_ptr(warp * 16 + (lane >> 2) + 8 * h);
+    if (!out) continue;
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+      const int o = n0 + nt * 8 + (lane & 3) * 2;
+      float v0 = acc[nt * 4 + h * 2], v1 = acc[nt * 4 + h * 2 + 1];
+      if (o >= Ng) continue;
+      if (bias) {
+        v0 += to_float(bias[o]);
+        if (o + 1 < Ng) v1 += to_float(bias[o + 1]);
+      }
+      if (pairs) {
+        if constexpr (sizeof(T) == 4) {
+          *reinterpret_cast<float2*>(out + o) = make_float2(v0, v1);
+        } else {
+          T pr[2] = {from_float<T>(v0), from_float<T>(v1)};
+          *reinterpret_cast<uint32_t*>(out + o) = *reinterpret_cast<uint32_t*>(pr);
+        }
+      } else {
+        out[o] = from_float<T>(v0);
+        if (o + 1 < Ng) out[o + 1] = from_float<T>(v1);
+      }
+    }
+  }
+}
+
 // The main loop shared by every kernel of the family. Each K-tile is one stage of `STAGE_BYTES`: the A tile at
 // offset 0 and the B tile after it. `prep(kt)` computes per-K-tile metadata (e.g. a row table in shared memory,
 // double-buffered by kt % 2); a barrier always separates prep(kt) from load(kt), and prep(kt) runs only after
