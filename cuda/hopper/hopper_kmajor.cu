@@ -7,6 +7,7 @@
 #include "hopper/conv_kmajor.cuh"
 #include "hopper/conv_tma.cuh"
 #include "hopper/hopper_rules.h"
+#include "hopper/launch.cuh"
 
 namespace jaxconv3d {
 namespace hopper {
@@ -16,7 +17,8 @@ template <typename T, int BN>
 std::string launch(const KMajorArgs& a, cudaStream_t stream) {
   using Cfg = KMajorCfg<T, BN>;
   auto kernel = conv_kmajor_kernel<T, BN>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+  static std::atomic<uint64_t> smem_set{0};
+  cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const dim3 grid(unsigned((a.M + 127) / 128), unsigned((a.Ng + BN - 1) / BN));
   kernel<<<grid, kThreads, Cfg::kSmem, stream>>>(a);
@@ -82,13 +84,6 @@ std::string transpose_filter(const ConvProblem& p, DType t, const void* w, void*
 
 // ---- TMA path
 
-int sm_count() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-    return 132;
-  return sms;
-}
-
 CUtensorMapDataType tma_type(DType t) {
   return t == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                            : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
@@ -99,7 +94,8 @@ std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const TmaAr
                        cudaStream_t stream) {
   using Cfg = TmaCfg<T, BN, SPLIT>;
   auto kernel = conv_tma_kernel<T, BN, SPLIT>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+  static std::atomic<uint64_t> smem_set{0};
+  cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const i64 tiles = i64(a.tiles[0]) * a.tiles[1] * a.tiles[2] * batch * a.ntn;
   kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(ma, mb, a);

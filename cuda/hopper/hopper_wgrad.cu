@@ -5,23 +5,18 @@
 
 #include "hopper/conv_wgrad.cuh"
 #include "hopper/hopper_rules.h"
+#include "hopper/launch.cuh"
 
 namespace jaxconv3d {
 namespace hopper {
 namespace {
 
-int sm_count() {
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-    return 132;
-  return sms;
-}
-
 template <typename T, int BN>
 std::string launch(const WgradArgs& a, int splits, void* dw, cudaStream_t stream) {
   using Cfg = WgradCfg<BN>;
   auto kernel = conv_wgrad_kernel<T, BN>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+  static std::atomic<uint64_t> smem_set{0};
+  cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const dim3 grid(unsigned((a.Ntot + 127) / 128), unsigned((a.O + BN - 1) / BN), unsigned(splits));
   kernel<<<grid, kThreads, Cfg::kSmem, stream>>>(a);
@@ -42,7 +37,8 @@ std::string launch_tma(const CUtensorMap& mx, const CUtensorMap& mdy, const Wgra
                        cudaStream_t stream) {
   using Cfg = WgradCfg<BN>;
   auto kernel = conv_wgrad_tma_kernel<T, BN>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+  static std::atomic<uint64_t> smem_set{0};
+  cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const i64 tiles = i64((a.Ntot + 127) / 128) * ((a.O + BN - 1) / BN) * splits;
   kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(mx, mdy, a);

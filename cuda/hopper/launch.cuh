@@ -1,0 +1,38 @@
+// Host helpers shared by the Hopper family's launchers: per-device one-time kernel set-up and the SM count.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+
+namespace jaxconv3d {
+namespace hopper {
+
+// Raises `kernel`'s dynamic shared-memory limit to `bytes` once per device (`done`: the caller's per-kernel flags,
+// one bit per device), so calls after the first cost no driver round trip.
+template <typename K>
+cudaError_t allow_smem(K kernel, int bytes, std::atomic<uint64_t>& done) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) dev = 64;
+  const uint64_t bit = dev < 64 ? (uint64_t(1) << dev) : 0;
+  if (bit && (done.load(std::memory_order_acquire) & bit)) return cudaSuccess;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess && bit) done.fetch_or(bit, std::memory_order_acq_rel);
+  return e;
+}
+
+// Multiprocessors of the current device (cached per device; 132 if it cannot be read): the persistent grids' size.
+inline int sm_count() {
+  static std::atomic<int> cache[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
+  if (dev < 64 && cache[dev].load() > 0) return cache[dev].load();
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0) return 132;
+  if (dev < 64) cache[dev].store(sms);
+  return sms;
+}
+
+}  // namespace hopper
+}  // namespace jaxconv3d
