@@ -229,7 +229,8 @@ def _build_config(
     groups: Any,
     precision: Any,
 ) -> ConvConfig:
-    x_shape, w_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in w_shape)
+    x_shape = (_batch_dim(x_shape[0]), *(_static_dim(s, "input") for s in x_shape[1:])) if x_shape else ()
+    w_shape = tuple(_static_dim(s, "weight") for s in w_shape)
     if len(x_shape) != 5:
         raise ValueError(f"input must have shape (N, C, D, H, W) or (C, D, H, W), got rank {len(x_shape)}")
     if len(w_shape) != 5:
@@ -282,6 +283,27 @@ def _build_config(
         dilation=dilation3,
         groups=groups,
         math=math_mode(precision),
+    )
+
+
+def is_symbolic(dim: Any) -> bool:
+    """A symbolic size: a `jax.export` dimension variable or a torch SymInt (not a plain int)."""
+    return not isinstance(dim, numbers.Integral)
+
+
+def _batch_dim(dim: Any) -> Any:
+    """The batch size: an int, or kept symbolic (jax.export's symbolic_shape, torch.export's Dim, torch.compile's
+    dynamic=True) without forcing it to a constant; nothing below the doors depends on its value."""
+    return int(dim) if isinstance(dim, numbers.Integral) else dim
+
+
+def _static_dim(dim: Any, name: str) -> int:
+    if isinstance(dim, numbers.Integral):
+        return int(dim)
+    if type(dim).__module__.startswith("torch"):  # a SymInt: channels and spatial sizes are specialised
+        return int(dim)
+    raise ValueError(
+        f"{name} has a symbolic size {dim!r} outside the batch dimension; only the batch dimension may be symbolic"
     )
 
 

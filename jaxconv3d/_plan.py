@@ -13,7 +13,7 @@ import os
 from typing import Any, Sequence
 
 from . import _ext
-from ._params import ConvConfig, check_dtypes, conv_config, dtype_name
+from ._params import ConvConfig, check_dtypes, conv_config, dtype_name, is_symbolic
 
 OPS = ("forward", "grad_input", "grad_weight")
 NCDHW, NDHWC = 0, 1
@@ -38,8 +38,17 @@ def to_layout(shape: Sequence[int], layout: int) -> tuple[int, ...]:
 def plan(cfg: ConvConfig, dtype: Any, cc: int, op: str, layout: int = NCDHW) -> dict:
     """The dispatcher's answer for one operation: {family, tile, layout ('NCDHW'/'NDHWC'), workspace_bytes, rule}.
     `cc`: 10 * major + minor of the GPU (90 for Hopper), 0 for the CPU. `layout`: the caller's own layout (the cpu
-    family takes either; GPU families name theirs)."""
+    family takes either; GPU families name theirs).
+
+    A symbolic batch (jax.export's shape polymorphism, torch's dynamic shapes) is planned at `SYMBOLIC_BATCH_PLAN`:
+    the workspace a family asks for grows with the batch up to a cap that this size reaches, so the one workspace
+    fixed at trace time serves any batch (the doors check it at run time)."""
+    if is_symbolic(cfg.batch):
+        cfg = cfg.replace(batch=SYMBOLIC_BATCH_PLAN)
     return _plan(cfg, dtype_name(dtype), int(cc), op, int(layout), os.environ.get("JAXCONV3D_FAMILY", ""))
+
+
+SYMBOLIC_BATCH_PLAN = 1 << 16
 
 
 @functools.lru_cache(maxsize=4096)

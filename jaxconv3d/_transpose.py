@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
-from . import _autodiff, _ffi
+from . import _autodiff
 from ._jax_api import _check_devices
 from ._params import AXES, ConvConfig, _is_int, check_dtypes, conv_config, triple
 from ._sharding import exchange_transpose, local_config
@@ -190,7 +190,6 @@ def transposed(x, w, b, tc: TransposeConfig, unbatched: bool, halo=None):
     if tc.empty:
         y = jnp.zeros(tc.out_shape, x.dtype)
     else:
-        _ffi.register()
         if halo is None:
             y = _autodiff.input_grad(x, w, tc.conv)
         else:
