@@ -24,7 +24,10 @@ _CL = torch.channels_last_3d
 
 
 def _cap(t: torch.Tensor):
-    return to_dlpack(t.detach())
+    """A DLPack capsule of t's data. DLPack has no negative bit: a lazily negated view (torch._neg_view, the imaginary
+    part of a conjugate) is materialised first, or the kernels would read it without its sign."""
+    t = t.detach()
+    return to_dlpack(t.resolve_neg() if t.is_neg() else t)
 
 
 def _stream(t: torch.Tensor) -> int:
