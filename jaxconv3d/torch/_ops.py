@@ -13,6 +13,8 @@ channels_last_3d out, as F.conv3d does); weight gradients come back contiguous.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.utils.dlpack import to_dlpack
 
@@ -130,15 +132,78 @@ def bgrad(dy: torch.Tensor) -> torch.Tensor:
     return db
 
 
+# ---- torch.func: batching rules (a vmapped axis folds into the batch N when only activations carry it, else into
+# the groups, as in the JAX front's _autodiff.py: one kernel launch per operation) and forward-mode rules (each
+# operation is bilinear, so its tangent is the operation applied to one tangent and the other primal, summed).
+
+ACT, FILT, BIAS = "act", "w", "b"  # operand roles: (N, C, ...) activation, (O, C/g, ...) filter, (O,) bias
+
+
+def _fold(t: torch.Tensor | None, role: str, size: int, into_batch: bool) -> torch.Tensor | None:
+    """A (B, ...) operand (None stays None) folded: into the batch ((B*N, ...)), or into the channels: act
+    (N, B*C, ...), filter (B*O, ...), bias (B*O,)."""
+    if t is None:
+        return None
+    if role == ACT and not into_batch:
+        t = t.movedim(0, 1)
+        return t.reshape(t.shape[0], size * t.shape[2], *t.shape[3:])
+    return t.reshape(size * t.shape[1], *t.shape[2:])
+
+
+def _unfold(out: torch.Tensor, role: str, size: int, into_batch: bool) -> torch.Tensor:
+    if role == ACT and not into_batch:
+        return out.reshape(out.shape[0], size, out.shape[1] // size, *out.shape[2:]).movedim(1, 0)
+    return out.reshape(size, out.shape[0] // size, *out.shape[1:])
+
+
+def _vmap_rule(fn, roles: tuple, out_role: str, shape_of):
+    """The `vmap` staticmethod of autograd.Function `fn`, whose arguments are tensors in `roles`, then (except for
+    grad-bias) a ConvConfig; `shape_of(cfg, first)` is the unbatched result's shape (for a zero-size axis), given
+    the first vmapped operand with that axis first."""
+
+    def vmap(info, in_dims, *args):
+        size, n = info.batch_size, len(roles)
+        tensors, extra = args[:n], args[n:]
+        into_batch = out_role == ACT and all(d is None or r == ACT for r, d in zip(roles, in_dims))
+        moved = [  # the vmapped axis first; unbatched operands broadcast along it when it goes into the channels
+            t if t is None or (d is None and into_batch) else t.movedim(d, 0) if d is not None
+            else t.expand(size, *t.shape)
+            for t, d in zip(tensors, in_dims[:n])
+        ]
+        cfg = extra[0] if extra else None
+        if size == 0:  # nothing to compute: the empty result, as vmap of the loop would give
+            first = next(t for t, d in zip(moved, in_dims) if d is not None)
+            return first.new_empty((0, *shape_of(cfg, first))), 0
+        if cfg is not None:
+            cfg = cfg.replace(batch=cfg.batch * size) if into_batch else cfg.replace(
+                in_channels=cfg.in_channels * size, out_channels=cfg.out_channels * size, groups=cfg.groups * size)
+        folded = [t if into_batch and d is None else _fold(t, r, size, into_batch)
+                  for t, r, d in zip(moved, roles, in_dims)]
+        out = fn.apply(*folded, *(() if cfg is None else (cfg,)))
+        return _unfold(out, out_role, size, into_batch), 0
+
+    return staticmethod(vmap)
+
+
+def _tangent_sum(*terms):
+    terms = [t for t in terms if t is not None]
+    return functools.reduce(torch.add, terms) if terms else None
+
+
 class ConvFunction(torch.autograd.Function):
     """y = conv3d(x, w) + b with our kernels; backward through InputGrad / WeightGrad / bias sum."""
 
     @staticmethod
-    def forward(ctx, x, w, b, cfg):
+    def forward(x, w, b, cfg):
+        return fwd(x, w, b, cfg)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, b, cfg = inputs
         ctx.cfg = cfg
         ctx.has_bias = b is not None
         ctx.save_for_backward(x, w)
-        return fwd(x, w, b, cfg)
+        ctx.save_for_forward(x, w)
 
     @staticmethod
     def backward(ctx, gy):
@@ -149,13 +214,27 @@ class ConvFunction(torch.autograd.Function):
         db = BiasGrad.apply(gy) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db, None
 
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, _):
+        x, w = ctx.saved_tensors
+        return _tangent_sum(
+            None if tx is None else ConvFunction.apply(tx, w, None, ctx.cfg),
+            None if tw is None else ConvFunction.apply(x, tw, None, ctx.cfg),
+            None if tb is None else tb[None, :, None, None, None],
+        )
+
 
 class InputGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dy, w, cfg):
+    def forward(dy, w, cfg):
+        return dgrad(dy, w, cfg)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        dy, w, cfg = inputs
         ctx.cfg = cfg
         ctx.save_for_backward(dy, w)
-        return dgrad(dy, w, cfg)
+        ctx.save_for_forward(dy, w)
 
     @staticmethod
     def backward(ctx, c):
@@ -164,13 +243,26 @@ class InputGrad(torch.autograd.Function):
         d_w = WeightGrad.apply(c, dy, ctx.cfg) if ctx.needs_input_grad[1] else None
         return d_dy, d_w, None
 
+    @staticmethod
+    def jvp(ctx, t_dy, t_w, _):
+        dy, w = ctx.saved_tensors
+        return _tangent_sum(
+            None if t_dy is None else InputGrad.apply(t_dy, w, ctx.cfg),
+            None if t_w is None else InputGrad.apply(dy, t_w, ctx.cfg),
+        )
+
 
 class WeightGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dy, cfg):
+    def forward(x, dy, cfg):
+        return wgrad(x, dy, cfg)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, dy, cfg = inputs
         ctx.cfg = cfg
         ctx.save_for_backward(x, dy)
-        return wgrad(x, dy, cfg)
+        ctx.save_for_forward(x, dy)
 
     @staticmethod
     def backward(ctx, c):
@@ -179,13 +271,34 @@ class WeightGrad(torch.autograd.Function):
         d_dy = ConvFunction.apply(x, c, None, ctx.cfg) if ctx.needs_input_grad[1] else None
         return d_x, d_dy, None
 
+    @staticmethod
+    def jvp(ctx, t_x, t_dy, _):
+        x, dy = ctx.saved_tensors
+        return _tangent_sum(
+            None if t_x is None else WeightGrad.apply(t_x, dy, ctx.cfg),
+            None if t_dy is None else WeightGrad.apply(x, t_dy, ctx.cfg),
+        )
+
 
 class BiasGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dy):
-        ctx.shape = dy.shape
+    def forward(dy):
         return bgrad(dy)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.shape = inputs[0].shape
 
     @staticmethod
     def backward(ctx, c):
         return c[None, :, None, None, None].expand(ctx.shape)
+
+    @staticmethod
+    def jvp(ctx, t_dy):
+        return BiasGrad.apply(t_dy)
+
+
+ConvFunction.vmap = _vmap_rule(ConvFunction, (ACT, FILT, BIAS), ACT, lambda cfg, t: cfg.y_shape)
+InputGrad.vmap = _vmap_rule(InputGrad, (ACT, FILT), ACT, lambda cfg, t: cfg.x_shape)
+WeightGrad.vmap = _vmap_rule(WeightGrad, (ACT, ACT), FILT, lambda cfg, t: cfg.w_shape)
+BiasGrad.vmap = _vmap_rule(BiasGrad, (ACT,), BIAS, lambda cfg, dy: (dy.shape[2],))
