@@ -8,11 +8,13 @@ Arguments are normalised by the same `conv_config` as the JAX front; tensors go 
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from .._params import call_config
 from . import _library, _ops
@@ -123,6 +125,7 @@ def _swap(old: nn.Module, precision: Any) -> nn.Module:
     """Our Conv3d / ConvTranspose3d sharing old's Parameter objects, buffers, hooks and flags (no copy, no
     re-init)."""
     cls = ConvTranspose3d if isinstance(old, nn.ConvTranspose3d) else Conv3d
+    cls = cls if type(old) in (nn.Conv3d, nn.ConvTranspose3d) else _derived(type(old), cls)
     new = cls.__new__(cls)
     state = dict(old.__dict__)
     for key, value in state.items():  # own containers, shared contents
@@ -133,6 +136,18 @@ def _swap(old: nn.Module, precision: Any) -> nn.Module:
     new.__dict__.update(state)
     new.precision = precision
     return new
+
+
+@functools.lru_cache(maxsize=None)
+def _derived(old_cls: type, ours: type) -> type:
+    """The class a swapped module gets when its own is not plain nn.Conv3d / nn.ConvTranspose3d: old_cls first (the
+    properties of a parametrization's generated class, a lazy module's parameter inference, a user subclass's
+    methods), then ours (its `_conv_forward` / `forward` on our kernels). A lazy module becomes `ours` once its
+    parameters are materialised (torch's `cls_to_become`)."""
+    body: dict = {"__module__": old_cls.__module__}
+    if issubclass(old_cls, LazyModuleMixin):
+        body["cls_to_become"] = ours
+    return type(old_cls.__name__, (old_cls, ours), body)
 
 
 def _swappable(m: nn.Module) -> bool:
