@@ -30,6 +30,11 @@ PYBIND11_MODULE(_ext, m) {
   // with a clear message (the stale handler, registered under the old names) instead of misreading attributes.
   constexpr int kFfiTargetVersion = 2;
   m.attr("FFI_TARGET_VERSION") = kFfiTargetVersion;
+#ifndef JAXCONV3D_BUILT_JAXLIB
+#define JAXCONV3D_BUILT_JAXLIB "unknown"
+#endif
+  // The jaxlib whose XLA FFI headers this build used: the FFI refuses handlers built against a newer API.
+  m.attr("BUILT_WITH_JAXLIB") = JAXCONV3D_BUILT_JAXLIB;
   m.def("registrations", []() {
     const std::string v = "_v" + std::to_string(kFfiTargetVersion);
     py::dict cpu, cuda;

@@ -5,12 +5,40 @@ The wrappers take rank-5 arrays and a ConvConfig; batching and differentiation l
 
 from __future__ import annotations
 
+import itertools
+
 import jax
+import jaxlib.version
 import jax.numpy as jnp
 import numpy as np
 
 from . import _ext, _plan
 from ._params import ConvConfig
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("+")[0].split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_jaxlib(built: str, running: str) -> None:
+    """The extension's FFI handlers were compiled against jaxlib `built`'s headers; XLA refuses them (at the first
+    call) under an older jaxlib. Refuse at import instead, naming both versions and what to do."""
+    if built == "unknown" or not _version(built) or not _version(running):
+        return
+    if _version(running) < _version(built):
+        raise ImportError(
+            f"jaxconv3d's extension was built against jaxlib {built}, but jaxlib {running} is installed: install "
+            f"jaxlib>={built}, or rebuild jaxconv3d against this jaxlib (scripts/setup.sh, or pip install "
+            "--no-build-isolation .)"
+        )
+
+
+check_jaxlib(_ext.BUILT_WITH_JAXLIB, jaxlib.version.__version__)
 
 FFI_TARGET_VERSION: int = _ext.FFI_TARGET_VERSION
 _V = f"_v{FFI_TARGET_VERSION}"
