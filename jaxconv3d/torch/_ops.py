@@ -190,6 +190,26 @@ def _tangent_sum(*terms):
     return functools.reduce(torch.add, terms) if terms else None
 
 
+def _save_operands(ctx, inputs, output):
+    """setup_context of grad-input and grad-weight: both tensor operands (for backward and for jvp) and the config."""
+    a, b, cfg = inputs
+    ctx.cfg = cfg
+    ctx.save_for_backward(a, b)
+    ctx.save_for_forward(a, b)
+
+
+def _bilinear_jvp(fn):
+    """jvp of fn(a, b, cfg), linear in each of a and b: fn(ta, b) + fn(a, tb)."""
+
+    def jvp(ctx, ta, tb, _):
+        a, b = ctx.saved_tensors
+        return _tangent_sum(
+            None if ta is None else fn.apply(ta, b, ctx.cfg), None if tb is None else fn.apply(a, tb, ctx.cfg)
+        )
+
+    return staticmethod(jvp)
+
+
 class ConvFunction(torch.autograd.Function):
     """y = conv3d(x, w) + b with our kernels; backward through InputGrad / WeightGrad / bias sum."""
 
@@ -229,12 +249,7 @@ class InputGrad(torch.autograd.Function):
     def forward(dy, w, cfg):
         return dgrad(dy, w, cfg)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        dy, w, cfg = inputs
-        ctx.cfg = cfg
-        ctx.save_for_backward(dy, w)
-        ctx.save_for_forward(dy, w)
+    setup_context = staticmethod(_save_operands)
 
     @staticmethod
     def backward(ctx, c):
@@ -243,26 +258,13 @@ class InputGrad(torch.autograd.Function):
         d_w = WeightGrad.apply(c, dy, ctx.cfg) if ctx.needs_input_grad[1] else None
         return d_dy, d_w, None
 
-    @staticmethod
-    def jvp(ctx, t_dy, t_w, _):
-        dy, w = ctx.saved_tensors
-        return _tangent_sum(
-            None if t_dy is None else InputGrad.apply(t_dy, w, ctx.cfg),
-            None if t_w is None else InputGrad.apply(dy, t_w, ctx.cfg),
-        )
-
 
 class WeightGrad(torch.autograd.Function):
     @staticmethod
     def forward(x, dy, cfg):
         return wgrad(x, dy, cfg)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, dy, cfg = inputs
-        ctx.cfg = cfg
-        ctx.save_for_backward(x, dy)
-        ctx.save_for_forward(x, dy)
+    setup_context = staticmethod(_save_operands)
 
     @staticmethod
     def backward(ctx, c):
@@ -270,14 +272,6 @@ class WeightGrad(torch.autograd.Function):
         d_x = InputGrad.apply(dy, c, ctx.cfg) if ctx.needs_input_grad[0] else None
         d_dy = ConvFunction.apply(x, c, None, ctx.cfg) if ctx.needs_input_grad[1] else None
         return d_x, d_dy, None
-
-    @staticmethod
-    def jvp(ctx, t_x, t_dy, _):
-        x, dy = ctx.saved_tensors
-        return _tangent_sum(
-            None if t_x is None else WeightGrad.apply(t_x, dy, ctx.cfg),
-            None if t_dy is None else WeightGrad.apply(x, t_dy, ctx.cfg),
-        )
 
 
 class BiasGrad(torch.autograd.Function):
@@ -298,6 +292,8 @@ class BiasGrad(torch.autograd.Function):
         return BiasGrad.apply(t_dy)
 
 
+InputGrad.jvp = _bilinear_jvp(InputGrad)
+WeightGrad.jvp = _bilinear_jvp(WeightGrad)
 ConvFunction.vmap = _vmap_rule(ConvFunction, (ACT, FILT, BIAS), ACT, lambda cfg, t: cfg.y_shape)
 InputGrad.vmap = _vmap_rule(InputGrad, (ACT, FILT), ACT, lambda cfg, t: cfg.x_shape)
 WeightGrad.vmap = _vmap_rule(WeightGrad, (ACT, ACT), FILT, lambda cfg, t: cfg.w_shape)
