@@ -126,3 +126,23 @@ def test_stale_export_fails_with_a_clear_message():
     exp = export.deserialize(exp.serialize())
     with pytest.raises(Exception, match="older jaxconv3d.*re-export"):
         jax.block_until_ready(exp.call(x, w, b))
+
+
+@pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("cc", [0, 80, 90])
+@pytest.mark.parametrize("w_shape,spatial", [((16, 16, 3, 3, 3), (6, 7, 5)), ((32, 1, 3, 3, 3), (9, 9, 9)),
+                                             ((64, 32, 1, 1, 1), (2, 2, 2))])
+def test_symbolic_batch_plan_covers_every_batch(op, dtype, cc, w_shape, spatial):
+    """The workspace planned once for a symbolic batch is at least what any concrete batch asks for."""
+    from jaxconv3d import _plan
+
+    b = export.symbolic_shape("b")[0]
+    groups = 32 if w_shape[1] == 1 else 1
+    cin = w_shape[1] * groups
+    cfg = jaxconv3d.conv_config((b, cin, *spatial), w_shape, None, padding=1, groups=groups)
+    planned = _plan.plan(cfg, dtype, cc, op)
+    for n in (1, 2, 7, 64, 1000, 50_000, 1 << 20, 3_000_017):
+        concrete = _plan.plan(cfg.replace(batch=n), dtype, cc, op)
+        assert concrete["layout"] == planned["layout"]
+        assert concrete["workspace_bytes"] <= planned["workspace_bytes"], n
