@@ -103,6 +103,31 @@ def test_symbolic_batch_gradients_export():
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+@pytest.mark.parametrize("fn", ["transpose", "ndhwc", "vmap"])
+def test_symbolic_batch_other_entry_points(fn):
+    """conv_transpose3d (with its gradients), the channels-last layout and a vmapped call with a symbolic batch."""
+    b = export.symbolic_shape("b")[0]
+    rng = np.random.default_rng(1)
+    if fn == "transpose":
+        f = jax.grad(lambda x, w: jnp.sum(jaxconv3d.conv_transpose3d(x, w, stride=2, padding=1, output_padding=1) ** 2),
+                     argnums=(0, 1))
+        x, w = rng.standard_normal((3, 2, 4, 4, 4)), rng.standard_normal((2, 4, 3, 3, 3))
+    elif fn == "ndhwc":
+        f = lambda x, w: jaxconv3d.conv3d(x, w, padding=1, layout="NDHWC")  # noqa: E731
+        x, w = rng.standard_normal((3, 4, 5, 4, 2)), rng.standard_normal((3, 3, 3, 2, 4))
+    else:
+        f = jax.vmap(lambda x, w: jaxconv3d.conv3d(x, w, padding=1), in_axes=(0, None))
+        x, w = rng.standard_normal((3, 2, 2, 4, 4, 4)), rng.standard_normal((4, 2, 3, 3, 3))
+    x, w = jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
+    spec = jax.ShapeDtypeStruct((b, *x.shape[1:]), x.dtype)
+    exp = export.deserialize(export.export(jax.jit(f), disabled_checks=jaxconv3d.export_disabled_checks())(
+        spec, w).serialize())
+    for n in (1, 3):
+        got, want = exp.call(x[:n], w), f(x[:n], w)
+        for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
+
+
 def test_only_the_batch_may_be_symbolic():
     x, w, b = _args()
     c = export.symbolic_shape("c")[0]

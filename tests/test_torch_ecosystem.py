@@ -163,11 +163,12 @@ def test_torch_export_with_a_dynamic_batch():
     from torch.export import Dim, export
 
     torch.manual_seed(0)
-    model = jt.Conv3d(2, 4, 3, padding=1, stride=(1, 2, 1))
-    ep = export(model, (torch.randn(3, 2, 5, 6, 5),), dynamic_shapes=({0: Dim("batch")},))
-    for n in (1, 2, 7):
-        x = torch.randn(n, 2, 5, 6, 5)
-        assert torch.equal(ep.module()(x), model(x))
+    for model in (jt.Conv3d(2, 4, 3, padding=1, stride=(1, 2, 1)),
+                  jt.ConvTranspose3d(2, 4, 3, stride=2, padding=1, output_padding=1)):
+        ep = export(model, (torch.randn(3, 2, 5, 6, 5),), dynamic_shapes=({0: Dim("batch")},))
+        for n in (1, 2, 7):
+            x = torch.randn(n, 2, 5, 6, 5)
+            assert torch.equal(ep.module()(x), model(x))
 
 
 def test_compile_dynamic_does_not_recompile_per_batch():
