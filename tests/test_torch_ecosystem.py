@@ -143,6 +143,21 @@ def test_per_sample_grads_equal_a_loop(kernel_calls):
         assert_close(gb[i], lb, 1e-12)
 
 
+@pytest.mark.parametrize("in_dims", [(0, 0, 0), (0, None, None), (None, 0, 0)], ids=["all", "input", "weight"])
+def test_vmap_of_grad_of_every_operand_equals_a_loop(in_dims, kernel_calls):
+    """Grad-input, grad-weight and grad-bias under vmap (folded into the batch or the groups), against a loop."""
+    x, w, b = _data(n=2)
+    args = [torch.stack([t, 0.5 * t, -t]) if d == 0 else t for t, d in zip((x, w, b), in_dims)]
+    loss = lambda x, w, b: (jt.conv3d(x, w, b, **KW) ** 2).sum()  # noqa: E731
+    got = vmap(grad(loss, argnums=(0, 1, 2)), in_dims=in_dims)(*args)
+    assert kernel_calls == {"fwd": 1, "dgrad": 1, "wgrad": 1, "bgrad": 1}
+    for i in range(3):
+        one = [a[i] if d == 0 else a for a, d in zip(args, in_dims)]
+        want = grad(lambda x, w, b: (F.conv3d(x, w, b, **KW) ** 2).sum(), argnums=(0, 1, 2))(*one)
+        for g, r in zip(got, want):
+            assert_close(g[i], r, 1e-12)
+
+
 def test_vmap_over_a_zero_length_axis():
     x, w, b = _data()
     y = vmap(lambda xi: jt.conv3d(xi, w, b, **KW))(x[:0])
