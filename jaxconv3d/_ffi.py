@@ -8,12 +8,13 @@ from __future__ import annotations
 import itertools
 
 import jax
-import jaxlib.version
 import jax.numpy as jnp
+import jaxlib.version
 import numpy as np
 
 from . import _ext, _plan
 from ._params import ConvConfig
+
 
 def _version(text: str) -> tuple[int, ...]:
     parts = []
