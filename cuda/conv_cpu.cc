@@ -7,6 +7,8 @@
 // once, computed in float and rounded once at the end.
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
 #include <vector>
@@ -20,18 +22,37 @@
 namespace jaxconv3d {
 namespace {
 
+// JAXCONV3D_CPU_THREADS: a positive integer (default: the hardware's thread count), capped at kThreadsPerCore per
+// hardware thread (each thread costs a stack: 100000 of them would exhaust the address space). Anything else is
+// ignored with a warning that names the variable (once per process).
+constexpr int kThreadsPerCore = 4;
+
 int cpu_threads() {
-  if (const char* env = std::getenv("JAXCONV3D_CPU_THREADS")) {
-    const int n = std::atoi(env);
-    if (n > 0) return n;
+  const unsigned hw_count = std::thread::hardware_concurrency();
+  const int hw = hw_count == 0 ? 1 : static_cast<int>(std::min<unsigned>(hw_count, 1u << 16));
+  const char* env = std::getenv("JAXCONV3D_CPU_THREADS");
+  if (env == nullptr || *env == '\0') return hw;
+  errno = 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(env, &end, 10);
+  if (errno != 0 || end == env || *end != '\0' || n <= 0) {
+    static std::atomic<bool> warned{false};
+    if (!warned.exchange(true)) {
+      std::fprintf(stderr,
+                   "jaxconv3d: warning: ignoring JAXCONV3D_CPU_THREADS='%s' (not a positive integer); using %d "
+                   "threads\n",
+                   env, hw);
+    }
+    return hw;
   }
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  return static_cast<int>(std::min<long long>(n, static_cast<long long>(hw) * kThreadsPerCore));
 }
 
 // Runs body(i) for i in [0, count) on a few threads; items are handed out dynamically but each is computed
 // entirely by one thread, so the schedule never changes a result. `item_cost` (multiply-adds per item) keeps tiny
-// problems on the calling thread, where starting threads would cost more than the work.
+// problems on the calling thread, where starting threads would cost more than the work. A thread that cannot be
+// started (no memory for its stack, a pid limit) is simply not used: the threads already running and the calling
+// thread take all items.
 template <typename Body>
 void parallel_for(int64_t count, int64_t item_cost, const Body& body) {
   constexpr int64_t kMinWorkPerThread = int64_t{1} << 18;
@@ -46,8 +67,11 @@ void parallel_for(int64_t count, int64_t item_cost, const Body& body) {
     for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) body(i);
   };
   std::vector<std::thread> threads;
-  threads.reserve(n_threads - 1);
-  for (int64_t t = 1; t < n_threads; ++t) threads.emplace_back(worker);
+  try {
+    threads.reserve(n_threads - 1);
+    for (int64_t t = 1; t < n_threads; ++t) threads.emplace_back(worker);
+  } catch (const std::exception&) {  // std::system_error (EAGAIN) or bad_alloc: run with what started
+  }
   worker();
   for (auto& th : threads) th.join();
 }

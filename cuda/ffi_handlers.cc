@@ -283,3 +283,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     },
     ffi::Ffi::Bind().Ctx<ffi::PlatformStream<void*>>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
 #endif
+
+// Registered under the target names of earlier versions: a program exported with an older jaxconv3d (whose handlers
+// took other operands or attributes) fails with this message instead of running the wrong handler. It binds no
+// attributes and takes any operands, so it accepts every old call.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxconv3d_stale,
+    [](ffi::RemainingArgs, ffi::RemainingRets) {
+      return ffi::Error::InvalidArgument(
+          "jaxconv3d: this program was exported with an older jaxconv3d whose FFI targets (version 1, names "
+          "without a _v suffix) this build no longer provides; re-export it with the installed jaxconv3d "
+          "(see jaxconv3d.FFI_TARGET_VERSION)");
+    },
+    ffi::Ffi::Bind().RemainingArgs().RemainingRets());

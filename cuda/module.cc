@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <string>
 
 #include "conv_kernels.h"
 #include "dispatch.h"
@@ -24,23 +25,42 @@ py::capsule handler_capsule(Fn* fn) {
 
 PYBIND11_MODULE(_ext, m) {
   m.doc() = "jaxconv3d kernels: XLA FFI handlers and the DLPack adapter";
-  m.def("registrations", []() {
-    py::dict cpu, cuda;
-    cpu["jaxconv3d_fwd"] = handler_capsule(jaxconv3d_fwd_cpu);
-    cpu["jaxconv3d_dgrad"] = handler_capsule(jaxconv3d_dgrad_cpu);
-    cpu["jaxconv3d_wgrad"] = handler_capsule(jaxconv3d_wgrad_cpu);
-    cpu["jaxconv3d_bgrad"] = handler_capsule(jaxconv3d_bgrad_cpu);
-#ifdef JAXCONV3D_WITH_CUDA
-    cuda["jaxconv3d_fwd"] = handler_capsule(jaxconv3d_fwd_cuda);
-    cuda["jaxconv3d_dgrad"] = handler_capsule(jaxconv3d_dgrad_cuda);
-    cuda["jaxconv3d_wgrad"] = handler_capsule(jaxconv3d_wgrad_cuda);
-    cuda["jaxconv3d_bgrad"] = handler_capsule(jaxconv3d_bgrad_cuda);
+  // Target names carry the version of the handlers' interface (operands, results, attributes): bump
+  // kFfiTargetVersion when it changes, so that programs exported with jax.export against the old interface fail
+  // with a clear message (the stale handler, registered under the old names) instead of misreading attributes.
+  constexpr int kFfiTargetVersion = 2;
+  m.attr("FFI_TARGET_VERSION") = kFfiTargetVersion;
+#ifndef JAXCONV3D_BUILT_JAXLIB
+#define JAXCONV3D_BUILT_JAXLIB "unknown"
 #endif
+  // The jaxlib whose XLA FFI headers this build used: the FFI refuses handlers built against a newer API.
+  m.attr("BUILT_WITH_JAXLIB") = JAXCONV3D_BUILT_JAXLIB;
+  m.def("registrations", []() {
+    const std::string v = "_v" + std::to_string(kFfiTargetVersion);
+    py::dict cpu, cuda;
+    cpu[py::str("jaxconv3d_fwd" + v)] = handler_capsule(jaxconv3d_fwd_cpu);
+    cpu[py::str("jaxconv3d_dgrad" + v)] = handler_capsule(jaxconv3d_dgrad_cpu);
+    cpu[py::str("jaxconv3d_wgrad" + v)] = handler_capsule(jaxconv3d_wgrad_cpu);
+    cpu[py::str("jaxconv3d_bgrad" + v)] = handler_capsule(jaxconv3d_bgrad_cpu);
+#ifdef JAXCONV3D_WITH_CUDA
+    cuda[py::str("jaxconv3d_fwd" + v)] = handler_capsule(jaxconv3d_fwd_cuda);
+    cuda[py::str("jaxconv3d_dgrad" + v)] = handler_capsule(jaxconv3d_dgrad_cuda);
+    cuda[py::str("jaxconv3d_wgrad" + v)] = handler_capsule(jaxconv3d_wgrad_cuda);
+    cuda[py::str("jaxconv3d_bgrad" + v)] = handler_capsule(jaxconv3d_bgrad_cuda);
+#endif
+    // Version 1 had no suffix.
+    for (const char* old : {"jaxconv3d_fwd", "jaxconv3d_dgrad", "jaxconv3d_wgrad", "jaxconv3d_bgrad"}) {
+      cpu[py::str(old)] = handler_capsule(jaxconv3d_stale);
+#ifdef JAXCONV3D_WITH_CUDA
+      cuda[py::str(old)] = handler_capsule(jaxconv3d_stale);
+#endif
+    }
     py::dict out;
     out["cpu"] = cpu;
     out["CUDA"] = cuda;
     return out;
-  }, "FFI handler capsules by platform: {'cpu': {name: capsule}, 'CUDA': {...}}");
+  }, "FFI handler capsules by platform: {'cpu': {name: capsule}, 'CUDA': {...}}; names end in _v<FFI_TARGET_VERSION>, "
+     "older names map to a handler that refuses stale exported programs");
   m.def("built_with_cuda", []() { return jaxconv3d::cuda_available(); });
   m.def(
       "plan",

@@ -5,6 +5,7 @@ layout="NCDHW")`,
 `jaxconv3d.conv_transpose3d(x, w, b=None, *, stride=1, padding=0, output_padding=0, groups=1, dilation=1)`.
 Spatial sharding inside shard_map: `jaxconv3d.halo_exchange`, `sharded_conv3d`, `sharded_conv_transpose3d` (plain jit
 needs none of them).
+jax.export: pass `disabled_checks=jaxconv3d.export_disabled_checks()`; a symbolic batch dimension is supported.
 Dispatch: `jaxconv3d.explain(x_shape, w_shape, ...)` names the kernel family and tile of each operation.
 PyTorch: `jaxconv3d.torch.conv3d`, `conv_transpose3d`, `Conv3d`, `ConvTranspose3d`, `convert_conv3d`.
 """
@@ -17,9 +18,12 @@ from ._ext import built_with_cuda
 from ._spatial import halo_exchange, sharded_conv3d, sharded_conv_transpose3d
 from ._params import ConvConfig, conv_config
 from ._plan import explain
+from ._ffi import FFI_TARGET_VERSION, export_disabled_checks, register as _register
+
+_register()  # now, not at the first call: jax.export.deserialize'd programs need the targets too
 
 __version__ = "0.1.0"
 __all__ = [
     "conv3d", "conv_transpose3d", "halo_exchange", "sharded_conv3d", "sharded_conv_transpose3d", "explain",
-    "conv_config", "ConvConfig", "built_with_cuda", "__version__",
+    "conv_config", "ConvConfig", "built_with_cuda", "export_disabled_checks", "FFI_TARGET_VERSION", "__version__",
 ]

@@ -48,10 +48,11 @@ def _unfold_from_channels(out, role: str, size: int):
     return out.reshape(size, out.shape[0] // size, *out.shape[1:])
 
 
-def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped: bool) -> Callable:
+def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped: bool, shape_of: Callable) -> Callable:
     """Wrap `call(*arrays, cfg)` in custom_vmap with the folding rules above.
 
     `grouped` says whether the operation has a groups attribute in `cfg` (grad-bias does not: it is per channel).
+    `shape_of(cfg)` is the result's shape: a zero-length vmapped axis gives the empty result (as lax does).
     """
 
     def make(cfg):
@@ -61,6 +62,8 @@ def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped:
 
         @op.def_vmap
         def rule(axis_size, in_batched, *arrays):
+            if axis_size == 0:
+                return jnp.zeros((0, *shape_of(cfg)), arrays[0].dtype), True
             fold_batch = out_role == ACT and all(
                 not batched or role == ACT for role, batched in zip(in_roles, in_batched)
             )
@@ -112,7 +115,7 @@ def _guard_empty(call: Callable, shape_of: Callable[[ConvConfig], tuple]) -> Cal
 def _operation(call: Callable, in_roles, out_role, shape_of, grouped: bool) -> Callable:
     """An FFI call with its sharding rule, its zero-batch guard and its batching rule, innermost first."""
     partitioned = batch_partitioned(call, in_roles, out_role)
-    return _batched_op(_guard_empty(partitioned, shape_of), in_roles, out_role, grouped)
+    return _batched_op(_guard_empty(partitioned, shape_of), in_roles, out_role, grouped, shape_of)
 
 
 _fwd = _operation(_ffi.fwd, (ACT, FILT, BIAS), ACT, lambda c: c.y_shape, True)

@@ -5,18 +5,53 @@ The wrappers take rank-5 arrays and a ConvConfig; batching and differentiation l
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
+import jaxlib.version
 import numpy as np
 
 from . import _ext, _plan
 from ._params import ConvConfig
 
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("+")[0].split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_jaxlib(built: str, running: str) -> None:
+    """The extension's FFI handlers were compiled against jaxlib `built`'s headers; XLA refuses them (at the first
+    call) under an older jaxlib. Refuse at import instead, naming both versions and what to do."""
+    if built == "unknown" or not _version(built) or not _version(running):
+        return
+    if _version(running) < _version(built):
+        raise ImportError(
+            f"jaxconv3d's extension was built against jaxlib {built}, but jaxlib {running} is installed: install "
+            f"jaxlib>={built}, or rebuild jaxconv3d against this jaxlib (scripts/setup.sh, or pip install "
+            "--no-build-isolation .)"
+        )
+
+
+check_jaxlib(_ext.BUILT_WITH_JAXLIB, jaxlib.version.__version__)
+
+FFI_TARGET_VERSION: int = _ext.FFI_TARGET_VERSION
+_V = f"_v{FFI_TARGET_VERSION}"
+TARGETS = tuple(f"jaxconv3d_{op}{_V}" for op in ("fwd", "dgrad", "wgrad", "bgrad"))
+FWD, DGRAD, WGRAD, BGRAD = TARGETS
+
 _registered = False
 
 
 def register() -> None:
-    """Register the cpu and CUDA handlers with XLA (idempotent; registering twice would raise)."""
+    """Register the cpu and CUDA handlers with XLA (idempotent; registering twice would raise). Called when the
+    package is imported, so a program deserialised by jax.export finds its targets before any call of ours."""
     global _registered
     if _registered:
         return
@@ -24,6 +59,15 @@ def register() -> None:
         for name, capsule in targets.items():
             jax.ffi.register_ffi_target(name, capsule, platform=platform)
     _registered = True
+
+
+def export_disabled_checks() -> list:
+    """What to pass as `jax.export.export(..., disabled_checks=...)` for functions that call jaxconv3d.
+
+    Our custom-call targets carry no compatibility guarantee from JAX; instead their names carry a version
+    (`FFI_TARGET_VERSION`): an exported program runs wherever a jaxconv3d with the same target version is imported,
+    and one from an older version fails with a message saying to re-export."""
+    return [jax.export.DisabledSafetyCheck.custom_call(name) for name in TARGETS]
 
 
 def _attrs(cfg: ConvConfig) -> dict:
@@ -86,21 +130,21 @@ def _call(name: str, op: str, shape, cfg: ConvConfig, *operands: jax.Array) -> j
 
 def fwd(x: jax.Array, w: jax.Array, b: jax.Array, cfg: ConvConfig) -> jax.Array:
     """y = conv(x, w) + b; `b` is (O,) or empty (no bias)."""
-    return _call("jaxconv3d_fwd", "forward", cfg.y_shape, cfg, x, w, b)
+    return _call(FWD, "forward", cfg.y_shape, cfg, x, w, b)
 
 
 def dgrad(dy: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
-    return _call("jaxconv3d_dgrad", "grad_input", cfg.x_shape, cfg, dy, w)
+    return _call(DGRAD, "grad_input", cfg.x_shape, cfg, dy, w)
 
 
 def wgrad(x: jax.Array, dy: jax.Array, cfg: ConvConfig) -> jax.Array:
     """Grad-weight (its split reduction uses the workspace)."""
-    return _call("jaxconv3d_wgrad", "grad_weight", cfg.w_shape, cfg, x, dy)
+    return _call(WGRAD, "grad_weight", cfg.w_shape, cfg, x, dy)
 
 
 def bgrad(dy: jax.Array) -> jax.Array:
     out = _result_type((dy.shape[1],), dy.dtype, dy)
-    return jax.ffi.ffi_call("jaxconv3d_bgrad", out)(dy)
+    return jax.ffi.ffi_call(BGRAD, out)(dy)
 
 
 def no_bias(dtype) -> jax.Array:

@@ -70,7 +70,6 @@ def conv3d(
     cfg = cfg.replace(layout=code) if code else cfg
     if unbatched:
         x = x[None]
-    _ffi.register()
     y = _autodiff.conv(x, w, _ffi.no_bias(x.dtype) if b is None else b, cfg)
     y = y[0] if unbatched else y
     return jnp.moveaxis(y, -4, -1) if code == _plan.NDHWC else y

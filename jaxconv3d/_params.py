@@ -230,7 +230,7 @@ def _build_config(
     groups: Any,
     precision: Any,
 ) -> ConvConfig:
-    x_shape, w_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in w_shape)
+    x_shape, w_shape = shapes(x_shape, w_shape)
     if len(x_shape) != 5:
         raise ValueError(f"input must have shape (N, C, D, H, W) or (C, D, H, W), got rank {len(x_shape)}")
     if len(w_shape) != 5:
@@ -291,6 +291,33 @@ def _types(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return (type(value), tuple(_types(v) for v in value))
     return type(value)
+
+
+def is_symbolic(dim: Any) -> bool:
+    """A symbolic size: a `jax.export` dimension variable or a torch SymInt (not a plain int)."""
+    return not isinstance(dim, numbers.Integral)
+
+
+def _batch_dim(dim: Any) -> Any:
+    """The batch size: an int, or kept symbolic (jax.export's symbolic_shape, torch.export's Dim, torch.compile's
+    dynamic=True) without forcing it to a constant; nothing below the doors depends on its value."""
+    return int(dim) if isinstance(dim, numbers.Integral) else dim
+
+
+def shapes(x_shape: Sequence[Any], w_shape: Sequence[Any]) -> tuple[tuple, tuple[int, ...]]:
+    """x's and w's shapes as ints, except a symbolic batch (x's first dimension), which stays symbolic."""
+    x = (_batch_dim(x_shape[0]), *(_static_dim(s, "input") for s in x_shape[1:])) if len(x_shape) else ()
+    return x, tuple(_static_dim(s, "weight") for s in w_shape)
+
+
+def _static_dim(dim: Any, name: str) -> int:
+    if isinstance(dim, numbers.Integral):
+        return int(dim)
+    if type(dim).__module__.startswith("torch"):  # a SymInt: channels and spatial sizes are specialised
+        return int(dim)
+    raise ValueError(
+        f"{name} has a symbolic size {dim!r} outside the batch dimension; only the batch dimension may be symbolic"
+    )
 
 
 @functools.lru_cache(maxsize=4096)

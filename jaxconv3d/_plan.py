@@ -9,11 +9,12 @@ lookup. `explain()` is the public view of the same answers.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any, Sequence
 
 from . import _ext
-from ._params import ConvConfig, check_dtypes, conv_config, dtype_name
+from ._params import ConvConfig, check_dtypes, conv_config, dtype_name, is_symbolic
 
 OPS = ("forward", "grad_input", "grad_weight")
 NCDHW, NDHWC = 0, 1
@@ -38,8 +39,27 @@ def to_layout(shape: Sequence[int], layout: int) -> tuple[int, ...]:
 def plan(cfg: ConvConfig, dtype: Any, cc: int, op: str, layout: int = NCDHW) -> dict:
     """The dispatcher's answer for one operation: {family, tile, layout ('NCDHW'/'NDHWC'), workspace_bytes, rule}.
     `cc`: 10 * major + minor of the GPU (90 for Hopper), 0 for the CPU. `layout`: the caller's own layout (the cpu
-    family takes either; GPU families name theirs)."""
-    return _plan(cfg, dtype_name(dtype), int(cc), op, int(layout), os.environ.get("JAXCONV3D_FAMILY", ""))
+    family takes either; GPU families name theirs).
+
+    A symbolic batch (jax.export's shape polymorphism, torch's dynamic shapes) is planned at batch 1 and at a batch
+    with `SYMBOLIC_PLAN_POSITIONS` output positions: every family's split workspace grows with the batch up to a cap
+    (a fixed number of blocks) that this size reaches, so the one workspace fixed at trace time serves any batch
+    (the doors check it at run time). Where the two batches would get kernels of different layouts, no single
+    program serves every batch: ValueError."""
+    env = os.environ.get("JAXCONV3D_FAMILY", "")
+    if not is_symbolic(cfg.batch):
+        return _plan(cfg, dtype_name(dtype), int(cc), op, int(layout), env)
+    big = max(1, -(-SYMBOLIC_PLAN_POSITIONS // math.prod(cfg.out_spatial)))
+    small, large = (_plan(cfg.replace(batch=n), dtype_name(dtype), int(cc), op, int(layout), env) for n in (1, big))
+    if small["layout"] != large["layout"]:
+        raise ValueError(
+            f"with a symbolic batch, {op} would run {small['family']} ({small['layout']}) for small batches and "
+            f"{large['family']} ({large['layout']}) for large ones on this device; export with a static batch"
+        )
+    return dict(large, workspace_bytes=max(small["workspace_bytes"], large["workspace_bytes"]))
+
+
+SYMBOLIC_PLAN_POSITIONS = 1 << 24
 
 
 @functools.lru_cache(maxsize=4096)

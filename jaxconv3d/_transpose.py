@@ -28,9 +28,9 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
-from . import _autodiff, _ffi
+from . import _autodiff
 from ._jax_api import _check_devices
-from ._params import AXES, ConvConfig, _is_int, check_dtypes, conv_config, triple
+from ._params import AXES, ConvConfig, _is_int, check_dtypes, conv_config, shapes, triple
 from ._sharding import exchange_transpose, local_config
 
 
@@ -81,7 +81,7 @@ def _cached(*key: Any) -> TransposeConfig:
 
 
 def _build(x_shape, w_shape, b_shape, stride, padding, output_padding, groups, dilation, precision, memoize=True):
-    x_shape, w_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in w_shape)
+    x_shape, w_shape = shapes(x_shape, w_shape)
     if len(x_shape) != 5:
         raise ValueError(f"input must have shape (N, C_in, D, H, W) or (C_in, D, H, W), got rank {len(x_shape)}")
     if len(w_shape) != 5:
@@ -190,7 +190,6 @@ def transposed(x, w, b, tc: TransposeConfig, unbatched: bool, halo=None):
     if tc.empty:
         y = jnp.zeros(tc.out_shape, x.dtype)
     else:
-        _ffi.register()
         if halo is None:
             y = _autodiff.input_grad(x, w, tc.conv)
         else:

@@ -21,7 +21,7 @@ missing=()
 "$PY" -c 'import torch' 2>/dev/null || missing+=("torch==2.13.0")
 "$PY" -c 'import jax' 2>/dev/null || missing+=("jax")
 for mod_pkg in numpy:numpy pybind11:pybind11 scikit_build_core:scikit-build-core ninja:ninja \
-               pytest:pytest hypothesis:hypothesis; do
+               pytest:pytest hypothesis:hypothesis flatbuffers:flatbuffers; do
   "$PY" -c "import ${mod_pkg%%:*}" 2>/dev/null || missing+=("${mod_pkg##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -89,20 +89,20 @@ def test_ffi_handler_rejects_inconsistent_call():
     ws = jax.ShapeDtypeStruct((0,), jnp.uint8)
     wrong = (jax.ShapeDtypeStruct((1, 3, 4, 3, 3), jnp.float32), ws)
     with pytest.raises(Exception, match="output depth is 4 but the convolution gives 3"):
-        jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", wrong)(x, w, jnp.zeros((0,)), **attrs))
+        jax.block_until_ready(jax.ffi.ffi_call(_ffi.FWD, wrong)(x, w, jnp.zeros((0,)), **attrs))
     bad_attrs = dict(attrs, stride=np.ones(2, np.int64))
     right = (jax.ShapeDtypeStruct((1, 3, 3, 3, 3), jnp.float32), ws)
     with pytest.raises(Exception, match="stride must have 3 entries"):
-        jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w, jnp.zeros((0,)), **bad_attrs))
+        jax.block_until_ready(jax.ffi.ffi_call(_ffi.FWD, right)(x, w, jnp.zeros((0,)), **bad_attrs))
     with pytest.raises(Exception, match="same element type"):
         jax.block_until_ready(
-            jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w.astype(jnp.float64), jnp.zeros((0,)), **attrs)
+            jax.ffi.ffi_call(_ffi.FWD, right)(x, w.astype(jnp.float64), jnp.zeros((0,)), **attrs)
         )
     with pytest.raises(Exception, match="layout must be 0"):
-        jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w, jnp.zeros((0,)), **dict(attrs, layout=5)))
+        jax.block_until_ready(jax.ffi.ffi_call(_ffi.FWD, right)(x, w, jnp.zeros((0,)), **dict(attrs, layout=5)))
     negative = dict(attrs, pad_lo=np.array([-1, 0, 0], np.int64))
     with pytest.raises(Exception, match="padding along depth must be non-negative"):
-        jax.block_until_ready(jax.ffi.ffi_call("jaxconv3d_fwd", right)(x, w, jnp.zeros((0,)), **negative))
+        jax.block_until_ready(jax.ffi.ffi_call(_ffi.FWD, right)(x, w, jnp.zeros((0,)), **negative))
 
 
 def test_dlpack_adapter_rejects_inconsistent_call():

@@ -95,6 +95,18 @@ def test_vmap_over_weights_and_per_example_grads(data, rng):
         assert_close(g, r, 1e-12)
 
 
+@pytest.mark.parametrize("in_axes", [(0, None, None), (None, 0, None), (0, 0, 0)], ids=["input", "weight", "all"])
+def test_vmap_over_a_zero_length_axis(data, in_axes):
+    """As lax: an empty vmapped axis gives the empty result (and empty per-example gradients), no error."""
+    args = [jnp.zeros((0, *a.shape), a.dtype) if ax == 0 else a for a, ax in zip(data, in_axes)]
+    got = jax.vmap(ours, in_axes=in_axes)(*args)
+    want = jax.vmap(ref_fn, in_axes=in_axes)(*args)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    grads = jax.vmap(jax.grad(loss(ours), argnums=(0, 1, 2)), in_axes=in_axes)(*args)
+    grads_ref = jax.vmap(jax.grad(loss(ref_fn), argnums=(0, 1, 2)), in_axes=in_axes)(*args)
+    assert [g.shape for g in grads] == [g.shape for g in grads_ref]
+
+
 def test_nested_vmap(data, rng):
     _, w, b = data
     xs = randn(rng, (2, 3, *X_SHAPE), "float64")

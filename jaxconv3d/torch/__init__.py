@@ -8,11 +8,13 @@ Arguments are normalised by the same `conv_config` as the JAX front; tensors go 
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from .._params import call_config
 from . import _library, _ops
@@ -31,20 +33,39 @@ def _check_devices(**tensors: torch.Tensor | None) -> None:
             raise ValueError(
                 f"{k} is on {t.device} but {first_name} is on {first.device}: all tensors must be on one device"
             )
-    if first.device.type not in ("cpu", "cuda"):
+    if first.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"{first_name} is on {first.device}; jaxconv3d runs on cpu and cuda devices")
 
 
+def _autocast(t: torch.Tensor | None, device_type: str, dtype: torch.dtype) -> torch.Tensor | None:
+    """autocast's own rule for an argument of a lower-precision op (at::autocast::cached_cast): floating tensors on
+    the autocast device, except float64, are cast; anything else is left alone."""
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64 or t.device.type != device_type:
+        return t
+    return t.to(dtype)
+
+
 def _checked_and_autocast(input, weight, bias):
-    """Device checks, then the casting rule autocast applies to F.conv3d / F.conv_transpose3d: compute in the
-    autocast dtype."""
+    """Device checks, then the casting rule autocast applies to F.conv3d / F.conv_transpose3d (a lower-precision
+    op: compute in the autocast dtype, float64 stays float64)."""
     _check_devices(input=input, weight=weight, bias=bias)
     device_type = input.device.type
-    if torch.is_autocast_enabled(device_type) and input.is_floating_point():
+    if device_type != "meta" and torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
-        input, weight = input.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
+        input, weight, bias = (_autocast(t, device_type, dtype) for t in (input, weight, bias))
     return input, weight, bias
+
+
+_PLAIN = (torch.Tensor, nn.Parameter)
+
+
+def _through_dispatcher(*tensors: torch.Tensor | None) -> bool:
+    """Whether a call must go through the torch.library ops rather than the autograd.Functions' DLPack door:
+    while compiling, under a Python dispatch mode (FakeTensorMode, FlopCounterMode, ...), or with fake, meta or
+    other subclass tensors. The door must never see such tensors (it would read their non-existent data)."""
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        return True
+    return any(t is not None and (type(t) not in _PLAIN or t.is_meta) for t in tensors)
 
 
 def conv3d(
@@ -60,17 +81,17 @@ def conv3d(
     """torch.nn.functional.conv3d on our kernels. `precision`: None/"highest" (float32-accurate, the default,
     whatever torch.backends.cudnn.allow_tf32 says) or "tf32"."""
     input, weight, bias = _checked_and_autocast(input, weight, bias)
-    compiling = torch.compiler.is_compiling()
+    dispatched = _through_dispatcher(input, weight, bias)
     cfg, unbatched = call_config(
         input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        precision=precision, memoize=not compiling,
+        precision=precision, memoize=not dispatched,
     )
     if unbatched:
         input = input.unsqueeze(0)
     # Tensors go in as they are: the operations hand the kernels contiguous tensors or channels-last views, whichever
     # the device's kernel family wants, and return y in the input's memory format (channels_last_3d in, channels_last_3d
     # out, as F.conv3d does).
-    if compiling:  # one opaque node in the compiled graph (see _library.py)
+    if dispatched:  # one opaque node in a compiled graph, a shape rule for fake tensors (see _library.py)
         y = _library.conv3d(input, weight, bias, *_ops._attrs(cfg))
     else:
         y = _ops.ConvFunction.apply(input, weight, bias, cfg)
@@ -104,6 +125,7 @@ def _swap(old: nn.Module, precision: Any) -> nn.Module:
     """Our Conv3d / ConvTranspose3d sharing old's Parameter objects, buffers, hooks and flags (no copy, no
     re-init)."""
     cls = ConvTranspose3d if isinstance(old, nn.ConvTranspose3d) else Conv3d
+    cls = cls if type(old) in (nn.Conv3d, nn.ConvTranspose3d) else _derived(type(old), cls)
     new = cls.__new__(cls)
     state = dict(old.__dict__)
     for key, value in state.items():  # own containers, shared contents
@@ -114,6 +136,18 @@ def _swap(old: nn.Module, precision: Any) -> nn.Module:
     new.__dict__.update(state)
     new.precision = precision
     return new
+
+
+@functools.lru_cache(maxsize=None)
+def _derived(old_cls: type, ours: type) -> type:
+    """The class a swapped module gets when its own is not plain nn.Conv3d / nn.ConvTranspose3d: old_cls first (the
+    properties of a parametrization's generated class, a lazy module's parameter inference, a user subclass's
+    methods), then ours (its `_conv_forward` / `forward` on our kernels). A lazy module becomes `ours` once its
+    parameters are materialised (torch's `cls_to_become`)."""
+    body: dict = {"__module__": old_cls.__module__}
+    if issubclass(old_cls, LazyModuleMixin):
+        body["cls_to_become"] = ours
+    return type(old_cls.__name__, (old_cls, ours), body)
 
 
 def _swappable(m: nn.Module) -> bool:

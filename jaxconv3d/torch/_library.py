@@ -1,8 +1,10 @@
 """The four operations as torch.library custom ops, so `torch.compile` keeps a convolution as one opaque node
 (with a fake-tensor shape rule and an autograd rule) instead of breaking the graph at our extension call.
 
-Eager calls do not come here: they take the autograd.Functions of `_ops.py`, which skip the dispatcher's
-per-call cost. Both paths launch the same kernels.
+Eager calls on real tensors do not come here: they take the autograd.Functions of `_ops.py`, which skip the
+dispatcher's per-call cost. Both paths launch the same kernels. Calls that the dispatcher must see come here even
+in eager mode: fake and meta tensors (the fake rule gives the shape without touching data) and calls under a
+Python dispatch mode (FakeTensorMode, FlopCounterMode, whose FLOP formulas are registered below).
 """
 
 from __future__ import annotations
@@ -167,3 +169,30 @@ def _bias_grad_backward(ctx, c):
 
 
 bias_grad.register_autograd(_bias_grad_backward, setup_context=_bias_grad_setup)
+
+
+# ---- FLOP counts for torch.utils.flop_counter.FlopCounterMode: the formulas it uses for aten.convolution and
+# aten.convolution_backward, so a model counts the same with our layers as with nn.Conv3d.
+
+
+def _swap01(shape):
+    return [shape[1], shape[0], *shape[2:]]
+
+
+def _register_flop_formulas() -> None:
+    from torch.utils.flop_counter import conv_flop_count, register_flop_formula
+
+    @register_flop_formula(torch.ops.jaxconv3d.conv3d)
+    def _(x_shape, w_shape, *args, out_shape=None, **kwargs):
+        return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+    @register_flop_formula(torch.ops.jaxconv3d.conv3d_input_grad)
+    def _(dy_shape, w_shape, *args, out_shape=None, **kwargs):
+        return conv_flop_count(dy_shape, w_shape, out_shape, transposed=True)
+
+    @register_flop_formula(torch.ops.jaxconv3d.conv3d_weight_grad)
+    def _(x_shape, dy_shape, *args, out_shape=None, **kwargs):
+        return conv_flop_count(_swap01(x_shape), _swap01(dy_shape), _swap01(out_shape), transposed=False)
+
+
+_register_flop_formulas()

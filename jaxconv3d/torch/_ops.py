@@ -13,6 +13,8 @@ channels_last_3d out, as F.conv3d does); weight gradients come back contiguous.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.utils.dlpack import to_dlpack
 
@@ -24,7 +26,10 @@ _CL = torch.channels_last_3d
 
 
 def _cap(t: torch.Tensor):
-    return to_dlpack(t.detach())
+    """A DLPack capsule of t's data. DLPack has no negative bit: a lazily negated view (torch._neg_view, the imaginary
+    part of a conjugate) is materialised first, or the kernels would read it without its sign."""
+    t = t.detach()
+    return to_dlpack(t.resolve_neg() if t.is_neg() else t)
 
 
 def _stream(t: torch.Tensor) -> int:
@@ -152,15 +157,98 @@ def bgrad(dy: torch.Tensor) -> torch.Tensor:
     return db
 
 
+# ---- torch.func: batching rules (a vmapped axis folds into the batch N when only activations carry it, else into
+# the groups, as in the JAX front's _autodiff.py: one kernel launch per operation) and forward-mode rules (each
+# operation is bilinear, so its tangent is the operation applied to one tangent and the other primal, summed).
+
+ACT, FILT, BIAS = "act", "w", "b"  # operand roles: (N, C, ...) activation, (O, C/g, ...) filter, (O,) bias
+
+
+def _fold(t: torch.Tensor | None, role: str, size: int, into_batch: bool) -> torch.Tensor | None:
+    """A (B, ...) operand (None stays None) folded: into the batch ((B*N, ...)), or into the channels: act
+    (N, B*C, ...), filter (B*O, ...), bias (B*O,)."""
+    if t is None:
+        return None
+    if role == ACT and not into_batch:
+        t = t.movedim(0, 1)
+        return t.reshape(t.shape[0], size * t.shape[2], *t.shape[3:])
+    return t.reshape(size * t.shape[1], *t.shape[2:])
+
+
+def _unfold(out: torch.Tensor, role: str, size: int, into_batch: bool) -> torch.Tensor:
+    if role == ACT and not into_batch:
+        return out.reshape(out.shape[0], size, out.shape[1] // size, *out.shape[2:]).movedim(1, 0)
+    return out.reshape(size, out.shape[0] // size, *out.shape[1:])
+
+
+def _vmap_rule(fn, roles: tuple, out_role: str, shape_of):
+    """The `vmap` staticmethod of autograd.Function `fn`, whose arguments are tensors in `roles`, then (except for
+    grad-bias) a ConvConfig; `shape_of(cfg, first)` is the unbatched result's shape (for a zero-size axis), given
+    the first vmapped operand with that axis first."""
+
+    def vmap(info, in_dims, *args):
+        size, n = info.batch_size, len(roles)
+        tensors, extra = args[:n], args[n:]
+        into_batch = out_role == ACT and all(d is None or r == ACT for r, d in zip(roles, in_dims))
+        moved = [  # the vmapped axis first; unbatched operands broadcast along it when it goes into the channels
+            t if t is None or (d is None and into_batch) else t.movedim(d, 0) if d is not None
+            else t.expand(size, *t.shape)
+            for t, d in zip(tensors, in_dims[:n])
+        ]
+        cfg = extra[0] if extra else None
+        if size == 0:  # nothing to compute: the empty result, as vmap of the loop would give
+            first = next(t for t, d in zip(moved, in_dims) if d is not None)
+            return first.new_empty((0, *shape_of(cfg, first))), 0
+        if cfg is not None:
+            cfg = cfg.replace(batch=cfg.batch * size) if into_batch else cfg.replace(
+                in_channels=cfg.in_channels * size, out_channels=cfg.out_channels * size, groups=cfg.groups * size)
+        folded = [t if into_batch and d is None else _fold(t, r, size, into_batch)
+                  for t, r, d in zip(moved, roles, in_dims)]
+        out = fn.apply(*folded, *(() if cfg is None else (cfg,)))
+        return _unfold(out, out_role, size, into_batch), 0
+
+    return staticmethod(vmap)
+
+
+def _tangent_sum(*terms):
+    terms = [t for t in terms if t is not None]
+    return functools.reduce(torch.add, terms) if terms else None
+
+
+def _save_operands(ctx, inputs, output):
+    """setup_context of grad-input and grad-weight: both tensor operands (for backward and for jvp) and the config."""
+    a, b, cfg = inputs
+    ctx.cfg = cfg
+    ctx.save_for_backward(a, b)
+    ctx.save_for_forward(a, b)
+
+
+def _bilinear_jvp(fn):
+    """jvp of fn(a, b, cfg), linear in each of a and b: fn(ta, b) + fn(a, tb)."""
+
+    def jvp(ctx, ta, tb, _):
+        a, b = ctx.saved_tensors
+        return _tangent_sum(
+            None if ta is None else fn.apply(ta, b, ctx.cfg), None if tb is None else fn.apply(a, tb, ctx.cfg)
+        )
+
+    return staticmethod(jvp)
+
+
 class ConvFunction(torch.autograd.Function):
     """y = conv3d(x, w) + b with our kernels; backward through InputGrad / WeightGrad / bias sum."""
 
     @staticmethod
-    def forward(ctx, x, w, b, cfg):
+    def forward(x, w, b, cfg):
+        return fwd(x, w, b, cfg)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, b, cfg = inputs
         ctx.cfg = cfg
         ctx.has_bias = b is not None
         ctx.save_for_backward(x, w)
-        return fwd(x, w, b, cfg)
+        ctx.save_for_forward(x, w)
 
     @staticmethod
     def backward(ctx, gy):
@@ -171,13 +259,22 @@ class ConvFunction(torch.autograd.Function):
         db = BiasGrad.apply(gy) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db, None
 
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, _):
+        x, w = ctx.saved_tensors
+        return _tangent_sum(
+            None if tx is None else ConvFunction.apply(tx, w, None, ctx.cfg),
+            None if tw is None else ConvFunction.apply(x, tw, None, ctx.cfg),
+            None if tb is None else tb[None, :, None, None, None],
+        )
+
 
 class InputGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dy, w, cfg):
-        ctx.cfg = cfg
-        ctx.save_for_backward(dy, w)
+    def forward(dy, w, cfg):
         return dgrad(dy, w, cfg)
+
+    setup_context = staticmethod(_save_operands)
 
     @staticmethod
     def backward(ctx, c):
@@ -189,10 +286,10 @@ class InputGrad(torch.autograd.Function):
 
 class WeightGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dy, cfg):
-        ctx.cfg = cfg
-        ctx.save_for_backward(x, dy)
+    def forward(x, dy, cfg):
         return wgrad(x, dy, cfg)
+
+    setup_context = staticmethod(_save_operands)
 
     @staticmethod
     def backward(ctx, c):
@@ -204,10 +301,25 @@ class WeightGrad(torch.autograd.Function):
 
 class BiasGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dy):
-        ctx.shape = dy.shape
+    def forward(dy):
         return bgrad(dy)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.shape = inputs[0].shape
 
     @staticmethod
     def backward(ctx, c):
         return c[None, :, None, None, None].expand(ctx.shape)
+
+    @staticmethod
+    def jvp(ctx, t_dy):
+        return BiasGrad.apply(t_dy)
+
+
+InputGrad.jvp = _bilinear_jvp(InputGrad)
+WeightGrad.jvp = _bilinear_jvp(WeightGrad)
+ConvFunction.vmap = _vmap_rule(ConvFunction, (ACT, FILT, BIAS), ACT, lambda cfg, t: cfg.y_shape)
+InputGrad.vmap = _vmap_rule(InputGrad, (ACT, FILT), ACT, lambda cfg, t: cfg.x_shape)
+WeightGrad.vmap = _vmap_rule(WeightGrad, (ACT, ACT), FILT, lambda cfg, t: cfg.w_shape)
+BiasGrad.vmap = _vmap_rule(BiasGrad, (ACT,), BIAS, lambda cfg, dy: (dy.shape[2],))

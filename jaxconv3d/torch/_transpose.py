@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._transpose import transpose_call_config
-from . import _checked_and_autocast, _library, _ops
+from . import _checked_and_autocast, _library, _ops, _through_dispatcher
 
 
 def conv_transpose3d(
@@ -30,10 +30,10 @@ def conv_transpose3d(
     """torch.nn.functional.conv_transpose3d on our kernels (weight (C_in, C_out/groups, kD, kH, kW)).
     `precision` as in `conv3d`."""
     input, weight, bias = _checked_and_autocast(input, weight, bias)
-    compiling = torch.compiler.is_compiling()
+    dispatched = _through_dispatcher(input, weight, bias)
     tc, unbatched = transpose_call_config(
         input, weight, bias, stride=stride, padding=padding, output_padding=output_padding, groups=groups,
-        dilation=dilation, precision=precision, memoize=not compiling,
+        dilation=dilation, precision=precision, memoize=not dispatched,
     )
     if unbatched:
         input = input.unsqueeze(0)
@@ -41,7 +41,7 @@ def conv_transpose3d(
     # return the input's memory format, as F.conv_transpose3d does).
     if tc.empty:
         y = input.new_zeros(tc.out_shape)
-    elif compiling:  # one opaque node in the compiled graph (see _library.py)
+    elif dispatched:  # one opaque node in a compiled graph, a shape rule for fake tensors (see _library.py)
         y = _library.input_grad(input, weight, list(tc.conv.x_shape), *_ops._attrs(tc.conv))
     else:
         y = _ops.InputGrad.apply(input, weight, tc.conv)
