@@ -85,6 +85,13 @@ def reference_and_grads(x, w, b, dy, **kw):
     return y.detach(), grads[0], grads[1], grads[2] if b is not None else None
 
 
+def abs_scales(x, w, b, dy, **kw):
+    """reference_and_grads on the absolute values: the size of the terms each result element sums, the scale for
+    helpers.assert_close_scaled."""
+    a = lambda t: None if t is None else _t64(t).abs()  # noqa: E731
+    return reference_and_grads(a(x), a(w), a(b), a(dy), **kw)
+
+
 def out_shape(case: Case) -> tuple:
     """The output shape of a case, as F.conv3d computes it from the raw arguments."""
     meta = lambda shape: torch.empty(shape, dtype=torch.float64, device="meta")  # noqa: E731

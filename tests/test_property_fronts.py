@@ -25,7 +25,7 @@ import jaxconv3d
 import jaxconv3d.torch as jt
 from conftest import TEST_SEED
 from helpers import BOUNDS, DEVICES, TORCH_DTYPES, assert_close_scaled, has_cuda, jax_device
-from refs import reference_and_grads, torch_conv64
+from refs import abs_scales, reference_and_grads, torch_conv64
 
 MAX_MACS = 3_000_000  # per example (forward multiply-adds): keeps ~30 CPU examples within ~a minute
 THREADING_CUT = 2 * 2**18  # conv_cpu.cc: below this many multiply-adds an operation stays on one thread
@@ -78,12 +78,6 @@ def macs(x_shape, w_shape, kw) -> int:
     meta = lambda shape: torch.empty(shape, dtype=torch.float64, device="meta")  # noqa: E731
     y_shape = torch_conv64(meta(x_shape), meta(w_shape), None, **kw).shape
     return math.prod(y_shape) * math.prod(w_shape[1:])
-
-
-def scales(x, w, b, dy, kw):
-    """The operations on absolute values: the size of what each output element sums (see assert_close_scaled)."""
-    a = lambda t: None if t is None else t.abs()  # noqa: E731
-    return reference_and_grads(a(x), a(w), a(b), a(dy), **kw)
 
 
 def layout(t: torch.Tensor, kind: str) -> torch.Tensor:
@@ -163,7 +157,7 @@ def check_call(device, front, dtype, call, x_layout, w_layout, data_seed):
     x, w = rounded(x_shape), (rounded(w_shape) / math.sqrt(math.prod(w_shape[1:]))).to(TORCH_DTYPES[dtype]).double()
     b = rounded(w_shape[0]) if bias else None
     dy = rounded(torch_conv64(x, w, None, **kw).shape)
-    want, scale = reference_and_grads(x, w, b, dy, **kw), scales(x, w, b, dy, kw)
+    want, scale = reference_and_grads(x, w, b, dy, **kw), abs_scales(x, w, b, dy, **kw)
     got = run(front, dtype, x, w, b, dy, kw, x_layout, w_layout, device)
     for name, g, r, s in zip(("y", "dx", "dw", "db"), got, want, scale):
         if r is None:
