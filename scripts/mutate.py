@@ -56,7 +56,6 @@ def M(id, path, find, replace, what, cuda=False, more=()):
 
 CPU = "cuda/conv_cpu.cc"
 HALF = "cuda/half_convert.h"
-CU = "cuda/conv_cuda.cu"
 PARAMS = "jaxconv3d/_params.py"
 AUTODIFF = "jaxconv3d/_autodiff.py"
 OPS = "jaxconv3d/torch/_ops.py"
@@ -152,23 +151,27 @@ MUTATIONS = [
     M("L3", LIB, "d_w = weight_grad(c, dy, w.shape, *ctx.attrs) if",
       "d_w = -weight_grad(c, dy, w.shape, *ctx.attrs) if",
       "torch.compile path: grad-input's backward rule, weight term negated"),
-    M("TF1", "jaxconv3d/torch/__init__.py", "precision=precision, memoize=not compiling,",
-      "precision=None, memoize=not compiling,", "torch front ignores precision"),
-    M("TF2", "jaxconv3d/torch/__init__.py", "input, weight = _ops._contig(input), _ops._contig(weight)",
-      "input, weight = _ops._contig(input), weight", "torch front passes non-contiguous weights on"),
+    M("TF1", "jaxconv3d/torch/__init__.py", "precision=precision, memoize=not dispatched,",
+      "precision=None, memoize=not dispatched,", "torch front ignores precision"),
+    M("TF2", "jaxconv3d/torch/_ops.py", "    return _in_format(y, cl)", "    return y",
+      "torch forward returns the kernel's memory format, not the input's"),
     # ---- CUDA kernels (evaluated only with --gpu on a GPU machine)
-    M("C1", CU, "for (int s = 0; s < S; ++s) v += ws[(i64)s * wel + e];",
+    M("C1", "cuda/sm80/wgrad.cu", "for (int s = 0; s < S; ++s) v += ws[(i64)s * wel + e];",
       "for (int s = 1; s < S; ++s) v += ws[(i64)s * wel + e];", "grad-weight split reduction drops split 0", True),
-    M("C2", CU, "*ke = *kb + chunk < P ? *kb + chunk : P;", "*ke = *kb + chunk;",
+    M("C2", "cuda/sm80/wgrad.cu", "*ke = *kb + chunk < P ? *kb + chunk : P;", "*ke = *kb + chunk;",
       "grad-weight split range not clipped to P", True),
-    M("C3", CU, "return __float2bfloat16(static_cast<float>(v));", "return __float2bfloat16_rz(static_cast<float>(v));",
+    M("C3", "cuda/sm80/common.cuh", "return __float2bfloat16(static_cast<float>(v));", "return __float2bfloat16_rz(static_cast<float>(v));",
       "CUDA bfloat16 results truncated", True),
-    M("C4", CU, "s.base[a] = -(int)p.pad_lo[a];", "s.base[a] = -(int)p.pad_hi[a];",
+    M("C4", "cuda/sm80/plan.cc", "s->base[a] = -(int)p.pad_lo[a];", "s->base[a] = -(int)p.pad_hi[a];",
       "stencil kernel offsets by the high padding", True),
-    M("C5", CU, "if (std::is_same<T, float>::value) return m == MathMode::kTF32;",
-      "if (std::is_same<T, float>::value) return true;", "float32 always on TF32 tensor cores", True),
-    M("C6", CU, "for (int w = 0; w < 8; ++w) s += s_red[w];", "for (int w = 0; w < 7; ++w) s += s_red[w];",
+    M("C5", "cuda/sm80/plan.cc", "if (t == DType::kF32) return m == MathMode::kTF32;",
+      "if (t == DType::kF32) return true;", "float32 always on TF32 tensor cores", True),
+    M("C6", "cuda/sm80/bgrad.cu", "for (int w = 0; w < 8; ++w) s += s_red[w];", "for (int w = 0; w < 7; ++w) s += s_red[w];",
       "grad-bias block reduction drops the last warp", True),
+    M("H1", "cuda/hopper/conv_tma.cuh", "Mma<float, BN, 0, 0>::run(part, ab, bs, 1);", "(void)bs;",
+      "Hopper 3xTF32 drops the big*small product", True),
+    M("H2", "cuda/hopper/conv_wgrad.cuh", "for (int k = 0; k < splits; ++k) s += partial",
+      "for (int k = 1; k < splits; ++k) s += partial", "Hopper grad-weight reduction drops split 0", True),
 ]
 
 
