@@ -24,7 +24,7 @@ import jax
 
 from ._plan import explain, logical_to_ndhwc as ndhwc_shapes
 from .bench_check import BOUNDS, REFERENCE, ResultCheck, reference_results, result_errors
-from .report import Progress, format_ms, format_table, write_json
+from .report import Progress, format_ms, format_table, say, write_json
 from .timing import LoopTimer, input_set_count, l2_cache_bytes
 from .workloads import (
     CPU_BENCH_PRECISIONS,
@@ -285,16 +285,16 @@ def run_bench(
     chosen = [PRECISIONS[name] for name in precisions or (GPU_PRECISIONS if device.is_gpu else CPU_BENCH_PRECISIONS)]
     timer = LoopTimer(device.torch_device)
     l2_bytes = l2_cache_bytes(device.torch_device)
-    print(run_header("bench", device))
-    print(f"configurations: {source}" + ("" if device.is_gpu else ", scaled down for the CPU:"))
+    say(run_header("bench", device))
+    say(f"configurations: {source}" + ("" if device.is_gpu else ", scaled down for the CPU:"))
     for case in cases:
-        print(f"  {case.name:<18} {case.describe()}")
+        say(f"  {case.name:<18} {case.describe()}")
     method = (
         f"timing: median of {reps} repetitions after {WARMUP_CALLS} warm-up calls; {timer.description}; "
         f"{INTERLEAVING}; operands rotate among input sets sized from L2 = {l2_bytes / 2**20:.0f} MiB; "
         f"every timed loop's last result is checked against {REFERENCE}"
     )
-    print(textwrap.fill(method, width=118, subsequent_indent="  "))
+    say(textwrap.fill(method, width=118, subsequent_indent="  "))
 
     started = time.perf_counter()
     results = []
@@ -303,13 +303,13 @@ def run_bench(
             for precision in chosen:
                 results.append(bench_case(case, precision, device, timer, l2_bytes, reps, seed, progress))
     print(_bench_table(results, device))
-    print(
+    say(
         "ms per call; ours:torch:cl / torch:cl = channels_last_3d operands; WRONG = result over the check's bound\n"
         "ref/ours = fastest reference (torch, torch:cl, xla) / fastest of ours (ours:torch, ours:torch:cl, ours:jax);"
         " > 1: ours faster"
     )
     if device.is_gpu:
-        print("H100 columns: suite.json's fastest of the same three references, and the floor, on an H100")
+        say("H100 columns: suite.json's fastest of the same three references, and the floor, on an H100")
     errors = [
         (result["config"], result["precision"], key, pass_name, entry["error"])
         for result in results
@@ -319,7 +319,7 @@ def run_bench(
     ]
     for config, precision, key, pass_name, message in errors:
         print(f"error: {config} {precision} {key} {pass_name}: {message}")
-    print(f"bench took {time.perf_counter() - started:.1f} s")
+    say(f"bench took {time.perf_counter() - started:.1f} s")
     write_json(
         json_path,
         dict(

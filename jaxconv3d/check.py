@@ -23,7 +23,7 @@ import jax
 import numpy as np
 import torch
 
-from .report import Progress, format_table, write_json
+from .report import Progress, format_table, say, write_json
 from .workloads import (
     COVERAGE_CASES,
     GPU_PRECISIONS,
@@ -319,15 +319,15 @@ def run_check(
         # Batch 2 exercises the batch stride; more would only multiply the float64 reference's CPU time.
         cases = [case.with_batch(min(case.batch, CHECK_MAX_BATCH)) for case in cases or COVERAGE_CASES]
         chosen = [PRECISIONS[n] for n in precisions or (GPU_PRECISIONS if device.is_gpu else CPU_CHECK_PRECISIONS)]
-        print(run_header("check", device))
+        say(run_header("check", device))
         for case in cases:
-            print(f"  {case.name:<18} {case.describe()}")
+            say(f"  {case.name:<18} {case.describe()}")
         records = []
         with Progress(len(cases) * len(chosen), "check") as progress:
             for case in cases:
                 records.extend(check_case(case, chosen, device, seed, progress))
     print(_check_table(records))
-    print(
+    say(
         "rel err = ||out - ref|| / ||ref||, max err = max|out - ref| / max|ref| (bound x "
         f"{MAX_ERROR_FACTOR}), worst of the two fronts; ref = float64 F.conv3d on the CPU"
     )

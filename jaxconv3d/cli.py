@@ -1,7 +1,9 @@
 """Command line: `python -m jaxconv3d {check,bench}`, also installed as the `jaxconv3d` console script.
 
-    jaxconv3d check [--suite] [--configs a,b] [--precision fp32,bf16|all] [--json PATH]
-    jaxconv3d bench [--suite] [--configs a,b] [--precision ...] [--reps N] [--json PATH]
+    jaxconv3d check [--suite] [--configs a,b] [--precision fp32,bf16|all] [--json PATH] [-q|-v]
+    jaxconv3d bench [--suite] [--configs a,b] [--precision ...] [--reps N] [--json PATH] [-q|-v]
+    jaxconv3d --list       the configurations with their shapes
+    jaxconv3d --version
 """
 
 from __future__ import annotations
@@ -19,9 +21,17 @@ import torch  # noqa: E402,F401  -- before JAX: JAX first has clashed with torch
 
 import jax  # noqa: E402,F401
 
+from . import __version__, report  # noqa: E402
 from .bench import run_bench  # noqa: E402
 from .check import run_check  # noqa: E402
-from .workloads import GPU_PRECISIONS, PRECISIONS, UsageError  # noqa: E402
+from .workloads import (  # noqa: E402
+    COVERAGE_CASES,
+    GPU_PRECISIONS,
+    PRECISIONS,
+    UsageError,
+    load_suite,
+    scale_for_cpu,
+)
 
 
 def _comma_list(text: str) -> list[str]:
@@ -41,19 +51,63 @@ def _precision_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def _add_output_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    """--list, -q, -v: accepted before and after the command. After it, their defaults are SUPPRESS, so an option
+    given before the command is not reset by the subcommand's defaults."""
+    default = (lambda value: value) if top_level else (lambda value: argparse.SUPPRESS)
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        default=default(False),
+        help="list the configurations (suite and coverage set) with their shapes, and exit",
+    )
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=report.QUIET,
+        default=default(report.NORMAL),
+        help="print only the results table, errors and the verdict (no header, no progress)",
+    )
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="store_const",
+        const=report.VERBOSE,
+        default=default(report.NORMAL),
+        help="also log every step on stderr, one line each (instead of a progress bar)",
+    )
+
+
+def list_configurations() -> str:
+    """The suite (full size, and as scaled down on a CPU) and the coverage set, one configuration a line."""
+    suite, source = load_suite()
+    lines = [f"suite ({source}); on a CPU scaled down to the shape after '->':"]
+    lines += [f"  {case.name:<18} {case.describe():<36} -> {scale_for_cpu(case).describe()}" for case in suite]
+    lines.append("coverage set (check's default on a CPU):")
+    lines += [f"  {case.name:<18} {case.describe()}" for case in COVERAGE_CASES]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxconv3d",
         description="Check and benchmark jaxconv3d's conv3d kernels (JAX and PyTorch fronts).",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"jaxconv3d {__version__}")
+    _add_output_options(parser, top_level=True)
+    commands = parser.add_subparsers(dest="command")  # none needed with --list
 
     common = argparse.ArgumentParser(add_help=False)
+    _add_output_options(common, top_level=False)
     common.add_argument(
         "--suite",
         action="store_true",
-        help="every configuration of bench/suite.json ($JAXCONV3D_SUITE, else <repo>/../shared/bench/suite.json, "
-        "else <repo>/bench/suite.json, else a built-in copy of its shapes); scaled down on CPU",
+        help="every configuration of the suite (jaxconv3d/data/suite.json, shipped with the package; "
+        "$JAXCONV3D_SUITE names another file); scaled down on CPU",
     )
     common.add_argument(
         "--configs", type=_comma_list, metavar="NAME,...", help="configurations by name (suite or coverage set)"
@@ -74,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help=f"comma-separated, from {', '.join(PRECISIONS)}, or 'all' ({', '.join(GPU_PRECISIONS)})",
     )
-    check.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    check.add_argument("--json", metavar="PATH", help="also write the results as JSON (its folder is created)")
     check.set_defaults(run=lambda a: run_check(a.configs, a.suite, a.precision, a.json, a.seed))
 
     bench = commands.add_parser(
@@ -99,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="repetitions; each times one loop of calls per implementation and pass, interleaved; the median is "
         "reported (default: %(default)s)",
     )
-    bench.add_argument("--json", default="jaxconv3d_bench.json", metavar="PATH", help="(default: %(default)s)")
+    bench.add_argument(
+        "--json", default="jaxconv3d_bench.json", metavar="PATH", help="its folder is created (default: %(default)s)"
+    )
     bench.set_defaults(run=lambda a: run_bench(a.configs, a.suite, a.precision, a.json, a.reps, a.seed))
     return parser
 
@@ -107,10 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.list and args.command is None:
+        parser.error("a command is required: check or bench (or --list, --version)")
     if getattr(args, "reps", 1) < 1:
         parser.error("--reps must be at least 1")
+    name = f"jaxconv3d {args.command}" if args.command else "jaxconv3d"
+    previous, report.verbosity = report.verbosity, args.verbosity
     try:
+        if args.list:
+            print(list_configurations())
+            return 0
+        if args.json:
+            try:
+                report.prepare_json_path(args.json)  # now: not a traceback after the whole run
+            except OSError as error:
+                raise UsageError(f"--json {args.json}: {error}") from error
         return args.run(args)
     except UsageError as error:
-        print(f"jaxconv3d {args.command}: error: {error}", file=sys.stderr)
+        print(f"{name}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        report.verbosity = previous

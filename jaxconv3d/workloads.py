@@ -1,4 +1,4 @@
-"""What `jaxconv3d check` and `jaxconv3d bench` run: the configurations (bench/suite.json with its H100 baselines,
+"""What `jaxconv3d check` and `jaxconv3d bench` run: the configurations (data/suite.json with its H100 baselines,
 a built-in copy of its shapes, a small coverage set, the CPU scale-down), the precisions, device detection, random
 operands, and the implementations being compared (our two fronts, torch/cuDNN, XLA)."""
 
@@ -28,6 +28,7 @@ from ._params import ConvConfig, conv_config, dtype_name
 from .torch import conv3d as torch_front_conv3d
 
 SUITE_ENV_VAR = "JAXCONV3D_SUITE"
+SHIPPED_SUITE = Path(__file__).resolve().parent / "data" / "suite.json"  # package data, in the wheel too
 CPU_MAX_POSITIONS = 16**3  # CPU scale-down: input positions per configuration ...
 CPU_MAX_CHANNELS = 16  # ... and channels, so the whole bench runs in a minute or two on two cores
 PASSES = ("fwd", "fwd_bwd")
@@ -158,7 +159,8 @@ def _triple_text(values: Sequence[int]) -> str:
     return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
 
 
-# The seven shapes of suite.json, for when the file cannot be found (its baselines are not copied).
+# The seven shapes of suite.json, for when the file cannot be found (its baselines are not copied): a source tree or
+# install without jaxconv3d/data/suite.json.
 BUILTIN_SUITE = (
     ConvCase("kb54", 16, 3, 64, (64, 64, 64), (3, 3, 3)),
     ConvCase("unet_64", 2, 64, 64, (64, 64, 64), (3, 3, 3), padding=1),
@@ -183,17 +185,16 @@ COVERAGE_CASES = (
 
 
 def find_suite() -> Path | None:
-    """$JAXCONV3D_SUITE, else <repo>/../shared/bench/suite.json, else <repo>/bench/suite.json, else None."""
+    """$JAXCONV3D_SUITE, else the suite shipped with the package (jaxconv3d/data/suite.json), else None.
+
+    Raises UsageError when $JAXCONV3D_SUITE names no file.
+    """
     override = os.environ.get(SUITE_ENV_VAR)
     if override:
         if not Path(override).is_file():
             raise UsageError(f"{SUITE_ENV_VAR}={override} is not a file")
         return Path(override)
-    repo = Path(__file__).resolve().parent.parent
-    for candidate in (repo.parent / "shared" / "bench" / "suite.json", repo / "bench" / "suite.json"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return SHIPPED_SUITE if SHIPPED_SUITE.is_file() else None
 
 
 def load_suite() -> tuple[tuple[ConvCase, ...], str]:

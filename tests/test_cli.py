@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -261,3 +262,107 @@ def test_suite_location_from_environment(tmp_path, monkeypatch):
 
     monkeypatch.setenv(workloads.SUITE_ENV_VAR, str(tmp_path / "missing.json"))
     assert cli.main(["bench", "--suite"]) == 2
+
+
+# ---- command-line options: --version, --list, --json's folder, -q / -v
+
+
+def _no_run(*args, **kwargs):
+    raise AssertionError("the command ran")
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"jaxconv3d {jaxconv3d.__version__}\n"
+
+
+@pytest.mark.parametrize("argv", [["--list"], ["check", "--list"], ["bench", "--suite", "--list"]])
+def test_list_shows_the_configurations_and_exits(argv, capsys, monkeypatch):
+    monkeypatch.delenv(workloads.SUITE_ENV_VAR, raising=False)
+    monkeypatch.setattr(cli, "run_check", _no_run)
+    monkeypatch.setattr(cli, "run_bench", _no_run)
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert str(workloads.SHIPPED_SUITE) in lines[0]
+    for case in (*workloads.BUILTIN_SUITE, *workloads.COVERAGE_CASES):
+        (line,) = [line for line in lines if line.split()[0] == case.name]
+        assert case.describe() in line
+    (down_s2,) = [line for line in lines if line.split()[0] == "down_s2"]
+    assert down_s2.endswith("-> " + workloads.scale_for_cpu(workloads.BUILTIN_SUITE[4]).describe())
+
+
+def test_a_command_is_required_without_list(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2 and "a command is required" in capsys.readouterr().err
+
+
+def test_json_folder_is_created(tmp_path, capsys):
+    path = tmp_path / "new" / "deeper" / "check.json"
+    assert cli.main(["check", "--configs", "basic_bias", "--precision", "fp32", "--json", str(path)]) == 0
+    assert json.loads(path.read_text())["command"] == "check"
+    assert f"wrote {path}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["check", "bench"])
+def test_unwritable_json_path_fails_before_the_run(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "run_check", _no_run)
+    monkeypatch.setattr(cli, "run_bench", _no_run)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for bad in (blocker / "out.json", tmp_path):  # folder under a file; a folder as the path
+        assert cli.main([command, "--configs", "pointwise", "--json", str(bad)]) == 2
+        assert f"jaxconv3d {command}: error: --json {bad}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_quiet_prints_only_the_table_and_verdict(position, capsys):
+    args = ["check", "--configs", "basic_bias", "--precision", "fp32"]
+    argv = ["-q", *args] if position == "before" else [*args, "-q"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].split()[:3] == ["config", "prec", "op"]  # no header, no configuration list
+    assert "all 5 checks passed" in lines[-1] and "rel err =" not in captured.out
+    assert captured.err == ""
+
+
+def test_normal_and_verbose_output(tmp_path, capsys):
+    from jaxconv3d import report
+
+    args = ["check", "--configs", "basic_bias", "--precision", "fp32"]
+    assert cli.main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("jaxconv3d check on ") and "rel err =" in captured.out
+    assert "check 1/1" not in captured.err  # stderr is no terminal here: no progress bar either
+
+    path = tmp_path / "bench.json"
+    assert cli.main(["bench", "-v", "--reps", "2", "--configs", "pointwise", "--precision", "fp32", "--json", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "bench 1/2 pointwise fp32" in captured.err and "bench 2/2 pointwise fp32" in captured.err
+    assert captured.out.startswith("jaxconv3d bench on ") and f"wrote {path}" in captured.out
+    assert report.verbosity == report.NORMAL  # restored after the command
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["check", "-q", "-v"])
+    assert exit_info.value.code == 2
+
+
+# ---- the suite shipped with the package
+
+
+def test_shipped_suite_loads_the_seven_configurations(monkeypatch):
+    monkeypatch.delenv(workloads.SUITE_ENV_VAR, raising=False)
+    assert workloads.find_suite() == workloads.SHIPPED_SUITE
+    assert workloads.SHIPPED_SUITE.parent == Path(jaxconv3d.__file__).resolve().parent / "data"
+    cases, source = workloads.load_suite()
+    assert source == str(workloads.SHIPPED_SUITE)
+    assert [c.name for c in cases] == ["kb54", "unet_64", "unet_256", "video_c3d", "down_s2", "depthwise", "pointwise"]
+    assert cases == workloads.BUILTIN_SUITE  # same shapes as the built-in copy (baselines are not compared)
+    assert all(case.baseline_h100 for case in cases)  # and the H100 baselines come with it
+
+
+def test_package_is_marked_typed():
+    assert (Path(jaxconv3d.__file__).resolve().parent / "py.typed").is_file()
