@@ -2,13 +2,12 @@
 # One batched session on a lent GPU machine (the `device` tool): build from a clean tree with the README's set-up,
 # then the stages named on the command line, each writing its log under $OUT (default ./out).
 #   stages: tests  sanitizer  check  bench  overhead  hopper
-# The suite file travels in the git-ignored .device/ folder (../shared does not reach the GPU machine).
+# The suite ships with the package (jaxconv3d/data/suite.json); JAXCONV3D_SUITE, if set, names another file.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$(pwd)/out}"
 mkdir -p "$OUT"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
-export JAXCONV3D_SUITE="${JAXCONV3D_SUITE:-$(pwd)/.device/suite.json}"
 export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_CUDA_ARCHITECTURES=90}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 t0=$(date +%s)
