@@ -7,6 +7,8 @@ Spatial sharding inside shard_map: `jaxconv3d.halo_exchange`, `sharded_conv3d`, 
 needs none of them).
 jax.export: pass `disabled_checks=jaxconv3d.export_disabled_checks()`; a symbolic batch dimension is supported.
 Dispatch: `jaxconv3d.explain(x_shape, w_shape, ...)` names the kernel family and tile of each operation.
+Layers (optional, imported only when asked for): `jaxconv3d.flax.Conv3d` (nnx), `jaxconv3d.flax.LinenConv3d`,
+`jaxconv3d.equinox.Conv3d`.
 PyTorch: `jaxconv3d.torch.conv3d`, `conv_transpose3d`, `Conv3d`, `ConvTranspose3d`, `convert_conv3d`.
 """
 

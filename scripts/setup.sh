@@ -2,7 +2,8 @@
 # Sets up everything jaxconv3d needs and builds it from source.
 #  - Outside a virtual environment: creates .venv (Python >= 3.11) in the repository and uses it.
 #  - Inside one (e.g. a GPU machine whose environment already has CUDA builds of torch and jax): uses it.
-# Installs only what is missing: torch==2.13.0 (the CPU build on CPU machines), jax, and the build/test tools.
+# Installs only what is missing: torch==2.13.0 (the CPU build on CPU machines), jax, and the build/test tools
+# (equinox and flax too, so the tests of the optional layers in jaxconv3d.equinox / jaxconv3d.flax run).
 # Then builds the extension (an editable install, so the source tree imports the built module) with
 # --no-build-isolation, so the XLA FFI headers come from the jaxlib it runs with.
 # With nvcc on PATH the CUDA kernels are compiled in (and a compile error fails the set-up); without, CPU only.
@@ -21,7 +22,7 @@ missing=()
 "$PY" -c 'import torch' 2>/dev/null || missing+=("torch==2.13.0")
 "$PY" -c 'import jax' 2>/dev/null || missing+=("jax")
 for mod_pkg in numpy:numpy pybind11:pybind11 scikit_build_core:scikit-build-core ninja:ninja \
-               pytest:pytest hypothesis:hypothesis flatbuffers:flatbuffers; do
+               pytest:pytest hypothesis:hypothesis flatbuffers:flatbuffers equinox:equinox flax:flax; do
   "$PY" -c "import ${mod_pkg%%:*}" 2>/dev/null || missing+=("${mod_pkg##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
