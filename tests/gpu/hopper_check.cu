@@ -83,73 +83,48 @@ std::vector<double> read_back(DType t, const std::vector<uint8_t>& raw, size_t n
   return out;
 }
 
-// Float64 references on NDHWC / ODHWI data.
-void ref_fwd(const ConvProblem& p, const std::vector<float>& x, const std::vector<float>& w, std::vector<double>& y) {
-  const int C = p.in_channels, O = p.out_channels;
-  y.assign(size_t(p.batch * p.out_spatial() * O), 0.0);
-  std::vector<double> acc(O);
-  for (int n = 0; n < p.batch; ++n)
-    for (int a = 0; a < p.out[0]; ++a) for (int b = 0; b < p.out[1]; ++b) for (int c = 0; c < p.out[2]; ++c) {
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int i = 0; i < p.kernel[0]; ++i) for (int j = 0; j < p.kernel[1]; ++j) for (int k = 0; k < p.kernel[2]; ++k) {
+// Float64 references on NDHWC / ODHWI data. for_each_tap calls f(x_pixel, y_pixel, tap) for every output position
+// and every filter tap whose input pixel lies inside the input (pixel indices count whole channel rows).
+template <typename F>
+void for_each_tap(const ConvProblem& p, F&& f) {
+  for (int64_t n = 0; n < p.batch; ++n)
+    for (int64_t a = 0; a < p.out[0]; ++a) for (int64_t b = 0; b < p.out[1]; ++b) for (int64_t c = 0; c < p.out[2]; ++c) {
+      const int64_t ypix = ((n * p.out[0] + a) * p.out[1] + b) * p.out[2] + c;
+      for (int64_t i = 0; i < p.kernel[0]; ++i) for (int64_t j = 0; j < p.kernel[1]; ++j) for (int64_t k = 0; k < p.kernel[2]; ++k) {
         const int64_t z = a * p.stride[0] - p.pad_lo[0] + i * p.dilation[0];
         const int64_t yy = b * p.stride[1] - p.pad_lo[1] + j * p.dilation[1];
         const int64_t xx = c * p.stride[2] - p.pad_lo[2] + k * p.dilation[2];
         if (z < 0 || z >= p.in[0] || yy < 0 || yy >= p.in[1] || xx < 0 || xx >= p.in[2]) continue;
-        const float* xp = &x[(((n * p.in[0] + z) * p.in[1] + yy) * p.in[2] + xx) * C];
-        const int tap = (i * p.kernel[1] + j) * p.kernel[2] + k;
-        for (int o = 0; o < O; ++o) {
-          const float* wp = &w[(int64_t(o) * p.taps() + tap) * C];
-          double s = 0;
-          for (int ci = 0; ci < C; ++ci) s += double(xp[ci]) * wp[ci];
-          acc[o] += s;
-        }
+        f(((n * p.in[0] + z) * p.in[1] + yy) * p.in[2] + xx, ypix, (i * p.kernel[1] + j) * p.kernel[2] + k);
       }
-      double* yp = &y[(((n * p.out[0] + a) * p.out[1] + b) * p.out[2] + c) * O];
-      for (int o = 0; o < O; ++o) yp[o] = acc[o];
     }
+}
+void ref_fwd(const ConvProblem& p, const std::vector<float>& x, const std::vector<float>& w, std::vector<double>& y) {
+  const int64_t C = p.in_channels, O = p.out_channels;
+  y.assign(size_t(p.batch * p.out_spatial() * O), 0.0);
+  for_each_tap(p, [&](int64_t xp, int64_t yp, int64_t tap) {
+    for (int64_t o = 0; o < O; ++o) {
+      double s = 0;
+      for (int64_t ci = 0; ci < C; ++ci) s += double(x[xp * C + ci]) * w[(o * p.taps() + tap) * C + ci];
+      y[yp * O + o] += s;
+    }
+  });
 }
 void ref_dgrad(const ConvProblem& p, const std::vector<float>& dy, const std::vector<float>& w, std::vector<double>& dx) {
-  const int C = p.in_channels, O = p.out_channels;
+  const int64_t C = p.in_channels, O = p.out_channels;
   dx.assign(size_t(p.batch * p.in_spatial() * C), 0.0);
-  for (int n = 0; n < p.batch; ++n)
-    for (int a = 0; a < p.out[0]; ++a) for (int b = 0; b < p.out[1]; ++b) for (int c = 0; c < p.out[2]; ++c) {
-      const float* gp = &dy[(((n * p.out[0] + a) * p.out[1] + b) * p.out[2] + c) * O];
-      for (int i = 0; i < p.kernel[0]; ++i) for (int j = 0; j < p.kernel[1]; ++j) for (int k = 0; k < p.kernel[2]; ++k) {
-        const int64_t z = a * p.stride[0] - p.pad_lo[0] + i * p.dilation[0];
-        const int64_t yy = b * p.stride[1] - p.pad_lo[1] + j * p.dilation[1];
-        const int64_t xx = c * p.stride[2] - p.pad_lo[2] + k * p.dilation[2];
-        if (z < 0 || z >= p.in[0] || yy < 0 || yy >= p.in[1] || xx < 0 || xx >= p.in[2]) continue;
-        double* xp = &dx[(((n * p.in[0] + z) * p.in[1] + yy) * p.in[2] + xx) * C];
-        const int tap = (i * p.kernel[1] + j) * p.kernel[2] + k;
-        for (int o = 0; o < O; ++o) {
-          const float* wp = &w[(int64_t(o) * p.taps() + tap) * C];
-          const double g = gp[o];
-          for (int ci = 0; ci < C; ++ci) xp[ci] += g * wp[ci];
-        }
-      }
-    }
+  for_each_tap(p, [&](int64_t xp, int64_t yp, int64_t tap) {
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t ci = 0; ci < C; ++ci) dx[xp * C + ci] += double(dy[yp * O + o]) * w[(o * p.taps() + tap) * C + ci];
+  });
 }
 void ref_wgrad(const ConvProblem& p, const std::vector<float>& x, const std::vector<float>& dy, std::vector<double>& dw) {
-  const int C = p.in_channels, O = p.out_channels;
+  const int64_t C = p.in_channels, O = p.out_channels;
   dw.assign(size_t(O * p.taps() * C), 0.0);
-  for (int n = 0; n < p.batch; ++n)
-    for (int a = 0; a < p.out[0]; ++a) for (int b = 0; b < p.out[1]; ++b) for (int c = 0; c < p.out[2]; ++c) {
-      const float* gp = &dy[(((n * p.out[0] + a) * p.out[1] + b) * p.out[2] + c) * O];
-      for (int i = 0; i < p.kernel[0]; ++i) for (int j = 0; j < p.kernel[1]; ++j) for (int k = 0; k < p.kernel[2]; ++k) {
-        const int64_t z = a * p.stride[0] - p.pad_lo[0] + i * p.dilation[0];
-        const int64_t yy = b * p.stride[1] - p.pad_lo[1] + j * p.dilation[1];
-        const int64_t xx = c * p.stride[2] - p.pad_lo[2] + k * p.dilation[2];
-        if (z < 0 || z >= p.in[0] || yy < 0 || yy >= p.in[1] || xx < 0 || xx >= p.in[2]) continue;
-        const float* xp = &x[(((n * p.in[0] + z) * p.in[1] + yy) * p.in[2] + xx) * C];
-        const int tap = (i * p.kernel[1] + j) * p.kernel[2] + k;
-        for (int o = 0; o < O; ++o) {
-          double* wp = &dw[(int64_t(o) * p.taps() + tap) * C];
-          const double g = gp[o];
-          for (int ci = 0; ci < C; ++ci) wp[ci] += g * xp[ci];
-        }
-      }
-    }
+  for_each_tap(p, [&](int64_t xp, int64_t yp, int64_t tap) {
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t ci = 0; ci < C; ++ci) dw[(o * p.taps() + tap) * C + ci] += double(dy[yp * O + o]) * x[xp * C + ci];
+  });
 }
 
 struct Dev {
