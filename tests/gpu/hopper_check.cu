@@ -199,7 +199,7 @@ void check_one(const Cfg& c, DType t, MathMode m, std::mt19937& g) {
   check("wgrad", hopper::accepts_wgrad(p, t, m), hopper::wgrad_workspace_bytes(p, t, m),
         [&] { ref_wgrad(p, x.f, dy.f, ref); },
         [&](void* ws, size_t n) { return hopper::wgrad(p, t, m, dx_.p, ddy.p, dout.p, ws, n, nullptr); }, nw);
-}}
+}
 
 float median_ms(std::vector<float> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
 
