@@ -3,12 +3,11 @@
 // torch hands us capsules from torch.utils.dlpack.to_dlpack (zero-copy, no stream hand-shake) and its current
 // stream as an integer; we read pointer, shape, strides, dtype and device, check them, and launch. The capsules are
 // only borrowed: their producer's deleter runs when Python drops them, after the call. torch allocates every
-// output (and each operation's workspace, through a callback), so the launch path never allocates and can be
+// output and each operation's workspace (sized from the same plan), so the launch path never allocates and can be
 // captured in a torch CUDA graph. Tensors are in the layout the call names (0: NCDHW/OIDHW, 1: NDHWC/ODHWI);
 // the torch front picks the one the device's kernel family wants (jaxconv3d/_plan.py).
 #include "dlpack_adapter.h"
 
-#include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
 #include <array>
@@ -157,31 +156,31 @@ void run(const Call& c, F&& launch) {
 
 void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
 
-using Alloc = std::function<py::object(int64_t)>;
-
-// An operation's CUDA workspace: `alloc(nbytes)` returns a DLPack capsule of at least nbytes bytes on the
-// operands' device; it is called only when the planned family needs scratch. The capsule keeps the memory alive
-// until the launch is queued.
+// An operation's CUDA workspace: a DLPack capsule of at least the planned number of bytes on the operands' device
+// (the torch front allocates it from the same plan; see jaxconv3d/torch/_ops.py), or None where the planned
+// family needs no scratch. Checked against this door's own plan, so a short or misplaced workspace is an error.
 struct Workspace {
-  py::object cap;
   void* data = nullptr;
   size_t bytes = 0;
 };
 
-Workspace workspace(const Call& c, const View& like, Op op, const ConvProblem& p, MathMode m, const Alloc& alloc) {
+Workspace workspace(const Call& c, const View& like, Op op, const ConvProblem& p, MathMode m, py::handle ws_cap) {
   Workspace w;
   if (!c.cuda || !cuda_available()) return w;
-  w.bytes = plan(op, p, like.dtype, m, cuda_device_cc(c.device), /*fixed_layout=*/true).workspace_bytes;
-  if (w.bytes == 0) return w;
-  w.cap = alloc(static_cast<int64_t>(w.bytes));
-  View wv = view_of(w.cap, "workspace", /*raw=*/true);
+  const size_t need = plan(op, p, like.dtype, m, cuda_device_cc(c.device), /*fixed_layout=*/true).workspace_bytes;
+  if (ws_cap.is_none()) {
+    if (need > 0 && p.batch > 0) bad("workspace: this operation needs " + std::to_string(need) + " bytes, got None");
+    return w;
+  }
+  View wv = view_of(ws_cap, "workspace", /*raw=*/true);
   if (wv.device_type != like.device_type || wv.device_id != like.device_id) bad("workspace is on the wrong device");
-  if (wv.bytes < static_cast<int64_t>(w.bytes)) bad("workspace is smaller than requested");
+  if (wv.bytes < static_cast<int64_t>(need)) bad("workspace is smaller than the " + std::to_string(need) + " bytes planned");
   w.data = wv.data;
+  w.bytes = static_cast<size_t>(wv.bytes);
   return w;
 }
 
-void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap, const Alloc& alloc, Triple stride,
+void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap, py::handle ws_cap, Triple stride,
          Triple pad_lo, Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout,
          uintptr_t stream) {
   View x = view_of(x_cap, "input"), w = view_of(w_cap, "weight"), y = view_of(y_cap, "output");
@@ -196,35 +195,35 @@ void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap,
   if (has_bias && (b.shape.size() != 1 || b.shape[0] != p.out_channels)) bad("bias must have shape (out_channels,)");
   const MathMode m = math_mode(math);
   const void* bias = has_bias ? b.data : nullptr;
-  const Workspace ws = workspace(c, x, Op::kFwd, p, m, alloc);
+  const Workspace ws = workspace(c, x, Op::kFwd, p, m, ws_cap);
   run(c, [&](bool cuda) {
     return cuda ? conv_fwd_cuda(p, x.dtype, m, x.data, w.data, bias, y.data, ws.data, ws.bytes, as_stream(stream))
                 : conv_fwd_cpu(p, x.dtype, x.data, w.data, bias, y.data);
   });
 }
 
-void dgrad(py::handle dy_cap, py::handle w_cap, py::handle dx_cap, const Alloc& alloc, Triple stride, Triple pad_lo,
+void dgrad(py::handle dy_cap, py::handle w_cap, py::handle dx_cap, py::handle ws_cap, Triple stride, Triple pad_lo,
            Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout, uintptr_t stream) {
   View dy = view_of(dy_cap, "grad_output"), w = view_of(w_cap, "weight"), dx = view_of(dx_cap, "grad_input");
   const Call c = check_operands({{&dy, "grad_output"}, {&w, "weight"}, {&dx, "grad_input"}}, 2);
   const ConvProblem p = problem(dims5(dx, "grad_input"), dims5(w, "weight"), dims5(dy, "grad_output"), stride,
                                 pad_lo, pad_hi, dilation, groups, layout);
   const MathMode m = math_mode(math);
-  const Workspace ws = workspace(c, dy, Op::kDgrad, p, m, alloc);
+  const Workspace ws = workspace(c, dy, Op::kDgrad, p, m, ws_cap);
   run(c, [&](bool cuda) {
     return cuda ? conv_dgrad_cuda(p, dy.dtype, m, dy.data, w.data, dx.data, ws.data, ws.bytes, as_stream(stream))
                 : conv_dgrad_cpu(p, dy.dtype, dy.data, w.data, dx.data);
   });
 }
 
-void wgrad(py::handle x_cap, py::handle dy_cap, py::handle dw_cap, const Alloc& alloc, Triple stride, Triple pad_lo,
+void wgrad(py::handle x_cap, py::handle dy_cap, py::handle dw_cap, py::handle ws_cap, Triple stride, Triple pad_lo,
            Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout, uintptr_t stream) {
   View x = view_of(x_cap, "input"), dy = view_of(dy_cap, "grad_output"), dw = view_of(dw_cap, "grad_weight");
   const Call c = check_operands({{&x, "input"}, {&dy, "grad_output"}, {&dw, "grad_weight"}}, 2);
   const ConvProblem p = problem(dims5(x, "input"), dims5(dw, "grad_weight"), dims5(dy, "grad_output"), stride,
                                 pad_lo, pad_hi, dilation, groups, layout);
   const MathMode m = math_mode(math);
-  const Workspace ws = workspace(c, x, Op::kWgrad, p, m, alloc);
+  const Workspace ws = workspace(c, x, Op::kWgrad, p, m, ws_cap);
   run(c, [&](bool cuda) {
     return cuda ? conv_wgrad_cuda(p, x.dtype, m, x.data, dy.data, dw.data, ws.data, ws.bytes, as_stream(stream))
                 : conv_wgrad_cpu(p, x.dtype, x.data, dy.data, dw.data);
@@ -267,12 +266,12 @@ void convert_layout(py::handle src_cap, py::handle dst_cap, bool to_channels_las
 
 void bind_torch_adapter(py::module_& m) {
   using namespace py::literals;
-  m.def("fwd", &fwd, "x"_a, "w"_a, "b"_a, "y"_a, "alloc"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
+  m.def("fwd", &fwd, "x"_a, "w"_a, "b"_a, "y"_a, "workspace"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
         "groups"_a, "math"_a, "layout"_a, "stream"_a,
-        "Forward into the torch-allocated y (DLPack capsules; alloc(nbytes) -> workspace capsule).");
-  m.def("dgrad", &dgrad, "dy"_a, "w"_a, "dx"_a, "alloc"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
+        "Forward into the torch-allocated y (DLPack capsules; workspace: a byte capsule of the planned size, or None).");
+  m.def("dgrad", &dgrad, "dy"_a, "w"_a, "dx"_a, "workspace"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
         "groups"_a, "math"_a, "layout"_a, "stream"_a, "Grad-input into the torch-allocated dx.");
-  m.def("wgrad", &wgrad, "x"_a, "dy"_a, "dw"_a, "alloc"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
+  m.def("wgrad", &wgrad, "x"_a, "dy"_a, "dw"_a, "workspace"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
         "groups"_a, "math"_a, "layout"_a, "stream"_a, "Grad-weight into the torch-allocated dw.");
   m.def("bgrad", &bgrad, "dy"_a, "db"_a, "stream"_a, "Grad-bias into the torch-allocated db.");
   m.def("convert_layout", &convert_layout, "src"_a, "dst"_a, "to_channels_last"_a, "stream"_a,

@@ -67,6 +67,18 @@ class ConvConfig:
             math=self.math,
         )
 
+    def __hash__(self) -> int:
+        # Computed once per object: both fronts look configs up in caches on every call. (An explicit __hash__ is
+        # kept by dataclass(frozen=True); equality stays the generated field-by-field one.)
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     def replace(self, **changes: Any) -> "ConvConfig":
         return dataclasses.replace(self, **changes)
 

@@ -111,8 +111,7 @@ def test_dlpack_adapter_rejects_inconsistent_call():
     a = _ext.torch_adapter
     x, w = torch.randn(1, 2, 5, 5, 5), torch.randn(3, 2, 3, 3, 3)
     y_wrong = torch.empty(1, 3, 4, 3, 3)
-    alloc = lambda n: to_dlpack(torch.empty(n, dtype=torch.uint8))  # noqa: E731
-    args = (alloc, (1, 1, 1), (0, 0, 0), (0, 0, 0), (1, 1, 1), 1, 0, 0, 0)
+    args = (None, (1, 1, 1), (0, 0, 0), (0, 0, 0), (1, 1, 1), 1, 0, 0, 0)
     with pytest.raises(ValueError, match="output depth is 4"):
         a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(y_wrong), *args)
     with pytest.raises(ValueError, match="must be a DLPack capsule"):
@@ -131,3 +130,28 @@ def test_dlpack_adapter_rejects_inconsistent_call():
           to_dlpack(y_cl), *args[:7], 1, 0)
     with pytest.raises(ValueError, match="output depth is 3"):  # NCDHW tensors declared NDHWC
         a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(y_cl), *args[:7], 1, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not _ext.built_with_cuda(), reason="needs a CUDA GPU")
+def test_dlpack_adapter_checks_the_workspace_against_its_own_plan():
+    """The torch door sizes the workspace from the plan; a missing or short one is an error, never a launch."""
+    from torch.utils.dlpack import to_dlpack
+
+    from jaxconv3d import _plan, conv_config
+
+    cfg = conv_config((2, 32, 12, 12, 12), (32, 32, 3, 3, 3), None)
+    cc = _plan.cc_of(torch.device("cuda"))
+    answer = _plan.plan(cfg, "float32", cc, "grad_weight")
+    if answer["workspace_bytes"] == 0:
+        pytest.skip("this device's grad-weight family needs no workspace for the probe problem")
+    layout = _plan.LAYOUTS[answer["layout"]]
+    x = torch.randn(_plan.to_layout(cfg.x_shape, layout), device="cuda")
+    dy = torch.randn(_plan.to_layout(cfg.y_shape, layout), device="cuda")
+    dw = torch.empty(_plan.to_layout(cfg.w_shape, layout), device="cuda")
+    attrs = ((1, 1, 1), (0, 0, 0), (0, 0, 0), (1, 1, 1), 1, 0, layout, torch.cuda.current_stream().cuda_stream)
+    a = _ext.torch_adapter
+    with pytest.raises(ValueError, match="workspace: this operation needs"):
+        a.wgrad(to_dlpack(x), to_dlpack(dy), to_dlpack(dw), None, *attrs)
+    short = torch.empty(answer["workspace_bytes"] - 1, dtype=torch.uint8, device="cuda")
+    with pytest.raises(ValueError, match="smaller than"):
+        a.wgrad(to_dlpack(x), to_dlpack(dy), to_dlpack(dw), to_dlpack(short), *attrs)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd import forward_ad as _forward_ad
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from .._params import call_config
@@ -80,22 +81,74 @@ def conv3d(
 ) -> torch.Tensor:
     """torch.nn.functional.conv3d on our kernels. `precision`: None/"highest" (float32-accurate, the default,
     whatever torch.backends.cudnn.allow_tf32 says) or "tf32"."""
-    input, weight, bias = _checked_and_autocast(input, weight, bias)
-    dispatched = _through_dispatcher(input, weight, bias)
-    cfg, unbatched = call_config(
-        input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        precision=precision, memoize=not dispatched,
-    )
+    args = (stride, padding, dilation, groups, precision)
+    key = _repeat_key(input, weight, bias, args)
+    known = None if key is None else _VALIDATED.get(key)
+    if known is None:
+        input, weight, bias = _checked_and_autocast(input, weight, bias)
+        dispatched = _through_dispatcher(input, weight, bias)
+        known = call_config(
+            input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+            precision=precision, memoize=not dispatched,
+        )
+        if dispatched:  # one opaque node in a compiled graph, a shape rule for fake tensors (see _library.py)
+            cfg, unbatched = known
+            y = _library.conv3d(input.unsqueeze(0) if unbatched else input, weight, bias, *_ops._attrs(cfg))
+            return y.squeeze(0) if unbatched else y
+        if key is not None:
+            _remember(key, known)
+    cfg, unbatched = known
     if unbatched:
         input = input.unsqueeze(0)
     # Tensors go in as they are: the operations hand the kernels contiguous tensors or channels-last views, whichever
-    # the device's kernel family wants, and return y in the input's memory format (channels_last_3d in, channels_last_3d
-    # out, as F.conv3d does).
-    if dispatched:  # one opaque node in a compiled graph, a shape rule for fake tensors (see _library.py)
-        y = _library.conv3d(input, weight, bias, *_ops._attrs(cfg))
-    else:
+    # the device's kernel family wants, and return y in the input's memory format (channels_last_3d in,
+    # channels_last_3d out, as F.conv3d does).
+    if _needs_graph(input, weight, bias):
         y = _ops.ConvFunction.apply(input, weight, bias, cfg)
+    else:  # nothing to differentiate: the operation itself, without an autograd node
+        y = _ops.fwd(input, weight, bias, cfg)
     return y.squeeze(0) if unbatched else y
+
+
+# ---- the per-call fast path: a call repeating one already validated (same shapes, dtypes, devices and plain
+# arguments, nothing compiling or dispatching, no autocast) reuses its ConvConfig without re-running the checks.
+
+_VALIDATED: dict = {}
+_VALIDATED_MAX = 4096
+
+
+def _plain_arg(v: Any) -> bool:
+    """An int, a string, None or a tuple of ints: arguments whose equality implies equal meaning (True == 1 and
+    1.0 == 1 would not, so bools, floats, lists and pairs never take the fast path; they are validated every call)."""
+    t = type(v)
+    return t is int or t is str or v is None or (t is tuple and all(type(e) is int for e in v))
+
+
+def _repeat_key(input: Any, weight: Any, bias: Any, args: tuple) -> tuple | None:
+    if type(input) not in _PLAIN or type(weight) not in _PLAIN or (bias is not None and type(bias) not in _PLAIN):
+        return None
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() or torch._C._is_any_autocast_enabled():
+        return None
+    if not all(_plain_arg(a) for a in args):
+        return None
+    if bias is None:
+        return (input.shape, weight.shape, input.dtype, weight.dtype, input.device, weight.device, args)
+    return (input.shape, weight.shape, input.dtype, weight.dtype, input.device, weight.device, args, bias.shape,
+            bias.dtype, bias.device)
+
+
+def _remember(key: tuple, known: tuple) -> None:
+    if len(_VALIDATED) >= _VALIDATED_MAX:
+        _VALIDATED.clear()
+    _VALIDATED[key] = known
+
+
+def _needs_graph(*tensors: torch.Tensor | None) -> bool:
+    """Whether the call must go through the autograd.Function: something may differentiate it (grad mode with an
+    operand that requires grad, a forward-mode dual level, a torch.func transform)."""
+    if torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0:
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 class Conv3d(nn.Conv3d):

@@ -14,8 +14,11 @@ channels_last_3d out, as F.conv3d does); weight gradients come back contiguous.
 from __future__ import annotations
 
 import functools
+import os
+from typing import NamedTuple
 
 import torch
+from torch._functorch import utils as _functorch_utils
 from torch.utils.dlpack import to_dlpack
 
 from .. import _ext, _plan
@@ -25,17 +28,23 @@ _adapter = _ext.torch_adapter
 _CL = torch.channels_last_3d
 
 
+_to_dlpack = getattr(torch._C, "_to_dlpack", to_dlpack)  # the C function behind to_dlpack, without its wrapper
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
 def _cap(t: torch.Tensor):
     """A DLPack capsule of t's data. DLPack has no negative bit: a lazily negated view (torch._neg_view, the imaginary
     part of a conjugate) is materialised first, or the kernels would read it without its sign."""
-    t = t.detach()
-    return to_dlpack(t.resolve_neg() if t.is_neg() else t)
+    return _to_dlpack(t.resolve_neg() if t.is_neg() else t.detach())
 
 
 def _stream(t: torch.Tensor) -> int:
-    if t.device.type == "cuda":
-        return torch.cuda.current_stream(t.device).cuda_stream
-    return 0
+    """torch's current stream on t's device, as the integer the adapter takes (0 for the CPU)."""
+    if not t.is_cuda:
+        return 0
+    if _raw_stream is not None:
+        return _raw_stream(t.get_device())
+    return torch.cuda.current_stream(t.device).cuda_stream
 
 
 def _attrs(cfg: ConvConfig) -> tuple:
@@ -74,7 +83,35 @@ def channels_last(t: torch.Tensor) -> bool:
 
 def layout_for(cfg: ConvConfig, t: torch.Tensor, op: str, held: int) -> int:
     """The layout the kernel family for `op` on t's device wants; `held` is the caller's (the cpu takes either)."""
-    return _plan.native_layout(cfg, t.dtype, _plan.cc_of(t.device), op, held)
+    return _launch(op, cfg, t, held).layout
+
+
+class _Launch(NamedTuple):
+    """What one operation needs besides its tensors, worked out once per (operation, problem, dtype, device, caller's
+    layout): the layout the family reads and writes, the output's memory shape in it, the workspace size, and the
+    adapter's static arguments."""
+
+    layout: int
+    out_memory: tuple[int, ...]  # the output's shape as it lies in memory (ODHWI / NDHWC, or the logical shape)
+    workspace_bytes: int
+    attrs: tuple  # stride, pad_lo, pad_hi, dilation, groups, math, layout
+
+
+_OUTPUT_SHAPE = {"forward": "y_shape", "grad_input": "x_shape", "grad_weight": "w_shape"}
+
+
+def _launch(op: str, cfg: ConvConfig, like: torch.Tensor, held: int) -> _Launch:
+    """The _Launch of `op` for tensors like `like`; JAXCONV3D_FAMILY is part of the key (the C++ door reads it too)."""
+    return _launch_of(op, cfg, like.dtype, like.device, held, os.environ.get("JAXCONV3D_FAMILY", ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _launch_of(op: str, cfg: ConvConfig, dtype: torch.dtype, device: torch.device, held: int, family: str) -> _Launch:
+    answer = _plan.plan(cfg, dtype, _plan.cc_of(device), op, held)
+    layout = _plan.LAYOUTS[answer["layout"]]
+    out = _plan.to_layout(getattr(cfg, _OUTPUT_SHAPE[op]), layout)
+    workspace = answer["workspace_bytes"] if device.type == "cuda" else 0
+    return _Launch(layout, out, workspace, (*_attrs(cfg), layout))
 
 
 def _physical(t: torch.Tensor, layout: int) -> torch.Tensor:
@@ -88,17 +125,23 @@ def _physical(t: torch.Tensor, layout: int) -> torch.Tensor:
     return _contig(t)
 
 
-def _empty(shape, layout: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logical tensor, the memory the kernel writes) for an output of logical `shape` in `layout`."""
-    if layout == _plan.NDHWC:
-        mem = torch.empty(_plan.to_layout(shape, layout), dtype=like.dtype, device=like.device)
-        return mem.permute(0, 4, 1, 2, 3), mem
-    out = torch.empty(shape, dtype=like.dtype, device=like.device)
-    return out, out
+def _output(launch: _Launch, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logical tensor, the memory the kernel writes) for an operation's output."""
+    mem = torch.empty(launch.out_memory, dtype=like.dtype, device=like.device)
+    return (mem.permute(0, 4, 1, 2, 3) if launch.layout == _plan.NDHWC else mem), mem
+
+
+def _workspace(launch: _Launch, like: torch.Tensor):
+    """The operation's scratch as a byte capsule, or None where its family needs none."""
+    if not launch.workspace_bytes:
+        return None
+    return _to_dlpack(torch.empty(launch.workspace_bytes, dtype=torch.uint8, device=like.device))
 
 
 def _in_format(t: torch.Tensor, cl: bool) -> torch.Tensor:
-    return t.contiguous(memory_format=_CL) if cl else _contig(t)
+    if cl:
+        return t if t.is_contiguous(memory_format=_CL) else t.contiguous(memory_format=_CL)
+    return _contig(t)
 
 
 def empty_like_result(shape, like: torch.Tensor, cl: bool) -> torch.Tensor:
@@ -106,47 +149,45 @@ def empty_like_result(shape, like: torch.Tensor, cl: bool) -> torch.Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_CL if cl else torch.contiguous_format)
 
 
-def _workspace(device: torch.device):
-    def alloc(nbytes: int):
-        return to_dlpack(torch.empty(nbytes, dtype=torch.uint8, device=device))
-
-    return alloc
-
-
 def fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: ConvConfig) -> torch.Tensor:
     cl = channels_last(x)
-    layout = layout_for(cfg, x, "forward", int(cl))
-    y, y_mem = _empty(cfg.y_shape, layout, x)
+    launch = _launch("forward", cfg, x, int(cl))
+    y, y_mem = _output(launch, x)
     if cfg.batch:
+        layout = launch.layout
         _adapter.fwd(
             _cap(_physical(x, layout)), _cap(_physical(w, layout)), None if b is None else _cap(_contig(b)),
-            _cap(y_mem), _workspace(x.device), *_attrs(cfg), layout, _stream(x),
+            _cap(y_mem), _workspace(launch, x), *launch.attrs, _stream(x),
         )
     return _in_format(y, cl)
 
 
 def dgrad(dy: torch.Tensor, w: torch.Tensor, cfg: ConvConfig) -> torch.Tensor:
     cl = channels_last(dy)
-    layout = layout_for(cfg, dy, "grad_input", int(cl))
-    dx, dx_mem = _empty(cfg.x_shape, layout, dy)
+    launch = _launch("grad_input", cfg, dy, int(cl))
+    dx, dx_mem = _output(launch, dy)
     if cfg.batch:
+        layout = launch.layout
         _adapter.dgrad(
-            _cap(_physical(dy, layout)), _cap(_physical(w, layout)), _cap(dx_mem), _workspace(dy.device),
-            *_attrs(cfg), layout, _stream(dy),
+            _cap(_physical(dy, layout)), _cap(_physical(w, layout)), _cap(dx_mem), _workspace(launch, dy),
+            *launch.attrs, _stream(dy),
         )
     return _in_format(dx, cl)
 
 
-def wgrad(x: torch.Tensor, dy: torch.Tensor, cfg: ConvConfig) -> torch.Tensor:
+def wgrad(x: torch.Tensor, dy: torch.Tensor, cfg: ConvConfig, cl: bool = False) -> torch.Tensor:
+    """Grad-weight, contiguous, or channels_last_3d with `cl` (the weight's own format: no conversion when the
+    family writes ODHWI, and none by torch when it accumulates the gradient into a channels-last parameter)."""
     if not cfg.batch:
         return torch.zeros(cfg.w_shape, dtype=x.dtype, device=x.device)
-    layout = layout_for(cfg, x, "grad_weight", int(channels_last(x)))
-    dw, dw_mem = _empty(cfg.w_shape, layout, x)
+    launch = _launch("grad_weight", cfg, x, int(channels_last(x)))
+    dw, dw_mem = _output(launch, x)
+    layout = launch.layout
     _adapter.wgrad(
-        _cap(_physical(x, layout)), _cap(_physical(dy, layout)), _cap(dw_mem), _workspace(x.device), *_attrs(cfg),
-        layout, _stream(x),
+        _cap(_physical(x, layout)), _cap(_physical(dy, layout)), _cap(dw_mem), _workspace(launch, x), *launch.attrs,
+        _stream(x),
     )
-    return _contig(dw)
+    return _in_format(dw, cl)
 
 
 def bgrad(dy: torch.Tensor) -> torch.Tensor:
@@ -235,7 +276,27 @@ def _bilinear_jvp(fn):
     return staticmethod(jvp)
 
 
-class ConvFunction(torch.autograd.Function):
+class _Operation(torch.autograd.Function):
+    """An autograd.Function whose `apply` skips torch's per-call default-argument binding.
+
+    torch's `Function.apply` runs `inspect.signature(forward).bind(...)` on every call of a Function with
+    `setup_context` (tens of microseconds, more than a small convolution's kernel). Our operations are always applied
+    with every argument positional and no defaults, so that binding has nothing to do: outside functorch transforms
+    we go straight to the C++ apply (after the same dead-wrapper unwrapping torch does); under vmap / grad / jvp
+    torch's own `apply` runs unchanged."""
+
+    @classmethod
+    def apply(cls, *args):
+        if torch._C._are_functorch_transforms_active():
+            return super().apply(*args)
+        return super(torch.autograd.Function, cls).apply(*_unwrap_dead(args))
+
+
+def _unwrap_dead(args: tuple) -> tuple:
+    return _functorch_utils.unwrap_dead_wrappers(args)
+
+
+class ConvFunction(_Operation):
     """y = conv3d(x, w) + b with our kernels; backward through InputGrad / WeightGrad / bias sum."""
 
     @staticmethod
@@ -254,9 +315,15 @@ class ConvFunction(torch.autograd.Function):
     def backward(ctx, gy):
         x, w = ctx.saved_tensors
         cfg = ctx.cfg
-        dx = InputGrad.apply(gy, w, cfg) if ctx.needs_input_grad[0] else None
-        dw = WeightGrad.apply(x, gy, cfg) if ctx.needs_input_grad[1] else None
-        db = BiasGrad.apply(gy) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        need = ctx.needs_input_grad
+        if not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
+            # A first-order backward: nothing will differentiate these gradients, so the operations run directly
+            # (no autograd nodes to build). create_graph=True and torch.func transforms take the Functions below.
+            return (dgrad(gy, w, cfg) if need[0] else None, wgrad(x, gy, cfg, channels_last(w)) if need[1] else None,
+                    bgrad(gy) if ctx.has_bias and need[2] else None, None)
+        dx = InputGrad.apply(gy, w, cfg) if need[0] else None
+        dw = WeightGrad.apply(x, gy, cfg) if need[1] else None
+        db = BiasGrad.apply(gy) if ctx.has_bias and need[2] else None
         return dx, dw, db, None
 
     @staticmethod
@@ -269,7 +336,7 @@ class ConvFunction(torch.autograd.Function):
         )
 
 
-class InputGrad(torch.autograd.Function):
+class InputGrad(_Operation):
     @staticmethod
     def forward(dy, w, cfg):
         return dgrad(dy, w, cfg)
@@ -284,7 +351,7 @@ class InputGrad(torch.autograd.Function):
         return d_dy, d_w, None
 
 
-class WeightGrad(torch.autograd.Function):
+class WeightGrad(_Operation):
     @staticmethod
     def forward(x, dy, cfg):
         return wgrad(x, dy, cfg)
@@ -299,7 +366,7 @@ class WeightGrad(torch.autograd.Function):
         return d_x, d_dy, None
 
 
-class BiasGrad(torch.autograd.Function):
+class BiasGrad(_Operation):
     @staticmethod
     def forward(dy):
         return bgrad(dy)
