@@ -63,6 +63,21 @@ def test_bf16_dense_aligned_on_hopper():
         assert families(answer) == {"sm80"}
 
 
+def test_tf32_on_hopper_needs_32_channel_rows_for_grad_weight():
+    """TF32 grad-weight runs on Hopper (TMA + shared-memory transpose) where input channels come in 128-byte rows
+    (C % 32 == 0); other channel counts keep sm80 for that one operation."""
+    if not hopper_accepts(**DENSE, dtype="bfloat16"):
+        pytest.skip("the Hopper family is not linked in this build")
+    tf32 = jaxconv3d.explain(**DENSE, precision="tf32", cc=90)
+    assert families(tf32) == {"hopper"}
+    assert tf32["grad_weight"]["tile"].startswith("tma_tf32_wgmma_")
+    assert tf32["grad_weight"]["workspace_bytes"] > 0
+    odd = jaxconv3d.explain((2, 40, 8, 8, 8), (64, 40, 3, 3, 3), padding=1, precision="tf32", cc=90)
+    assert odd["forward"]["family"] == "hopper" and odd["grad_weight"]["family"] == "sm80"
+    accurate = jaxconv3d.explain(**DENSE, cc=90)  # float32-accurate grad-weight stays on sm80 FFMA
+    assert accurate["grad_weight"]["family"] == "sm80"
+
+
 def test_device_string_and_cc_agree():
     assert jaxconv3d.explain(**DENSE, device="cuda:8.6") == jaxconv3d.explain(**DENSE, cc=86)
     assert jaxconv3d.explain(**DENSE, device="cpu") == jaxconv3d.explain(**DENSE, cc=0)

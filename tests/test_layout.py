@@ -157,6 +157,8 @@ def test_torch_channels_last_matches_contiguous(rng, case, dtype):
     if case.x_shape[1] > 1:
         assert y_cl.is_contiguous(memory_format=CL) and not y_cl.is_contiguous()  # F.conv3d's rule
     assert y.is_contiguous()
+    # grad-weight comes back in the weight's memory format (what AccumulateGrad would otherwise convert to)
+    assert g_cl[1].is_contiguous(memory_format=CL) and g[1].is_contiguous()
     torch.testing.assert_close(y_cl, y, rtol=0, atol=0)
     for a, r in zip(g_cl, g):
         torch.testing.assert_close(a, r, rtol=0, atol=0)

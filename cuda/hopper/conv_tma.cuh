@@ -51,6 +51,7 @@ struct TmaCfg {
 template <typename T, int BN, bool SPLIT = false>
 struct TmaConvOp {
   using Cfg = TmaCfg<T, BN, SPLIT>;
+  static constexpr bool kStageFreeAfterMma = false;
   const CUtensorMap* tmA;
   const CUtensorMap* tmB;
   const TmaArgs* a;

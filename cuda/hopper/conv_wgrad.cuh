@@ -164,6 +164,7 @@ struct WgradTmaArgs {
 template <typename T, int BN>
 struct WgradTmaOp {
   using Cfg = WgradCfg<BN>;
+  static constexpr bool kStageFreeAfterMma = false;
   const CUtensorMap* tmX;
   const CUtensorMap* tmDy;
   const WgradTmaArgs* a;

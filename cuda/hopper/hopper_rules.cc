@@ -56,16 +56,16 @@ bool brick_for(const int out[3], const int step[3], Brick* b, int rows) {
   return true;
 }
 
-bool wgrad_tma(const ConvProblem& p, Brick* b) {
+bool wgrad_tma(const ConvProblem& p, DType t, Brick* b) {
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
   const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
-  return p.in_channels % 64 == 0 && brick_for(out, step, b, 64);
+  return p.in_channels % (128 / dtype_size(t)) == 0 && brick_for(out, step, b, 64);
 }
 
-WgradSplit wgrad_split(const ConvProblem& p) {
+WgradSplit wgrad_split(const ConvProblem& p, DType t) {
   WgradSplit s;
   Brick b;
-  if (wgrad_tma(p, &b)) {
+  if (wgrad_tma(p, t, &b)) {
     s.ktiles = p.batch * ceil_div(p.out[0], int64_t(1) << b.bd_log) * ceil_div(p.out[1], int64_t(1) << b.bh_log) *
                ceil_div(p.out[2], int64_t(1) << b.bw_log);
   } else {
@@ -78,7 +78,8 @@ WgradSplit wgrad_split(const ConvProblem& p) {
   const int64_t ntot = p.taps() * p.in_channels;
   const int64_t base = ceil_div(ntot, 128) * ceil_div(p.out_channels, wgrad_bn(p));
   const int64_t per_split_bytes = ntot * p.out_channels * 4;
-  const double ktile_us = 0.45 * wgrad_bn(p) / 64.0;
+  // TF32 K-tiles cost about twice (half the tensor-core rate, plus the shared-memory transpose).
+  const double ktile_us = 0.45 * wgrad_bn(p) / 64.0 * (t == DType::kF32 ? 2.0 : 1.0);
   int64_t splits = 1;
   double best = -1.0;
   const int64_t max_splits = std::max<int64_t>(1, std::min<int64_t>(s.ktiles, ceil_div(8 * 132, base)));
@@ -113,9 +114,12 @@ bool accepts_dgrad(const ConvProblem& p, DType t, MathMode m) {
          fits(p);
 }
 
-bool accepts_wgrad(const ConvProblem& p, DType t, MathMode) {
-  return (t == DType::kBF16 || t == DType::kF16) && p.groups == 1 && p.in_channels % 8 == 0 &&
-         p.out_channels % 8 == 0 && p.out_spatial() < (int64_t(1) << 31) && fits(p);
+bool accepts_wgrad(const ConvProblem& p, DType t, MathMode m) {
+  const bool common = p.groups == 1 && p.in_channels % 8 == 0 && p.out_channels % 8 == 0 &&
+                      p.out_spatial() < (int64_t(1) << 31) && fits(p);
+  if (t == DType::kBF16 || t == DType::kF16) return common;
+  Brick b;
+  return t == DType::kF32 && m == MathMode::kTF32 && common && wgrad_tma(p, t, &b);  // TMA path only
 }
 
 size_t fwd_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
@@ -124,8 +128,8 @@ size_t dgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode) {
   return align256(size_t(p.w_elements()) * size_t(dtype_size(t)));  // the transposed filter
 }
 
-size_t wgrad_workspace_bytes(const ConvProblem& p, DType, MathMode) {
-  const WgradSplit s = wgrad_split(p);
+size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode) {
+  const WgradSplit s = wgrad_split(p, t);
   return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
 }
 
@@ -146,11 +150,12 @@ std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
   const int64_t classes = p.stride[0] * p.stride[1] * p.stride[2];
   return kmajor_tile(out, step, dgrad_bn(p, split_tf32(t, m)), split_tf32(t, m)) + (classes > 1 ? "_residues" + std::to_string(classes) : "");
 }
-std::string tile_wgrad(const ConvProblem& p, DType, MathMode) {
-  const WgradSplit s = wgrad_split(p);
+std::string tile_wgrad(const ConvProblem& p, DType t, MathMode) {
+  const WgradSplit s = wgrad_split(p, t);
   Brick b;
-  return std::string(wgrad_tma(p, &b) ? "tma_" : "gather_") + "wgmma_128x" + std::to_string(wgrad_bn(p)) +
-         "x64_mnmajor_split" + std::to_string(s.splits);
+  const char* kind = t == DType::kF32 ? "tma_tf32_wgmma_128x" : wgrad_tma(p, t, &b) ? "tma_wgmma_128x" : "gather_wgmma_128x";
+  return std::string(kind) + std::to_string(wgrad_bn(p)) +
+         (t == DType::kF32 ? "x64_smem_transposed_split" : "x64_mnmajor_split") + std::to_string(s.splits);
 }
 
 }  // namespace hopper

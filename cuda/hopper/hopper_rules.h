@@ -19,16 +19,17 @@ struct Brick {
 };
 bool brick_for(const int out[3], const int step[3], Brick* b, int rows = 128);
 
-// Grad-weight runs on TMA when each 64-wide block of (tap, channel) columns is one tap (C % 64 == 0) and a
-// 64-position brick of output positions fits the copy engine; `b` receives that brick.
-bool wgrad_tma(const ConvProblem& p, Brick* b);
+// Grad-weight runs on TMA when each block of 128 bytes of (tap, channel) columns is one tap (C a multiple of 64
+// for 16-bit dtypes, of 32 for float32) and a 64-position brick of output positions fits the copy engine; `b`
+// receives that brick. TF32 grad-weight runs only there (its operands are transposed in shared memory).
+bool wgrad_tma(const ConvProblem& p, DType t, Brick* b);
 
 struct WgradSplit {
   int64_t ktiles = 0;           // 64-position K-tiles in all (bricks on the TMA path)
   int64_t tiles_per_split = 0;  // contiguous K-tiles per split
   int64_t splits = 0;
 };
-WgradSplit wgrad_split(const ConvProblem& p);
+WgradSplit wgrad_split(const ConvProblem& p, DType t);
 
 }  // namespace hopper
 }  // namespace jaxconv3d

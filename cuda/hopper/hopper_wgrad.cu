@@ -4,6 +4,7 @@
 #include <string>
 
 #include "hopper/conv_wgrad.cuh"
+#include "hopper/conv_wgrad_tf32.cuh"
 #include "hopper/hopper_rules.h"
 #include "hopper/launch.cuh"
 
@@ -32,16 +33,15 @@ std::string launch_bn(const WgradArgs& a, int bn, int splits, void* dw, cudaStre
   return bn == 64 ? launch<T, 64>(a, splits, dw, stream) : launch<T, 128>(a, splits, dw, stream);
 }
 
-template <typename T, int BN>
-std::string launch_tma(const CUtensorMap& mx, const CUtensorMap& mdy, const WgradTmaArgs& a, int splits, void* dw,
-                       cudaStream_t stream) {
-  using Cfg = WgradCfg<BN>;
-  auto kernel = conv_wgrad_tma_kernel<T, BN>;
-  static std::atomic<uint64_t> smem_set{0};
-  cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
+// The persistent TMA kernel `kernel` (smem bytes `smem`, BN-wide output-channel tiles), then the split reduction.
+template <typename T, int BN, typename K>
+std::string launch_persistent(K kernel, int smem, std::atomic<uint64_t>& smem_set, const CUtensorMap& mx,
+                              const CUtensorMap& mdy, const WgradTmaArgs& a, int splits, void* dw,
+                              cudaStream_t stream) {
+  cudaError_t e = allow_smem(kernel, smem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const i64 tiles = i64((a.Ntot + 127) / 128) * ((a.O + BN - 1) / BN) * splits;
-  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(mx, mdy, a);
+  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, smem, stream>>>(mx, mdy, a);
   const i64 total = i64(a.Ntot) * a.O;
   wgrad_reduce_kernel<T><<<unsigned((total + 255) / 256), 256, 0, stream>>>(a.partial, static_cast<T*>(dw), a.Ntot,
                                                                              a.O, splits);
@@ -49,24 +49,43 @@ std::string launch_tma(const CUtensorMap& mx, const CUtensorMap& mdy, const Wgra
   return e == cudaSuccess ? "" : std::string("hopper: grad-weight launch failed: ") + cudaGetErrorString(e);
 }
 
+template <typename T, int BN>
+std::string launch_tma(const CUtensorMap& mx, const CUtensorMap& mdy, const WgradTmaArgs& a, int splits, void* dw,
+                       cudaStream_t stream) {
+  static std::atomic<uint64_t> smem_set{0};
+  return launch_persistent<T, BN>(conv_wgrad_tma_kernel<T, BN>, WgradCfg<BN>::kSmem, smem_set, mx, mdy, a, splits,
+                                  dw, stream);
+}
+
+template <int BN>
+std::string launch_tf32(const CUtensorMap& mx, const CUtensorMap& mdy, const WgradTmaArgs& a, int splits, void* dw,
+                        cudaStream_t stream) {
+  static std::atomic<uint64_t> smem_set{0};
+  return launch_persistent<float, BN>(conv_wgrad_tf32_kernel<BN>, WgradTf32Cfg<BN>::kSmem, smem_set, mx, mdy, a,
+                                      splits, dw, stream);
+}
+
 std::string run_tma(const ConvProblem& p, DType t, const Brick& br, const void* x, const void* dy, void* dw,
                     float* partial, cudaStream_t stream) {
-  const WgradSplit sp = wgrad_split(p);
-  const uint64_t es = 2;
-  const CUtensorMapDataType type = t == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const WgradSplit sp = wgrad_split(p, t);
+  const uint64_t es = uint64_t(dtype_size(t));
+  const uint32_t box_channels = uint32_t(128 / es);  // one 128-byte swizzled row
+  const CUtensorMapDataType type = t == DType::kBF16  ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                   : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                      : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
   const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 1 << br.bd_log;
   CUtensorMap mx, mdy;
   const uint64_t xd[5] = {uint64_t(p.in_channels), uint64_t(p.in[2]), uint64_t(p.in[1]), uint64_t(p.in[0]),
                           uint64_t(p.batch)};
   const uint64_t xs[4] = {xd[0] * es, xd[0] * xd[1] * es, xd[0] * xd[1] * xd[2] * es, xd[0] * xd[1] * xd[2] * xd[3] * es};
-  const uint32_t xbox[5] = {64, uint32_t(bw * p.stride[2]), uint32_t(bh * p.stride[1]), uint32_t(bd * p.stride[0]), 1};
+  const uint32_t xbox[5] = {box_channels, uint32_t(bw * p.stride[2]), uint32_t(bh * p.stride[1]), uint32_t(bd * p.stride[0]), 1};
   const uint32_t xstep[5] = {1, uint32_t(p.stride[2]), uint32_t(p.stride[1]), uint32_t(p.stride[0]), 1};
   std::string err = make_tensor_map(&mx, type, 5, x, xd, xs, xbox, xstep);
   if (!err.empty()) return err;
   const uint64_t yd[5] = {uint64_t(p.out_channels), uint64_t(p.out[2]), uint64_t(p.out[1]), uint64_t(p.out[0]),
                           uint64_t(p.batch)};
   const uint64_t ys[4] = {yd[0] * es, yd[0] * yd[1] * es, yd[0] * yd[1] * yd[2] * es, yd[0] * yd[1] * yd[2] * yd[3] * es};
-  const uint32_t ybox[5] = {64, uint32_t(bw), uint32_t(bh), uint32_t(bd), 1};
+  const uint32_t ybox[5] = {box_channels, uint32_t(bw), uint32_t(bh), uint32_t(bd), 1};
   const uint32_t ystep[5] = {1, 1, 1, 1, 1};
   if (!(err = make_tensor_map(&mdy, type, 5, dy, yd, ys, ybox, ystep)).empty()) return err;
   WgradTmaArgs a{};
@@ -89,6 +108,8 @@ std::string run_tma(const ConvProblem& p, DType t, const Brick& br, const void* 
   a.tiles_per_split = int(sp.tiles_per_split);
   a.splits = int(sp.splits);
   const int bn = wgrad_bn(p), splits = int(sp.splits);
+  if (t == DType::kF32)
+    return bn == 64 ? launch_tf32<64>(mx, mdy, a, splits, dw, stream) : launch_tf32<128>(mx, mdy, a, splits, dw, stream);
   if (t == DType::kBF16)
     return bn == 64 ? launch_tma<__nv_bfloat16, 64>(mx, mdy, a, splits, dw, stream)
                     : launch_tma<__nv_bfloat16, 128>(mx, mdy, a, splits, dw, stream);
@@ -106,12 +127,15 @@ std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, cons
   Brick br;
   static const bool no_tma = std::getenv("JAXCONV3D_HOPPER_NO_TMA") != nullptr;  // test switch: gather path
   if (p.batch == 0) {  // no positions: the gradient is zero
-    const cudaError_t e = cudaMemsetAsync(dw, 0, size_t(p.w_elements()) * 2, static_cast<cudaStream_t>(stream));
+    const cudaError_t e =
+        cudaMemsetAsync(dw, 0, size_t(p.w_elements()) * dtype_size(t), static_cast<cudaStream_t>(stream));
     return e == cudaSuccess ? "" : std::string("hopper: ") + cudaGetErrorString(e);
   }
-  if (!no_tma && wgrad_tma(p, &br))
+  // TF32 runs on TMA only (accepts_wgrad); the test switch moves the 16-bit kinds to the gather path.
+  if ((t == DType::kF32 || !no_tma) && wgrad_tma(p, t, &br))
     return run_tma(p, t, br, x, dy, dw, static_cast<float*>(workspace), static_cast<cudaStream_t>(stream));
-  const WgradSplit sp = wgrad_split(p);
+  if (t == DType::kF32) return "hopper: TF32 grad-weight needs the TMA path";
+  const WgradSplit sp = wgrad_split(p, t);
   WgradArgs a{};
   a.x = x; a.dy = dy; a.partial = static_cast<float*>(workspace);
   a.M = p.batch * p.out_spatial();

@@ -10,8 +10,11 @@
 // `Op` supplies: `int tiles() const`, `int ktiles(int tile) const`; for the producer a `Cursor cursor(int tile)
 // const` and `void issue(Cursor&, uint32_t stage, uint32_t bar) const` (issues the cursor's K-tile, bringing
 // exactly STAGE_BYTES, and advances it); for the consumers `void mma(uint32_t stage, float* acc, int consumer,
-// bool accumulate, int iter) const` (iter: the consumer's running K-tile count over all its tiles) and `void epilogue(int tile, const float* acc, int consumer, int ctid) const` (ctid:
-// 0..127 inside the consumer warpgroup).
+// bool accumulate, int iter) const` (iter: the consumer's running K-tile count over all its tiles) and `void
+// epilogue(int tile, const float* acc, int consumer, int ctid) const` (ctid: 0..127 inside the consumer
+// warpgroup); and `static constexpr bool kStageFreeAfterMma`: true when mma() has finished reading the stage by
+// the time it returns (it copied the stage, or waited for its wgmmas), so the stage is released at once instead of
+// after the next K-tile's wgmmas.
 #pragma once
 
 #include "pipeline.cuh"
@@ -62,6 +65,10 @@ __device__ __forceinline__ void persistent_gemm(const Op& op, uint32_t smem) {
   int stage = 0, iter = 0;
   uint32_t phase = 0;
   float acc[NACC];
+  auto release = [&](int s) {
+    __syncwarp();
+    if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(empty0 + 8 * s) : "memory");
+  };
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int kts = op.ktiles(tile);
     int prev = -1;
@@ -70,20 +77,19 @@ __device__ __forceinline__ void persistent_gemm(const Op& op, uint32_t smem) {
       wgmma_fence();
       op.mma(smem + stage * STAGE_BYTES, acc, consumer, kt > 0, iter++);
       wgmma_commit();
-      wgmma_wait<1>();
-      if (prev >= 0) {
-        __syncwarp();
-        if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(empty0 + 8 * prev) : "memory");
+      if constexpr (Op::kStageFreeAfterMma) {
+        release(stage);  // mma() left nothing in flight that reads the stage
+      } else {
+        wgmma_wait<1>();
+        if (prev >= 0) release(prev);
+        prev = stage;
       }
-      prev = stage;
       if (++stage == STAGES) { stage = 0; phase ^= 1; }
     }
     wgmma_wait<0>();
     fence_regs(acc);
-    if (prev >= 0) {
-      __syncwarp();
-      if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(empty0 + 8 * prev) : "memory");
-    } else {
+    if (prev >= 0) release(prev);
+    if (kts == 0) {
 #pragma unroll
       for (int i = 0; i < NACC; ++i) acc[i] = 0.0f;
     }
