@@ -51,29 +51,41 @@ KMajorArgs common(const ConvProblem& p, DType t, int cs, int ng) {
   return a;
 }
 
-// wt[c][tap][o] = w[o][tap][c] (w ODHWI): the grad-input GEMM's K-major filter.
+// wt[c][tap][o] = w[o][tap][c] (w ODHWI): the grad-input GEMM's K-major filter. One 32 x 32 (o, c) tile of one tap
+// per block, through shared memory, so both the reads (along c) and the writes (along o) are coalesced.
 template <typename T>
 __global__ void transpose_filter_kernel(const T* __restrict__ w, T* __restrict__ wt, int O, int taps, int C) {
-  const i64 idx = i64(blockIdx.x) * blockDim.x + threadIdx.x;
-  const i64 total = i64(O) * taps * C;
-  if (idx >= total) return;
-  const int o = int(idx % O);
-  const i64 rest = idx / O;
-  const int tap = int(rest % taps), c = int(rest / taps);
-  wt[idx] = w[(i64(o) * taps + tap) * C + c];
+  __shared__ T tile[32][33];
+  const int c0 = blockIdx.x * 32;
+  const int tx = threadIdx.x, ty = threadIdx.y;  // 32 x 8
+  for (int tap = blockIdx.z; tap < taps; tap += gridDim.z)
+  for (int o0 = blockIdx.y * 32; o0 < O; o0 += gridDim.y * 32) {
+#pragma unroll
+    for (int i = 0; i < 32; i += 8) {
+      const int o = o0 + ty + i, c = c0 + tx;
+      if (o < O && c < C) tile[ty + i][tx] = w[(i64(o) * taps + tap) * C + c];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 32; i += 8) {
+      const int c = c0 + ty + i, o = o0 + tx;
+      if (o < O && c < C) wt[(i64(c) * taps + tap) * O + o] = tile[tx][ty + i];
+    }
+    __syncthreads();
+  }
 }
 
 std::string transpose_filter(const ConvProblem& p, DType t, const void* w, void* wt, cudaStream_t stream) {
   const int O = int(p.out_channels), C = int(p.in_channels), taps = int(p.taps());
-  const i64 total = i64(O) * taps * C;
-  const unsigned blocks = unsigned((total + 255) / 256);
+  const dim3 grid(unsigned((C + 31) / 32), unsigned(std::min((O + 31) / 32, 65535)),
+                  unsigned(std::min(taps, 65535))), block(32, 8);
   switch (t) {
     case DType::kBF16: case DType::kF16:
-      transpose_filter_kernel<uint16_t><<<blocks, 256, 0, stream>>>(static_cast<const uint16_t*>(w),
+      transpose_filter_kernel<uint16_t><<<grid, block, 0, stream>>>(static_cast<const uint16_t*>(w),
                                                                      static_cast<uint16_t*>(wt), O, taps, C);
       break;
     case DType::kF32:
-      transpose_filter_kernel<float><<<blocks, 256, 0, stream>>>(static_cast<const float*>(w),
+      transpose_filter_kernel<float><<<grid, block, 0, stream>>>(static_cast<const float*>(w),
                                                                   static_cast<float*>(wt), O, taps, C);
       break;
     default: return "hopper: unsupported dtype";
