@@ -43,13 +43,16 @@ def run_kernels(cfg, x, w, b, dy, device, dtype, math=0):
     attrs = lambda op: (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, math, lay[op], stream)  # noqa: E731
     y, dx, dw = out(cfg.y_shape, "forward"), out(cfg.x_shape, "grad_input"), out(cfg.w_shape, "grad_weight")
     db = poisoned((cfg.out_channels,), tdt, device)
-    workspace = lambda n: to_dlpack(torch.full((n,), 255, dtype=torch.uint8, device=device))  # noqa: E731
+    def workspace(op):  # the planned scratch, filled with garbage (no kernel may depend on its contents)
+        n = _plan.plan(cfg.replace(math=math), tdt, cc, op, lay[op])["workspace_bytes"] if device == "cuda" else 0
+        return to_dlpack(torch.full((n,), 255, dtype=torch.uint8, device=device)) if n else None
+
     ADAPTER.fwd(to_dlpack(mem(xt, "forward")), to_dlpack(mem(wt, "forward")), None if bt is None else to_dlpack(bt),
-                to_dlpack(y), workspace, *attrs("forward"))
-    ADAPTER.dgrad(to_dlpack(mem(dyt, "grad_input")), to_dlpack(mem(wt, "grad_input")), to_dlpack(dx), workspace,
-                  *attrs("grad_input"))
-    ADAPTER.wgrad(to_dlpack(mem(xt, "grad_weight")), to_dlpack(mem(dyt, "grad_weight")), to_dlpack(dw), workspace,
-                  *attrs("grad_weight"))
+                to_dlpack(y), workspace("forward"), *attrs("forward"))
+    ADAPTER.dgrad(to_dlpack(mem(dyt, "grad_input")), to_dlpack(mem(wt, "grad_input")), to_dlpack(dx),
+                  workspace("grad_input"), *attrs("grad_input"))
+    ADAPTER.wgrad(to_dlpack(mem(xt, "grad_weight")), to_dlpack(mem(dyt, "grad_weight")), to_dlpack(dw),
+                  workspace("grad_weight"), *attrs("grad_weight"))
     ADAPTER.bgrad(to_dlpack(dyt), to_dlpack(db), stream)
     y, dx, dw = back(y, "forward"), back(dx, "grad_input"), back(dw, "grad_weight")
     return y, dx, dw, db
