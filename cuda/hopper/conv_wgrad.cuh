@@ -161,10 +161,14 @@ struct WgradTmaArgs {
   int ktiles, tiles_per_split, splits;
 };
 
-template <typename T, int BN>
-struct WgradTmaOp {
-  using Cfg = WgradCfg<BN>;
-  static constexpr bool kStageFreeAfterMma = false;
+// The tile walk both TMA grad-weight ops share: tiles, split ranges, and the producer's copies. A K-tile's A part is
+// 128 / BOX_CH boxes of x (each one tap x BOX_CH channels = 128 bytes, 64 positions: kBox bytes), its B part BN /
+// BOX_CH boxes of dy, all over one brick; the epilogue writes a consumer's 64 rows of partial sums.
+template <int BN, int BOX_CH>
+struct WgradTmaWalk {
+  static constexpr int kABoxes = 128 / BOX_CH;
+  static constexpr int kBox = 64 * kRowBytes;
+  static constexpr int kABytes = kABoxes * kBox;
   const CUtensorMap* tmX;
   const CUtensorMap* tmDy;
   const WgradTmaArgs* a;
@@ -180,7 +184,7 @@ struct WgradTmaOp {
   }
 
   struct Cursor {
-    int mc[2], mj[2][3];  // channel and tap of each 64-wide M block (fixed for the tile)
+    int mc[kABoxes], mj[kABoxes][3];  // channel and tap of each M block (fixed for the tile)
     int o0;
     int tw, th, td, tn;   // the brick walk
   };
@@ -189,8 +193,9 @@ struct WgradTmaOp {
     Cursor c;
     const int mb = tile % mblocks();
     c.o0 = ((tile / mblocks()) % oblocks()) * BN;
-    for (int b = 0; b < 2; ++b) {
-      const int na = mb * 128 + 64 * b;
+#pragma unroll
+    for (int b = 0; b < kABoxes; ++b) {
+      const int na = mb * 128 + BOX_CH * b;
       const int tap = na < g.Ntot ? na / g.C : 0;
       c.mc[b] = na < g.Ntot ? na - tap * g.C : g.C;  // past the end: a box wholly outside x, i.e. zeros
       c.mj[b][2] = tap % g.k[2];
@@ -208,13 +213,13 @@ struct WgradTmaOp {
     const WgradTmaArgs& g = *a;
     const int q2 = c.tw << g.bw_log, q1 = c.th << g.bh_log, q0 = c.td << g.bd_log;
 #pragma unroll
-    for (int b = 0; b < 2; ++b)
-      tma_load_5d(stage + b * 64 * kRowBytes, tmX, bar, c.mc[b], q2 * g.stride[2] - g.pad[2] + c.mj[b][2] * g.dil[2],
+    for (int b = 0; b < kABoxes; ++b)
+      tma_load_5d(stage + b * kBox, tmX, bar, c.mc[b], q2 * g.stride[2] - g.pad[2] + c.mj[b][2] * g.dil[2],
                   q1 * g.stride[1] - g.pad[1] + c.mj[b][1] * g.dil[1], q0 * g.stride[0] - g.pad[0] + c.mj[b][0] * g.dil[0],
                   c.tn);
 #pragma unroll
-    for (int b = 0; b < BN / 64; ++b)
-      tma_load_5d(stage + Cfg::kABytes + b * 64 * kRowBytes, tmDy, bar, c.o0 + 64 * b, q2, q1, q0, c.tn);
+    for (int b = 0; b < BN / BOX_CH; ++b)
+      tma_load_5d(stage + kABytes + b * kBox, tmDy, bar, c.o0 + BOX_CH * b, q2, q1, q0, c.tn);
     if (++c.tw == g.tiles[2]) {
       c.tw = 0;
       if (++c.th == g.tiles[1]) {
@@ -223,6 +228,21 @@ struct WgradTmaOp {
       }
     }
   }
+  __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid) const {
+    const WgradTmaArgs& g = *a;
+    const int mb = tile % mblocks(), o0 = ((tile / mblocks()) % oblocks()) * BN;
+    store_partials<BN>(acc, g.partial + i64(split_of(tile)) * g.Ntot * g.O, mb * 128 + consumer * 64, o0, g.Ntot,
+                       g.O, ctid);
+  }
+};
+
+// 16-bit operands: 64 channels per box, read MN-major by wgmma straight from the stage.
+template <typename T, int BN>
+struct WgradTmaOp : WgradTmaWalk<BN, 64> {
+  using Cfg = WgradCfg<BN>;
+  static constexpr bool kStageFreeAfterMma = false;
+  static_assert(WgradTmaWalk<BN, 64>::kABytes == Cfg::kABytes, "the walk's A tile is the stage's");
+
   __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate, int) const {
 #pragma unroll
     for (int ks = 0; ks < 64 / 16; ++ks) {
@@ -230,12 +250,6 @@ struct WgradTmaOp {
       const uint64_t db = smem_desc(stage + Cfg::kABytes + ks * 2048, 64 * kRowBytes, 1024);
       Mma<T, BN, 1, 1>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
     }
-  }
-  __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid) const {
-    const WgradTmaArgs& g = *a;
-    const int mb = tile % mblocks(), o0 = ((tile / mblocks()) % oblocks()) * BN;
-    store_partials<BN>(acc, g.partial + i64(split_of(tile)) * g.Ntot * g.O, mb * 128 + consumer * 64, o0, g.Ntot,
-                       g.O, ctid);
   }
 };
 
@@ -251,7 +265,7 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
     tma_prefetch_map(&tmX);
     tma_prefetch_map(&tmDy);
   }
-  const WgradTmaOp<T, BN> op{&tmX, &tmDy, &a};
+  const WgradTmaOp<T, BN> op{{&tmX, &tmDy, &a}};
   persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif
 }

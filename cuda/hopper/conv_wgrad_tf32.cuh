@@ -32,68 +32,11 @@ struct WgradTf32Cfg {
 };
 
 template <int BN>
-struct WgradTf32Op {
+struct WgradTf32Op : WgradTmaWalk<BN, 32> {
   using Cfg = WgradTf32Cfg<BN>;
   static constexpr bool kStageFreeAfterMma = true;
-  const CUtensorMap* tmX;
-  const CUtensorMap* tmDy;
-  const WgradTmaArgs* a;
+  static_assert(WgradTmaWalk<BN, 32>::kABytes == Cfg::kABytes, "the walk's A tile is the stage's");
   uint32_t copy;  // shared-memory address of the K-major copy
-
-  __device__ __forceinline__ int mblocks() const { return (a->Ntot + 127) / 128; }
-  __device__ __forceinline__ int oblocks() const { return (a->O + BN - 1) / BN; }
-  __device__ __forceinline__ int tiles() const { return mblocks() * oblocks() * a->splits; }
-  __device__ __forceinline__ int split_of(int tile) const { return tile / (mblocks() * oblocks()); }
-  __device__ __forceinline__ int ktiles(int tile) const {
-    const int begin = split_of(tile) * a->tiles_per_split;
-    return max(0, min(a->tiles_per_split, a->ktiles - begin));
-  }
-
-  struct Cursor {
-    int mc[4], mj[4][3];  // channel and tap of each 32-wide M block (fixed for the tile)
-    int o0;
-    int tw, th, td, tn;   // the brick walk
-  };
-  __device__ __forceinline__ Cursor cursor(int tile) const {
-    const WgradTmaArgs& g = *a;
-    Cursor c;
-    const int mb = tile % mblocks();
-    c.o0 = ((tile / mblocks()) % oblocks()) * BN;
-#pragma unroll
-    for (int b = 0; b < 4; ++b) {
-      const int na = mb * 128 + 32 * b;
-      const int tap = na < g.Ntot ? na / g.C : 0;
-      c.mc[b] = na < g.Ntot ? na - tap * g.C : g.C;  // past the end: a box wholly outside x, i.e. zeros
-      c.mj[b][2] = tap % g.k[2];
-      c.mj[b][1] = (tap / g.k[2]) % g.k[1];
-      c.mj[b][0] = tap / (g.k[2] * g.k[1]);
-    }
-    const int bt = split_of(tile) * g.tiles_per_split;
-    c.tw = bt % g.tiles[2];
-    c.th = (bt / g.tiles[2]) % g.tiles[1];
-    c.td = (bt / (g.tiles[2] * g.tiles[1])) % g.tiles[0];
-    c.tn = bt / (g.tiles[2] * g.tiles[1] * g.tiles[0]);
-    return c;
-  }
-  __device__ __forceinline__ void issue(Cursor& c, uint32_t stage, uint32_t bar) const {
-    const WgradTmaArgs& g = *a;
-    const int q2 = c.tw << g.bw_log, q1 = c.th << g.bh_log, q0 = c.td << g.bd_log;
-#pragma unroll
-    for (int b = 0; b < 4; ++b)
-      tma_load_5d(stage + b * Cfg::kBox, tmX, bar, c.mc[b], q2 * g.stride[2] - g.pad[2] + c.mj[b][2] * g.dil[2],
-                  q1 * g.stride[1] - g.pad[1] + c.mj[b][1] * g.dil[1], q0 * g.stride[0] - g.pad[0] + c.mj[b][0] * g.dil[0],
-                  c.tn);
-#pragma unroll
-    for (int b = 0; b < BN / 32; ++b)
-      tma_load_5d(stage + Cfg::kABytes + b * Cfg::kBox, tmDy, bar, c.o0 + 32 * b, q2, q1, q0, c.tn);
-    if (++c.tw == g.tiles[2]) {
-      c.tw = 0;
-      if (++c.th == g.tiles[1]) {
-        c.th = 0;
-        if (++c.td == g.tiles[0]) { c.td = 0; ++c.tn; }
-      }
-    }
-  }
 
   // Box-major source (`boxes` boxes of [64 positions][32 channels], 128B-swizzled rows) -> K-major destination
   // ([2 halves][boxes * 32 rows][32 positions], 128B-swizzled rows), values rounded to TF32. A warp takes 32
@@ -140,13 +83,6 @@ struct WgradTf32Op {
     wgmma_wait<0>();
 #endif
   }
-
-  __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid) const {
-    const WgradTmaArgs& g = *a;
-    const int mb = tile % mblocks(), o0 = ((tile / mblocks()) % oblocks()) * BN;
-    store_partials<BN>(acc, g.partial + i64(split_of(tile)) * g.Ntot * g.O, mb * 128 + consumer * 64, o0, g.Ntot,
-                       g.O, ctid);
-  }
 };
 
 template <int BN>
@@ -161,7 +97,7 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
     tma_prefetch_map(&tmX);
     tma_prefetch_map(&tmDy);
   }
-  const WgradTf32Op<BN> op{&tmX, &tmDy, &a, smem + Cfg::kStages * Cfg::kStageBytes};
+  const WgradTf32Op<BN> op{{&tmX, &tmDy, &a}, smem + Cfg::kStages * Cfg::kStageBytes};
   persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif
 }
