@@ -1,7 +1,8 @@
 """Command line: `python -m jaxconv3d {check,bench}`, also installed as the `jaxconv3d` console script.
 
     jaxconv3d check [--suite] [--configs a,b] [--precision fp32,bf16|all] [--json PATH] [-q|-v]
-    jaxconv3d bench [--suite] [--configs a,b] [--precision ...] [--reps N] [--json PATH] [-q|-v]
+    jaxconv3d bench [--suite] [--configs a,b] [--precision ...] [--reps N] [--json PATH] [--plot PNG] [-q|-v]
+    jaxconv3d plot BENCH.json PNG   speedup bars of an earlier bench run (matplotlib)
     jaxconv3d --list       the configurations with their shapes
     jaxconv3d --version
 """
@@ -156,8 +157,39 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--json", default="jaxconv3d_bench.json", metavar="PATH", help="its folder is created (default: %(default)s)"
     )
-    bench.set_defaults(run=lambda a: run_bench(a.configs, a.suite, a.precision, a.json, a.reps, a.seed))
+    bench.add_argument(
+        "--plot", metavar="PNG", help="also draw the speedups (best reference / best ours) as bars (needs matplotlib)"
+    )
+    bench.set_defaults(run=_bench_and_plot)
+
+    plot = commands.add_parser(
+        "plot",
+        help="speedup bars of a bench JSON",
+        description="Draw best reference / best of ours per configuration and precision, one panel per pass, from a "
+        "JSON written by `jaxconv3d bench` (needs matplotlib).",
+    )
+    plot.add_argument("bench_json", metavar="BENCH.json")
+    plot.add_argument("png", metavar="PNG")
+    plot.set_defaults(run=lambda a: _plot(a.bench_json, a.png), list=False, verbosity=report.NORMAL, json=None)
     return parser
+
+
+def _plot(bench_json: str, png: str) -> int:
+    from .plot import plot_bench
+
+    try:
+        written = plot_bench(bench_json, png)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"plot {bench_json}: {error}") from error
+    print(f"wrote {written}")
+    return 0
+
+
+def _bench_and_plot(a: argparse.Namespace) -> int:
+    status = run_bench(a.configs, a.suite, a.precision, a.json, a.reps, a.seed)
+    if a.plot:
+        _plot(a.json, a.plot)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = f"jaxconv3d {args.command}" if args.command else "jaxconv3d"
     previous, report.verbosity = report.verbosity, args.verbosity
     try:
+        if getattr(args, "plot", None) or args.command == "plot":
+            from .plot import PlotUnavailable, require_matplotlib
+
+            try:
+                require_matplotlib()  # before a bench run of minutes, not after it
+            except PlotUnavailable as error:
+                raise UsageError(str(error)) from error
         if args.list:
             print(list_configurations())
             return 0

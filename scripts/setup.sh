@@ -30,6 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   "$PY" -m pip install -q "${missing[@]}"
 fi
 command -v cmake >/dev/null || "$PY" -m pip install -q cmake
+# Optional: `jaxconv3d bench --plot` / `jaxconv3d plot` draw with matplotlib. Best effort, fast failure where no
+# package index is reachable (the tests that need it skip).
+"$PY" -c 'import matplotlib' 2>/dev/null || "$PY" -m pip install -q --retries 0 --timeout 10 matplotlib 2>/dev/null \
+  || echo "setup: matplotlib not installed (bench --plot unavailable)"
 
 if command -v nvcc >/dev/null; then
   export JAXCONV3D_CUDA="${JAXCONV3D_CUDA:-ON}"

@@ -366,3 +366,64 @@ def test_shipped_suite_loads_the_seven_configurations(monkeypatch):
 
 def test_package_is_marked_typed():
     assert (Path(jaxconv3d.__file__).resolve().parent / "py.typed").is_file()
+
+
+def _bench_json(path: Path) -> Path:
+    """A small bench JSON with two configurations and two precisions (speedups above and below 1)."""
+    results = [
+        {"config": c, "precision": p, "summary": {"fwd": {"speedup": s}, "fwd_bwd": {"speedup": s * 1.1}}}
+        for c, p, s in (("a", "bf16", 0.5), ("a", "fp32", 1.5), ("b", "bf16", 2.0), ("b", "fp32", 0.8))
+    ]
+    path.write_text(json.dumps({"environment": {"device": "test card"}, "results": results}))
+    return path
+
+
+def test_plot_speedups_are_read_from_the_summaries(tmp_path):
+    from jaxconv3d import plot
+
+    table = plot.speedups(json.loads(_bench_json(tmp_path / "b.json").read_text()))
+    assert table["fwd"][("b", "bf16")] == 2.0 and table["fwd_bwd"][("a", "fp32")] == pytest.approx(1.65)
+    assert plot.geomean([0.5, 2.0]) == pytest.approx(1.0)
+
+
+def test_plot_command_draws_a_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "out" / "speedups.png"
+    assert cli.main(["plot", str(_bench_json(tmp_path / "b.json")), str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert f"wrote {png}" in capsys.readouterr().out
+
+
+def test_plot_rejects_a_json_without_speedups(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"results": []}))
+    assert cli.main(["plot", str(empty), str(tmp_path / "x.png")]) == 2
+    assert "no speedups to plot" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_fails_before_a_bench_run(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("no matplotlib here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    ran = []
+    monkeypatch.setattr(cli, "run_bench", lambda *a, **k: ran.append(a) or 0)
+    assert cli.main(["bench", "--configs", "pointwise", "--json", str(tmp_path / "b.json"), "--plot",
+                     str(tmp_path / "p.png")]) == 2
+    assert "pip install matplotlib" in capsys.readouterr().err and not ran
+
+
+def test_bench_plot_draws_after_the_run(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    json_path, png = tmp_path / "b.json", tmp_path / "p.png"
+    monkeypatch.setattr(cli, "run_bench", lambda configs, suite, precisions, path, reps, seed: _bench_json(Path(path))
+                        and 0)
+    assert cli.main(["bench", "--json", str(json_path), "--plot", str(png)]) == 0
+    assert png.exists()
