@@ -48,7 +48,8 @@ def _stream(t: torch.Tensor) -> int:
 
 
 def _attrs(cfg: ConvConfig) -> tuple:
-    return (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, cfg.math)
+    """The adapter's static arguments, in its order (the same ConvConfig.attrs() the FFI calls and the plan use)."""
+    return tuple(cfg.attrs().values())
 
 
 def _moved_channels(t: torch.Tensor, to_channels_last: bool) -> torch.Tensor | None:
