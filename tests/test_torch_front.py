@@ -189,3 +189,27 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(_library.input_grad, (dy, w, list(x.shape), *attrs))
     torch.library.opcheck(_library.weight_grad, (x, dy, list(w.shape), *attrs))
     torch.library.opcheck(_library.bias_grad, (dy,))
+
+
+@pytest.mark.parametrize("ours, theirs", [("Conv3d", "Conv3d"), ("ConvTranspose3d", "ConvTranspose3d")])
+def test_layer_constructors_spell_out_torchs_parameters(ours, theirs):
+    """Our layers' constructors list nn's parameters in nn's order and defaults (IDEs and keyword checks see them),
+    plus the keyword-only `precision`."""
+    import inspect
+
+    mine = inspect.signature(getattr(jt, ours).__init__).parameters
+    torchs = inspect.signature(getattr(torch.nn, theirs).__init__).parameters
+    assert list(mine)[:-1] == list(torchs) and list(mine)[-1] == "precision"
+    assert mine["precision"].kind is inspect.Parameter.KEYWORD_ONLY and mine["precision"].default is None
+    for name, p in torchs.items():
+        assert mine[name].default == p.default, name
+
+
+def test_public_torch_examples_run():
+    import doctest
+
+    import jaxconv3d.torch._transpose as transpose_module
+
+    for module in (jt, transpose_module):
+        result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

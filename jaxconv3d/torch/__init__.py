@@ -154,11 +154,40 @@ def _needs_graph(*tensors: torch.Tensor | None) -> bool:
 class Conv3d(nn.Conv3d):
     """Drop-in torch.nn.Conv3d (same constructor, init, repr and state_dict) running jaxconv3d's kernels.
 
-    Extra keyword: `precision` (None/"highest" = float32-accurate, "tf32" = TF32 tensor-core math).
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device,
+        dtype: exactly as torch.nn.Conv3d (padding also "same" / "valid"; padding_mode "zeros", "reflect",
+            "replicate" or "circular", the non-zero modes applied with F.pad first).
+        precision: None / "highest" (float32-accurate, the default whatever torch's TF32 flags say) or "tf32".
+
+    Raises:
+        ValueError, TypeError: as nn.Conv3d for bad constructor arguments; on call, for inputs that do not fit the
+            layer (naming the argument and the rule) before any kernel runs.
+
+    Example:
+        >>> layer = Conv3d(4, 8, 3, padding=1)
+        >>> layer(torch.randn(2, 4, 8, 8, 8)).shape
+        torch.Size([2, 8, 8, 8, 8])
     """
 
-    def __init__(self, *args: Any, precision: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int, int],
+        stride: int | tuple[int, int, int] = 1,
+        padding: str | int | tuple[int, int, int] = 0,
+        dilation: int | tuple[int, int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        precision: str | None = None,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device, dtype)
         self.precision = precision
 
     def extra_repr(self) -> str:

@@ -56,10 +56,38 @@ def conv_transpose3d(
 
 class ConvTranspose3d(nn.ConvTranspose3d):
     """Drop-in torch.nn.ConvTranspose3d (same constructor, init, repr, state_dict and `output_size=` in forward)
-    running jaxconv3d's kernels. Extra keyword: `precision` (None/"highest" or "tf32")."""
+    running jaxconv3d's kernels.
 
-    def __init__(self, *args: Any, precision: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias, dilation,
+        padding_mode, device, dtype: exactly as torch.nn.ConvTranspose3d (padding_mode "zeros" only, as there).
+        precision: None / "highest" (float32-accurate) or "tf32".
+
+    Example:
+        >>> up = ConvTranspose3d(8, 4, 2, stride=2)
+        >>> up(torch.randn(1, 8, 4, 4, 4)).shape
+        torch.Size([1, 4, 8, 8, 8])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int, int],
+        stride: int | tuple[int, int, int] = 1,
+        padding: int | tuple[int, int, int] = 0,
+        output_padding: int | tuple[int, int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, int, int] = 1,
+        padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        precision: str | None = None,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                         dilation, padding_mode, device, dtype)
         self.precision = precision
 
     def extra_repr(self) -> str:
