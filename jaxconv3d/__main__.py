@@ -1,5 +1,5 @@
-"""`python -m jaxconv3d ...`: see cli.py."""
+"""`python -m jaxconv3d ...`: see command.py (the door) and cli.py (the commands)."""
 
-from .cli import main
+from .command import main
 
 raise SystemExit(main())

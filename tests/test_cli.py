@@ -427,3 +427,23 @@ def test_bench_plot_draws_after_the_run(tmp_path, monkeypatch):
                         and 0)
     assert cli.main(["bench", "--json", str(json_path), "--plot", str(png)]) == 0
     assert png.exists()
+
+
+def test_command_without_torch_says_what_to_install(monkeypatch, capsys):
+    """The `jaxconv3d` command on a JAX-only install: --version works, the commands explain instead of a traceback."""
+    import sys
+
+    from jaxconv3d import command
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` sees where torch is not installed
+    assert command.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"jaxconv3d {jaxconv3d.__version__}"
+    assert command.main(["bench", "--suite"]) == 2
+    assert "pip install 'jaxconv3d[torch]'" in capsys.readouterr().err
+
+
+def test_command_runs_the_cli_where_torch_is_installed(capsys):
+    from jaxconv3d import command
+
+    assert command.main(["--list"]) == 0
+    assert "kb54" in capsys.readouterr().out
