@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .check import MAX_ERROR_FACTOR, Error
+from .reference import MAX_ERROR_FACTOR, Error
 from .workloads import ConvCase, Operands, torch_forward_and_grads
 
 # Relative Frobenius error bounds against the float32 reference, by bench precision.

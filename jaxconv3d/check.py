@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import time
 from typing import Any, Sequence
 
@@ -23,6 +22,7 @@ import jax
 import numpy as np
 import torch
 
+from .reference import ERROR_BOUNDS, MAX_ERROR_FACTOR, Error, bitwise_equal, error  # noqa: F401 (re-exported)
 from .report import Progress, format_table, say, write_json
 from .workloads import (
     COVERAGE_CASES,
@@ -49,54 +49,11 @@ from .workloads import (
     torch_operands,
 )
 
-# Relative Frobenius error bounds that hold for a correct kernel (shared/notes/testing.md).
-ERROR_BOUNDS = {"fp64": 1e-12, "fp32": 1e-5, "tf32": 2e-3, "bf16": 2e-2, "fp16": 5e-3}
-MAX_ERROR_FACTOR = 10  # max |out - ref| / max |ref| may reach 10x the bound: no element may be wildly off
 CHECK_MAX_BATCH = 2
 FULL_REFERENCE_MAX_FLOPS = 1e8  # above this, the float64 reference is computed on a few channels ...
 REFERENCE_CHANNELS = 4  # ... this many (or groups), first and last included: see reference_parts
 CPU_CHECK_PRECISIONS = ("fp32", "fp64", "bf16")
 OPS = ("forward", "grad_input", "grad_weight", "grad_bias")  # the order of *_forward_and_grads' results
-
-
-# ---- error metrics
-
-
-@dataclasses.dataclass(frozen=True)
-class Error:
-    relative: float  # ||out - ref|| / ||ref||, Frobenius norms
-    max_relative: float  # max |out - ref| / max |ref|
-
-    def within(self, bound: float) -> bool:
-        # Written as "<=" so that NaN fails: every comparison with NaN is false.
-        return self.relative <= bound and self.max_relative <= MAX_ERROR_FACTOR * bound
-
-    def worst(self, other: "Error") -> "Error":
-        return Error(_worse(self.relative, other.relative), _worse(self.max_relative, other.max_relative))
-
-
-def _worse(a: float, b: float) -> float:
-    # max() would keep or drop a NaN depending on the argument order; a NaN error must survive.
-    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
-
-
-def error(out: Any, ref: Any) -> Error:
-    """Error of `out` against the reference `ref`; NaN or Inf anywhere in `out` gives a NaN error (never passes)."""
-    out, ref = to_numpy64(out), to_numpy64(ref)
-    if out.shape != ref.shape:
-        raise ValueError(f"result has shape {out.shape}, reference has {ref.shape}")
-    if not np.isfinite(out).all():
-        return Error(math.nan, math.nan)
-    diff = out - ref
-    # Random operands never give an all-zero reference; `or 1.0` only avoids 0/0 for an empty tensor.
-    scale_fro, scale_max = float(np.linalg.norm(ref)) or 1.0, float(np.abs(ref).max(initial=0.0)) or 1.0
-    return Error(float(np.linalg.norm(diff)) / scale_fro, float(np.abs(diff).max(initial=0.0)) / scale_max)
-
-
-def bitwise_equal(a: Any, b: Any) -> bool:
-    """Same shape and the same bits (float64 holds every supported dtype exactly, signed zeros included)."""
-    a, b = to_numpy64(a), to_numpy64(b)
-    return a.shape == b.shape and np.array_equal(a.view(np.uint64), b.view(np.uint64))
 
 
 # ---- float64 references

@@ -25,6 +25,7 @@ import jax
 from . import __version__, built_with_cuda
 from . import conv3d as jax_front_conv3d
 from ._params import ConvConfig, conv_config, dtype_name
+from .reference import to_numpy64  # noqa: F401 (re-exported for check.py)
 from .torch import conv3d as torch_front_conv3d
 
 SUITE_ENV_VAR = "JAXCONV3D_SUITE"
@@ -416,11 +417,6 @@ def jax_operands(operands: Operands, device: Any) -> Operands:
     return operands.map(lambda t: to_jax(t, device))
 
 
-def to_numpy64(value: Any) -> np.ndarray:
-    """float64 copy on the host: exact for every supported dtype, so it serves bitwise comparisons too."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().double().numpy()
-    return np.asarray(value, dtype=np.float64)
 
 
 # ---- the implementations being compared

@@ -1,6 +1,6 @@
-"""Independent float64 references: computed from the user's raw arguments by torch.nn.functional.conv3d and by
-jax.lax.conv_general_dilated, never from jaxconv3d's own argument normalisation (a bug there must not move the
-reference along with the result).
+"""Independent float64 references: computed from the user's raw arguments by torch.nn.functional.conv3d
+(jaxconv3d.reference, shared with the CLI's check) and by jax.lax.conv_general_dilated, never from jaxconv3d's own
+argument normalisation (a bug there must not move the reference along with the result).
 
 The only translation done here is the one each reference library needs: F.conv3d takes an int, 3 ints, "same" or
 "valid" as they are; explicit (lo, hi) pairs become an F.pad in front of it (F.pad lists the last axis first). lax
@@ -9,16 +9,14 @@ takes "SAME"/"VALID" or (lo, hi) pairs.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cases import Case
+from jaxconv3d.reference import as_float64 as _t64, is_pairs, reference_and_grads, torch_conv64  # noqa: F401
 
 # "same" with even kernels: the expected (lo, hi) pads written out by hand (torch puts the odd element on the high
 # side): (kernel, dilation) -> (lo, hi). Total padding is dilation * (kernel - 1).
@@ -32,30 +30,6 @@ SAME_PADS = {
     (4, 3): (4, 5),
     (6, 1): (2, 3),
 }
-
-
-def is_pairs(padding: Any) -> bool:
-    return isinstance(padding, (tuple, list)) and len(padding) == 3 and all(
-        isinstance(p, (tuple, list)) for p in padding
-    )
-
-
-def _t64(a) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
-        return a.detach().to("cpu", torch.float64)
-    return torch.as_tensor(np.asarray(jax.device_get(a), dtype=np.float64))
-
-
-def torch_conv64(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """F.conv3d in float64 from the raw arguments (tensors that require grad keep their graph)."""
-    if is_pairs(padding):
-        pads = [n for lo, hi in reversed([tuple(p) for p in padding]) for n in (lo, hi)]
-        x, padding = F.pad(x, pads), 0
-    elif isinstance(padding, list):
-        padding = tuple(padding)
-    with warnings.catch_warnings():  # F.conv3d notes that "same" with an even kernel pads a copy: expected here
-        warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
-        return F.conv3d(x, w, b, stride, padding, dilation, groups)
 
 
 def lax_conv64(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
@@ -73,16 +47,6 @@ def lax_conv64(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
         precision=jax.lax.Precision.HIGHEST,
     )
     return y if b is None else y + jnp.asarray(b, jnp.float64)[None, :, None, None, None]
-
-
-def reference_and_grads(x, w, b, dy, **kw):
-    """(y, dx, dw, db) of F.conv3d in float64 from raw arguments; db is None without bias."""
-    x64, w64 = _t64(x).requires_grad_(True), _t64(w).requires_grad_(True)
-    b64 = None if b is None else _t64(b).requires_grad_(True)
-    y = torch_conv64(x64, w64, b64, **kw)
-    leaves = [t for t in (x64, w64, b64) if t is not None]
-    grads = torch.autograd.grad(y, leaves, _t64(dy))
-    return y.detach(), grads[0], grads[1], grads[2] if b is not None else None
 
 
 def abs_scales(x, w, b, dy, **kw):
