@@ -44,17 +44,34 @@ def conv3d(
     precision: Any = None,
     layout: str = "NCDHW",
 ) -> jax.Array:
-    """3D convolution of x (N, C, D, H, W) or (C, D, H, W) with w (O, C/groups, kD, kH, kW), plus bias b (O,).
+    """3D convolution with `torch.nn.functional.conv3d` semantics (cross-correlation), on our kernels.
 
-    Same semantics as `torch.nn.functional.conv3d` (cross-correlation, NCDHW in and out). `padding` is an int,
-    3 ints, 3 (lo, hi) pairs, "same" or "valid". `precision`: None / "highest" (default: float32 inputs give
-    float32-accurate results), "tf32" (TF32 tensor-core math on GPUs), or a jax.lax.Precision (HIGHEST/HIGH ->
-    accurate, DEFAULT -> tf32). Differentiable to any order; works under jit, vmap and shard_map.
+    Args:
+        x: input, (N, C, D, H, W) or unbatched (C, D, H, W); float32, float64, bfloat16 or float16.
+        w: filter, (O, C/groups, kD, kH, kW), x's dtype.
+        b: optional bias, (O,).
+        stride, dilation: an int or 3 ints (>= 1).
+        padding: an int, 3 ints, 3 (lo, hi) pairs, "same" (stride 1 only) or "valid".
+        groups: divides C and O.
+        precision: None / "highest" (the default: float32 inputs give float32-accurate results), "tf32" (TF32
+            tensor-core math on GPUs), or a jax.lax.Precision (HIGHEST/HIGH -> accurate, DEFAULT -> tf32).
+        layout: "NCDHW" (above) or "NDHWC" (channels last, what flax and equinox hold): x (N, D, H, W, C) or
+            (D, H, W, C), w DHWIO (kD, kH, kW, C/groups, O) as in flax.linen.Conv, the same convolution as
+            `lax.conv_general_dilated(..., dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))`. On GPUs whose kernel
+            family works channels-last (Hopper) this layout needs no transposes.
 
-    `layout="NDHWC"` (channels last, what flax and equinox hold): x is (N, D, H, W, C) or (D, H, W, C), w is
-    DHWIO (kD, kH, kW, C/groups, O) as in flax.linen.Conv, and the result is (N, Do, Ho, Wo, O): the same
-    convolution as `lax.conv_general_dilated(..., dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))`. On GPUs whose
-    kernel family works channels-last (Hopper) this layout needs no transposes.
+    Returns:
+        y: (N, O, Do, Ho, Wo) (unbatched: (O, Do, Ho, Wo); NDHWC: (N, Do, Ho, Wo, O)), x's dtype. Differentiable
+        to any order; works under jit, vmap, shard_map, sharded jit and jax.export.
+
+    Raises:
+        ValueError, TypeError: naming the argument and the rule (shapes, dtypes, stride / padding / dilation /
+            groups, devices), before any kernel runs.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> conv3d(jnp.ones((1, 2, 4, 4, 4)), jnp.ones((3, 2, 3, 3, 3)), padding=1).shape
+        (1, 3, 4, 4, 4)
     """
     _check_devices(x=x, w=w, b=b)
     code = _plan.layout_code(layout)

@@ -79,8 +79,26 @@ def conv3d(
     groups: int = 1,
     precision: Any = None,
 ) -> torch.Tensor:
-    """torch.nn.functional.conv3d on our kernels. `precision`: None/"highest" (float32-accurate, the default,
-    whatever torch.backends.cudnn.allow_tf32 says) or "tf32"."""
+    """torch.nn.functional.conv3d on jaxconv3d's kernels (same arguments, results and gradients).
+
+    Args:
+        input: (N, C, D, H, W) or (C, D, H, W); float32, float64, bfloat16 or float16; any memory format
+            (channels_last_3d in gives channels_last_3d out, as F.conv3d).
+        weight: (O, C/groups, kD, kH, kW). bias: optional (O,).
+        stride, padding, dilation, groups: as F.conv3d (padding also 3 (lo, hi) pairs).
+        precision: None / "highest" (float32-accurate, the default, whatever torch.backends.cudnn.allow_tf32 says)
+            or "tf32".
+
+    Returns:
+        The convolution, differentiable to any order (autograd, torch.func, torch.compile, torch.export).
+
+    Raises:
+        ValueError, TypeError: naming the argument and the rule, before any kernel runs.
+
+    Example:
+        >>> conv3d(torch.ones(1, 2, 4, 4, 4), torch.ones(3, 2, 3, 3, 3), padding=1).shape
+        torch.Size([1, 3, 4, 4, 4])
+    """
     args = (stride, padding, dilation, groups, precision)
     key = _repeat_key(input, weight, bias, args)
     known = None if key is None else _VALIDATED.get(key)
