@@ -66,7 +66,19 @@ def export_disabled_checks() -> list:
 
     Our custom-call targets carry no compatibility guarantee from JAX; instead their names carry a version
     (`FFI_TARGET_VERSION`): an exported program runs wherever a jaxconv3d with the same target version is imported,
-    and one from an older version fails with a message saying to re-export."""
+    and one from an older version fails with a message saying to re-export.
+
+    Returns:
+        A list of `jax.export.DisabledSafetyCheck`, one per jaxconv3d custom-call target.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxconv3d
+        >>> f = jax.jit(lambda x, w: jaxconv3d.conv3d(x, w))
+        >>> exp = jax.export.export(f, disabled_checks=jaxconv3d.export_disabled_checks())(
+        ...     jnp.ones((1, 2, 4, 4, 4)), jnp.ones((3, 2, 3, 3, 3)))
+        >>> exp.out_avals[0].shape
+        (1, 3, 2, 2, 2)
+    """
     return [jax.export.DisabledSafetyCheck.custom_call(name) for name in TARGETS]
 
 

@@ -204,11 +204,23 @@ def conv_config(
     precision: Any = None,
     memoize: bool = True,
 ) -> ConvConfig:
-    """Validate a batched (rank-5) problem and describe it. Unbatched inputs are expanded by the caller.
+    """Validate a batched (rank-5) problem and describe it, with torch.nn.Conv3d's rules.
 
-    Results are memoised: a training loop calls this with the same arguments every step, and the torch front's
-    per-call cost matters for small convolutions. (torch.compile traces through the cache: it passes
-    memoize=False.)
+    Args:
+        x_shape: (N, C, D, H, W) (unbatched inputs are expanded by the caller). w_shape: (O, C/groups, kD, kH, kW).
+        b_shape: (O,) or None. stride, padding, dilation, groups, precision: as `jaxconv3d.conv3d`.
+        memoize: reuse the result of an identical earlier call (a training loop repeats its arguments every step;
+            torch.compile, which traces through, passes False).
+
+    Returns:
+        A hashable `ConvConfig`: per-axis triples, (lo, hi) padding, output shape and math mode.
+
+    Raises:
+        ValueError, TypeError: naming the argument and the rule.
+
+    Example:
+        >>> conv_config((2, 4, 8, 8, 8), (6, 4, 3, 3, 3), None, padding="same").y_shape
+        (2, 6, 8, 8, 8)
     """
     key = (
         tuple(x_shape),

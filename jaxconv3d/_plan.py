@@ -147,13 +147,25 @@ def explain(
     device: Any = None,
     cc: int | None = None,
 ) -> dict:
-    """Which kernel family and tile run forward, grad-input and grad-weight of a convolution, in which memory
-    layout, with how much workspace: {op: {family, tile, layout, workspace_bytes, rule}} for op in 'forward',
-    'grad_input', 'grad_weight'.
+    """Which kernel family and tile run forward, grad-input and grad-weight of a convolution.
 
-    Shapes and arguments are those of `jaxconv3d.conv3d` (with `layout="NDHWC"`: x (N, D, H, W, C), w in DHWIO).
-    `device`: None (JAX's default device), 'cpu', 'cuda:9.0' (any capability, answered without a GPU), a JAX or
-    torch device; or give `cc` (e.g. 90) directly. JAXCONV3D_FAMILY in the environment is honoured.
+    Args:
+        x_shape, w_shape, stride, padding, dilation, groups, precision, layout: those of `jaxconv3d.conv3d` (with
+            `layout="NDHWC"`: x (N, D, H, W, C), w in DHWIO).
+        dtype: the operands' dtype (a name, or a numpy / JAX / torch dtype).
+        device: None (JAX's default device), 'cpu', 'cuda:9.0' (any capability, answered without a GPU), a JAX or
+            torch device; or give `cc` (10 * major + minor, e.g. 90; 0 = CPU) directly.
+
+    Returns:
+        {op: {family, tile, layout, workspace_bytes, rule}} for op in 'forward', 'grad_input', 'grad_weight'.
+        JAXCONV3D_FAMILY in the environment is honoured, as it is by the kernels.
+
+    Raises:
+        ValueError, TypeError: for arguments `conv3d` would refuse, and a bad `layout`, `device` or `cc`.
+
+    Example:
+        >>> explain((2, 64, 8, 8, 8), (64, 64, 3, 3, 3), padding=1, dtype="bfloat16", cc=80)["forward"]["family"]
+        'sm80'
     """
     code = layout_code(layout)
     dt = check_dtypes(dtype=dtype)

@@ -36,10 +36,27 @@ def _axis_names(axis_name) -> tuple[str, ...]:
 
 
 def halo_exchange(x: Any, axis_name: Any, lo: int, hi: int, spatial_axis: int = 0) -> jax.Array:
-    """Inside shard_map: extend this device's slab `x` along `spatial_axis` (0 = D, 1 = H, 2 = W) by the last `lo`
-    rows of the previous device and the first `hi` rows of the next one along mesh axis `axis_name` (a name or a
-    tuple of names). The first device's `lo` rows and the last device's `hi` rows are zeros (zero padding of the
-    whole volume). Only the halo rows travel (`jax.lax.ppermute`); differentiable."""
+    """Inside shard_map: extend this device's slab `x` along `spatial_axis` by its neighbours' boundary rows.
+
+    Only the halo rows travel (`jax.lax.ppermute`); differentiable.
+
+    Args:
+        x: this device's slab, (N, C, D, H, W) or (C, D, H, W).
+        axis_name: the mesh axis (a name or a tuple of names) the volume is sharded over.
+        lo, hi: rows taken from the end of the previous device's slab and the start of the next one's
+            (0 <= lo, hi <= the slab's length); the first device's `lo` rows and the last device's `hi` rows are
+            zeros (zero padding of the whole volume).
+        spatial_axis: 0 = D, 1 = H, 2 = W.
+
+    Returns:
+        The slab extended to length lo + n + hi along `spatial_axis`.
+
+    Raises:
+        ValueError: for `lo` / `hi` out of range, naming them.
+
+    Example (two devices, each holding 4 of 8 depth rows):
+        >>> grown = halo_exchange(slab, "z", 1, 1)  # doctest: +SKIP  (inside shard_map over mesh axis "z")
+    """
     dim = _dim(x, spatial_axis)
     n = x.shape[dim]
     for name, v in (("lo", lo), ("hi", hi)):
@@ -64,11 +81,26 @@ def sharded_conv3d(
     groups: int = 1,
     precision: Any = None,
 ) -> jax.Array:
-    """Inside shard_map: `conv3d` of a volume sharded along `spatial_axis` over mesh axis `axis_name`, given this
-    device's slab `x`; returns this device's slab of the output, sharded the same way. Exchanges the halo, then
-    convolves the extended slab with our kernel. The slab decomposition must exist (otherwise ValueError, with the
-    rule): the output length times the stride equals the input length, the stride divides the slab, and each halo
-    fits in one neighbour's slab (see `_sharding.halo_plan`)."""
+    """Inside shard_map: `conv3d` of a volume sharded along `spatial_axis` over mesh axis `axis_name`.
+
+    Exchanges the halo, then convolves the extended slab with our kernel.
+
+    Args:
+        x: this device's slab of the input. w, b, stride, padding, dilation, groups, precision: as `conv3d` for
+            the whole volume.
+        axis_name: the mesh axis (or tuple of axes) of the sharding. spatial_axis: 0 = D, 1 = H, 2 = W.
+
+    Returns:
+        This device's slab of the output, sharded the same way.
+
+    Raises:
+        ValueError: when the slab decomposition does not exist, with the rule: the output length times the stride
+            equals the input length, the stride divides the slab, and each halo fits in one neighbour's slab (see
+            `_sharding.halo_plan`).
+
+    Example:
+        >>> y_slab = sharded_conv3d(x_slab, w, axis_name="z", padding=1)  # doctest: +SKIP  (inside shard_map)
+    """
     from ._jax_api import conv3d
 
     axes, size, x_shape = _whole(x, axis_name, spatial_axis)
@@ -98,11 +130,26 @@ def sharded_conv_transpose3d(
     dilation: Any = 1,
     precision: Any = None,
 ) -> jax.Array:
-    """Inside shard_map: `conv_transpose3d` of a volume sharded along `spatial_axis` over mesh axis `axis_name`,
-    given this device's slab `x`; returns this device's slab of the output. Runs grad-input on the slab's extended
-    window and sends the halo rows of the result to their owners, which add them. Needs the slab decomposition of
-    the forward convolution it transposes (as `sharded_conv3d`), and output_padding <= padding along the sharded
-    axis."""
+    """Inside shard_map: `conv_transpose3d` of a volume sharded along `spatial_axis` over mesh axis `axis_name`.
+
+    Runs grad-input on the slab's extended window and sends the halo rows of the result to their owners, which add
+    them.
+
+    Args:
+        x: this device's slab of the input. w, b, stride, padding, output_padding, groups, dilation, precision: as
+            `conv_transpose3d` for the whole volume.
+        axis_name: the mesh axis (or tuple of axes) of the sharding. spatial_axis: 0 = D, 1 = H, 2 = W.
+
+    Returns:
+        This device's slab of the output.
+
+    Raises:
+        ValueError: without the slab decomposition of the forward convolution it transposes (as
+            `sharded_conv3d`), or with output_padding > padding along the sharded axis.
+
+    Example:
+        >>> y_slab = sharded_conv_transpose3d(x_slab, w, axis_name="z", stride=2)  # doctest: +SKIP
+    """
     from ._transpose import transpose_call_config, transposed
 
     axes, size, x_shape = _whole(x, axis_name, spatial_axis)

@@ -164,13 +164,27 @@ def conv_transpose3d(
     dilation: Any = 1,
     precision: Any = None,
 ):
-    """Transposed 3D convolution of x (N, C_in, D, H, W) or (C_in, D, H, W) with w (C_in, C_out/groups, kD, kH, kW)
-    plus bias b (C_out,): `torch.nn.functional.conv_transpose3d`'s semantics (output size
-    (D - 1) * stride - 2 * padding + dilation * (kD - 1) + output_padding + 1, PyTorch's weight layout).
+    """Transposed 3D convolution with `torch.nn.functional.conv_transpose3d`'s semantics and weight layout.
 
     It is our grad-input operation, so it runs on our kernels and is differentiable to any order (its gradients are
-    the forward convolution and grad-weight); works under jit, vmap, shard_map and sharded jit. `precision` as in
-    `conv3d`.
+    the forward convolution and grad-weight); works under jit, vmap, shard_map and sharded jit.
+
+    Args:
+        x: (N, C_in, D, H, W) or (C_in, D, H, W).
+        w: (C_in, C_out/groups, kD, kH, kW). b: optional (C_out,).
+        stride, padding, output_padding, dilation: an int or 3 ints (output_padding < stride or < dilation).
+        groups: divides C_in and C_out. precision: as in `conv3d`.
+
+    Returns:
+        (N, C_out, Do, Ho, Wo) with Do = (D - 1) * stride - 2 * padding + dilation * (kD - 1) + output_padding + 1.
+
+    Raises:
+        ValueError, TypeError: naming the argument and the rule, before any kernel runs.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> conv_transpose3d(jnp.ones((1, 4, 3, 3, 3)), jnp.ones((4, 2, 2, 2, 2)), stride=2).shape
+        (1, 2, 6, 6, 6)
     """
     _check_devices(x=x, w=w, b=b)
     x, w = jnp.asarray(x), jnp.asarray(w)

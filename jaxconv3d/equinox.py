@@ -45,6 +45,11 @@ class Conv3d(eqx.Module):
 
     Raises:
         ValueError: an unsupported `padding_mode`, or arguments `equinox.nn.Conv3d` rejects.
+
+    Example (unbatched (C, D, H, W), as equinox layers take; vmap for a batch):
+        >>> import jax, jax.numpy as jnp
+        >>> Conv3d(2, 4, 3, key=jax.random.PRNGKey(0))(jnp.ones((2, 8, 8, 8))).shape
+        (4, 6, 6, 6)
     """
 
     num_spatial_dims: int = eqx.field(static=True)

@@ -107,6 +107,12 @@ class Conv3d(nnx.Conv):
 
     Raises:
         ValueError: kernel_size is not 3-dimensional, or `conv_general_dilated` is passed.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> Conv3d(2, 4, (3, 3, 3), rngs=nnx.Rngs(0))(jnp.ones((1, 8, 8, 8, 2))).shape
+        (1, 8, 8, 8, 4)
     """
 
     def __init__(self, in_features: int, out_features: int, kernel_size: Sequence[int], strides: Any = 1, **kwargs):
@@ -126,6 +132,12 @@ class LinenConv3d(linen.Conv):
     Attributes: as `flax.linen.Conv` (features, kernel_size (3 ints), strides, padding, kernel_dilation,
     feature_group_count, use_bias, mask, dtype, param_dtype, precision, kernel_init, bias_init, ...); params `kernel`
     (kD, kH, kW, C/groups, O) and `bias` (O,). `input_dilation` must stay 1.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> layer, x = LinenConv3d(features=4, kernel_size=(3, 3, 3)), jnp.ones((1, 8, 8, 8, 2))
+        >>> layer.apply(layer.init(jax.random.PRNGKey(0), x), x).shape
+        (1, 8, 8, 8, 4)
     """
 
     conv_general_dilated: Any = conv_general_dilated  # checks for a 3D NDHWC convolution at call time

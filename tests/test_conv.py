@@ -73,12 +73,3 @@ def test_unbatched_input(rng, device):
         for name, out, expected in zip(("y", "dx", "dw", "db"), got, ref):
             out = to_numpy(out)
             assert_close(out[None] if name in ("y", "dx") else out, expected, BOUNDS["float32"], f"unbatched {name}")
-
-
-def test_public_jax_example_runs():
-    import doctest
-
-    from jaxconv3d import _jax_api
-
-    result = doctest.testmod(_jax_api, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

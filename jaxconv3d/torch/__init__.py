@@ -260,9 +260,24 @@ def convert_conv3d(
     *,
     precision: Any = None,
 ) -> nn.Module:
-    """Replace every torch.nn.Conv3d and nn.ConvTranspose3d in `model` (for which filter_fn(module, qualified_name)
-    is true) by jaxconv3d's Conv3d / ConvTranspose3d sharing the same parameters. Returns the root, which is a new
-    module when `model` itself is one of them; optimizer state stays valid."""
+    """Replace torch.nn.Conv3d and nn.ConvTranspose3d modules by jaxconv3d's, sharing the same parameters.
+
+    Parameters, buffers, hooks and flags are shared, not copied, so optimizer state stays valid; parametrized
+    (e.g. weight_norm) and lazy modules keep working.
+
+    Args:
+        model: any module (it may itself be a Conv3d / ConvTranspose3d).
+        filter_fn: optional `(module, qualified_name) -> bool`; only modules for which it is true are swapped.
+        precision: the swapped layers' `precision` (None / "highest" or "tf32").
+
+    Returns:
+        The root: `model` itself (modified in place), or a new module when `model` itself was swapped.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3), torch.nn.ReLU())
+        >>> type(convert_conv3d(net)[0]).__module__
+        'jaxconv3d.torch'
+    """
     if _swappable(model):
         return _swap(model, precision) if filter_fn is None or filter_fn(model, "") else model
     for name, module in list(model.named_modules()):

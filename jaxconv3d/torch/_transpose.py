@@ -27,8 +27,22 @@ def conv_transpose3d(
     dilation: Any = 1,
     precision: Any = None,
 ) -> torch.Tensor:
-    """torch.nn.functional.conv_transpose3d on our kernels (weight (C_in, C_out/groups, kD, kH, kW)).
-    `precision` as in `conv3d`."""
+    """torch.nn.functional.conv_transpose3d on jaxconv3d's kernels (same arguments, results and gradients).
+
+    Args:
+        input: (N, C_in, D, H, W) or (C_in, D, H, W). weight: (C_in, C_out/groups, kD, kH, kW). bias: optional.
+        stride, padding, output_padding, groups, dilation: as F.conv_transpose3d. precision: as in `conv3d`.
+
+    Returns:
+        (N, C_out, Do, Ho, Wo), differentiable to any order.
+
+    Raises:
+        ValueError, TypeError: naming the argument and the rule, before any kernel runs.
+
+    Example:
+        >>> conv_transpose3d(torch.ones(1, 4, 3, 3, 3), torch.ones(4, 2, 2, 2, 2), stride=2).shape
+        torch.Size([1, 2, 6, 6, 6])
+    """
     input, weight, bias = _checked_and_autocast(input, weight, bias)
     dispatched = _through_dispatcher(input, weight, bias)
     tc, unbatched = transpose_call_config(
