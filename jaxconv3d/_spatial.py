@@ -54,8 +54,8 @@ def halo_exchange(x: Any, axis_name: Any, lo: int, hi: int, spatial_axis: int = 
     Raises:
         ValueError: for `lo` / `hi` out of range, naming them.
 
-    Example (two devices, each holding 4 of 8 depth rows):
-        >>> grown = halo_exchange(slab, "z", 1, 1)  # doctest: +SKIP  (inside shard_map over mesh axis "z")
+    Example, inside shard_map over mesh axis "z" (two devices, each holding 4 of 8 depth rows; not run here):
+        >>> grown = halo_exchange(slab, "z", 1, 1)  # doctest: +SKIP
     """
     dim = _dim(x, spatial_axis)
     n = x.shape[dim]
@@ -98,8 +98,8 @@ def sharded_conv3d(
             equals the input length, the stride divides the slab, and each halo fits in one neighbour's slab (see
             `_sharding.halo_plan`).
 
-    Example:
-        >>> y_slab = sharded_conv3d(x_slab, w, axis_name="z", padding=1)  # doctest: +SKIP  (inside shard_map)
+    Example, inside shard_map over mesh axis "z" (not run here):
+        >>> y_slab = sharded_conv3d(x_slab, w, axis_name="z", padding=1)  # doctest: +SKIP
     """
     from ._jax_api import conv3d
 
@@ -147,7 +147,7 @@ def sharded_conv_transpose3d(
         ValueError: without the slab decomposition of the forward convolution it transposes (as
             `sharded_conv3d`), or with output_padding > padding along the sharded axis.
 
-    Example:
+    Example, inside shard_map over mesh axis "z" (not run here):
         >>> y_slab = sharded_conv_transpose3d(x_slab, w, axis_name="z", stride=2)  # doctest: +SKIP
     """
     from ._transpose import transpose_call_config, transposed
