@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import torch
 
-from .reference import ERROR_BOUNDS, MAX_ERROR_FACTOR, Error, bitwise_equal, error  # noqa: F401 (re-exported)
+from .reference import ERROR_BOUNDS, MAX_ERROR_FACTOR, Error, bitwise_equal, error, to_numpy64  # noqa: F401
 from .report import Progress, format_table, say, write_json
 from .workloads import (
     COVERAGE_CASES,
@@ -43,7 +43,6 @@ from .workloads import (
     random_operands,
     run_header,
     select_cases,
-    to_numpy64,
     torch_conv,
     torch_forward_and_grads,
     torch_operands,

@@ -25,7 +25,6 @@ import jax
 from . import __version__, built_with_cuda
 from . import conv3d as jax_front_conv3d
 from ._params import ConvConfig, conv_config, dtype_name
-from .reference import to_numpy64  # noqa: F401 (re-exported for check.py)
 from .torch import conv3d as torch_front_conv3d
 
 SUITE_ENV_VAR = "JAXCONV3D_SUITE"

@@ -136,8 +136,8 @@ MUTATIONS = [
     M("D1", "cuda/dlpack_adapter.cc", 'if (t->shape[i] != 1 && t->strides[i] != expect) bad(',
       'if (false && t->strides[i] != expect) bad(', "torch door (C++): non-contiguous tensors accepted"),
     # ---- torch autodiff rules and front
-    M("T1", OPS, "dx = InputGrad.apply(gy, w, cfg) if ctx.needs_input_grad[0] else None",
-      "dx = InputGrad.apply(gy, w, cfg) if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] else None",
+    M("T1", OPS, "return (dgrad(gy, w, cfg) if need[0] else None,",
+      "return (dgrad(gy, w, cfg) if need[0] and need[1] else None,",
       "torch eager: dx skipped when the weights are frozen"),
     M("T2", OPS, "d_w = WeightGrad.apply(c, dy, ctx.cfg) if", "d_w = -WeightGrad.apply(c, dy, ctx.cfg) if",
       "torch eager: grad-input's backward rule, weight term negated"),

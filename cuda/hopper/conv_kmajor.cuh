@@ -41,8 +41,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_kmajor_kernel(const __grid_c
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = KMajorCfg<T, BN>;
   constexpr int EPC = Cfg::kEpc, BK = Cfg::kBK;
-  extern __shared__ unsigned char smem_raw[];
-  const uint32_t smem = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
+  const uint32_t smem = dynamic_smem_base();
   const int tid = threadIdx.x;
   const int chunk = tid & 7;
   const int row0 = tid >> 3;  // rows row0 + 32 * i

@@ -178,12 +178,8 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
                     const __grid_constant__ TmaArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = TmaCfg<T, BN, SPLIT>;
-  extern __shared__ unsigned char smem_raw[];
-  const uint32_t smem = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
-  if (threadIdx.x == 0) {
-    tma_prefetch_map(&tmA);
-    tma_prefetch_map(&tmB);
-  }
+  const uint32_t smem = dynamic_smem_base();
+  tma_prefetch_maps(&tmA, &tmB);
   const TmaConvOp<T, BN, SPLIT> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes};
   persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif

@@ -58,8 +58,7 @@ template <typename T, int BN>
 __global__ void __launch_bounds__(kThreads, 1) conv_wgrad_kernel(const __grid_constant__ WgradArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = WgradCfg<BN>;
-  extern __shared__ unsigned char smem_raw[];
-  const uint32_t smem = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
+  const uint32_t smem = dynamic_smem_base();
   const int tid = threadIdx.x;
   const int chunk = tid & 15;     // 16-byte chunk along the 128-wide M (and, for B, along BN)
   const int row0 = tid >> 4;      // K rows row0 + 16 * i
@@ -259,12 +258,8 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
                           const __grid_constant__ WgradTmaArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = WgradCfg<BN>;
-  extern __shared__ unsigned char smem_raw[];
-  const uint32_t smem = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
-  if (threadIdx.x == 0) {
-    tma_prefetch_map(&tmX);
-    tma_prefetch_map(&tmDy);
-  }
+  const uint32_t smem = dynamic_smem_base();
+  tma_prefetch_maps(&tmX, &tmDy);
   const WgradTmaOp<T, BN> op{{&tmX, &tmDy, &a}};
   persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif

@@ -12,6 +12,16 @@ namespace jaxconv3d {
 namespace hopper {
 namespace {
 
+// After a grad-weight kernel: dw = the fixed-order sum of its split partials; reports either launch's failure.
+template <typename T>
+std::string reduce_splits(const float* partial, void* dw, int Ntot, int O, int splits, cudaStream_t stream) {
+  const i64 total = i64(Ntot) * O;
+  wgrad_reduce_kernel<T><<<unsigned((total + 255) / 256), 256, 0, stream>>>(partial, static_cast<T*>(dw), Ntot, O,
+                                                                             splits);
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: grad-weight launch failed: ") + cudaGetErrorString(e);
+}
+
 template <typename T, int BN>
 std::string launch(const WgradArgs& a, int splits, void* dw, cudaStream_t stream) {
   using Cfg = WgradCfg<BN>;
@@ -21,11 +31,7 @@ std::string launch(const WgradArgs& a, int splits, void* dw, cudaStream_t stream
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const dim3 grid(unsigned((a.Ntot + 127) / 128), unsigned((a.O + BN - 1) / BN), unsigned(splits));
   kernel<<<grid, kThreads, Cfg::kSmem, stream>>>(a);
-  const i64 total = i64(a.Ntot) * a.O;
-  wgrad_reduce_kernel<T><<<unsigned((total + 255) / 256), 256, 0, stream>>>(a.partial, static_cast<T*>(dw), a.Ntot,
-                                                                             a.O, splits);
-  e = cudaGetLastError();
-  return e == cudaSuccess ? "" : std::string("hopper: grad-weight launch failed: ") + cudaGetErrorString(e);
+  return reduce_splits<T>(a.partial, dw, a.Ntot, a.O, splits, stream);
 }
 
 template <typename T>
@@ -42,11 +48,7 @@ std::string launch_persistent(K kernel, int smem, std::atomic<uint64_t>& smem_se
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const i64 tiles = i64((a.Ntot + 127) / 128) * ((a.O + BN - 1) / BN) * splits;
   kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, smem, stream>>>(mx, mdy, a);
-  const i64 total = i64(a.Ntot) * a.O;
-  wgrad_reduce_kernel<T><<<unsigned((total + 255) / 256), 256, 0, stream>>>(a.partial, static_cast<T*>(dw), a.Ntot,
-                                                                             a.O, splits);
-  e = cudaGetLastError();
-  return e == cudaSuccess ? "" : std::string("hopper: grad-weight launch failed: ") + cudaGetErrorString(e);
+  return reduce_splits<T>(a.partial, dw, a.Ntot, a.O, splits, stream);
 }
 
 template <typename T, int BN>

@@ -56,6 +56,13 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
 __device__ __forceinline__ void tma_prefetch_map(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(map) : "memory");
 }
+// A kernel's two operand maps, prefetched once by thread 0.
+__device__ __forceinline__ void tma_prefetch_maps(const CUtensorMap* a, const CUtensorMap* b) {
+  if (threadIdx.x == 0) {
+    tma_prefetch_map(a);
+    tma_prefetch_map(b);
+  }
+}
 
 }  // namespace hopper
 }  // namespace jaxconv3d

@@ -1,0 +1,28 @@
+"""scripts/mutate.py's table stays applicable: every mutation's text occurs exactly once in its file (a refactor that
+moves the code must move the mutation too, or the on-demand mutation check silently loses it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _mutations():
+    spec = importlib.util.spec_from_file_location("_mutate_table", ROOT / "scripts" / "mutate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module.MUTATIONS
+
+
+@pytest.mark.parametrize("mutation", _mutations(), ids=lambda m: m.id)
+def test_mutation_applies_once(mutation):
+    text = (ROOT / mutation.path).read_text()
+    for find, replace in mutation.edits:
+        assert text.count(find) == 1, f"{mutation.id}: {find!r} occurs {text.count(find)} times in {mutation.path}"
+        assert find != replace, f"{mutation.id}: the edit changes nothing"
