@@ -102,15 +102,15 @@ CUtensorMapDataType tma_type(DType t) {
 }
 
 template <typename T, int BN, bool SPLIT = false>
-std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const TmaArgs& a, int batch,
-                       cudaStream_t stream) {
+std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const CUtensorMap& mc, const TmaArgs& a,
+                       int batch, cudaStream_t stream) {
   using Cfg = TmaCfg<T, BN, SPLIT>;
   auto kernel = conv_tma_kernel<T, BN, SPLIT>;
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const i64 tiles = i64(a.tiles[0]) * a.tiles[1] * a.tiles[2] * batch * a.ntn;
-  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(ma, mb, a);
+  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(ma, mb, mc, a);
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }
@@ -175,15 +175,30 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
     a.tap0[d] = rm.tap0[d]; a.tapstep[d] = rm.tapstep[d]; a.kfull[d] = rm.kfull[d];
   }
   a.cblocks = k.cblocks; a.ktiles = k.ktiles;
+  // The TMA-store epilogue where results are a plain box grid (not a residue class) with 16-byte rows.
+  CUtensorMap mc{};
+  a.tma_store = rm.identity && !no_tma && (uint64_t(k.Ng) * es) % 16 == 0 &&
+                reinterpret_cast<uintptr_t>(k.dst) % 16 == 0;
+  if (a.tma_store) {
+    const int bwid = std::min(bw, 64), bhgt = std::min(bh, 64 / bwid), bdep = 64 / (bwid * bhgt);
+    a.half[0] = bwid; a.half[1] = bhgt; a.half[2] = bdep;
+    const uint64_t cdims[5] = {uint64_t(k.Ng), uint64_t(k.out[2]), uint64_t(k.out[1]), uint64_t(k.out[0]),
+                               uint64_t(batch)};
+    const uint64_t cstr[4] = {cdims[0] * es, cdims[0] * cdims[1] * es, cdims[0] * cdims[1] * cdims[2] * es,
+                              cdims[0] * cdims[1] * cdims[2] * cdims[3] * es};
+    const uint32_t cbox[5] = {uint32_t(128 / es), uint32_t(bwid), uint32_t(bhgt), uint32_t(bdep), 1};
+    const uint32_t cstep[5] = {1, 1, 1, 1, 1};
+    if (!(err = make_tensor_map(&mc, tma_type(t), 5, k.dst, cdims, cstr, cbox, cstep)).empty()) return err;
+  }
   switch (t) {
-    case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64>(ma, mb, a, batch, stream)
-                                       : launch_tma<__nv_bfloat16, 128>(ma, mb, a, batch, stream);
-    case DType::kF16: return bn == 64 ? launch_tma<__half, 64>(ma, mb, a, batch, stream)
-                                      : launch_tma<__half, 128>(ma, mb, a, batch, stream);
+    case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64>(ma, mb, mc, a, batch, stream)
+                                       : launch_tma<__nv_bfloat16, 128>(ma, mb, mc, a, batch, stream);
+    case DType::kF16: return bn == 64 ? launch_tma<__half, 64>(ma, mb, mc, a, batch, stream)
+                                      : launch_tma<__half, 128>(ma, mb, mc, a, batch, stream);
     case DType::kF32:
-      if (split) return launch_tma<float, 64, true>(ma, mb, a, batch, stream);
-      return bn == 64 ? launch_tma<float, 64>(ma, mb, a, batch, stream)
-                      : launch_tma<float, 128>(ma, mb, a, batch, stream);
+      if (split) return launch_tma<float, 64, true>(ma, mb, mc, a, batch, stream);
+      return bn == 64 ? launch_tma<float, 64>(ma, mb, mc, a, batch, stream)
+                      : launch_tma<float, 128>(ma, mb, mc, a, batch, stream);
     default: return "hopper: unsupported dtype";
   }
 }
