@@ -42,9 +42,15 @@ struct TmaArgs {
 // adds after the K-tile (the tensor cores' own accumulation drifts over thousands of terms: measured 1.8e-5 to
 // 2.7e-5 relative error at K = 3456-5400 without this, against a 1e-5 bound). kSplitBufs small buffers are used
 // round-robin by K-tile. 64-wide N tiles only, for registers (two accumulator blocks).
-template <typename T, int BN, bool SPLIT = false>
+// PAIR (16-bit sources of at most 32 channels): a K-tile holds two filter taps of 64 bytes each instead of one
+// tap padded to 128 bytes. The A tile is two regions of 128 rows x 64 bytes (64-byte swizzle), one per tap, the
+// B tile two regions of BN rows x 64 bytes; wgmma k-steps 0-1 read region 0, 2-3 region 1. An odd tap count
+// leaves the last K-tile's second region to a tap past the filter (zeros in B) over a box past the batch (zeros in A).
+template <typename T, int BN, bool SPLIT = false, bool PAIR = false>
 struct TmaCfg {
-  static constexpr int kBK = 128 / sizeof(T);
+  static_assert(!PAIR || (!SPLIT && sizeof(T) == 2), "tap pairs are for 16-bit operands");
+  static constexpr int kBK = (PAIR ? 64 : 128) / sizeof(T);  // source channels per box
+  static constexpr int kRegionA = 128 * 64, kRegionB = BN * 64;  // PAIR: one tap's A and B regions
   static constexpr int kABytes = 128 * kRowBytes;
   static constexpr int kBBytes = BN * kRowBytes;
   static constexpr int kStageBytes = kABytes + kBBytes;
@@ -58,9 +64,9 @@ struct TmaCfg {
   static_assert(kStages >= 3, "too few pipeline stages");
 };
 
-template <typename T, int BN, bool SPLIT = false>
+template <typename T, int BN, bool SPLIT = false, bool PAIR = false>
 struct TmaConvOp {
-  using Cfg = TmaCfg<T, BN, SPLIT>;
+  using Cfg = TmaCfg<T, BN, SPLIT, PAIR>;
   static constexpr bool kStageFreeAfterMma = false;
   const CUtensorMap* tmA;
   const CUtensorMap* tmB;
@@ -96,6 +102,10 @@ struct TmaConvOp {
   };
   __device__ __forceinline__ Cursor cursor(int tile) const { return Cursor{where(tile), 0, 0, 0, 0}; }
   __device__ __forceinline__ void issue(Cursor& c, uint32_t stage, uint32_t bar) const {
+    if constexpr (PAIR) {
+      issue_pair(c, stage, bar);
+      return;
+    }
     const TmaArgs& g = *a;
     const int tap = ((g.tap0[0] + c.j0 * g.tapstep[0]) * g.kfull[1] + g.tap0[1] + c.j1 * g.tapstep[1]) * g.kfull[2] +
                     g.tap0[2] + c.j2 * g.tapstep[2];
@@ -106,6 +116,26 @@ struct TmaConvOp {
     if (++c.cb == g.cblocks) {
       c.cb = 0;
       if (++c.j2 == g.k[2]) {
+        c.j2 = 0;
+        if (++c.j1 == g.k[1]) { c.j1 = 0; ++c.j0; }
+      }
+    }
+  }
+
+  // PAIR: two taps (one channel block, cblocks == 1), the second past the filter when the walk has run out.
+  __device__ __forceinline__ void issue_pair(Cursor& c, uint32_t stage, uint32_t bar) const {
+    const TmaArgs& g = *a;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const bool real = c.j0 < g.k[0];
+      const int tap = real ? ((g.tap0[0] + c.j0 * g.tapstep[0]) * g.kfull[1] + g.tap0[1] + c.j1 * g.tapstep[1]) *
+                                     g.kfull[2] + g.tap0[2] + c.j2 * g.tapstep[2]
+                           : g.kfull[0] * g.kfull[1] * g.kfull[2];
+      tma_load_5d(stage + r * Cfg::kRegionA, tmA, bar, 0, c.w.q2 * g.mstride[2] + g.base[2] + c.j2 * g.jstep[2],
+                  c.w.q1 * g.mstride[1] + g.base[1] + c.j1 * g.jstep[1],
+                  c.w.q0 * g.mstride[0] + g.base[0] + c.j0 * g.jstep[0], real ? c.w.n : g.batch);
+      tma_load_3d(stage + Cfg::kABytes + r * Cfg::kRegionB, tmB, bar, 0, tap, c.w.n0);
+      if (real && ++c.j2 == g.k[2]) {
         c.j2 = 0;
         if (++c.j1 == g.k[1]) { c.j1 = 0; ++c.j0; }
       }
@@ -154,6 +184,14 @@ struct TmaConvOp {
       fence_regs(part);
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) acc[i] = accumulate ? acc[i] + part[i] : part[i];
+    } else if constexpr (PAIR) {
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {  // k16 steps: two per 64-byte region
+        const uint32_t off = (ks & 1) * 32;
+        const uint64_t da = smem_desc(stage + (ks >> 1) * Cfg::kRegionA + consumer * 64 * 64 + off, 16, 512, 2);
+        const uint64_t db = smem_desc(stage + Cfg::kABytes + (ks >> 1) * Cfg::kRegionB + off, 16, 512, 2);
+        Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
+      }
     } else {
 #pragma unroll
       for (int ks = 0; ks < Cfg::kBK / Mma<T, BN, 0, 0>::kStep; ++ks) {
@@ -250,12 +288,12 @@ struct TmaConvOp {
   }
 };
 
-template <typename T, int BN, bool SPLIT>
+template <typename T, int BN, bool SPLIT, bool PAIR = false>
 __global__ void __launch_bounds__(kPersistentThreads, 1)
     conv_tma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                     const __grid_constant__ CUtensorMap tmC, const __grid_constant__ TmaArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = TmaCfg<T, BN, SPLIT>;
+  using Cfg = TmaCfg<T, BN, SPLIT, PAIR>;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t smem = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
   if (threadIdx.x == 0) {
@@ -264,7 +302,7 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
     if (a.tma_store) tma_prefetch_map(&tmC);
   }
   const uint32_t after_stages = smem + (Cfg::kStages + Cfg::kSplitBufs) * Cfg::kStageBytes;
-  const TmaConvOp<T, BN, SPLIT> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes, &tmC, after_stages};
+  const TmaConvOp<T, BN, SPLIT, PAIR> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes, &tmC, after_stages};
   persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif
 }
