@@ -30,9 +30,8 @@ struct TmaArgs {
   int cblocks, ktiles;
   // TMA-store epilogue (identity result map, rows of a multiple of 16 bytes): each consumer stages its 64 x BN
   // block in shared memory and one thread stores it as boxes of 64 positions x 128 bytes through tmC, whose box is
-  // the consumer's half brick: half[] = its extents along (W, H, D).
+  // the consumer's half brick (a box: rows run W fastest, and 64 divides the brick).
   int tma_store;
-  int half[3];
 };
 
 // SPLIT (float32 accurate, "3xTF32"): each fp32 operand x is split into big = tf32(x) (round to nearest,

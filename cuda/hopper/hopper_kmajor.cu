@@ -183,7 +183,6 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
                 reinterpret_cast<uintptr_t>(k.dst) % 16 == 0;
   if (a.tma_store) {
     const int bwid = std::min(bw, 64), bhgt = std::min(bh, 64 / bwid), bdep = 64 / (bwid * bhgt);
-    a.half[0] = bwid; a.half[1] = bhgt; a.half[2] = bdep;
     const uint64_t cdims[5] = {uint64_t(k.Ng), uint64_t(k.out[2]), uint64_t(k.out[1]), uint64_t(k.out[0]),
                                uint64_t(batch)};
     const uint64_t cstr[4] = {cdims[0] * es, cdims[0] * cdims[1] * es, cdims[0] * cdims[1] * cdims[2] * es,
