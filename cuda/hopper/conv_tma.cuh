@@ -28,6 +28,10 @@ struct TmaArgs {
   int ntn;                            // BN-wide column tiles
   int mstride[3], base[3], jstep[3], k[3];
   int cblocks, ktiles;
+  // TMA-store epilogue (identity result map, rows of a multiple of 16 bytes): each consumer stages its 64 x BN
+  // block in shared memory and one thread stores it as boxes of 64 positions x 128 bytes through tmC, whose box is
+  // the consumer's half brick (a box: rows run W fastest, and 64 divides the brick).
+  int tma_store;
 };
 
 // SPLIT (float32 accurate, "3xTF32"): each fp32 operand x is split into big = tf32(x) (round to nearest,
@@ -37,24 +41,38 @@ struct TmaArgs {
 // adds after the K-tile (the tensor cores' own accumulation drifts over thousands of terms: measured 1.8e-5 to
 // 2.7e-5 relative error at K = 3456-5400 without this, against a 1e-5 bound). kSplitBufs small buffers are used
 // round-robin by K-tile. 64-wide N tiles only, for registers (two accumulator blocks).
-template <typename T, int BN, bool SPLIT = false>
+// PAIR (16-bit sources of at most 32 channels): a K-tile holds two filter taps of 64 bytes each instead of one
+// tap padded to 128 bytes. The A tile is two regions of 128 rows x 64 bytes (64-byte swizzle), one per tap, the
+// B tile two regions of BN rows x 64 bytes; wgmma k-steps 0-1 read region 0, 2-3 region 1. An odd tap count
+// leaves the last K-tile's second region to a tap past the filter (zeros in B) over a box past the batch (zeros in A).
+template <typename T, int BN, bool SPLIT = false, bool PAIR = false>
 struct TmaCfg {
-  static constexpr int kBK = 128 / sizeof(T);
+  static_assert(!PAIR || (!SPLIT && sizeof(T) == 2), "tap pairs are for 16-bit operands");
+  static constexpr int kBK = (PAIR ? 64 : 128) / sizeof(T);  // source channels per box
+  static constexpr int kRegionA = 128 * 64, kRegionB = BN * 64;  // PAIR: one tap's A and B regions
   static constexpr int kABytes = 128 * kRowBytes;
   static constexpr int kBBytes = BN * kRowBytes;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kSplitBufs = SPLIT ? 3 : 0;
-  static constexpr int kStages = SPLIT ? (BN == 128 ? 3 : 5) : (BN == 128 ? 6 : 8);
-  static constexpr int kSmem = (kStages + kSplitBufs) * kStageBytes + 1024;
+  static constexpr int kEpiBytes = 2 * 64 * BN * int(sizeof(T));  // the two consumers' TMA-store staging
+  static constexpr int kSmemMax = 227 * 1024;                        // per block, sm_90
+  static constexpr int kFit = (kSmemMax - 1024 - kEpiBytes) / kStageBytes - kSplitBufs;
+  static constexpr int kWanted = SPLIT ? (BN == 128 ? 3 : 5) : (BN == 128 ? 6 : 8);
+  static constexpr int kStages = kWanted < kFit ? kWanted : kFit;
+  static constexpr int kSmem = (kStages + kSplitBufs) * kStageBytes + kEpiBytes + 1024;
+  static_assert(kStages >= 3, "too few pipeline stages");
 };
 
-template <typename T, int BN, bool SPLIT = false>
+template <typename T, int BN, bool SPLIT = false, bool PAIR = false>
 struct TmaConvOp {
-  using Cfg = TmaCfg<T, BN, SPLIT>;
+  using Cfg = TmaCfg<T, BN, SPLIT, PAIR>;
   static constexpr bool kStageFreeAfterMma = false;
   const CUtensorMap* tmA;
   const CUtensorMap* tmB;
   const TmaArgs* a;
+  uint32_t split_base;  // SPLIT: shared-memory address of the first small-part buffer
+  const CUtensorMap* tmC;
+  uint32_t epi_base;    // shared-memory address of the TMA-store staging (kEpiBytes)
 
   struct Where {
     int n, q0, q1, q2, n0;
@@ -83,6 +101,10 @@ struct TmaConvOp {
   };
   __device__ __forceinline__ Cursor cursor(int tile) const { return Cursor{where(tile), 0, 0, 0, 0}; }
   __device__ __forceinline__ void issue(Cursor& c, uint32_t stage, uint32_t bar) const {
+    if constexpr (PAIR) {
+      issue_pair(c, stage, bar);
+      return;
+    }
     const TmaArgs& g = *a;
     const int tap = ((g.tap0[0] + c.j0 * g.tapstep[0]) * g.kfull[1] + g.tap0[1] + c.j1 * g.tapstep[1]) * g.kfull[2] +
                     g.tap0[2] + c.j2 * g.tapstep[2];
@@ -99,7 +121,25 @@ struct TmaConvOp {
     }
   }
 
-  uint32_t split_base;  // SPLIT: shared-memory address of the first small-part buffer
+  // PAIR: two taps (one channel block, cblocks == 1), the second past the filter when the walk has run out.
+  __device__ __forceinline__ void issue_pair(Cursor& c, uint32_t stage, uint32_t bar) const {
+    const TmaArgs& g = *a;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const bool real = c.j0 < g.k[0];
+      const int tap = real ? ((g.tap0[0] + c.j0 * g.tapstep[0]) * g.kfull[1] + g.tap0[1] + c.j1 * g.tapstep[1]) *
+                                     g.kfull[2] + g.tap0[2] + c.j2 * g.tapstep[2]
+                           : g.kfull[0] * g.kfull[1] * g.kfull[2];
+      tma_load_5d(stage + r * Cfg::kRegionA, tmA, bar, 0, c.w.q2 * g.mstride[2] + g.base[2] + c.j2 * g.jstep[2],
+                  c.w.q1 * g.mstride[1] + g.base[1] + c.j1 * g.jstep[1],
+                  c.w.q0 * g.mstride[0] + g.base[0] + c.j0 * g.jstep[0], real ? c.w.n : g.batch);
+      tma_load_3d(stage + Cfg::kABytes + r * Cfg::kRegionB, tmB, bar, 0, tap, c.w.n0);
+      if (real && ++c.j2 == g.k[2]) {
+        c.j2 = 0;
+        if (++c.j1 == g.k[1]) { c.j1 = 0; ++c.j0; }
+      }
+    }
+  }
 
   __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate, int iter) const {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -143,6 +183,14 @@ struct TmaConvOp {
       fence_regs(part);
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) acc[i] = accumulate ? acc[i] + part[i] : part[i];
+    } else if constexpr (PAIR) {
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {  // k16 steps: two per 64-byte region
+        const uint32_t off = (ks & 1) * 32;
+        const uint64_t da = smem_desc(stage + (ks >> 1) * Cfg::kRegionA + consumer * 64 * 64 + off, 16, 512, 2);
+        const uint64_t db = smem_desc(stage + Cfg::kABytes + (ks >> 1) * Cfg::kRegionB + off, 16, 512, 2);
+        Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
+      }
     } else {
 #pragma unroll
       for (int ks = 0; ks < Cfg::kBK / Mma<T, BN, 0, 0>::kStep; ++ks) {
@@ -154,8 +202,75 @@ struct TmaConvOp {
 #endif
   }
 
+  // One consumer warpgroup's named barrier (ids 2 and 3; 1 is the SPLIT pass's, over both consumers).
+  __device__ __forceinline__ static void consumer_sync(int consumer) {
+    if (consumer == 0)
+      asm volatile("bar.sync 2, 128;\n" ::: "memory");
+    else
+      asm volatile("bar.sync 3, 128;\n" ::: "memory");
+  }
+
+  // TMA-store epilogue: the accumulators (plus bias, rounded exactly as store_block does) go to this consumer's
+  // staging buffer as BN * sizeof(T) / 128 boxes of [64 rows][128 bytes] (128-byte swizzle), then one thread stores
+  // them; rows and columns outside the result are clipped by the copy engine.
+  __device__ __forceinline__ void epilogue_tma(int tile, const float* acc, int consumer, int ctid) const {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int kCols = 128 / int(sizeof(T));  // columns per box
+    constexpr int kBoxBytes = 64 * 128;
+    const TmaArgs& g = *a;
+    const Where w = where(tile);
+    const uint32_t buf = epi_base + consumer * (64 * BN * int(sizeof(T)));
+    const T* bias = static_cast<const T*>(g.bias);
+    if (ctid == 0) tma_store_wait_read();  // the previous tile's stores have read the buffer
+    consumer_sync(consumer);
+    const int lane = ctid & 31, warp = ctid >> 5;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = warp * 16 + (lane >> 2) + 8 * h;
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt) {
+        const int col = nt * 8 + (lane & 3) * 2, o = w.n0 + col;
+        float v0 = acc[nt * 4 + h * 2], v1 = acc[nt * 4 + h * 2 + 1];
+        if (bias) {
+          if (o < g.Ng) v0 += to_float(bias[o]);
+          if (o + 1 < g.Ng) v1 += to_float(bias[o + 1]);
+        }
+        const int inner = (col % kCols) * int(sizeof(T));
+        const uint32_t addr = buf + (col / kCols) * kBoxBytes + row * 128 + ((((inner >> 4) ^ (row & 7))) << 4) +
+                              (inner & 15);
+        if constexpr (sizeof(T) == 4) {
+          asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(v0), "f"(v1) : "memory");
+        } else {
+          T pr[2] = {from_float<T>(v0), from_float<T>(v1)};
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(*reinterpret_cast<uint32_t*>(pr)) : "memory");
+        }
+      }
+    }
+    fence_proxy_async();
+    consumer_sync(consumer);
+    if (ctid == 0) {
+      const int r0 = consumer * 64;  // the half brick's first row
+      const int p2 = w.q2 + (r0 & ((1 << g.bw_log) - 1)), p1 = w.q1 + ((r0 >> g.bw_log) & ((1 << g.bh_log) - 1)),
+                p0 = w.q0 + (r0 >> (g.bw_log + g.bh_log));
+#pragma unroll
+      for (int b = 0; b < BN / kCols; ++b) tma_store_5d(tmC, buf + b * kBoxBytes, w.n0 + b * kCols, p2, p1, p0, w.n);
+      tma_store_commit();
+    }
+#endif
+  }
+
+  __device__ __forceinline__ void finish(int, int ctid) const {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if (a->tma_store && ctid == 0) tma_store_wait_all();
+#endif
+  }
+
   // Row r of the brick is position (r % bw, (r / bw) % bh, r / (bw * bh)).
   __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid) const {
+    if (a->tma_store) {
+      epilogue_tma(tile, acc, consumer, ctid);
+      return;
+    }
     const TmaArgs& g = *a;
     const Where w = where(tile);
     const int bw = 1 << g.bw_log, bh = 1 << g.bh_log;
@@ -172,15 +287,17 @@ struct TmaConvOp {
   }
 };
 
-template <typename T, int BN, bool SPLIT>
+template <typename T, int BN, bool SPLIT, bool PAIR = false>
 __global__ void __launch_bounds__(kPersistentThreads, 1)
     conv_tma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
-                    const __grid_constant__ TmaArgs a) {
+                    const __grid_constant__ CUtensorMap tmC, const __grid_constant__ TmaArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = TmaCfg<T, BN, SPLIT>;
+  using Cfg = TmaCfg<T, BN, SPLIT, PAIR>;
   const uint32_t smem = dynamic_smem_base();
   tma_prefetch_maps(&tmA, &tmB);
-  const TmaConvOp<T, BN, SPLIT> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes};
+  if (threadIdx.x == 0 && a.tma_store) tma_prefetch_map(&tmC);
+  const uint32_t after_stages = smem + (Cfg::kStages + Cfg::kSplitBufs) * Cfg::kStageBytes;
+  const TmaConvOp<T, BN, SPLIT, PAIR> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes, &tmC, after_stages};
   persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif
 }

@@ -227,6 +227,7 @@ struct WgradTmaWalk {
       }
     }
   }
+  __device__ __forceinline__ void finish(int, int) const {}
   __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid) const {
     const WgradTmaArgs& g = *a;
     const int mb = tile % mblocks(), o0 = ((tile / mblocks()) % oblocks()) * BN;

@@ -101,16 +101,16 @@ CUtensorMapDataType tma_type(DType t) {
                            : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
 }
 
-template <typename T, int BN, bool SPLIT = false>
-std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const TmaArgs& a, int batch,
-                       cudaStream_t stream) {
-  using Cfg = TmaCfg<T, BN, SPLIT>;
-  auto kernel = conv_tma_kernel<T, BN, SPLIT>;
+template <typename T, int BN, bool SPLIT = false, bool PAIR = false>
+std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const CUtensorMap& mc, const TmaArgs& a,
+                       int batch, cudaStream_t stream) {
+  using Cfg = TmaCfg<T, BN, SPLIT, PAIR>;
+  auto kernel = conv_tma_kernel<T, BN, SPLIT, PAIR>;
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   const i64 tiles = i64(a.tiles[0]) * a.tiles[1] * a.tiles[2] * batch * a.ntn;
-  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(ma, mb, a);
+  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(ma, mb, mc, a);
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }
@@ -144,7 +144,9 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
     return launch_dtype(t, k, bn, stream);
   }
   const uint64_t es = uint64_t(dtype_size(t));
-  const int bk = 128 / int(es);
+  const bool pair = tap_pairs(t, m, k.Cs);  // two taps of <= 32 16-bit channels per K-tile (conv_tma.cuh)
+  const int bk = (pair ? 64 : 128) / int(es);
+  const int swizzle = pair ? 64 : 128;
   const int taps = rm.kfull[0] * rm.kfull[1] * rm.kfull[2];
   const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 128 >> (br.bw_log + br.bh_log);
   CUtensorMap ma, mb;
@@ -155,13 +157,13 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
   const uint32_t abox[5] = {uint32_t(bk), uint32_t(bw * k.mstride[2]), uint32_t(bh * k.mstride[1]),
                             uint32_t(bd * k.mstride[0]), 1};
   const uint32_t astep[5] = {1, uint32_t(k.mstride[2]), uint32_t(k.mstride[1]), uint32_t(k.mstride[0]), 1};
-  std::string err = make_tensor_map(&ma, tma_type(t), 5, k.src, adims, astr, abox, astep);
+  std::string err = make_tensor_map(&ma, tma_type(t), 5, k.src, adims, astr, abox, astep, swizzle);
   if (!err.empty()) return err;
   const uint64_t bdims[3] = {uint64_t(k.Cs), uint64_t(taps), uint64_t(k.Ng)};
   const uint64_t bstr[2] = {bdims[0] * es, bdims[0] * bdims[1] * es};
   const uint32_t bbox[3] = {uint32_t(bk), 1, uint32_t(bn)};
   const uint32_t bstep[3] = {1, 1, 1};
-  if (!(err = make_tensor_map(&mb, tma_type(t), 3, k.wgt, bdims, bstr, bbox, bstep)).empty()) return err;
+  if (!(err = make_tensor_map(&mb, tma_type(t), 3, k.wgt, bdims, bstr, bbox, bstep, swizzle)).empty()) return err;
   TmaArgs a{};
   a.bias = k.bias; a.dst = k.dst; a.Ng = k.Ng; a.batch = batch;
   a.ntn = (k.Ng + bn - 1) / bn;
@@ -174,16 +176,35 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
     a.full[d] = rm.full[d]; a.ostride[d] = rm.ostride[d]; a.ooff[d] = rm.ooff[d];
     a.tap0[d] = rm.tap0[d]; a.tapstep[d] = rm.tapstep[d]; a.kfull[d] = rm.kfull[d];
   }
-  a.cblocks = k.cblocks; a.ktiles = k.ktiles;
+  a.cblocks = k.cblocks; a.ktiles = pair ? (k.k[0] * k.k[1] * k.k[2] + 1) / 2 : k.ktiles;
+  // The TMA-store epilogue where results are a plain box grid (not a residue class) with 16-byte rows.
+  CUtensorMap mc{};
+  a.tma_store = rm.identity && !no_tma && (uint64_t(k.Ng) * es) % 16 == 0 &&
+                reinterpret_cast<uintptr_t>(k.dst) % 16 == 0;
+  if (a.tma_store) {
+    const int bwid = std::min(bw, 64), bhgt = std::min(bh, 64 / bwid), bdep = 64 / (bwid * bhgt);
+    const uint64_t cdims[5] = {uint64_t(k.Ng), uint64_t(k.out[2]), uint64_t(k.out[1]), uint64_t(k.out[0]),
+                               uint64_t(batch)};
+    const uint64_t cstr[4] = {cdims[0] * es, cdims[0] * cdims[1] * es, cdims[0] * cdims[1] * cdims[2] * es,
+                              cdims[0] * cdims[1] * cdims[2] * cdims[3] * es};
+    const uint32_t cbox[5] = {uint32_t(128 / es), uint32_t(bwid), uint32_t(bhgt), uint32_t(bdep), 1};
+    const uint32_t cstep[5] = {1, 1, 1, 1, 1};
+    if (!(err = make_tensor_map(&mc, tma_type(t), 5, k.dst, cdims, cstr, cbox, cstep)).empty()) return err;
+  }
+  if (pair)
+    return t == DType::kBF16 ? (bn == 64 ? launch_tma<__nv_bfloat16, 64, false, true>(ma, mb, mc, a, batch, stream)
+                                         : launch_tma<__nv_bfloat16, 128, false, true>(ma, mb, mc, a, batch, stream))
+                             : (bn == 64 ? launch_tma<__half, 64, false, true>(ma, mb, mc, a, batch, stream)
+                                         : launch_tma<__half, 128, false, true>(ma, mb, mc, a, batch, stream));
   switch (t) {
-    case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64>(ma, mb, a, batch, stream)
-                                       : launch_tma<__nv_bfloat16, 128>(ma, mb, a, batch, stream);
-    case DType::kF16: return bn == 64 ? launch_tma<__half, 64>(ma, mb, a, batch, stream)
-                                      : launch_tma<__half, 128>(ma, mb, a, batch, stream);
+    case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64>(ma, mb, mc, a, batch, stream)
+                                       : launch_tma<__nv_bfloat16, 128>(ma, mb, mc, a, batch, stream);
+    case DType::kF16: return bn == 64 ? launch_tma<__half, 64>(ma, mb, mc, a, batch, stream)
+                                      : launch_tma<__half, 128>(ma, mb, mc, a, batch, stream);
     case DType::kF32:
-      if (split) return launch_tma<float, 64, true>(ma, mb, a, batch, stream);
-      return bn == 64 ? launch_tma<float, 64>(ma, mb, a, batch, stream)
-                      : launch_tma<float, 128>(ma, mb, a, batch, stream);
+      if (split) return launch_tma<float, 64, true>(ma, mb, mc, a, batch, stream);
+      return bn == 64 ? launch_tma<float, 64>(ma, mb, mc, a, batch, stream)
+                      : launch_tma<float, 128>(ma, mb, mc, a, batch, stream);
     default: return "hopper: unsupported dtype";
   }
 }

@@ -31,6 +31,9 @@ bool fits(const ConvProblem& p) {
 int fwd_bn(const ConvProblem& p, bool split) { return (p.out_channels <= 64 || split) ? 64 : 128; }
 int dgrad_bn(const ConvProblem& p, bool split) { return (p.in_channels <= 64 || split) ? 64 : 128; }
 int wgrad_bn(const ConvProblem& p) { return p.out_channels <= 64 ? 64 : 128; }
+bool tap_pairs(DType t, MathMode, int64_t source_channels) {
+  return (t == DType::kBF16 || t == DType::kF16) && source_channels <= 32;
+}
 
 bool brick_for(const int out[3], const int step[3], Brick* b, int rows) {
   for (int d = 0; d < 3; ++d)
@@ -133,22 +136,24 @@ size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode) {
   return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
 }
 
-static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool split) {
+static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool split, bool pairs) {
   Brick b;
   if (!brick_for(out, step, &b)) return "gather_wgmma_128x" + std::to_string(bn) + "x128B_kmajor";
-  return std::string(split ? "tma_3xtf32_wgmma_128x" : "tma_wgmma_128x") + std::to_string(bn) + "x128B_kmajor_brick" + std::to_string(1 << b.bw_log) + "x" +
+  return std::string(split ? "tma_3xtf32_wgmma_128x" : "tma_wgmma_128x") + std::to_string(bn) +
+         (pairs ? "x2x64B_kmajor_tappairs_brick" : "x128B_kmajor_brick") + std::to_string(1 << b.bw_log) + "x" +
          std::to_string(1 << b.bh_log) + "x" + std::to_string(1 << b.bd_log);
 }
 std::string tile_fwd(const ConvProblem& p, DType t, MathMode m) {
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
   const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
-  return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m));
+  return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_pairs(t, m, p.in_channels));
 }
 std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
   const int out[3] = {int(p.in[0]), int(p.in[1]), int(p.in[2])};
   const int step[3] = {1, 1, 1};
   const int64_t classes = p.stride[0] * p.stride[1] * p.stride[2];
-  return kmajor_tile(out, step, dgrad_bn(p, split_tf32(t, m)), split_tf32(t, m)) + (classes > 1 ? "_residues" + std::to_string(classes) : "");
+  return kmajor_tile(out, step, dgrad_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_pairs(t, m, p.out_channels)) +
+         (classes > 1 ? "_residues" + std::to_string(classes) : "");
 }
 std::string tile_wgrad(const ConvProblem& p, DType t, MathMode) {
   const WgradSplit s = wgrad_split(p, t);

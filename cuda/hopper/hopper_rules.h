@@ -11,6 +11,9 @@ namespace hopper {
 int fwd_bn(const ConvProblem& p, bool split);    // result-channel tile of the forward GEMM: 64 or 128
 int dgrad_bn(const ConvProblem& p, bool split);  // input-channel tile of the grad-input GEMM (3xTF32: 64)
 int wgrad_bn(const ConvProblem& p);  // output-channel tile of the grad-weight GEMM
+// Forward / grad-input K-tiles of two taps x 64 bytes (16-bit sources of at most 32 channels: `source_channels` is C
+// for the forward pass, O for grad-input) instead of one tap padded to 128 bytes.
+bool tap_pairs(DType t, MathMode m, int64_t source_channels);
 
 // A brick of `rows` (a power of two) result positions, bw x bh x bd (W, H, D; powers of two), whose TMA box
 // (extent times the traversal step, <= 256, step <= 8) fits the copy engine's limits. False when none does.

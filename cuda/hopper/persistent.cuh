@@ -14,7 +14,8 @@
 // epilogue(int tile, const float* acc, int consumer, int ctid) const` (ctid: 0..127 inside the consumer
 // warpgroup); and `static constexpr bool kStageFreeAfterMma`: true when mma() has finished reading the stage by
 // the time it returns (it copied the stage, or waited for its wgmmas), so the stage is released at once instead of
-// after the next K-tile's wgmmas.
+// after the next K-tile's wgmmas; and `void finish(int consumer, int ctid) const`, run by every consumer thread after
+// its last tile (outstanding asynchronous stores complete there).
 #pragma once
 
 #include "pipeline.cuh"
@@ -95,6 +96,7 @@ __device__ __forceinline__ void persistent_gemm(const Op& op, uint32_t smem) {
     }
     op.epilogue(tile, acc, consumer, ctid);
   }
+  op.finish(consumer, ctid);
 #endif
 }
 

@@ -36,9 +36,10 @@ __device__ __forceinline__ uint32_t dynamic_smem_base() {
   return (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
 }
 
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+// `layout`: the descriptor's swizzle field, 1 = 128-byte rows (the family's default), 2 = 64-byte rows.
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo, uint32_t layout = 1) {
   return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
-         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
+         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(layout) << 62);
 }
 
 // 16-byte copy into shared memory, zero-filled when !valid (L2 only: caching the gather in L1 measured no gain).

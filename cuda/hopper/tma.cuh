@@ -13,12 +13,12 @@ namespace hopper {
 
 // ---- host: tensor maps
 
-// A tiled tensor map over `rank` (<= 5) dimensions, innermost first, with 128-byte swizzle and zero fill outside
-// the tensor. `box[i]` elements are traversed along dimension i with step `step[i]` (ceil(box/step) land in shared
-// memory). Returns an empty string or a message.
+// A tiled tensor map over `rank` (<= 5) dimensions, innermost first, with 128-byte swizzle (64-byte with
+// `swizzle_bytes` = 64: rows of 64 bytes) and zero fill outside the tensor. `box[i]` elements are traversed along
+// dimension i with step `step[i]` (ceil(box/step) land in shared memory). Returns an empty string or a message.
 std::string make_tensor_map(CUtensorMap* map, CUtensorMapDataType type, int rank, const void* base,
                             const uint64_t* dims, const uint64_t* strides_bytes, const uint32_t* box,
-                            const uint32_t* step);
+                            const uint32_t* step, int swizzle_bytes = 128);
 
 // ---- device
 
@@ -53,6 +53,18 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
       "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
       : "memory");
 }
+// Shared -> global box store (a bulk group per commit); OOB elements of the box are not written.
+__device__ __forceinline__ void tma_store_5d(const CUtensorMap* map, uint32_t src, int c0, int c1, int c2, int c3,
+                                             int c4) {
+  asm volatile("cp.async.bulk.tensor.5d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5, %6}], [%1];\n" ::"l"(map),
+               "r"(src), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
+               : "memory");
+}
+__device__ __forceinline__ void tma_store_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// The committed stores have finished reading shared memory (the buffer may be rewritten).
+__device__ __forceinline__ void tma_store_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// The committed stores are complete.
+__device__ __forceinline__ void tma_store_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 __device__ __forceinline__ void tma_prefetch_map(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(map) : "memory");
 }
