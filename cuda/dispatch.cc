@@ -93,6 +93,12 @@ const Rule kRules[] = {
     {"float64: only sm80 has it", [](const Query& q) { return q.t == DType::kF64; }, &kSm80},
     {"JAXCONV3D_FAMILY=sm80", [](const Query&) { return forced("sm80"); }, &kSm80},
     {"JAXCONV3D_FAMILY=hopper", [](const Query&) { return forced("hopper"); }, &kHopper},
+    {"forward of a first layer (an input pixel's channels fit 16 bytes): hopper packs 8 taps into each K-tile",
+     [](const Query& q) {
+       return q.op == Op::kFwd && q.cc == 90 && q.p.in_per_group() * int64_t(dtype_size(q.t)) <= 16 &&
+              q.p.out_per_group() >= 16;
+     },
+     &kHopper},
     {"fewer than 16 channels per group in or out: a 64-wide tensor-core tile would be mostly padding",
      [](const Query& q) { return q.p.in_per_group() < 16 || q.p.out_per_group() < 16; }, &kSm80},
     {"compute capability 9.0 and hopper accepts", [](const Query& q) { return q.cc == 90; }, &kHopper},

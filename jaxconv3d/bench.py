@@ -103,7 +103,7 @@ def time_once(unit: Unit, timer: LoopTimer, references: Sequence[dict]) -> None:
     unit.next_set = (first + unit.calls) % len(unit.input_sets)
     last = (first + unit.calls - 1) % len(unit.input_sets)
     try:
-        errors = result_errors(result, unit.pass_name, references[last], timer.torch_device)
+        errors = result_errors(result, unit.pass_name, references[last], timer.torch_device, unit.impl)
     except ValueError as error:  # a result of the wrong shape, or a missing gradient: wrong
         unit.check.failure = str(error)
     except Exception as error:  # noqa: BLE001 - the comparison itself failed (out of memory, ...): unchecked
@@ -153,11 +153,12 @@ def make_units(case: ConvCase, precision: Precision, generated: Sequence[Operand
         ("torch", False): [torch_operands(ops, device.torch_device) for ops in generated],
         ("torch", True): [torch_operands(ops, device.torch_device, channels_last=True) for ops in generated],
         ("jax", False): [jax_operands(ops, device.jax_device) for ops in generated],
+        ("jax", True): [jax_operands(ops, device.jax_device, channels_last=True) for ops in generated],
     }
-    jax.block_until_ready([(ops.x, ops.w, ops.b, ops.dy) for ops in input_sets["jax", False]])
+    jax.block_until_ready([(ops.x, ops.w, ops.b, ops.dy) for ops in input_sets["jax", False] + input_sets["jax", True]])
     units = []
     for impl in IMPLEMENTATIONS:
-        functions = pass_functions(impl, impl.make_conv(case, precision))
+        functions = pass_functions(impl, impl.conv(case, precision))
         for pass_name, fn in functions.items():
             sets = input_sets[impl.framework, impl.channels_last]
             units.append(Unit(impl, pass_name, fn, sets, ResultCheck(BOUNDS[precision.name])))
@@ -304,9 +305,9 @@ def run_bench(
                 results.append(bench_case(case, precision, device, timer, l2_bytes, reps, seed, progress))
     print(_bench_table(results, device))
     say(
-        "ms per call; ours:torch:cl / torch:cl = channels_last_3d operands; WRONG = result over the check's bound\n"
-        "ref/ours = fastest reference (torch, torch:cl, xla) / fastest of ours (ours:torch, ours:torch:cl, ours:jax);"
-        " > 1: ours faster"
+        "ms per call; WRONG = result over the check's bound\n"
+        "ref/ours = fastest reference (torch, torch:cl, xla, xla:cl) / fastest of ours (ours:torch, ours:torch:cl,"
+        " ours:jax, ours:jax:cl); > 1: ours faster; :cl = channels_last_3d tensors (torch) or NDHWC / DHWIO arrays (jax)"
     )
     if device.is_gpu:
         say("H100 columns: suite.json's fastest of the same three references, and the floor, on an H100")

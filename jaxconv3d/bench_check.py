@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .reference import MAX_ERROR_FACTOR, Error
-from .workloads import ConvCase, Operands, torch_forward_and_grads
+from .workloads import ConvCase, Implementation, Operands, logical_result, torch_forward_and_grads
 
 # Relative Frobenius error bounds against the float32 reference, by bench precision.
 BOUNDS = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 2e-2, "fp16": 2e-2, "fp64": 1e-4}
@@ -93,11 +93,15 @@ def op_error(out: Any, ref: torch.Tensor, device: torch.device) -> Error:
     return Error(diff_norm / ref_norm, diff_max / (ref_max or 1.0))
 
 
-def result_errors(result: Any, pass_name: str, reference: dict, device: torch.device) -> dict[str, Error]:
-    """{op: error} of one call's result (fwd: y; fwd_bwd: (y, dx, dw, db)) against the reference."""
+def result_errors(
+    result: Any, pass_name: str, reference: dict, device: torch.device, impl: Implementation | None = None
+) -> dict[str, Error]:
+    """{op: error} of one call's result (fwd: y; fwd_bwd: (y, dx, dw, db)) of `impl` against the reference."""
     outputs = (result,) if pass_name == "fwd" else tuple(result)
     errors = {}
     for op, out in zip(OPS_BY_PASS[pass_name], outputs):
+        if impl is not None:
+            out = logical_result(out, op, impl.channels_last, impl.framework)
         if reference[op] is None and out is None:
             continue
         if reference[op] is None or out is None:

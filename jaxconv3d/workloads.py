@@ -412,8 +412,31 @@ def to_jax(t: torch.Tensor, device: Any) -> jax.Array:
     return jax.device_put(array, device)
 
 
-def jax_operands(operands: Operands, device: Any) -> Operands:
-    return operands.map(lambda t: to_jax(t, device))
+# (N, C, D, H, W) -> (N, D, H, W, C) for activations; (O, C/g, kD, kH, kW) -> DHWIO (kD, kH, kW, C/g, O) for filters:
+# the JAX front's layout="NDHWC" operands (what flax and equinox hold).
+_ACT_TO_NDHWC, _FILTER_TO_DHWIO = (0, 2, 3, 4, 1), (2, 3, 4, 1, 0)
+_ACT_FROM_NDHWC, _FILTER_FROM_DHWIO = (0, 4, 1, 2, 3), (4, 3, 0, 1, 2)
+
+
+def jax_operands(operands: Operands, device: Any, channels_last: bool = False) -> Operands:
+    """JAX copies on `device`: NCDHW / OIDHW, or with `channels_last` NDHWC / DHWIO (bias and dy alike)."""
+    if not channels_last:
+        return operands.map(lambda t: to_jax(t, device))
+    moved = Operands(
+        x=operands.x.permute(_ACT_TO_NDHWC),
+        w=operands.w.permute(_FILTER_TO_DHWIO),
+        b=operands.b,
+        dy=operands.dy.permute(_ACT_TO_NDHWC),
+    )
+    return moved.map(lambda t: to_jax(t.contiguous(), device))
+
+
+def logical_result(result: Any, op: str, channels_last: bool, framework: str) -> Any:
+    """A result as the NCDHW / OIDHW reference holds it: JAX channels-last results are NDHWC / DHWIO arrays (torch's
+    channels_last_3d tensors are logical NCDHW already)."""
+    if not channels_last or framework != "jax" or result is None or op == "grad_bias":
+        return result
+    return result.transpose(_FILTER_FROM_DHWIO if op == "grad_weight" else _ACT_FROM_NDHWC)
 
 
 
@@ -425,8 +448,9 @@ def ours_torch(case: ConvCase, precision: Precision) -> Callable:
     return lambda x, w, b: torch_front_conv3d(x, w, b, precision=precision.ours, **case.conv_kwargs)
 
 
-def ours_jax(case: ConvCase, precision: Precision) -> Callable:
-    return lambda x, w, b: jax_front_conv3d(x, w, b, precision=precision.ours, **case.conv_kwargs)
+def ours_jax(case: ConvCase, precision: Precision, channels_last: bool = False) -> Callable:
+    layout = "NDHWC" if channels_last else "NCDHW"
+    return lambda x, w, b: jax_front_conv3d(x, w, b, precision=precision.ours, layout=layout, **case.conv_kwargs)
 
 
 def torch_conv(case: ConvCase, precision: Precision | None = None) -> Callable:
@@ -447,9 +471,12 @@ def torch_conv(case: ConvCase, precision: Precision | None = None) -> Callable:
     return conv
 
 
-def lax_conv(case: ConvCase, precision: Precision) -> Callable:
-    """jax.lax.conv_general_dilated (cuDNN through XLA on GPUs) with torch's NCDHW / OIDHW layout."""
+def lax_conv(case: ConvCase, precision: Precision, channels_last: bool = False) -> Callable:
+    """jax.lax.conv_general_dilated (cuDNN through XLA on GPUs) with torch's NCDHW / OIDHW layout, or with
+    `channels_last` flax's NDHWC / DHWIO."""
     p = case.problem
+    numbers = ("NDHWC", "DHWIO", "NDHWC") if channels_last else ("NCDHW", "OIDHW", "NCDHW")
+    bias_shape = (1, 1, 1, 1, -1) if channels_last else (1, -1, 1, 1, 1)
 
     def conv(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
         y = jax.lax.conv_general_dilated(
@@ -458,11 +485,11 @@ def lax_conv(case: ConvCase, precision: Precision) -> Callable:
             window_strides=p.stride,
             padding=list(zip(p.pad_lo, p.pad_hi)),
             rhs_dilation=p.dilation,
-            dimension_numbers=("NCDHW", "OIDHW", "NCDHW"),
+            dimension_numbers=numbers,
             feature_group_count=p.groups,
             precision=precision.lax_precision,
         )
-        return y if b is None else y + b.reshape(1, -1, 1, 1, 1)
+        return y if b is None else y + b.reshape(bias_shape)
 
     return conv
 
@@ -473,17 +500,25 @@ class Implementation:
     label: str  # table column
     framework: str  # "torch" or "jax": which operands it takes
     ours: bool
-    make_conv: Callable[[ConvCase, Precision], Callable]  # -> conv(x, w, b)
-    channels_last: bool = False  # torch operands (x, w, dy) in torch.channels_last_3d memory format
+    make_conv: Callable[..., Callable]  # (case, precision, channels_last) -> conv(x, w, b)
+    # torch: operands (x, w, dy) in torch.channels_last_3d memory format; jax: NDHWC / DHWIO arrays
+    channels_last: bool = False
+
+    def conv(self, case: ConvCase, precision: Precision) -> Callable:
+        if self.framework == "jax":
+            return self.make_conv(case, precision, self.channels_last)
+        return self.make_conv(case, precision)
 
 
 IMPLEMENTATIONS = (
     Implementation("jaxconv3d_torch", "ours:torch", "torch", True, ours_torch),
     Implementation("jaxconv3d_torch_ndhwc", "ours:torch:cl", "torch", True, ours_torch, channels_last=True),
     Implementation("jaxconv3d_jax", "ours:jax", "jax", True, ours_jax),
+    Implementation("jaxconv3d_jax_ndhwc", "ours:jax:cl", "jax", True, ours_jax, channels_last=True),
     Implementation("torch", "torch", "torch", False, torch_conv),
     Implementation("torch_ndhwc", "torch:cl", "torch", False, torch_conv, channels_last=True),
     Implementation("xla", "xla", "jax", False, lax_conv),
+    Implementation("xla_ndhwc", "xla:cl", "jax", False, lax_conv, channels_last=True),
 )
 
 

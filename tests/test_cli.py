@@ -52,7 +52,7 @@ def test_bench_writes_positive_timings(tmp_path):
             assert result["families"][layout]["forward"]["family"] == "cpu"
     ours = {impl.key for impl in workloads.IMPLEMENTATIONS if impl.ours}
     assert result["summary"]["fwd"]["best_ours"] in ours
-    assert {"jaxconv3d_torch", "jaxconv3d_torch_ndhwc", "jaxconv3d_jax"} == ours
+    assert {"jaxconv3d_torch", "jaxconv3d_torch_ndhwc", "jaxconv3d_jax", "jaxconv3d_jax_ndhwc"} == ours
 
 
 def _bench_one(tmp_path, *extra):
@@ -113,8 +113,8 @@ def test_interleaved_order_is_a_reproducible_shuffle_per_repetition():
 
 def test_bench_flags_wrong_results(tmp_path, monkeypatch, capsys):
     def slightly_wrong(make_conv):
-        def make(case, precision):
-            conv = make_conv(case, precision)
+        def make(case, precision, *layout):
+            conv = make_conv(case, precision, *layout)
             return lambda x, w, b: conv(x, w, b) * (1 + 1e-3)  # 10x the fp32 bound; gradients scaled too
 
         return make

@@ -41,15 +41,21 @@ struct TmaArgs {
 // adds after the K-tile (the tensor cores' own accumulation drifts over thousands of terms: measured 1.8e-5 to
 // 2.7e-5 relative error at K = 3456-5400 without this, against a 1e-5 bound). kSplitBufs small buffers are used
 // round-robin by K-tile. 64-wide N tiles only, for registers (two accumulator blocks).
-// PAIR (16-bit sources of at most 32 channels): a K-tile holds two filter taps of 64 bytes each instead of one
-// tap padded to 128 bytes. The A tile is two regions of 128 rows x 64 bytes (64-byte swizzle), one per tap, the
-// B tile two regions of BN rows x 64 bytes; wgmma k-steps 0-1 read region 0, 2-3 region 1. An odd tap count
-// leaves the last K-tile's second region to a tap past the filter (zeros in B) over a box past the batch (zeros in A).
-template <typename T, int BN, bool SPLIT = false, bool PAIR = false>
+// TG (taps per K-tile, 1, 2 or 8; sources whose channels fill at most 128 / TG bytes per pixel): a K-tile holds TG
+// filter taps of 128 / TG bytes each instead of one tap padded to 128 bytes. The A tile is TG regions of 128 rows x
+// (128 / TG) bytes, one per tap, the B tile TG regions of BN rows x (128 / TG) bytes. TG = 2 (16-bit, <= 32
+// channels): 64-byte swizzle, wgmma k-steps 0-1 read region 0, 2-3 region 1. TG = 8 (16 bytes of channels: 8
+// 16-bit or 4 float32, a first layer's padded RGB): no swizzle, each region a column of 8 x 16-byte core matrices,
+// k-step s reads regions 2s and 2s + 1 (the descriptor's leading offset is the region size). Taps past the filter's
+// last one (the walk's remainder) read a filter tap past the end (zeros in B) over a box past the batch (zeros in A).
+template <typename T, int BN, bool SPLIT = false, int TG = 1>
 struct TmaCfg {
-  static_assert(!PAIR || (!SPLIT && sizeof(T) == 2), "tap pairs are for 16-bit operands");
-  static constexpr int kBK = (PAIR ? 64 : 128) / sizeof(T);  // source channels per box
-  static constexpr int kRegionA = 128 * 64, kRegionB = BN * 64;  // PAIR: one tap's A and B regions
+  static_assert(TG == 1 || TG == 2 || TG == 8, "1, 2 or 8 taps per K-tile");
+  static_assert(TG == 1 || !SPLIT, "tap groups are not split (3xTF32)");
+  static_assert(TG != 2 || sizeof(T) == 2, "tap pairs are for 16-bit operands");
+  static constexpr int kTapBytes = 128 / TG;                      // one tap's channels in a K-tile row
+  static constexpr int kBK = kTapBytes / sizeof(T);               // source channels per box
+  static constexpr int kRegionA = 128 * kTapBytes, kRegionB = BN * kTapBytes;  // TG > 1: one tap's A and B regions
   static constexpr int kABytes = 128 * kRowBytes;
   static constexpr int kBBytes = BN * kRowBytes;
   static constexpr int kStageBytes = kABytes + kBBytes;
@@ -63,9 +69,9 @@ struct TmaCfg {
   static_assert(kStages >= 3, "too few pipeline stages");
 };
 
-template <typename T, int BN, bool SPLIT = false, bool PAIR = false>
+template <typename T, int BN, bool SPLIT = false, int TG = 1>
 struct TmaConvOp {
-  using Cfg = TmaCfg<T, BN, SPLIT, PAIR>;
+  using Cfg = TmaCfg<T, BN, SPLIT, TG>;
   static constexpr bool kStageFreeAfterMma = false;
   const CUtensorMap* tmA;
   const CUtensorMap* tmB;
@@ -101,8 +107,8 @@ struct TmaConvOp {
   };
   __device__ __forceinline__ Cursor cursor(int tile) const { return Cursor{where(tile), 0, 0, 0, 0}; }
   __device__ __forceinline__ void issue(Cursor& c, uint32_t stage, uint32_t bar) const {
-    if constexpr (PAIR) {
-      issue_pair(c, stage, bar);
+    if constexpr (TG > 1) {
+      issue_group(c, stage, bar);
       return;
     }
     const TmaArgs& g = *a;
@@ -121,11 +127,11 @@ struct TmaConvOp {
     }
   }
 
-  // PAIR: two taps (one channel block, cblocks == 1), the second past the filter when the walk has run out.
-  __device__ __forceinline__ void issue_pair(Cursor& c, uint32_t stage, uint32_t bar) const {
+  // TG > 1: TG taps (one channel block, cblocks == 1), those past the filter when the walk has run out.
+  __device__ __forceinline__ void issue_group(Cursor& c, uint32_t stage, uint32_t bar) const {
     const TmaArgs& g = *a;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < TG; ++r) {
       const bool real = c.j0 < g.k[0];
       const int tap = real ? ((g.tap0[0] + c.j0 * g.tapstep[0]) * g.kfull[1] + g.tap0[1] + c.j1 * g.tapstep[1]) *
                                      g.kfull[2] + g.tap0[2] + c.j2 * g.tapstep[2]
@@ -183,12 +189,20 @@ struct TmaConvOp {
       fence_regs(part);
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) acc[i] = accumulate ? acc[i] + part[i] : part[i];
-    } else if constexpr (PAIR) {
+    } else if constexpr (TG == 2) {
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) {  // k16 steps: two per 64-byte region
         const uint32_t off = (ks & 1) * 32;
         const uint64_t da = smem_desc(stage + (ks >> 1) * Cfg::kRegionA + consumer * 64 * 64 + off, 16, 512, 2);
         const uint64_t db = smem_desc(stage + Cfg::kABytes + (ks >> 1) * Cfg::kRegionB + off, 16, 512, 2);
+        Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
+      }
+    } else if constexpr (TG == 8) {
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {  // 32-byte k-steps: the 16-byte regions 2 ks and 2 ks + 1, unswizzled
+        const uint64_t da =
+            smem_desc(stage + 2 * ks * Cfg::kRegionA + consumer * 64 * 16, Cfg::kRegionA, 128, 0);
+        const uint64_t db = smem_desc(stage + Cfg::kABytes + 2 * ks * Cfg::kRegionB, Cfg::kRegionB, 128, 0);
         Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
       }
     } else {
@@ -287,17 +301,17 @@ struct TmaConvOp {
   }
 };
 
-template <typename T, int BN, bool SPLIT, bool PAIR = false>
+template <typename T, int BN, bool SPLIT, int TG = 1>
 __global__ void __launch_bounds__(kPersistentThreads, 1)
     conv_tma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                     const __grid_constant__ CUtensorMap tmC, const __grid_constant__ TmaArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = TmaCfg<T, BN, SPLIT, PAIR>;
+  using Cfg = TmaCfg<T, BN, SPLIT, TG>;
   const uint32_t smem = dynamic_smem_base();
   tma_prefetch_maps(&tmA, &tmB);
   if (threadIdx.x == 0 && a.tma_store) tma_prefetch_map(&tmC);
   const uint32_t after_stages = smem + (Cfg::kStages + Cfg::kSplitBufs) * Cfg::kStageBytes;
-  const TmaConvOp<T, BN, SPLIT, PAIR> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes, &tmC, after_stages};
+  const TmaConvOp<T, BN, SPLIT, TG> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes, &tmC, after_stages};
   persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif
 }

@@ -94,6 +94,35 @@ std::string transpose_filter(const ConvProblem& p, DType t, const void* w, void*
   return e == cudaSuccess ? "" : std::string("hopper: filter transpose failed: ") + cudaGetErrorString(e);
 }
 
+// dst[r] = src[r][0..C) followed by zeros, 16 bytes per row r < rows (T: the element's bits, C < 16 / sizeof(T)):
+// a first layer's pixels (or filter rows) padded to the copy engine's 16-byte strides.
+template <typename T>
+__global__ void pad_channels_kernel(const T* __restrict__ src, uint4* __restrict__ dst, i64 rows, int C) {
+  constexpr int kPadded = 16 / int(sizeof(T));
+  for (i64 r = blockIdx.x * i64(blockDim.x) + threadIdx.x; r < rows; r += i64(gridDim.x) * blockDim.x) {
+    union {
+      T e[kPadded];
+      uint4 v;
+    } row;
+#pragma unroll
+    for (int c = 0; c < kPadded; ++c) row.e[c] = c < C ? src[r * C + c] : T(0);
+    dst[r] = row.v;
+  }
+}
+
+std::string pad_channels(DType t, const void* src, void* dst, i64 rows, int C, cudaStream_t stream) {
+  if (rows == 0) return "";
+  const unsigned blocks = unsigned(std::min<i64>((rows + 255) / 256, i64(sm_count()) * 16));
+  if (dtype_size(t) == 2)
+    pad_channels_kernel<uint16_t><<<blocks, 256, 0, stream>>>(static_cast<const uint16_t*>(src),
+                                                              static_cast<uint4*>(dst), rows, C);
+  else
+    pad_channels_kernel<uint32_t><<<blocks, 256, 0, stream>>>(static_cast<const uint32_t*>(src),
+                                                              static_cast<uint4*>(dst), rows, C);
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: channel padding failed: ") + cudaGetErrorString(e);
+}
+
 // ---- TMA path
 
 CUtensorMapDataType tma_type(DType t) {
@@ -101,11 +130,11 @@ CUtensorMapDataType tma_type(DType t) {
                            : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
 }
 
-template <typename T, int BN, bool SPLIT = false, bool PAIR = false>
+template <typename T, int BN, bool SPLIT = false, int TG = 1>
 std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const CUtensorMap& mc, const TmaArgs& a,
                        int batch, cudaStream_t stream) {
-  using Cfg = TmaCfg<T, BN, SPLIT, PAIR>;
-  auto kernel = conv_tma_kernel<T, BN, SPLIT, PAIR>;
+  using Cfg = TmaCfg<T, BN, SPLIT, TG>;
+  auto kernel = conv_tma_kernel<T, BN, SPLIT, TG>;
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
@@ -144,9 +173,9 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
     return launch_dtype(t, k, bn, stream);
   }
   const uint64_t es = uint64_t(dtype_size(t));
-  const bool pair = tap_pairs(t, m, k.Cs);  // two taps of <= 32 16-bit channels per K-tile (conv_tma.cuh)
-  const int bk = (pair ? 64 : 128) / int(es);
-  const int swizzle = pair ? 64 : 128;
+  const int tg = tap_group(t, m, k.Cs);  // taps per K-tile (conv_tma.cuh)
+  const int bk = 128 / tg / int(es);
+  const int swizzle = tg == 1 ? 128 : tg == 2 ? 64 : 0;
   const int taps = rm.kfull[0] * rm.kfull[1] * rm.kfull[2];
   const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 128 >> (br.bw_log + br.bh_log);
   CUtensorMap ma, mb;
@@ -176,7 +205,7 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
     a.full[d] = rm.full[d]; a.ostride[d] = rm.ostride[d]; a.ooff[d] = rm.ooff[d];
     a.tap0[d] = rm.tap0[d]; a.tapstep[d] = rm.tapstep[d]; a.kfull[d] = rm.kfull[d];
   }
-  a.cblocks = k.cblocks; a.ktiles = pair ? (k.k[0] * k.k[1] * k.k[2] + 1) / 2 : k.ktiles;
+  a.cblocks = k.cblocks; a.ktiles = tg > 1 ? (k.k[0] * k.k[1] * k.k[2] + tg - 1) / tg : k.ktiles;
   // The TMA-store epilogue where results are a plain box grid (not a residue class) with 16-byte rows.
   CUtensorMap mc{};
   a.tma_store = rm.identity && !no_tma && (uint64_t(k.Ng) * es) % 16 == 0 &&
@@ -191,11 +220,22 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
     const uint32_t cstep[5] = {1, 1, 1, 1, 1};
     if (!(err = make_tensor_map(&mc, tma_type(t), 5, k.dst, cdims, cstr, cbox, cstep)).empty()) return err;
   }
-  if (pair)
-    return t == DType::kBF16 ? (bn == 64 ? launch_tma<__nv_bfloat16, 64, false, true>(ma, mb, mc, a, batch, stream)
-                                         : launch_tma<__nv_bfloat16, 128, false, true>(ma, mb, mc, a, batch, stream))
-                             : (bn == 64 ? launch_tma<__half, 64, false, true>(ma, mb, mc, a, batch, stream)
-                                         : launch_tma<__half, 128, false, true>(ma, mb, mc, a, batch, stream));
+  if (tg == 2)
+    return t == DType::kBF16 ? (bn == 64 ? launch_tma<__nv_bfloat16, 64, false, 2>(ma, mb, mc, a, batch, stream)
+                                         : launch_tma<__nv_bfloat16, 128, false, 2>(ma, mb, mc, a, batch, stream))
+                             : (bn == 64 ? launch_tma<__half, 64, false, 2>(ma, mb, mc, a, batch, stream)
+                                         : launch_tma<__half, 128, false, 2>(ma, mb, mc, a, batch, stream));
+  if (tg == 8) {
+    switch (t) {
+      case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64, false, 8>(ma, mb, mc, a, batch, stream)
+                                         : launch_tma<__nv_bfloat16, 128, false, 8>(ma, mb, mc, a, batch, stream);
+      case DType::kF16: return bn == 64 ? launch_tma<__half, 64, false, 8>(ma, mb, mc, a, batch, stream)
+                                        : launch_tma<__half, 128, false, 8>(ma, mb, mc, a, batch, stream);
+      case DType::kF32: return bn == 64 ? launch_tma<float, 64, false, 8>(ma, mb, mc, a, batch, stream)
+                                        : launch_tma<float, 128, false, 8>(ma, mb, mc, a, batch, stream);
+      default: return "hopper: unsupported dtype";
+    }
+  }
   switch (t) {
     case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64>(ma, mb, mc, a, batch, stream)
                                        : launch_tma<__nv_bfloat16, 128>(ma, mb, mc, a, batch, stream);
@@ -212,9 +252,22 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
 }  // namespace
 
 std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* bias, void* y,
-                void*, size_t, void* stream) {
+                void* workspace, size_t workspace_bytes, void* stream) {
   if (!accepts_fwd(p, t, m)) return "hopper: forward problem not accepted";
-  KMajorArgs a = common(p, t, int(p.in_channels), int(p.out_channels));
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const int64_t cs = fwd_source_channels(p, t, m);
+  if (cs != p.in_channels) {  // x and w padded to 16-byte pixels in the workspace
+    if (workspace == nullptr || workspace_bytes < fwd_workspace_bytes(p, t, m))
+      return "hopper: forward workspace too small";
+    const i64 pixels = p.batch * p.in_spatial();
+    void* wp = static_cast<char*>(workspace) + padded_bytes(pixels, cs, t);
+    std::string err = pad_channels(t, x, workspace, pixels, int(p.in_channels), s);
+    if (err.empty()) err = pad_channels(t, w, wp, p.out_channels * p.taps(), int(p.in_channels), s);
+    if (!err.empty()) return err;
+    x = workspace;
+    w = wp;
+  }
+  KMajorArgs a = common(p, t, int(cs), int(p.out_channels));
   a.src = x; a.wgt = w; a.bias = bias; a.dst = y;
   a.M = p.batch * p.out_spatial();
   for (int d = 0; d < 3; ++d) {
@@ -225,7 +278,7 @@ std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const 
     a.jstep[d] = int(p.dilation[d]);
   }
   if (a.M == 0) return "";
-  return run_kmajor(t, m, a, int(p.batch), static_cast<cudaStream_t>(stream), identity_map(a));
+  return run_kmajor(t, m, a, int(p.batch), s, identity_map(a));
 }
 
 std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx,

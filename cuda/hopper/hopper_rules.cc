@@ -31,32 +31,47 @@ bool fits(const ConvProblem& p) {
 int fwd_bn(const ConvProblem& p, bool split) { return (p.out_channels <= 64 || split) ? 64 : 128; }
 int dgrad_bn(const ConvProblem& p, bool split) { return (p.in_channels <= 64 || split) ? 64 : 128; }
 int wgrad_bn(const ConvProblem& p) { return p.out_channels <= 64 ? 64 : 128; }
-bool tap_pairs(DType t, MathMode, int64_t source_channels) {
-  return (t == DType::kBF16 || t == DType::kF16) && source_channels <= 32;
+int tap_group(DType t, MathMode m, int64_t source_channels) {
+  if (split_tf32(t, m)) return 1;
+  if (source_channels * dtype_size(t) <= 16) return 8;
+  return ((t == DType::kBF16 || t == DType::kF16) && source_channels <= 32) ? 2 : 1;
+}
+
+int64_t fwd_source_channels(const ConvProblem& p, DType t, MathMode m) {
+  const bool pads = !split_tf32(t, m) && tensor_core_dtype(t, m) && p.in_channels < chunk_elems(t);
+  return pads ? chunk_elems(t) : p.in_channels;
+}
+
+size_t padded_bytes(int64_t rows, int64_t channels, DType t) {
+  return align256(size_t(rows) * size_t(channels) * size_t(dtype_size(t)));
 }
 
 bool brick_for(const int out[3], const int step[3], Brick* b, int rows) {
   for (int d = 0; d < 3; ++d)
-    if (step[d] < 1 || step[d] > 8) return false;
-  auto pow2_at_least = [](int v, int cap) {
-    int p = 1;
-    while (p < v && p < cap) p *= 2;
-    return p;
-  };
-  int bw = pow2_at_least(out[2], rows);
-  while (bw > 1 && bw * step[2] > 256) bw /= 2;
-  int bh = pow2_at_least(out[1], rows / bw);
-  while (bh > 1 && bh * step[1] > 256) bh /= 2;
-  const int bd = rows / (bw * bh);
-  if (bd * step[0] > 256) return false;
-  int lw = 0, lh = 0, ld = 0;
-  while ((1 << lw) < bw) ++lw;
-  while ((1 << lh) < bh) ++lh;
-  while ((1 << ld) < bd) ++ld;
-  b->bw_log = lw;
-  b->bh_log = lh;
-  b->bd_log = ld;
-  return true;
+    if (step[d] < 1 || step[d] > 8 || out[d] < 1) return false;
+  int lr = 0;
+  while ((1 << lr) < rows) ++lr;
+  // Every power-of-two shape bw x bh x bd of `rows` positions whose box extents (brick x traversal step) fit the
+  // copy engine's 256; the one whose bricks cover the fewest positions past the result wins (a 56-wide axis takes
+  // 8 x 7 bricks, not 64 x 1 with an eighth of it wasted), ties to the wider W, then H (longer contiguous rows).
+  int64_t best = -1;
+  for (int lw = lr; lw >= 0; --lw)
+    for (int lh = lr - lw; lh >= 0; --lh) {
+      const int ld = lr - lw - lh;
+      const int ext[3] = {1 << ld, 1 << lh, 1 << lw};
+      int64_t cover = 1;
+      bool fits_box = true;
+      for (int d = 0; d < 3; ++d) {
+        fits_box = fits_box && ext[d] * step[d] <= 256;
+        cover *= (int64_t(out[d]) + ext[d] - 1) / ext[d] * ext[d];
+      }
+      if (!fits_box || (best >= 0 && cover >= best)) continue;
+      best = cover;
+      b->bw_log = lw;
+      b->bh_log = lh;
+      b->bd_log = ld;
+    }
+  return best >= 0;
 }
 
 bool wgrad_tma(const ConvProblem& p, DType t, Brick* b) {
@@ -102,8 +117,8 @@ WgradSplit wgrad_split(const ConvProblem& p, DType t) {
 }
 
 bool accepts_fwd(const ConvProblem& p, DType t, MathMode m) {
-  if (!(tensor_core_dtype(t, m) || split_tf32(t, m)) || p.groups != 1 || p.in_channels % chunk_elems(t) != 0 ||
-      !fits(p))
+  if (!(tensor_core_dtype(t, m) || split_tf32(t, m)) || p.groups != 1 ||
+      fwd_source_channels(p, t, m) % chunk_elems(t) != 0 || !fits(p))
     return false;
   if (!split_tf32(t, m)) return true;
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
@@ -125,7 +140,11 @@ bool accepts_wgrad(const ConvProblem& p, DType t, MathMode m) {
   return t == DType::kF32 && m == MathMode::kTF32 && common && wgrad_tma(p, t, &b);  // TMA path only
 }
 
-size_t fwd_workspace_bytes(const ConvProblem&, DType, MathMode) { return 0; }
+size_t fwd_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
+  const int64_t cs = fwd_source_channels(p, t, m);
+  if (cs == p.in_channels) return 0;
+  return padded_bytes(p.batch * p.in_spatial(), cs, t) + padded_bytes(p.out_channels * p.taps(), cs, t);
+}
 
 size_t dgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode) {
   return align256(size_t(p.w_elements()) * size_t(dtype_size(t)));  // the transposed filter
@@ -136,23 +155,27 @@ size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode) {
   return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
 }
 
-static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool split, bool pairs) {
+static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool split, int taps_per_ktile) {
   Brick b;
   if (!brick_for(out, step, &b)) return "gather_wgmma_128x" + std::to_string(bn) + "x128B_kmajor";
-  return std::string(split ? "tma_3xtf32_wgmma_128x" : "tma_wgmma_128x") + std::to_string(bn) +
-         (pairs ? "x2x64B_kmajor_tappairs_brick" : "x128B_kmajor_brick") + std::to_string(1 << b.bw_log) + "x" +
-         std::to_string(1 << b.bh_log) + "x" + std::to_string(1 << b.bd_log);
+  const std::string k = taps_per_ktile == 1 ? "x128B_kmajor_brick"
+                                            : "x" + std::to_string(taps_per_ktile) + "x" +
+                                                  std::to_string(128 / taps_per_ktile) + "B_kmajor_tapgroups_brick";
+  return std::string(split ? "tma_3xtf32_wgmma_128x" : "tma_wgmma_128x") + std::to_string(bn) + k +
+         std::to_string(1 << b.bw_log) + "x" + std::to_string(1 << b.bh_log) + "x" + std::to_string(1 << b.bd_log);
 }
 std::string tile_fwd(const ConvProblem& p, DType t, MathMode m) {
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
   const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
-  return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_pairs(t, m, p.in_channels));
+  const int64_t cs = fwd_source_channels(p, t, m);
+  return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, cs)) +
+         (cs != p.in_channels ? "_channels_padded_to" + std::to_string(cs) : "");
 }
 std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
   const int out[3] = {int(p.in[0]), int(p.in[1]), int(p.in[2])};
   const int step[3] = {1, 1, 1};
   const int64_t classes = p.stride[0] * p.stride[1] * p.stride[2];
-  return kmajor_tile(out, step, dgrad_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_pairs(t, m, p.out_channels)) +
+  return kmajor_tile(out, step, dgrad_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, p.out_channels)) +
          (classes > 1 ? "_residues" + std::to_string(classes) : "");
 }
 std::string tile_wgrad(const ConvProblem& p, DType t, MathMode) {

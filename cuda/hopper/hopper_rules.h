@@ -11,9 +11,16 @@ namespace hopper {
 int fwd_bn(const ConvProblem& p, bool split);    // result-channel tile of the forward GEMM: 64 or 128
 int dgrad_bn(const ConvProblem& p, bool split);  // input-channel tile of the grad-input GEMM (3xTF32: 64)
 int wgrad_bn(const ConvProblem& p);  // output-channel tile of the grad-weight GEMM
-// Forward / grad-input K-tiles of two taps x 64 bytes (16-bit sources of at most 32 channels: `source_channels` is C
-// for the forward pass, O for grad-input) instead of one tap padded to 128 bytes.
-bool tap_pairs(DType t, MathMode m, int64_t source_channels);
+// Taps per forward / grad-input K-tile (`source_channels` is C for the forward pass, O for grad-input): 8 taps of
+// 16 bytes where a pixel's channels fit 16 bytes, 2 taps of 64 bytes for 16-bit sources of at most 32 channels,
+// else 1 tap (128 bytes per channel block). 3xTF32 takes 1.
+int tap_group(DType t, MathMode m, int64_t source_channels);
+// The forward pass's source channels: C, or C padded with zeros to 16 bytes per pixel (8 16-bit, 4 float32) where
+// fewer fill them (a first layer's RGB: the copy engine needs 16-byte pixel strides); the padded copies of x and w
+// live in the forward workspace.
+int64_t fwd_source_channels(const ConvProblem& p, DType t, MathMode m);
+// Bytes of the padded copy of `rows` pixels of `channels` source channels, 256-byte aligned.
+size_t padded_bytes(int64_t rows, int64_t channels, DType t);
 
 // A brick of `rows` (a power of two) result positions, bw x bh x bd (W, H, D; powers of two), whose TMA box
 // (extent times the traversal step, <= 256, step <= 8) fits the copy engine's limits. False when none does.

@@ -203,7 +203,12 @@ void check_one(const Cfg& c, DType t, MathMode m, std::mt19937& g) {
 
 float median_ms(std::vector<float> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; }
 
+// HOPPER_BENCH_DTYPE (bf16 / tf32 / f32) and HOPPER_BENCH_OP (fwd / dgrad / wgrad) narrow the run, e.g. for ncu.
 void bench(const char* only) {
+  const char* dtype_only = std::getenv("HOPPER_BENCH_DTYPE");
+  const char* op_env = std::getenv("HOPPER_BENCH_OP");
+  const std::string op_only = op_env ? op_env : "";
+  auto wanted = [&](const char* op) { return op_only.empty() || op_only == op; };
   struct Named { const char* name; Cfg c; };
   const Named cases[] = {
       {"unet_64", {2, 64, 64, 64, 64, 64, 3, 3, 3, 1, 1, 1, 1}},
@@ -211,6 +216,7 @@ void bench(const char* only) {
       {"video_c3d", {4, 64, 128, 16, 56, 56, 3, 3, 3, 1, 1, 1, 1}},
       {"down_s2", {4, 32, 64, 64, 64, 64, 3, 3, 3, 2, 1, 1, 1}},
       {"pointwise", {8, 128, 256, 16, 28, 28, 1, 1, 1, 1, 0, 0, 1}},
+      {"kb54", {16, 3, 64, 64, 64, 64, 3, 3, 3, 1, 0, 0, 1}},
   };
   std::mt19937 g(7);
   for (auto& nc : cases)
@@ -218,13 +224,15 @@ void bench(const char* only) {
       if (only && std::string(only) != nc.name) continue;
       const DType t = v == 0 ? DType::kBF16 : DType::kF32;
       const MathMode m = v == 2 ? MathMode::kAccurate : MathMode::kTF32;
+      if (dtype_only && std::string(dtype_only) != dname(t, m)) continue;
       const ConvProblem p = make(nc.c);
       const size_t es = dtype_size(t);
       Dev x(p.x_elements() * es), w(p.w_elements() * es), y(p.y_elements() * es), dx(p.x_elements() * es);
       // Random data: tensor cores run measurably faster on constant or zero operands.
       Buf hx = random_buf(t, p.x_elements(), g), hw = random_buf(t, p.w_elements(), g), hy = random_buf(t, p.y_elements(), g);
       x.up(hx.raw); w.up(hw.raw); y.up(hy.raw);
-      Dev ws(std::max(hopper::dgrad_workspace_bytes(p, t, m), hopper::wgrad_workspace_bytes(p, t, m)));
+      Dev ws(std::max({hopper::fwd_workspace_bytes(p, t, m), hopper::dgrad_workspace_bytes(p, t, m),
+                       hopper::wgrad_workspace_bytes(p, t, m)}));
       const double gflop = 2.0 * p.batch * p.out_spatial() * p.out_channels * p.in_channels * p.taps() * 1e-9;
       auto time = [&](auto&& fn) {
         for (int i = 0; i < 3; ++i) fn();
@@ -238,15 +246,15 @@ void bench(const char* only) {
         return median_ms(ts);
       };
       std::printf("%-10s %-4s", nc.name, dname(t, m));
-      if (hopper::accepts_fwd(p, t, m)) {
-        const float ms = time([&] { hopper::fwd(p, t, m, x.p, w.p, nullptr, y.p, nullptr, 0, nullptr); });
+      if (wanted("fwd") && hopper::accepts_fwd(p, t, m)) {
+        const float ms = time([&] { hopper::fwd(p, t, m, x.p, w.p, nullptr, y.p, ws.p, ws.n, nullptr); });
         std::printf("  fwd %.3f ms (%.0f TF/s)", ms, gflop / ms);
       }
-      if (hopper::accepts_dgrad(p, t, m)) {
+      if (wanted("dgrad") && hopper::accepts_dgrad(p, t, m)) {
         const float ms = time([&] { hopper::dgrad(p, t, m, y.p, w.p, dx.p, ws.p, ws.n, nullptr); });
         std::printf("  dgrad %.3f ms (%.0f TF/s)", ms, gflop / ms);
       }
-      if (hopper::accepts_wgrad(p, t, m)) {
+      if (wanted("wgrad") && hopper::accepts_wgrad(p, t, m)) {
         const float ms = time([&] { hopper::wgrad(p, t, m, x.p, y.p, w.p, ws.p, ws.n, nullptr); });
         std::printf("  wgrad %.3f ms (%.0f TF/s) [%s]", ms, gflop / ms, hopper::tile_wgrad(p, t, m).c_str());
       }
@@ -268,6 +276,11 @@ int main(int argc, char** argv) {
       {1, 64, 256, 4, 4, 4, 3, 3, 3, 2, 2, 0, 2},     {2, 40, 32, 9, 6, 5, 3, 3, 3, 3, 1, 2, 1},
       {2, 64, 72, 6, 5, 16, 3, 3, 3, 1, 1, 1, 1},     {1, 64, 32, 4, 9, 20, 1, 3, 5, 1, 2, 2, 1},
       {1, 128, 136, 3, 4, 8, 3, 3, 3, 1, 1, 1, 1},    {2, 64, 64, 9, 7, 4, 2, 2, 1, 1, 0, 0, 1},
+      // first layers: a pixel's channels fit 16 bytes (8 taps per K-tile; 16-bit C < 8 and float32 C < 4 padded)
+      {2, 3, 64, 6, 7, 9, 3, 3, 3, 1, 1, 1, 1},       {1, 1, 16, 5, 6, 7, 3, 3, 3, 1, 1, 1, 1},
+      {2, 5, 24, 7, 8, 9, 3, 3, 3, 2, 1, 1, 1},       {1, 4, 72, 6, 9, 5, 2, 3, 4, 1, 1, 2, 2},
+      {1, 3, 136, 8, 8, 8, 7, 7, 7, 2, 3, 3, 1},      {2, 2, 64, 4, 20, 20, 1, 5, 5, 1, 0, 2, 1},
+      {1, 8, 128, 5, 9, 6, 3, 3, 3, 1, 1, 1, 1},
   };
   std::uniform_int_distribution<int> u(0, 1 << 30);
   for (int r = 0; r < 30; ++r) {  // random configurations
