@@ -41,18 +41,14 @@ struct TmaArgs {
 // adds after the K-tile (the tensor cores' own accumulation drifts over thousands of terms: measured 1.8e-5 to
 // 2.7e-5 relative error at K = 3456-5400 without this, against a 1e-5 bound). kSplitBufs small buffers are used
 // round-robin by K-tile. 64-wide N tiles only, for registers (two accumulator blocks).
-// TG (taps per K-tile, 1, 2 or 8; sources whose channels fill at most 128 / TG bytes per pixel): a K-tile holds TG
-// filter taps of 128 / TG bytes each instead of one tap padded to 128 bytes. The A tile is TG regions of 128 rows x
-// (128 / TG) bytes, one per tap, the B tile TG regions of BN rows x (128 / TG) bytes. TG = 2 (16-bit, <= 32
-// channels): 64-byte swizzle, wgmma k-steps 0-1 read region 0, 2-3 region 1. TG = 8 (16 bytes of channels: 8
-// 16-bit or 4 float32, a first layer's padded RGB): no swizzle, each region a column of 8 x 16-byte core matrices,
-// k-step s reads regions 2s and 2s + 1 (the descriptor's leading offset is the region size). Taps past the filter's
-// last one (the walk's remainder) read a filter tap past the end (zeros in B) over a box past the batch (zeros in A).
+// TG (taps per K-tile, 1 or 2): with TG = 2 (16-bit sources of at most 32 channels) a K-tile holds two filter taps
+// of 64 bytes each instead of one tap padded to 128 bytes. The A tile is two regions of 128 rows x 64 bytes (64-byte
+// swizzle), one per tap, the B tile two regions of BN rows x 64 bytes; wgmma k-steps 0-1 read region 0, 2-3 region 1.
+// An odd tap count leaves the last K-tile's second region to a tap past the filter (zeros in B) over a box past
+// the batch (zeros in A).
 template <typename T, int BN, bool SPLIT = false, int TG = 1>
 struct TmaCfg {
-  static_assert(TG == 1 || TG == 2 || TG == 8, "1, 2 or 8 taps per K-tile");
-  static_assert(TG == 1 || !SPLIT, "tap groups are not split (3xTF32)");
-  static_assert(TG != 2 || sizeof(T) == 2, "tap pairs are for 16-bit operands");
+  static_assert(TG == 1 || (TG == 2 && !SPLIT && sizeof(T) == 2), "tap pairs are for 16-bit operands");
   static constexpr int kTapBytes = 128 / TG;                      // one tap's channels in a K-tile row
   static constexpr int kBK = kTapBytes / sizeof(T);               // source channels per box
   static constexpr int kRegionA = 128 * kTapBytes, kRegionB = BN * kTapBytes;  // TG > 1: one tap's A and B regions
@@ -127,7 +123,7 @@ struct TmaConvOp {
     }
   }
 
-  // TG > 1: TG taps (one channel block, cblocks == 1), those past the filter when the walk has run out.
+  // TG = 2: two taps (one channel block, cblocks == 1), the second past the filter when the walk has run out.
   __device__ __forceinline__ void issue_group(Cursor& c, uint32_t stage, uint32_t bar) const {
     const TmaArgs& g = *a;
 #pragma unroll
@@ -195,14 +191,6 @@ struct TmaConvOp {
         const uint32_t off = (ks & 1) * 32;
         const uint64_t da = smem_desc(stage + (ks >> 1) * Cfg::kRegionA + consumer * 64 * 64 + off, 16, 512, 2);
         const uint64_t db = smem_desc(stage + Cfg::kABytes + (ks >> 1) * Cfg::kRegionB + off, 16, 512, 2);
-        Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
-      }
-    } else if constexpr (TG == 8) {
-#pragma unroll
-      for (int ks = 0; ks < 4; ++ks) {  // 32-byte k-steps: the 16-byte regions 2 ks and 2 ks + 1, unswizzled
-        const uint64_t da =
-            smem_desc(stage + 2 * ks * Cfg::kRegionA + consumer * 64 * 16, Cfg::kRegionA, 128, 0);
-        const uint64_t db = smem_desc(stage + Cfg::kABytes + 2 * ks * Cfg::kRegionB, Cfg::kRegionB, 128, 0);
         Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
       }
     } else {

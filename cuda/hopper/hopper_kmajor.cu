@@ -94,33 +94,75 @@ std::string transpose_filter(const ConvProblem& p, DType t, const void* w, void*
   return e == cudaSuccess ? "" : std::string("hopper: filter transpose failed: ") + cudaGetErrorString(e);
 }
 
-// dst[r] = src[r][0..C) followed by zeros, 16 bytes per row r < rows (T: the element's bits, C < 16 / sizeof(T)):
-// a first layer's pixels (or filter rows) padded to the copy engine's 16-byte strides.
+// A first layer's folded source (hopper_rules.h, Fold): one thread per 16 bytes of xf, NDHWC x (C channels) ->
+// xf[n][d][h'][w'][cf] with cf = (i * kw + j) * C + c for folded taps (i, j), zeros outside x and from f.raw on.
+// T: the element's bits.
 template <typename T>
-__global__ void pad_channels_kernel(const T* __restrict__ src, uint4* __restrict__ dst, i64 rows, int C) {
-  constexpr int kPadded = 16 / int(sizeof(T));
-  for (i64 r = blockIdx.x * i64(blockDim.x) + threadIdx.x; r < rows; r += i64(gridDim.x) * blockDim.x) {
+__global__ void fold_taps_kernel(const T* __restrict__ x, uint4* __restrict__ xf, ConvProblem p, int64_t cf,
+                                 int64_t raw, bool fold_h, int64_t chunks) {
+  constexpr int kPer = 16 / int(sizeof(T));
+  const int64_t C = p.in_channels, kw = p.kernel[2];
+  const int64_t hf = fold_h ? p.out[1] : p.in[1], wf = p.out[2];  // xf's H and W extents
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < chunks; q += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t pix = q / (cf / kPer), e0 = (q - pix * (cf / kPer)) * kPer;
+    const int64_t wq = pix % wf, hq = (pix / wf) % hf, nd = pix / (wf * hf);  // nd = n * D + d
     union {
-      T e[kPadded];
+      T e[kPer];
       uint4 v;
-    } row;
+    } out;
 #pragma unroll
-    for (int c = 0; c < kPadded; ++c) row.e[c] = c < C ? src[r * C + c] : T(0);
-    dst[r] = row.v;
+    for (int k = 0; k < kPer; ++k) {
+      const int64_t e = e0 + k;
+      T v = T(0);
+      if (e < raw) {
+        const int64_t c = e % C, j = (e / C) % kw, i = e / (C * kw);
+        const int64_t w = wq * p.stride[2] - p.pad_lo[2] + j * p.dilation[2];
+        const int64_t h = fold_h ? hq * p.stride[1] - p.pad_lo[1] + i * p.dilation[1] : hq;
+        if (w >= 0 && w < p.in[2] && h >= 0 && h < p.in[1]) v = x[((nd * p.in[1] + h) * p.in[2] + w) * C + c];
+      }
+      out.e[k] = v;
+    }
+    xf[q] = out.v;
   }
 }
 
-std::string pad_channels(DType t, const void* src, void* dst, i64 rows, int C, cudaStream_t stream) {
-  if (rows == 0) return "";
-  const unsigned blocks = unsigned(std::min<i64>((rows + 255) / 256, i64(sm_count()) * 16));
-  if (dtype_size(t) == 2)
-    pad_channels_kernel<uint16_t><<<blocks, 256, 0, stream>>>(static_cast<const uint16_t*>(src),
-                                                              static_cast<uint4*>(dst), rows, C);
-  else
-    pad_channels_kernel<uint32_t><<<blocks, 256, 0, stream>>>(static_cast<const uint32_t*>(src),
-                                                              static_cast<uint4*>(dst), rows, C);
+// dst[r] = src[r][0..C) followed by zeros up to Cp (16-byte rows of dst), for r < rows: the folded filter's rows.
+template <typename T>
+__global__ void pad_rows_kernel(const T* __restrict__ src, uint4* __restrict__ dst, int64_t rows, int64_t C,
+                                int64_t Cp) {
+  constexpr int kPer = 16 / int(sizeof(T));
+  const int64_t chunks = rows * (Cp / kPer);
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < chunks; q += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = q / (Cp / kPer), e0 = (q - r * (Cp / kPer)) * kPer;
+    union {
+      T e[kPer];
+      uint4 v;
+    } out;
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) out.e[k] = e0 + k < C ? src[r * C + e0 + k] : T(0);
+    dst[q] = out.v;
+  }
+}
+
+// xf and the folded filter into the workspace (fwd_workspace_bytes: xf first, then the filter).
+template <typename T>
+std::string fold(const ConvProblem& p, DType t, const Fold& f, const void* x, const void* w, void* workspace,
+                 cudaStream_t stream) {
+  const ConvProblem& q = f.folded;
+  const int64_t cf = q.in_channels, per = 16 / int64_t(sizeof(T));
+  const int64_t xchunks = q.batch * q.in_spatial() * (cf / per);
+  const int64_t wrows = q.out_channels * q.taps();
+  const unsigned cap = unsigned(sm_count()) * 16;
+  uint4* wdst = reinterpret_cast<uint4*>(static_cast<char*>(workspace) + padded_bytes(q.batch * q.in_spatial(), cf, t));
+  if (xchunks > 0)
+    fold_taps_kernel<T><<<unsigned(std::min<int64_t>((xchunks + 255) / 256, cap)), 256, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<uint4*>(workspace), p, cf, f.raw, f.h, xchunks);
+  const int64_t wchunks = wrows * (cf / per);
+  if (wchunks > 0)
+    pad_rows_kernel<T><<<unsigned(std::min<int64_t>((wchunks + 255) / 256, cap)), 256, 0, stream>>>(
+        static_cast<const T*>(w), wdst, wrows, f.raw, cf);
   const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? "" : std::string("hopper: channel padding failed: ") + cudaGetErrorString(e);
+  return e == cudaSuccess ? "" : std::string("hopper: folding a first layer's taps failed: ") + cudaGetErrorString(e);
 }
 
 // ---- TMA path
@@ -175,7 +217,7 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
   const uint64_t es = uint64_t(dtype_size(t));
   const int tg = tap_group(t, m, k.Cs);  // taps per K-tile (conv_tma.cuh)
   const int bk = 128 / tg / int(es);
-  const int swizzle = tg == 1 ? 128 : tg == 2 ? 64 : 0;
+  const int swizzle = 128 / tg;
   const int taps = rm.kfull[0] * rm.kfull[1] * rm.kfull[2];
   const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 128 >> (br.bw_log + br.bh_log);
   CUtensorMap ma, mb;
@@ -225,17 +267,6 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
                                          : launch_tma<__nv_bfloat16, 128, false, 2>(ma, mb, mc, a, batch, stream))
                              : (bn == 64 ? launch_tma<__half, 64, false, 2>(ma, mb, mc, a, batch, stream)
                                          : launch_tma<__half, 128, false, 2>(ma, mb, mc, a, batch, stream));
-  if (tg == 8) {
-    switch (t) {
-      case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64, false, 8>(ma, mb, mc, a, batch, stream)
-                                         : launch_tma<__nv_bfloat16, 128, false, 8>(ma, mb, mc, a, batch, stream);
-      case DType::kF16: return bn == 64 ? launch_tma<__half, 64, false, 8>(ma, mb, mc, a, batch, stream)
-                                        : launch_tma<__half, 128, false, 8>(ma, mb, mc, a, batch, stream);
-      case DType::kF32: return bn == 64 ? launch_tma<float, 64, false, 8>(ma, mb, mc, a, batch, stream)
-                                        : launch_tma<float, 128, false, 8>(ma, mb, mc, a, batch, stream);
-      default: return "hopper: unsupported dtype";
-    }
-  }
   switch (t) {
     case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64>(ma, mb, mc, a, batch, stream)
                                        : launch_tma<__nv_bfloat16, 128>(ma, mb, mc, a, batch, stream);
@@ -255,19 +286,18 @@ std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const 
                 void* workspace, size_t workspace_bytes, void* stream) {
   if (!accepts_fwd(p, t, m)) return "hopper: forward problem not accepted";
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const int64_t cs = fwd_source_channels(p, t, m);
-  if (cs != p.in_channels) {  // x and w padded to 16-byte pixels in the workspace
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) {  // a first layer: run the folded convolution on the folded copies
     if (workspace == nullptr || workspace_bytes < fwd_workspace_bytes(p, t, m))
       return "hopper: forward workspace too small";
-    const i64 pixels = p.batch * p.in_spatial();
-    void* wp = static_cast<char*>(workspace) + padded_bytes(pixels, cs, t);
-    std::string err = pad_channels(t, x, workspace, pixels, int(p.in_channels), s);
-    if (err.empty()) err = pad_channels(t, w, wp, p.out_channels * p.taps(), int(p.in_channels), s);
+    const std::string err = dtype_size(t) == 2 ? fold<uint16_t>(p, t, f, x, w, workspace, s)
+                                               : fold<uint32_t>(p, t, f, x, w, workspace, s);
     if (!err.empty()) return err;
-    x = workspace;
-    w = wp;
+    const ConvProblem& q = f.folded;
+    const void* wf = static_cast<char*>(workspace) + padded_bytes(q.batch * q.in_spatial(), q.in_channels, t);
+    return fwd(q, t, m, workspace, wf, bias, y, nullptr, 0, stream);
   }
-  KMajorArgs a = common(p, t, int(cs), int(p.out_channels));
+  KMajorArgs a = common(p, t, int(p.in_channels), int(p.out_channels));
   a.src = x; a.wgt = w; a.bias = bias; a.dst = y;
   a.M = p.batch * p.out_spatial();
   for (int d = 0; d < 3; ++d) {

@@ -33,17 +33,35 @@ int dgrad_bn(const ConvProblem& p, bool split) { return (p.in_channels <= 64 || 
 int wgrad_bn(const ConvProblem& p) { return p.out_channels <= 64 ? 64 : 128; }
 int tap_group(DType t, MathMode m, int64_t source_channels) {
   if (split_tf32(t, m)) return 1;
-  if (source_channels * dtype_size(t) <= 16) return 8;
   return ((t == DType::kBF16 || t == DType::kF16) && source_channels <= 32) ? 2 : 1;
-}
-
-int64_t fwd_source_channels(const ConvProblem& p, DType t, MathMode m) {
-  const bool pads = !split_tf32(t, m) && tensor_core_dtype(t, m) && p.in_channels < chunk_elems(t);
-  return pads ? chunk_elems(t) : p.in_channels;
 }
 
 size_t padded_bytes(int64_t rows, int64_t channels, DType t) {
   return align256(size_t(rows) * size_t(channels) * size_t(dtype_size(t)));
+}
+
+bool fwd_fold(const ConvProblem& p, DType t, MathMode m, Fold* f) {
+  if (!tensor_core_dtype(t, m) || p.groups != 1 || p.in_channels * dtype_size(t) >= 16) return false;
+  const int64_t row_limit = 128 / dtype_size(t);  // folded channels: one 128-byte channel block
+  for (const bool h : {true, false}) {
+    const int64_t raw = p.in_channels * p.kernel[2] * (h ? p.kernel[1] : 1);
+    const int64_t padded = (raw + chunk_elems(t) - 1) / chunk_elems(t) * chunk_elems(t);
+    if (padded > row_limit) continue;
+    f->h = h;
+    f->raw = raw;
+    f->folded = p;
+    f->folded.in_channels = padded;
+    f->folded.layout = Layout::kNDHWC;
+    for (int d = h ? 1 : 2; d < 3; ++d) {  // folded axes: the source is already at the result's positions
+      f->folded.in[d] = p.out[d];
+      f->folded.kernel[d] = 1;
+      f->folded.stride[d] = 1;
+      f->folded.pad_lo[d] = f->folded.pad_hi[d] = 0;
+      f->folded.dilation[d] = 1;
+    }
+    return true;
+  }
+  return false;
 }
 
 bool brick_for(const int out[3], const int step[3], Brick* b, int rows) {
@@ -117,8 +135,10 @@ WgradSplit wgrad_split(const ConvProblem& p, DType t) {
 }
 
 bool accepts_fwd(const ConvProblem& p, DType t, MathMode m) {
-  if (!(tensor_core_dtype(t, m) || split_tf32(t, m)) || p.groups != 1 ||
-      fwd_source_channels(p, t, m) % chunk_elems(t) != 0 || !fits(p))
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) return fits(p) && accepts_fwd(f.folded, t, m);
+  if (!(tensor_core_dtype(t, m) || split_tf32(t, m)) || p.groups != 1 || p.in_channels % chunk_elems(t) != 0 ||
+      !fits(p))
     return false;
   if (!split_tf32(t, m)) return true;
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
@@ -141,9 +161,11 @@ bool accepts_wgrad(const ConvProblem& p, DType t, MathMode m) {
 }
 
 size_t fwd_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
-  const int64_t cs = fwd_source_channels(p, t, m);
-  if (cs == p.in_channels) return 0;
-  return padded_bytes(p.batch * p.in_spatial(), cs, t) + padded_bytes(p.out_channels * p.taps(), cs, t);
+  Fold f;
+  if (!fwd_fold(p, t, m, &f)) return 0;
+  const ConvProblem& q = f.folded;
+  return padded_bytes(q.batch * q.in_spatial(), q.in_channels, t) +
+         padded_bytes(q.out_channels * q.taps(), q.in_channels, t);
 }
 
 size_t dgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode) {
@@ -165,11 +187,13 @@ static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool
          std::to_string(1 << b.bw_log) + "x" + std::to_string(1 << b.bh_log) + "x" + std::to_string(1 << b.bd_log);
 }
 std::string tile_fwd(const ConvProblem& p, DType t, MathMode m) {
+  Fold f;
+  if (fwd_fold(p, t, m, &f))
+    return tile_fwd(f.folded, t, m) + (f.h ? "_hw_taps_folded_into" : "_w_taps_folded_into") +
+           std::to_string(f.folded.in_channels) + "_channels";
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
   const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
-  const int64_t cs = fwd_source_channels(p, t, m);
-  return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, cs)) +
-         (cs != p.in_channels ? "_channels_padded_to" + std::to_string(cs) : "");
+  return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, p.in_channels));
 }
 std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
   const int out[3] = {int(p.in[0]), int(p.in[1]), int(p.in[2])};

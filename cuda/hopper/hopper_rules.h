@@ -11,15 +11,22 @@ namespace hopper {
 int fwd_bn(const ConvProblem& p, bool split);    // result-channel tile of the forward GEMM: 64 or 128
 int dgrad_bn(const ConvProblem& p, bool split);  // input-channel tile of the grad-input GEMM (3xTF32: 64)
 int wgrad_bn(const ConvProblem& p);  // output-channel tile of the grad-weight GEMM
-// Taps per forward / grad-input K-tile (`source_channels` is C for the forward pass, O for grad-input): 8 taps of
-// 16 bytes where a pixel's channels fit 16 bytes, 2 taps of 64 bytes for 16-bit sources of at most 32 channels,
-// else 1 tap (128 bytes per channel block). 3xTF32 takes 1.
+// Taps per forward / grad-input K-tile (`source_channels` is C for the forward pass, O for grad-input): 2 taps of
+// 64 bytes for 16-bit sources of at most 32 channels, else 1 tap (128 bytes per channel block).
 int tap_group(DType t, MathMode m, int64_t source_channels);
-// The forward pass's source channels: C, or C padded with zeros to 16 bytes per pixel (8 16-bit, 4 float32) where
-// fewer fill them (a first layer's RGB: the copy engine needs 16-byte pixel strides); the padded copies of x and w
-// live in the forward workspace.
-int64_t fwd_source_channels(const ConvProblem& p, DType t, MathMode m);
-// Bytes of the padded copy of `rows` pixels of `channels` source channels, 256-byte aligned.
+
+// A first layer's forward pass (fewer than 16 bytes of channels per pixel, e.g. RGB) with its W filter taps, and
+// its H taps too where they fit, folded into the channels: x is gathered into
+//   xf[n][d][h'][w'][(i * kw + j) * C + c] = x[n][d][h][w][c],  w = w' * sw - pad_w + j * dw (h likewise when folded),
+// zeros outside x and past the folded channels (padded to 16 bytes), and w's rows are padded alike; what is left is
+// the convolution `folded` of xf by a filter of 1 tap along each folded axis. Both copies live in the workspace.
+struct Fold {
+  bool h = false;         // the H taps are folded too (else W only)
+  int64_t raw = 0;        // folded channels C * kw (* kh)
+  ConvProblem folded;     // the convolution that remains (its in_channels: raw padded to 16 bytes)
+};
+bool fwd_fold(const ConvProblem& p, DType t, MathMode m, Fold* f);
+// Bytes of a copy of `rows` pixels of `channels` channels, 256-byte aligned.
 size_t padded_bytes(int64_t rows, int64_t channels, DType t);
 
 // A brick of `rows` (a power of two) result positions, bw x bh x bd (W, H, D; powers of two), whose TMA box
