@@ -101,26 +101,31 @@ template <typename T>
 __global__ void fold_taps_kernel(const T* __restrict__ x, uint4* __restrict__ xf, ConvProblem p, int64_t cf,
                                  int64_t raw, bool fold_h, int64_t chunks) {
   constexpr int kPer = 16 / int(sizeof(T));
-  const int64_t C = p.in_channels, kw = p.kernel[2];
+  const int C = int(p.in_channels), kw = int(p.kernel[2]), per_pixel = int(cf / kPer);
   const int64_t hf = fold_h ? p.out[1] : p.in[1], wf = p.out[2];  // xf's H and W extents
   for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < chunks; q += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t pix = q / (cf / kPer), e0 = (q - pix * (cf / kPer)) * kPer;
-    const int64_t wq = pix % wf, hq = (pix / wf) % hf, nd = pix / (wf * hf);  // nd = n * D + d
+    const int64_t pix = q / per_pixel;
+    const int e0 = int(q - pix * per_pixel) * kPer;
+    const int64_t wq = pix % wf, t = pix / wf, hq = t % hf, nd = t / hf;  // nd = n * D + d
+    // (i, j, c) of element e0, then advanced element by element (no division in the loop)
+    int c = e0 % C, j = (e0 / C) % kw, i = e0 / (C * kw);
     union {
       T e[kPer];
       uint4 v;
     } out;
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
-      const int64_t e = e0 + k;
       T v = T(0);
-      if (e < raw) {
-        const int64_t c = e % C, j = (e / C) % kw, i = e / (C * kw);
-        const int64_t w = wq * p.stride[2] - p.pad_lo[2] + j * p.dilation[2];
-        const int64_t h = fold_h ? hq * p.stride[1] - p.pad_lo[1] + i * p.dilation[1] : hq;
+      if (e0 + k < raw) {
+        const int64_t w = wq * p.stride[2] - p.pad_lo[2] + int64_t(j) * p.dilation[2];
+        const int64_t h = fold_h ? hq * p.stride[1] - p.pad_lo[1] + int64_t(i) * p.dilation[1] : hq;
         if (w >= 0 && w < p.in[2] && h >= 0 && h < p.in[1]) v = x[((nd * p.in[1] + h) * p.in[2] + w) * C + c];
       }
       out.e[k] = v;
+      if (++c == C) {
+        c = 0;
+        if (++j == kw) { j = 0; ++i; }
+      }
     }
     xf[q] = out.v;
   }
