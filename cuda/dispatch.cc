@@ -93,10 +93,11 @@ const Rule kRules[] = {
     {"float64: only sm80 has it", [](const Query& q) { return q.t == DType::kF64; }, &kSm80},
     {"JAXCONV3D_FAMILY=sm80", [](const Query&) { return forced("sm80"); }, &kSm80},
     {"JAXCONV3D_FAMILY=hopper", [](const Query&) { return forced("hopper"); }, &kHopper},
-    {"forward of a first layer (under 16 bytes of input channels per pixel): hopper folds the W (and H) filter "
-     "taps into the channels",
+    {"a first layer (under 16 bytes of input channels per pixel) in bf16, f16 or tf32: hopper folds the W (and H) "
+     "filter taps into the channels",
      [](const Query& q) {
-       return q.op == Op::kFwd && q.cc == 90 && q.p.in_per_group() * int64_t(dtype_size(q.t)) < 16 &&
+       const bool tensor_core = q.t == DType::kBF16 || q.t == DType::kF16 || q.m == MathMode::kTF32;
+       return q.cc == 90 && tensor_core && q.p.in_per_group() * int64_t(dtype_size(q.t)) < 16 &&
               q.p.out_per_group() >= 16;
      },
      &kHopper},

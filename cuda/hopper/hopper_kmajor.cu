@@ -6,6 +6,7 @@
 
 #include "hopper/conv_kmajor.cuh"
 #include "hopper/conv_tma.cuh"
+#include "hopper/fold.cuh"
 #include "hopper/hopper_rules.h"
 #include "hopper/launch.cuh"
 
@@ -92,82 +93,6 @@ std::string transpose_filter(const ConvProblem& p, DType t, const void* w, void*
   }
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: filter transpose failed: ") + cudaGetErrorString(e);
-}
-
-// A first layer's folded source (hopper_rules.h, Fold): one thread per 16 bytes of xf, NDHWC x (C channels) ->
-// xf[n][d][h'][w'][cf] with cf = (i * kw + j) * C + c for folded taps (i, j), zeros outside x and from f.raw on.
-// T: the element's bits.
-template <typename T>
-__global__ void fold_taps_kernel(const T* __restrict__ x, uint4* __restrict__ xf, ConvProblem p, int64_t cf,
-                                 int64_t raw, bool fold_h, int64_t chunks) {
-  constexpr int kPer = 16 / int(sizeof(T));
-  const int C = int(p.in_channels), kw = int(p.kernel[2]), per_pixel = int(cf / kPer);
-  const int64_t hf = fold_h ? p.out[1] : p.in[1], wf = p.out[2];  // xf's H and W extents
-  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < chunks; q += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t pix = q / per_pixel;
-    const int e0 = int(q - pix * per_pixel) * kPer;
-    const int64_t wq = pix % wf, t = pix / wf, hq = t % hf, nd = t / hf;  // nd = n * D + d
-    // (i, j, c) of element e0, then advanced element by element (no division in the loop)
-    int c = e0 % C, j = (e0 / C) % kw, i = e0 / (C * kw);
-    union {
-      T e[kPer];
-      uint4 v;
-    } out;
-#pragma unroll
-    for (int k = 0; k < kPer; ++k) {
-      T v = T(0);
-      if (e0 + k < raw) {
-        const int64_t w = wq * p.stride[2] - p.pad_lo[2] + int64_t(j) * p.dilation[2];
-        const int64_t h = fold_h ? hq * p.stride[1] - p.pad_lo[1] + int64_t(i) * p.dilation[1] : hq;
-        if (w >= 0 && w < p.in[2] && h >= 0 && h < p.in[1]) v = x[((nd * p.in[1] + h) * p.in[2] + w) * C + c];
-      }
-      out.e[k] = v;
-      if (++c == C) {
-        c = 0;
-        if (++j == kw) { j = 0; ++i; }
-      }
-    }
-    xf[q] = out.v;
-  }
-}
-
-// dst[r] = src[r][0..C) followed by zeros up to Cp (16-byte rows of dst), for r < rows: the folded filter's rows.
-template <typename T>
-__global__ void pad_rows_kernel(const T* __restrict__ src, uint4* __restrict__ dst, int64_t rows, int64_t C,
-                                int64_t Cp) {
-  constexpr int kPer = 16 / int(sizeof(T));
-  const int64_t chunks = rows * (Cp / kPer);
-  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < chunks; q += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = q / (Cp / kPer), e0 = (q - r * (Cp / kPer)) * kPer;
-    union {
-      T e[kPer];
-      uint4 v;
-    } out;
-#pragma unroll
-    for (int k = 0; k < kPer; ++k) out.e[k] = e0 + k < C ? src[r * C + e0 + k] : T(0);
-    dst[q] = out.v;
-  }
-}
-
-// xf and the folded filter into the workspace (fwd_workspace_bytes: xf first, then the filter).
-template <typename T>
-std::string fold(const ConvProblem& p, DType t, const Fold& f, const void* x, const void* w, void* workspace,
-                 cudaStream_t stream) {
-  const ConvProblem& q = f.folded;
-  const int64_t cf = q.in_channels, per = 16 / int64_t(sizeof(T));
-  const int64_t xchunks = q.batch * q.in_spatial() * (cf / per);
-  const int64_t wrows = q.out_channels * q.taps();
-  const unsigned cap = unsigned(sm_count()) * 16;
-  uint4* wdst = reinterpret_cast<uint4*>(static_cast<char*>(workspace) + padded_bytes(q.batch * q.in_spatial(), cf, t));
-  if (xchunks > 0)
-    fold_taps_kernel<T><<<unsigned(std::min<int64_t>((xchunks + 255) / 256, cap)), 256, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<uint4*>(workspace), p, cf, f.raw, f.h, xchunks);
-  const int64_t wchunks = wrows * (cf / per);
-  if (wchunks > 0)
-    pad_rows_kernel<T><<<unsigned(std::min<int64_t>((wchunks + 255) / 256, cap)), 256, 0, stream>>>(
-        static_cast<const T*>(w), wdst, wrows, f.raw, cf);
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? "" : std::string("hopper: folding a first layer's taps failed: ") + cudaGetErrorString(e);
 }
 
 // ---- TMA path
@@ -295,11 +220,11 @@ std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const 
   if (fwd_fold(p, t, m, &f)) {  // a first layer: run the folded convolution on the folded copies
     if (workspace == nullptr || workspace_bytes < fwd_workspace_bytes(p, t, m))
       return "hopper: forward workspace too small";
-    const std::string err = dtype_size(t) == 2 ? fold<uint16_t>(p, t, f, x, w, workspace, s)
-                                               : fold<uint32_t>(p, t, f, x, w, workspace, s);
-    if (!err.empty()) return err;
     const ConvProblem& q = f.folded;
-    const void* wf = static_cast<char*>(workspace) + padded_bytes(q.batch * q.in_spatial(), q.in_channels, t);
+    void* wf = static_cast<char*>(workspace) + padded_bytes(q.batch * q.in_spatial(), q.in_channels, t);
+    std::string err = fold_source(p, t, f, x, workspace, s);
+    if (err.empty()) err = fold_filter(t, f, w, wf, s);
+    if (!err.empty()) return err;
     return fwd(q, t, m, workspace, wf, bias, y, nullptr, 0, stream);
   }
   KMajorArgs a = common(p, t, int(p.in_channels), int(p.out_channels));
@@ -322,6 +247,17 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
   if (workspace_bytes < dgrad_workspace_bytes(p, t, m) || workspace == nullptr)
     return "hopper: grad-input workspace too small";
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) {  // a first layer: the folded grad-input, then each x element summed over its copies
+    const ConvProblem& q = f.folded;
+    char* wf = static_cast<char*>(workspace);
+    char* dxf = wf + padded_bytes(q.out_channels * q.taps(), q.in_channels, t);
+    char* inner = dxf + padded_bytes(q.batch * q.in_spatial(), q.in_channels, t);
+    std::string err = fold_filter(t, f, w, wf, s);
+    if (err.empty()) err = dgrad(q, t, m, dy, wf, dxf, inner, dgrad_workspace_bytes(q, t, m), stream);
+    if (err.empty()) err = unfold_source(p, t, f, dxf, dx, s);
+    return err;
+  }
   std::string err = transpose_filter(p, t, w, workspace, s);
   if (!err.empty()) return err;
   if (p.batch == 0) return "";

@@ -45,8 +45,9 @@ bool fwd_fold(const ConvProblem& p, DType t, MathMode m, Fold* f) {
   const int64_t row_limit = 128 / dtype_size(t);  // folded channels: one 128-byte channel block
   for (const bool h : {true, false}) {
     const int64_t raw = p.in_channels * p.kernel[2] * (h ? p.kernel[1] : 1);
-    const int64_t padded = (raw + chunk_elems(t) - 1) / chunk_elems(t) * chunk_elems(t);
-    if (padded > row_limit) continue;
+    if (raw > row_limit) continue;
+    // float32 takes a whole 128-byte row (TF32 grad-weight reads 32-channel rows); 16-bit the next 16 bytes
+    const int64_t padded = dtype_size(t) == 4 ? row_limit : (raw + chunk_elems(t) - 1) / chunk_elems(t) * chunk_elems(t);
     f->h = h;
     f->raw = raw;
     f->folded = p;
@@ -70,8 +71,9 @@ bool brick_for(const int out[3], const int step[3], Brick* b, int rows) {
   int lr = 0;
   while ((1 << lr) < rows) ++lr;
   // Every power-of-two shape bw x bh x bd of `rows` positions whose box extents (brick x traversal step) fit the
-  // copy engine's 256; the one whose bricks cover the fewest positions past the result wins (a 56-wide axis takes
-  // 8 x 7 bricks, not 64 x 1 with an eighth of it wasted), ties to the wider W, then H (longer contiguous rows).
+  // copy engine's 256, widest W (then H) first: a narrower one replaces the choice only where its bricks cover at
+  // least 1/16 fewer positions (a 56-wide axis takes 8 x 7 bricks, not 64 x 1 with an eighth of it wasted; a
+  // 62-wide one keeps 64-wide bricks: 3% waste costs less than 2-pixel rows).
   int64_t best = -1;
   for (int lw = lr; lw >= 0; --lw)
     for (int lh = lr - lw; lh >= 0; --lh) {
@@ -83,7 +85,7 @@ bool brick_for(const int out[3], const int step[3], Brick* b, int rows) {
         fits_box = fits_box && ext[d] * step[d] <= 256;
         cover *= (int64_t(out[d]) + ext[d] - 1) / ext[d] * ext[d];
       }
-      if (!fits_box || (best >= 0 && cover >= best)) continue;
+      if (!fits_box || (best >= 0 && cover * 16 > best * 15)) continue;
       best = cover;
       b->bw_log = lw;
       b->bh_log = lh;
@@ -148,11 +150,15 @@ bool accepts_fwd(const ConvProblem& p, DType t, MathMode m) {
 }
 
 bool accepts_dgrad(const ConvProblem& p, DType t, MathMode m) {
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) return fits(p) && accepts_dgrad(f.folded, t, m);
   return (tensor_core_dtype(t, m) || split_tf32(t, m)) && p.groups == 1 && p.out_channels % chunk_elems(t) == 0 &&
          fits(p);
 }
 
 bool accepts_wgrad(const ConvProblem& p, DType t, MathMode m) {
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) return fits(p) && accepts_wgrad(f.folded, t, m);
   const bool common = p.groups == 1 && p.in_channels % 8 == 0 && p.out_channels % 8 == 0 &&
                       p.out_spatial() < (int64_t(1) << 31) && fits(p);
   if (t == DType::kBF16 || t == DType::kF16) return common;
@@ -168,11 +174,23 @@ size_t fwd_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
          padded_bytes(q.out_channels * q.taps(), q.in_channels, t);
 }
 
-size_t dgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode) {
+size_t dgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) {  // the folded filter, the folded source's gradient, then the folded grad-input's own
+    const ConvProblem& q = f.folded;
+    return padded_bytes(q.out_channels * q.taps(), q.in_channels, t) +
+           padded_bytes(q.batch * q.in_spatial(), q.in_channels, t) + dgrad_workspace_bytes(q, t, m);
+  }
   return align256(size_t(p.w_elements()) * size_t(dtype_size(t)));  // the transposed filter
 }
 
-size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode) {
+size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) {  // the folded source, the folded filter's gradient, then the folded grad-weight's own
+    const ConvProblem& q = f.folded;
+    return padded_bytes(q.batch * q.in_spatial(), q.in_channels, t) +
+           padded_bytes(q.out_channels * q.taps(), q.in_channels, t) + wgrad_workspace_bytes(q, t, m);
+  }
   const WgradSplit s = wgrad_split(p, t);
   return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
 }
@@ -186,23 +204,28 @@ static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool
   return std::string(split ? "tma_3xtf32_wgmma_128x" : "tma_wgmma_128x") + std::to_string(bn) + k +
          std::to_string(1 << b.bw_log) + "x" + std::to_string(1 << b.bh_log) + "x" + std::to_string(1 << b.bd_log);
 }
+static std::string fold_suffix(const Fold& f) {
+  return (f.h ? "_hw_taps_folded_into" : "_w_taps_folded_into") + std::to_string(f.folded.in_channels) + "_channels";
+}
 std::string tile_fwd(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f))
-    return tile_fwd(f.folded, t, m) + (f.h ? "_hw_taps_folded_into" : "_w_taps_folded_into") +
-           std::to_string(f.folded.in_channels) + "_channels";
+  if (fwd_fold(p, t, m, &f)) return tile_fwd(f.folded, t, m) + fold_suffix(f);
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
   const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
   return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, p.in_channels));
 }
 std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) return tile_dgrad(f.folded, t, m) + fold_suffix(f);
   const int out[3] = {int(p.in[0]), int(p.in[1]), int(p.in[2])};
   const int step[3] = {1, 1, 1};
   const int64_t classes = p.stride[0] * p.stride[1] * p.stride[2];
   return kmajor_tile(out, step, dgrad_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, p.out_channels)) +
          (classes > 1 ? "_residues" + std::to_string(classes) : "");
 }
-std::string tile_wgrad(const ConvProblem& p, DType t, MathMode) {
+std::string tile_wgrad(const ConvProblem& p, DType t, MathMode m) {
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) return tile_wgrad(f.folded, t, m) + fold_suffix(f);
   const WgradSplit s = wgrad_split(p, t);
   Brick b;
   const char* kind = t == DType::kF32 ? "tma_tf32_wgmma_128x" : wgrad_tma(p, t, &b) ? "tma_wgmma_128x" : "gather_wgmma_128x";

@@ -15,11 +15,14 @@ int wgrad_bn(const ConvProblem& p);  // output-channel tile of the grad-weight G
 // 64 bytes for 16-bit sources of at most 32 channels, else 1 tap (128 bytes per channel block).
 int tap_group(DType t, MathMode m, int64_t source_channels);
 
-// A first layer's forward pass (fewer than 16 bytes of channels per pixel, e.g. RGB) with its W filter taps, and
-// its H taps too where they fit, folded into the channels: x is gathered into
+// A first layer (fewer than 16 bytes of channels per pixel, e.g. RGB) with its W filter taps, and its H taps too
+// where they fit, folded into the channels: x is gathered into
 //   xf[n][d][h'][w'][(i * kw + j) * C + c] = x[n][d][h][w][c],  w = w' * sw - pad_w + j * dw (h likewise when folded),
-// zeros outside x and past the folded channels (padded to 16 bytes), and w's rows are padded alike; what is left is
-// the convolution `folded` of xf by a filter of 1 tap along each folded axis. Both copies live in the workspace.
+// zeros outside x and past the folded channels (padded: 16 bytes for 16-bit, 128 bytes for float32), and w's rows
+// are padded alike; what is left is the convolution `folded` of xf by a filter of 1 tap along each folded axis.
+// Forward runs it on xf; grad-weight runs its grad-weight on xf and keeps each row's first `raw` channels;
+// grad-input runs its grad-input and sums each element of x's gradient over the copies xf made of it. The folded
+// copies live in the workspace.
 struct Fold {
   bool h = false;         // the H taps are folded too (else W only)
   int64_t raw = 0;        // folded channels C * kw (* kh)

@@ -5,6 +5,7 @@
 
 #include "hopper/conv_wgrad.cuh"
 #include "hopper/conv_wgrad_tf32.cuh"
+#include "hopper/fold.cuh"
 #include "hopper/hopper_rules.h"
 #include "hopper/launch.cuh"
 
@@ -132,6 +133,18 @@ std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, cons
     const cudaError_t e =
         cudaMemsetAsync(dw, 0, size_t(p.w_elements()) * dtype_size(t), static_cast<cudaStream_t>(stream));
     return e == cudaSuccess ? "" : std::string("hopper: ") + cudaGetErrorString(e);
+  }
+  Fold f;
+  if (fwd_fold(p, t, m, &f)) {  // a first layer: the folded grad-weight on the folded source, each row's raw part kept
+    const ConvProblem& q = f.folded;
+    const cudaStream_t s = static_cast<cudaStream_t>(stream);
+    char* xf = static_cast<char*>(workspace);
+    char* dwf = xf + padded_bytes(q.batch * q.in_spatial(), q.in_channels, t);
+    char* inner = dwf + padded_bytes(q.out_channels * q.taps(), q.in_channels, t);
+    std::string err = fold_source(p, t, f, x, xf, s);
+    if (err.empty()) err = wgrad(q, t, m, xf, dy, dwf, inner, wgrad_workspace_bytes(q, t, m), stream);
+    if (err.empty()) err = unfold_filter(t, f, dwf, dw, s);
+    return err;
   }
   // TF32 runs on TMA only (accepts_wgrad); the test switch moves the 16-bit kinds to the gather path.
   if ((t == DType::kF32 || !no_tma) && wgrad_tma(p, t, &br))
