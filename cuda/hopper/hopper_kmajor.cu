@@ -220,12 +220,11 @@ std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const 
   if (fwd_fold(p, t, m, &f)) {  // a first layer: run the folded convolution on the folded copies
     if (workspace == nullptr || workspace_bytes < fwd_workspace_bytes(p, t, m))
       return "hopper: forward workspace too small";
-    const ConvProblem& q = f.folded;
-    void* wf = static_cast<char*>(workspace) + padded_bytes(q.batch * q.in_spatial(), q.in_channels, t);
+    void* wf = static_cast<char*>(workspace) + folded_source_bytes(f, t);
     std::string err = fold_source(p, t, f, x, workspace, s);
     if (err.empty()) err = fold_filter(t, f, w, wf, s);
     if (!err.empty()) return err;
-    return fwd(q, t, m, workspace, wf, bias, y, nullptr, 0, stream);
+    return fwd(f.folded, t, m, workspace, wf, bias, y, nullptr, 0, stream);
   }
   KMajorArgs a = common(p, t, int(p.in_channels), int(p.out_channels));
   a.src = x; a.wgt = w; a.bias = bias; a.dst = y;
@@ -250,9 +249,9 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
   Fold f;
   if (fwd_fold(p, t, m, &f)) {  // a first layer: the folded grad-input, then each x element summed over its copies
     const ConvProblem& q = f.folded;
-    char* wf = static_cast<char*>(workspace);
-    char* dxf = wf + padded_bytes(q.out_channels * q.taps(), q.in_channels, t);
-    char* inner = dxf + padded_bytes(q.batch * q.in_spatial(), q.in_channels, t);
+    char* dxf = static_cast<char*>(workspace);
+    char* wf = dxf + folded_source_bytes(f, t);
+    char* inner = wf + folded_filter_bytes(f, t);
     std::string err = fold_filter(t, f, w, wf, s);
     if (err.empty()) err = dgrad(q, t, m, dy, wf, dxf, inner, dgrad_workspace_bytes(q, t, m), stream);
     if (err.empty()) err = unfold_source(p, t, f, dxf, dx, s);

@@ -17,6 +17,10 @@ int64_t chunk_elems(DType t) { return 16 / dtype_size(t); }
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t positions(const ConvProblem& p) { return p.batch * p.out_spatial(); }
 size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+// Bytes of a copy of `rows` pixels of `channels` channels, 256-byte aligned.
+size_t padded_bytes(int64_t rows, int64_t channels, DType t) {
+  return align256(size_t(rows) * size_t(channels) * size_t(dtype_size(t)));
+}
 
 // Sizes the kernels index with 32-bit integers (extents, channel counts, tap counts) and launch limits.
 bool fits(const ConvProblem& p) {
@@ -36,9 +40,6 @@ int tap_group(DType t, MathMode m, int64_t source_channels) {
   return ((t == DType::kBF16 || t == DType::kF16) && source_channels <= 32) ? 2 : 1;
 }
 
-size_t padded_bytes(int64_t rows, int64_t channels, DType t) {
-  return align256(size_t(rows) * size_t(channels) * size_t(dtype_size(t)));
-}
 
 bool fwd_fold(const ConvProblem& p, DType t, MathMode m, Fold* f) {
   if (!tensor_core_dtype(t, m) || p.groups != 1 || p.in_channels * dtype_size(t) >= 16) return false;
@@ -166,31 +167,31 @@ bool accepts_wgrad(const ConvProblem& p, DType t, MathMode m) {
   return t == DType::kF32 && m == MathMode::kTF32 && common && wgrad_tma(p, t, &b);  // TMA path only
 }
 
+size_t folded_source_bytes(const Fold& f, DType t) {
+  return padded_bytes(f.folded.batch * f.folded.in_spatial(), f.folded.in_channels, t);
+}
+size_t folded_filter_bytes(const Fold& f, DType t) {
+  return padded_bytes(f.folded.out_channels * f.folded.taps(), f.folded.in_channels, t);
+}
+
+// A first layer's workspace: the folded source (xf, or dxf), the folded filter (wf, or dwf), then what the
+// operation on the folded convolution needs itself.
 size_t fwd_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (!fwd_fold(p, t, m, &f)) return 0;
-  const ConvProblem& q = f.folded;
-  return padded_bytes(q.batch * q.in_spatial(), q.in_channels, t) +
-         padded_bytes(q.out_channels * q.taps(), q.in_channels, t);
+  return fwd_fold(p, t, m, &f) ? folded_source_bytes(f, t) + folded_filter_bytes(f, t) : 0;
 }
 
 size_t dgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f)) {  // the folded filter, the folded source's gradient, then the folded grad-input's own
-    const ConvProblem& q = f.folded;
-    return padded_bytes(q.out_channels * q.taps(), q.in_channels, t) +
-           padded_bytes(q.batch * q.in_spatial(), q.in_channels, t) + dgrad_workspace_bytes(q, t, m);
-  }
+  if (fwd_fold(p, t, m, &f))
+    return folded_source_bytes(f, t) + folded_filter_bytes(f, t) + dgrad_workspace_bytes(f.folded, t, m);
   return align256(size_t(p.w_elements()) * size_t(dtype_size(t)));  // the transposed filter
 }
 
 size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f)) {  // the folded source, the folded filter's gradient, then the folded grad-weight's own
-    const ConvProblem& q = f.folded;
-    return padded_bytes(q.batch * q.in_spatial(), q.in_channels, t) +
-           padded_bytes(q.out_channels * q.taps(), q.in_channels, t) + wgrad_workspace_bytes(q, t, m);
-  }
+  if (fwd_fold(p, t, m, &f))
+    return folded_source_bytes(f, t) + folded_filter_bytes(f, t) + wgrad_workspace_bytes(f.folded, t, m);
   const WgradSplit s = wgrad_split(p, t);
   return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
 }

@@ -29,8 +29,10 @@ struct Fold {
   ConvProblem folded;     // the convolution that remains (its in_channels: raw padded to 16 bytes)
 };
 bool fwd_fold(const ConvProblem& p, DType t, MathMode m, Fold* f);
-// Bytes of a copy of `rows` pixels of `channels` channels, 256-byte aligned.
-size_t padded_bytes(int64_t rows, int64_t channels, DType t);
+// A first layer's workspace holds the folded source (or its gradient) first, then the folded filter (or its
+// gradient), then the folded operation's own workspace; these are the first two sizes.
+size_t folded_source_bytes(const Fold& f, DType t);
+size_t folded_filter_bytes(const Fold& f, DType t);
 
 // A brick of `rows` (a power of two) result positions, bw x bh x bd (W, H, D; powers of two), whose TMA box
 // (extent times the traversal step, <= 256, step <= 8) fits the copy engine's limits. False when none does.

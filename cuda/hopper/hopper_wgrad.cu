@@ -139,8 +139,8 @@ std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, cons
     const ConvProblem& q = f.folded;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     char* xf = static_cast<char*>(workspace);
-    char* dwf = xf + padded_bytes(q.batch * q.in_spatial(), q.in_channels, t);
-    char* inner = dwf + padded_bytes(q.out_channels * q.taps(), q.in_channels, t);
+    char* dwf = xf + folded_source_bytes(f, t);
+    char* inner = dwf + folded_filter_bytes(f, t);
     std::string err = fold_source(p, t, f, x, xf, s);
     if (err.empty()) err = wgrad(q, t, m, xf, dy, dwf, inner, wgrad_workspace_bytes(q, t, m), stream);
     if (err.empty()) err = unfold_filter(t, f, dwf, dw, s);
