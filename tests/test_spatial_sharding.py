@@ -236,3 +236,28 @@ def test_shard_map_transposed_convolution():
         else:
             raise AssertionError("expected a ValueError")
     """)
+
+
+def test_scaling_script_runs_and_keeps_activations_sharded(tmp_path):
+    """scripts/scaling.py (the multi-GPU scaling table of docs/perf.md) on four CPU devices, tiny shapes: every row
+    is timed, equals the one-device step, and ours never all-gathers an activation."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "scaling.py"
+    out = tmp_path / "scaling.json"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    args = ["--devices", "1", "2", "4", "--shape", "4", "3", "4", "8", "8", "8", "--dtype", "float32", "--reps", "2",
+            "--shardings", "batch", "D", "--json", str(out)]
+    done = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["impl"], r["sharding"], r["devices"]) for r in rows} >= {
+        ("ours", "batch", 1), ("ours", "batch", 2), ("ours", "D", 2), ("ours", "batch", 4), ("ours", "D", 4)}
+    for r in rows:
+        assert r["ms"] > 0 and r["max_rel_diff_vs_1"] < 1e-4, r
+        if r["impl"] == "ours":
+            assert not r["all_gather"], r
