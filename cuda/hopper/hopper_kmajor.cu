@@ -217,7 +217,7 @@ std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const 
   if (!accepts_fwd(p, t, m)) return "hopper: forward problem not accepted";
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   Fold f;
-  if (fwd_fold(p, t, m, &f)) {  // a first layer: run the folded convolution on the folded copies
+  if (first_layer_fold(p, t, m, &f)) {  // a first layer: run the folded convolution on the folded copies
     if (workspace == nullptr || workspace_bytes < fwd_workspace_bytes(p, t, m))
       return "hopper: forward workspace too small";
     void* wf = static_cast<char*>(workspace) + folded_source_bytes(f, t);
@@ -247,7 +247,7 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
     return "hopper: grad-input workspace too small";
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   Fold f;
-  if (fwd_fold(p, t, m, &f)) {  // a first layer: the folded grad-input, then each x element summed over its copies
+  if (first_layer_fold(p, t, m, &f)) {  // a first layer: the folded grad-input, then each x element summed over its copies
     const ConvProblem& q = f.folded;
     char* dxf = static_cast<char*>(workspace);
     char* wf = dxf + folded_source_bytes(f, t);

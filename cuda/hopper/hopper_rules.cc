@@ -40,8 +40,7 @@ int tap_group(DType t, MathMode m, int64_t source_channels) {
   return ((t == DType::kBF16 || t == DType::kF16) && source_channels <= 32) ? 2 : 1;
 }
 
-
-bool fwd_fold(const ConvProblem& p, DType t, MathMode m, Fold* f) {
+bool first_layer_fold(const ConvProblem& p, DType t, MathMode m, Fold* f) {
   if (!tensor_core_dtype(t, m) || p.groups != 1 || p.in_channels * dtype_size(t) >= 16) return false;
   const int64_t row_limit = 128 / dtype_size(t);  // folded channels: one 128-byte channel block
   for (const bool h : {true, false}) {
@@ -139,7 +138,7 @@ WgradSplit wgrad_split(const ConvProblem& p, DType t) {
 
 bool accepts_fwd(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f)) return fits(p) && accepts_fwd(f.folded, t, m);
+  if (first_layer_fold(p, t, m, &f)) return fits(p) && accepts_fwd(f.folded, t, m);
   if (!(tensor_core_dtype(t, m) || split_tf32(t, m)) || p.groups != 1 || p.in_channels % chunk_elems(t) != 0 ||
       !fits(p))
     return false;
@@ -152,14 +151,14 @@ bool accepts_fwd(const ConvProblem& p, DType t, MathMode m) {
 
 bool accepts_dgrad(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f)) return fits(p) && accepts_dgrad(f.folded, t, m);
+  if (first_layer_fold(p, t, m, &f)) return fits(p) && accepts_dgrad(f.folded, t, m);
   return (tensor_core_dtype(t, m) || split_tf32(t, m)) && p.groups == 1 && p.out_channels % chunk_elems(t) == 0 &&
          fits(p);
 }
 
 bool accepts_wgrad(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f)) return fits(p) && accepts_wgrad(f.folded, t, m);
+  if (first_layer_fold(p, t, m, &f)) return fits(p) && accepts_wgrad(f.folded, t, m);
   const bool common = p.groups == 1 && p.in_channels % 8 == 0 && p.out_channels % 8 == 0 &&
                       p.out_spatial() < (int64_t(1) << 31) && fits(p);
   if (t == DType::kBF16 || t == DType::kF16) return common;
@@ -178,19 +177,19 @@ size_t folded_filter_bytes(const Fold& f, DType t) {
 // operation on the folded convolution needs itself.
 size_t fwd_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  return fwd_fold(p, t, m, &f) ? folded_source_bytes(f, t) + folded_filter_bytes(f, t) : 0;
+  return first_layer_fold(p, t, m, &f) ? folded_source_bytes(f, t) + folded_filter_bytes(f, t) : 0;
 }
 
 size_t dgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f))
+  if (first_layer_fold(p, t, m, &f))
     return folded_source_bytes(f, t) + folded_filter_bytes(f, t) + dgrad_workspace_bytes(f.folded, t, m);
   return align256(size_t(p.w_elements()) * size_t(dtype_size(t)));  // the transposed filter
 }
 
 size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f))
+  if (first_layer_fold(p, t, m, &f))
     return folded_source_bytes(f, t) + folded_filter_bytes(f, t) + wgrad_workspace_bytes(f.folded, t, m);
   const WgradSplit s = wgrad_split(p, t);
   return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
@@ -210,14 +209,14 @@ static std::string fold_suffix(const Fold& f) {
 }
 std::string tile_fwd(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f)) return tile_fwd(f.folded, t, m) + fold_suffix(f);
+  if (first_layer_fold(p, t, m, &f)) return tile_fwd(f.folded, t, m) + fold_suffix(f);
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
   const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
   return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, p.in_channels));
 }
 std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f)) return tile_dgrad(f.folded, t, m) + fold_suffix(f);
+  if (first_layer_fold(p, t, m, &f)) return tile_dgrad(f.folded, t, m) + fold_suffix(f);
   const int out[3] = {int(p.in[0]), int(p.in[1]), int(p.in[2])};
   const int step[3] = {1, 1, 1};
   const int64_t classes = p.stride[0] * p.stride[1] * p.stride[2];
@@ -226,7 +225,7 @@ std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
 }
 std::string tile_wgrad(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
-  if (fwd_fold(p, t, m, &f)) return tile_wgrad(f.folded, t, m) + fold_suffix(f);
+  if (first_layer_fold(p, t, m, &f)) return tile_wgrad(f.folded, t, m) + fold_suffix(f);
   const WgradSplit s = wgrad_split(p, t);
   Brick b;
   const char* kind = t == DType::kF32 ? "tma_tf32_wgmma_128x" : wgrad_tma(p, t, &b) ? "tma_wgmma_128x" : "gather_wgmma_128x";

@@ -28,7 +28,7 @@ struct Fold {
   int64_t raw = 0;        // folded channels C * kw (* kh)
   ConvProblem folded;     // the convolution that remains (its in_channels: raw padded to 16 bytes)
 };
-bool fwd_fold(const ConvProblem& p, DType t, MathMode m, Fold* f);
+bool first_layer_fold(const ConvProblem& p, DType t, MathMode m, Fold* f);
 // A first layer's workspace holds the folded source (or its gradient) first, then the folded filter (or its
 // gradient), then the folded operation's own workspace; these are the first two sizes.
 size_t folded_source_bytes(const Fold& f, DType t);

@@ -135,7 +135,7 @@ std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, cons
     return e == cudaSuccess ? "" : std::string("hopper: ") + cudaGetErrorString(e);
   }
   Fold f;
-  if (fwd_fold(p, t, m, &f)) {  // a first layer: the folded grad-weight on the folded source, each row's raw part kept
+  if (first_layer_fold(p, t, m, &f)) {  // a first layer: the folded grad-weight on the folded source, each row's raw part kept
     const ConvProblem& q = f.folded;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     char* xf = static_cast<char*>(workspace);
