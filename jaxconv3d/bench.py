@@ -307,7 +307,7 @@ def run_bench(
     say(
         "ms per call; WRONG = result over the check's bound\n"
         "ref/ours = fastest reference (torch, torch:cl, xla, xla:cl) / fastest of ours (ours:torch, ours:torch:cl,"
-        " ours:jax, ours:jax:cl); > 1: ours faster; :cl = channels_last_3d tensors (torch) or NDHWC / DHWIO arrays (jax)"
+        " ours:jax, ours:jax:cl); > 1: ours faster;\n:cl = channels_last_3d tensors (torch) or NDHWC / DHWIO arrays (jax)"
     )
     if device.is_gpu:
         say("H100 columns: suite.json's fastest of the same three references, and the floor, on an H100")

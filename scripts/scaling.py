@@ -96,7 +96,8 @@ def max_rel_diff(got, want) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--shape", type=int, nargs=6, default=[1, 32, 32, 256, 256, 256], metavar=("N", "C", "O", "D", "H", "W"))
+    ap.add_argument("--shape", type=int, nargs=6, default=[1, 32, 32, 256, 256, 256],
+                    metavar=("N", "C", "O", "D", "H", "W"))
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--shardings", nargs="+", default=["batch", "D"], choices=sorted(SHARDINGS))
@@ -139,7 +140,8 @@ def main() -> int:
                 hlo = step.lower(xs, ws, bs).compile().as_text()
                 ms = timed(step, (xs, ws, bs), args.reps)
                 row = dict(impl=impl, sharding=name, devices=n, ms=ms, all_gather="all-gather" in hlo,
-                           collective_permute="collective-permute" in hlo, peak_bytes_per_device=peak_bytes(visible[:n]))
+                           collective_permute="collective-permute" in hlo,
+                           peak_bytes_per_device=peak_bytes(visible[:n]))
                 if impl in single:
                     row["max_rel_diff_vs_1"] = max_rel_diff(jax.device_get(step(xs, ws, bs)), single[impl][1])
                 if "ours" in single:
@@ -150,7 +152,8 @@ def main() -> int:
                       + (f"  efficiency {eff:5.2f}" if eff is not None else "")
                       + f"  all-gather {row['all_gather']!s:5s}"
                       + (f"  diff {row['max_rel_diff_vs_1']:.1e}" if "max_rel_diff_vs_1" in row else "")
-                      + (f"  peak {row['peak_bytes_per_device'] / 2**30:.1f} GiB" if row["peak_bytes_per_device"] else ""),
+                      + (f"  peak {row['peak_bytes_per_device'] / 2**30:.1f} GiB"
+                         if row["peak_bytes_per_device"] else ""),
                       flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -90,7 +90,9 @@ __global__ void copy_rows_kernel(const T* __restrict__ src, T* __restrict__ dst,
   }
 }
 
-unsigned blocks_for(int64_t work) { return unsigned(std::max<int64_t>(1, std::min<int64_t>((work + 255) / 256, int64_t(sm_count()) * 16))); }
+unsigned blocks_for(int64_t work) {
+  return unsigned(std::max<int64_t>(1, std::min<int64_t>((work + 255) / 256, int64_t(sm_count()) * 16)));
+}
 
 std::string launched(const char* what) {
   const cudaError_t e = cudaGetLastError();

@@ -247,7 +247,8 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
     return "hopper: grad-input workspace too small";
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   Fold f;
-  if (first_layer_fold(p, t, m, &f)) {  // a first layer: the folded grad-input, then each x element summed over its copies
+  // A first layer: the folded grad-input, then each x element summed over its copies.
+  if (first_layer_fold(p, t, m, &f)) {
     const ConvProblem& q = f.folded;
     char* dxf = static_cast<char*>(workspace);
     char* wf = dxf + folded_source_bytes(f, t);

@@ -47,7 +47,7 @@ bool first_layer_fold(const ConvProblem& p, DType t, MathMode m, Fold* f) {
     const int64_t raw = p.in_channels * p.kernel[2] * (h ? p.kernel[1] : 1);
     if (raw > row_limit) continue;
     // float32 takes a whole 128-byte row (TF32 grad-weight reads 32-channel rows); 16-bit the next 16 bytes
-    const int64_t padded = dtype_size(t) == 4 ? row_limit : (raw + chunk_elems(t) - 1) / chunk_elems(t) * chunk_elems(t);
+    const int64_t padded = dtype_size(t) == 4 ? row_limit : ceil_div(raw, chunk_elems(t)) * chunk_elems(t);
     f->h = h;
     f->raw = raw;
     f->folded = p;

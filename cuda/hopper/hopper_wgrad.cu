@@ -135,7 +135,8 @@ std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, cons
     return e == cudaSuccess ? "" : std::string("hopper: ") + cudaGetErrorString(e);
   }
   Fold f;
-  if (first_layer_fold(p, t, m, &f)) {  // a first layer: the folded grad-weight on the folded source, each row's raw part kept
+  // A first layer: the folded grad-weight on the folded source, keeping each row's first f.raw channels.
+  if (first_layer_fold(p, t, m, &f)) {
     const ConvProblem& q = f.folded;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     char* xf = static_cast<char*>(workspace);
