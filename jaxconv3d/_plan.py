@@ -9,6 +9,7 @@ lookup. `explain()` is the public view of the same answers.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
 from typing import Any, Sequence
@@ -81,10 +82,11 @@ def native_layout(cfg: ConvConfig, dtype: Any, cc: int, op: str, layout: int = N
 
 
 def cc_of(device: Any = None) -> int:
-    """Compute capability (10 * major + minor; 0 for the CPU) of `device`: None (JAX's default device), an int cc,
-    'cpu', 'cuda:9.0' / 'gpu:9.0' (an explicit capability), a JAX device or a torch device."""
+    """Compute capability (10 * major + minor; 0 for the CPU) of `device`: None (JAX's default device; without JAX
+    installed, torch's current CUDA device, else the CPU), an int cc, 'cpu', 'cuda:9.0' / 'gpu:9.0' (an explicit
+    capability), a JAX device or a torch device."""
     if device is None:
-        return _jax_default_cc()
+        return _jax_default_cc() if _HAVE_JAX else _torch_default_cc()
     if isinstance(device, bool):
         raise TypeError(f"device must be a device, a device string or a compute capability, got {device!r}")
     if isinstance(device, int):
@@ -113,6 +115,18 @@ def _jax_cc(device: Any) -> int:
     text = str(getattr(device, "compute_capability", "0.0"))
     major, _, minor = text.partition(".")
     return 10 * int(major) + int(minor or 0)
+
+
+_HAVE_JAX = importlib.util.find_spec("jax") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_default_cc() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return _torch_cc("cuda") if torch.cuda.is_available() else 0
 
 
 @functools.lru_cache(maxsize=None)

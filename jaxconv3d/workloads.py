@@ -320,6 +320,8 @@ def environment_info(device: Device) -> dict[str, Any]:
         jax=jax.__version__,
         jaxconv3d=__version__,
         python=platform.python_version(),
+        host_cpu=_host_cpu(),
+        host_cores=os.cpu_count(),
     )
     with contextlib.suppress(ImportError, AttributeError):
         import jaxlib
@@ -337,6 +339,16 @@ def environment_info(device: Device) -> dict[str, Any]:
         )
         info.update(_jax_cuda_versions())
     return info
+
+
+def _host_cpu() -> str:
+    """The host processor's model (small calls are host-bound: a slower host slows host-heavy fronts the most)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def _jax_cuda_versions() -> dict[str, Any]:

@@ -7,7 +7,7 @@ the cotangents) sharded and w, b replicated. Reported per (implementation, shard
   - parallel efficiency: t(1 device, ours) / (n x t(n devices));
   - whether the compiled program all-gathers an activation (a halo plan has only collective-permutes);
   - the largest |difference| against the same step on one device, relative to its largest value;
-  - peak bytes in use per device (`memory_stats()`, where the backend reports it).
+  - bytes per device the compiled step needs (arguments + results + XLA temporaries, `memory_analysis()`).
 
     python scripts/scaling.py --devices 1 2 4 --dtype bfloat16 --shape 1 32 32 256 256 256 --json out/scaling.json
     python scripts/scaling.py --devices 4 --shape 1 32 32 704 704 704 --skip-single   # larger than one GPU
@@ -42,8 +42,10 @@ def conv_fn(impl: str, padding: int):
         return lambda x, w, b: jaxconv3d.conv3d(x, w, b, padding=padding)
 
     def lax_conv(x, w, b):
+        # float32 at HIGHEST, i.e. float32-accurate like ours (XLA's default on a GPU is TF32 for float32)
         y = jax.lax.conv_general_dilated(x, w, (1, 1, 1), [(padding, padding)] * 3,
-                                         dimension_numbers=("NCDHW", "OIDHW", "NCDHW"))
+                                         dimension_numbers=("NCDHW", "OIDHW", "NCDHW"),
+                                         precision=jax.lax.Precision.HIGHEST)
         return y + b.reshape(1, -1, 1, 1, 1)
 
     return lax_conv
@@ -75,14 +77,14 @@ def timed(fn, args, reps: int, min_loop_ms: float = 20.0) -> float:
     return statistics.median(samples)
 
 
-def peak_bytes(devices) -> int | None:
-    peaks = []
-    for d in devices:
-        stats = d.memory_stats() if hasattr(d, "memory_stats") else None
-        if not stats or "peak_bytes_in_use" not in stats:
-            return None
-        peaks.append(int(stats["peak_bytes_in_use"]))
-    return max(peaks)
+def program_bytes(compiled) -> int | None:
+    """Bytes one device needs for the compiled step: its arguments, results and XLA's temporaries (per-device sizes
+    of the SPMD program; `memory_stats()`'s peak would carry over from the configurations timed before)."""
+    try:
+        m = compiled.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+    except Exception:  # a backend without the analysis
+        return None
 
 
 def max_rel_diff(got, want) -> float:
@@ -137,11 +139,12 @@ def main() -> int:
                     continue
                 xs = jax.device_put(x, NamedSharding(mesh, spec))
                 ws, bs = (jax.device_put(t, NamedSharding(mesh, P())) for t in (w, b))
-                hlo = step.lower(xs, ws, bs).compile().as_text()
+                compiled = step.lower(xs, ws, bs).compile()
+                hlo = compiled.as_text()
                 ms = timed(step, (xs, ws, bs), args.reps)
                 row = dict(impl=impl, sharding=name, devices=n, ms=ms, all_gather="all-gather" in hlo,
                            collective_permute="collective-permute" in hlo,
-                           peak_bytes_per_device=peak_bytes(visible[:n]))
+                           bytes_per_device=program_bytes(compiled))
                 if impl in single:
                     row["max_rel_diff_vs_1"] = max_rel_diff(jax.device_get(step(xs, ws, bs)), single[impl][1])
                 if "ours" in single:
@@ -152,8 +155,8 @@ def main() -> int:
                       + (f"  efficiency {eff:5.2f}" if eff is not None else "")
                       + f"  all-gather {row['all_gather']!s:5s}"
                       + (f"  diff {row['max_rel_diff_vs_1']:.1e}" if "max_rel_diff_vs_1" in row else "")
-                      + (f"  peak {row['peak_bytes_per_device'] / 2**30:.1f} GiB"
-                         if row["peak_bytes_per_device"] else ""),
+                      + (f"  memory {row['bytes_per_device'] / 2**20:.1f} MiB/device"
+                         if row["bytes_per_device"] else ""),
                       flush=True)
     if args.json:
         with open(args.json, "w") as f:

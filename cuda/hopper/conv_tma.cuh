@@ -1,6 +1,6 @@
 // Forward and grad-input as an implicit GEMM fed by TMA (the family's main path), on the persistent
 // warp-specialised skeleton of persistent.cuh:
-//   rows (M)    = a brick of 128 result positions, bw (W) x bh (H) x bd (D), powers of two; 64 per consumer;
+//   rows (M)    = a brick of 128 result positions, bw (W) x bh (H) x bd (D), powers of two (two 64-row halves);
 //   columns (N) = result channels, BN per tile;
 //   K           = (tap, 128 bytes of source channels) per K-tile.
 // For K-tile (tap j, channel block cb) one 5-D TMA box copies the source pixels the brick reads at that tap:
@@ -28,9 +28,9 @@ struct TmaArgs {
   int ntn;                            // BN-wide column tiles
   int mstride[3], base[3], jstep[3], k[3];
   int cblocks, ktiles;
-  // TMA-store epilogue (identity result map, rows of a multiple of 16 bytes): each consumer stages its 64 x BN
-  // block in shared memory and one thread stores it as boxes of 64 positions x 128 bytes through tmC, whose box is
-  // the consumer's half brick (a box: rows run W fastest, and 64 divides the brick).
+  // TMA-store epilogue (identity result map, rows of a multiple of 16 bytes): a consumer stages each 64 x BN half
+  // of its tile in shared memory and one thread stores it as boxes of 64 positions x 128 bytes through tmC, whose
+  // box is a half brick (a box: rows run W fastest, and 64 divides the brick).
   int tma_store;
 };
 
@@ -56,7 +56,10 @@ struct TmaCfg {
   static constexpr int kBBytes = BN * kRowBytes;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kSplitBufs = SPLIT ? 3 : 0;
-  static constexpr int kEpiBytes = 2 * 64 * BN * int(sizeof(T));  // the two consumers' TMA-store staging
+  // TMA-store staging, per consumer: a whole 128-row tile for 16-bit results (at most 32 KB: a ping-pong consumer
+  // then stages its two halves without waiting for the first's store to leave), else one 64-row half at a time.
+  static constexpr int kEpiRows = sizeof(T) == 2 ? 128 : 64;
+  static constexpr int kEpiBytes = 2 * kEpiRows * BN * int(sizeof(T));
   static constexpr int kSmemMax = 227 * 1024;                        // per block, sm_90
   static constexpr int kFit = (kSmemMax - 1024 - kEpiBytes) / kStageBytes - kSplitBufs;
   static constexpr int kWanted = SPLIT ? (BN == 128 ? 3 : 5) : (BN == 128 ? 6 : 8);
@@ -69,6 +72,8 @@ template <typename T, int BN, bool SPLIT = false, int TG = 1>
 struct TmaConvOp {
   using Cfg = TmaCfg<T, BN, SPLIT, TG>;
   static constexpr bool kStageFreeAfterMma = false;
+  // Ping-pong consumers (persistent.cuh); 3xTF32 keeps them cooperative (its split pass spans both).
+  static constexpr bool kPingPong = !SPLIT;
   const CUtensorMap* tmA;
   const CUtensorMap* tmB;
   const TmaArgs* a;
@@ -212,19 +217,24 @@ struct TmaConvOp {
       asm volatile("bar.sync 3, 128;\n" ::: "memory");
   }
 
-  // TMA-store epilogue: the accumulators (plus bias, rounded exactly as store_block does) go to this consumer's
-  // staging buffer as BN * sizeof(T) / 128 boxes of [64 rows][128 bytes] (128-byte swizzle), then one thread stores
-  // them; rows and columns outside the result are clipped by the copy engine.
-  __device__ __forceinline__ void epilogue_tma(int tile, const float* acc, int consumer, int ctid) const {
+  // TMA-store epilogue: the accumulators of row half `half` (plus bias, rounded exactly as store_block does) go to
+  // consumer `consumer`'s staging buffer as BN * sizeof(T) / 128 boxes of [64 rows][128 bytes] (128-byte swizzle),
+  // then one thread stores them; rows and columns outside the result are clipped by the copy engine.
+  __device__ __forceinline__ void epilogue_tma(int tile, const float* acc, int half, int consumer, int ctid) const {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int kCols = 128 / int(sizeof(T));  // columns per box
     constexpr int kBoxBytes = 64 * 128;
     const TmaArgs& g = *a;
     const Where w = where(tile);
-    const uint32_t buf = epi_base + consumer * (64 * BN * int(sizeof(T)));
+    constexpr int kHalfBytes = 64 * BN * int(sizeof(T));
+    const bool own_half = Cfg::kEpiRows == 128;  // each half has its own region of the staging buffer
+    const uint32_t buf =
+        epi_base + consumer * (Cfg::kEpiRows * BN * int(sizeof(T))) + (own_half ? half * kHalfBytes : 0);
     const T* bias = static_cast<const T*>(g.bias);
-    if (ctid == 0) tma_store_wait_read();  // the previous tile's stores have read the buffer
-    consumer_sync(consumer);
+    if (!own_half || half == 0) {
+      if (ctid == 0) tma_store_wait_read();  // the previous stores have read the buffer
+      consumer_sync(consumer);
+    }
     const int lane = ctid & 31, warp = ctid >> 5;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -251,7 +261,7 @@ struct TmaConvOp {
     fence_proxy_async();
     consumer_sync(consumer);
     if (ctid == 0) {
-      const int r0 = consumer * 64;  // the half brick's first row
+      const int r0 = half * 64;  // the half brick's first row
       const int p2 = w.q2 + (r0 & ((1 << g.bw_log) - 1)), p1 = w.q1 + ((r0 >> g.bw_log) & ((1 << g.bh_log) - 1)),
                 p0 = w.q0 + (r0 >> (g.bw_log + g.bh_log));
 #pragma unroll
@@ -268,9 +278,9 @@ struct TmaConvOp {
   }
 
   // Row r of the brick is position (r % bw, (r / bw) % bh, r / (bw * bh)).
-  __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid) const {
+  __device__ __forceinline__ void epilogue(int tile, const float* acc, int half, int ctid, int consumer) const {
     if (a->tma_store) {
-      epilogue_tma(tile, acc, consumer, ctid);
+      epilogue_tma(tile, acc, half, consumer, ctid);
       return;
     }
     const TmaArgs& g = *a;
@@ -278,7 +288,7 @@ struct TmaConvOp {
     const int bw = 1 << g.bw_log, bh = 1 << g.bh_log;
     T* dst = static_cast<T*>(g.dst);
     store_block<T, BN>(acc, ctid, w.n0, g.Ng, static_cast<const T*>(g.bias), [&](int r) -> T* {
-      r += consumer * 64;
+      r += half * 64;
       const int p2 = w.q2 + (r & (bw - 1)), p1 = w.q1 + ((r >> g.bw_log) & (bh - 1)),
                 p0 = w.q0 + (r >> (g.bw_log + g.bh_log));
       if (p0 >= g.out[0] || p1 >= g.out[1] || p2 >= g.out[2]) return nullptr;

@@ -228,7 +228,7 @@ struct WgradTmaWalk {
     }
   }
   __device__ __forceinline__ void finish(int, int) const {}
-  __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid) const {
+  __device__ __forceinline__ void epilogue(int tile, const float* acc, int consumer, int ctid, int) const {
     const WgradTmaArgs& g = *a;
     const int mb = tile % mblocks(), o0 = ((tile / mblocks()) % oblocks()) * BN;
     store_partials<BN>(acc, g.partial + i64(split_of(tile)) * g.Ntot * g.O, mb * 128 + consumer * 64, o0, g.Ntot,
@@ -241,6 +241,7 @@ template <typename T, int BN>
 struct WgradTmaOp : WgradTmaWalk<BN, 64> {
   using Cfg = WgradCfg<BN>;
   static constexpr bool kStageFreeAfterMma = false;
+  static constexpr bool kPingPong = false;
   static_assert(WgradTmaWalk<BN, 64>::kABytes == Cfg::kABytes, "the walk's A tile is the stage's");
 
   __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate, int) const {

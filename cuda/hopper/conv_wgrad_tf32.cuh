@@ -35,6 +35,7 @@ template <int BN>
 struct WgradTf32Op : WgradTmaWalk<BN, 32> {
   using Cfg = WgradTf32Cfg<BN>;
   static constexpr bool kStageFreeAfterMma = true;
+  static constexpr bool kPingPong = false;  // both consumers share each K-tile's transposed copy
   static_assert(WgradTmaWalk<BN, 32>::kABytes == Cfg::kABytes, "the walk's A tile is the stage's");
   uint32_t copy;  // shared-memory address of the K-major copy
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._transpose import transpose_call_config
+from .._transpose_params import transpose_call_config
 from . import _checked_and_autocast, _library, _ops, _through_dispatcher
 
 
