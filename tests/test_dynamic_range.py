@@ -1,0 +1,54 @@
+"""float32 keeps float32 accuracy over a wide dynamic range (issue 7's contract for any faster float32 path, such as
+3xTF32 on Hopper): operands scaled by powers of two from 2^-30 to 2^30, mixed signs, values whose low bits sit
+exactly on the TF32 rounding boundary (a tie: the split's small part is half a TF32 unit), and operands around
+2^-116, whose small parts past a TF32 split are fp32 denormals. Forward, grad-input and grad-weight through both
+fronts, against float64 F.conv3d on the same float32-rounded values; the error is measured against the size of the
+terms summed (helpers.assert_close_scaled), bound 1e-5 (the check's float32 bound). On a GPU these run whatever the
+dispatcher picks for default float32 (`explain()`); a path that fails them must not be picked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import DEVICES, assert_close_scaled, run_front
+from refs import abs_scales
+from jaxconv3d.reference import reference_and_grads
+
+KW = dict(padding=1)
+X, W = (2, 32, 6, 8, 16), (32, 32, 3, 3, 3)  # 32 channels: the Hopper 3xTF32 forward / grad-input accept it
+
+# (x, w, dy) exponents
+SCALES = [(-30, 0, 0), (30, -30, 0), (0, 30, -30), (-30, -30, 30), (-116, 0, 0), (0, -116, 0), (0, 0, -116)]
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32).astype(np.float64)
+
+
+def _tf32_ties(a: np.ndarray) -> np.ndarray:
+    """a's float32 values with their 13 bits below TF32's 10-bit mantissa set to exactly half a TF32 unit."""
+    bits = a.astype(np.float32).view(np.uint32)
+    return ((bits & np.uint32(0xFFFFE000)) | np.uint32(0x1000)).view(np.float32).astype(np.float64)
+
+
+def _operands(rng, scales, ties: bool):
+    ex, ew, ed = scales
+    x, w = rng.standard_normal(X), rng.standard_normal(W)
+    dy = rng.standard_normal((X[0], W[0], *X[2:]))  # padding 1, stride 1: same spatial extent
+    if ties:
+        x, w, dy = _tf32_ties(x), _tf32_ties(w), _tf32_ties(dy)
+    return _f32(np.ldexp(x, ex)), _f32(np.ldexp(w, ew)), _f32(np.ldexp(dy, ed))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("front", ["torch", "jax"])
+@pytest.mark.parametrize("scales", SCALES + ["ties"], ids=lambda s: s if isinstance(s, str) else "x%dw%ddy%d" % s)
+def test_float32_accuracy_over_a_wide_dynamic_range(device, front, scales, rng):
+    ties = scales == "ties"
+    x, w, dy = _operands(rng, (0, 0, 0) if ties else scales, ties)
+    got = run_front(front, device, "float32", x, w, None, dy, **KW)
+    want = reference_and_grads(x, w, None, dy, **KW)
+    scale = abs_scales(x, w, None, dy, **KW)
+    for name, g, r, s in zip(("forward", "grad_input", "grad_weight"), got, want, scale):
+        assert_close_scaled(g, r, s, 1e-5, f"{front} {device} {scales} {name}")
