@@ -9,7 +9,6 @@ lookup. `explain()` is the public view of the same answers.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import os
 from typing import Any, Sequence
@@ -86,7 +85,7 @@ def cc_of(device: Any = None) -> int:
     installed, torch's current CUDA device, else the CPU), an int cc, 'cpu', 'cuda:9.0' / 'gpu:9.0' (an explicit
     capability), a JAX device or a torch device."""
     if device is None:
-        return _jax_default_cc() if _HAVE_JAX else _torch_default_cc()
+        return _default_cc()
     if isinstance(device, bool):
         raise TypeError(f"device must be a device, a device string or a compute capability, got {device!r}")
     if isinstance(device, int):
@@ -117,23 +116,20 @@ def _jax_cc(device: Any) -> int:
     return 10 * int(major) + int(minor or 0)
 
 
-_HAVE_JAX = importlib.util.find_spec("jax") is not None
-
-
 @functools.lru_cache(maxsize=None)
-def _torch_default_cc() -> int:
+def _default_cc() -> int:
+    """JAX's default device; without JAX installed (the package's HAVE_JAX), torch's current CUDA device, else 0."""
+    from . import HAVE_JAX
+
+    if HAVE_JAX:
+        import jax
+
+        return _jax_cc(jax.devices()[0])
     try:
         import torch
     except ImportError:
         return 0
     return _torch_cc("cuda") if torch.cuda.is_available() else 0
-
-
-@functools.lru_cache(maxsize=None)
-def _jax_default_cc() -> int:
-    import jax
-
-    return _jax_cc(jax.devices()[0])
 
 
 @functools.lru_cache(maxsize=64)

@@ -148,7 +148,7 @@ struct TmaConvOp {
     }
   }
 
-  __device__ __forceinline__ void mma(uint32_t stage, float* acc, int consumer, bool accumulate, int iter) const {
+  __device__ __forceinline__ void mma(uint32_t stage, float* acc, int half, bool accumulate, int iter) const {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
     if constexpr (SPLIT) {
       // big = tf32(x) in place, small = x - big beside it, for the whole stage (A and B); 16 bytes per thread
@@ -178,7 +178,7 @@ struct TmaConvOp {
       wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < Cfg::kBK / 8; ++ks) {
-        const uint32_t ao = consumer * 64 * kRowBytes + ks * 32, bo = Cfg::kABytes + ks * 32;
+        const uint32_t ao = half * 64 * kRowBytes + ks * 32, bo = Cfg::kABytes + ks * 32;
         const uint64_t ab = smem_desc(stage + ao, 16, 1024), as = smem_desc(small + ao, 16, 1024);
         const uint64_t bb = smem_desc(stage + bo, 16, 1024), bs = smem_desc(small + bo, 16, 1024);
         Mma<float, BN, 0, 0>::run(part, as, bb, ks > 0 ? 1 : 0);  // small terms first
@@ -194,14 +194,14 @@ struct TmaConvOp {
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) {  // k16 steps: two per 64-byte region
         const uint32_t off = (ks & 1) * 32;
-        const uint64_t da = smem_desc(stage + (ks >> 1) * Cfg::kRegionA + consumer * 64 * 64 + off, 16, 512, 2);
+        const uint64_t da = smem_desc(stage + (ks >> 1) * Cfg::kRegionA + half * 64 * 64 + off, 16, 512, 2);
         const uint64_t db = smem_desc(stage + Cfg::kABytes + (ks >> 1) * Cfg::kRegionB + off, 16, 512, 2);
         Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
       }
     } else {
 #pragma unroll
       for (int ks = 0; ks < Cfg::kBK / Mma<T, BN, 0, 0>::kStep; ++ks) {
-        const uint64_t da = smem_desc(stage + consumer * 64 * kRowBytes + ks * 32, 16, 1024);
+        const uint64_t da = smem_desc(stage + half * 64 * kRowBytes + ks * 32, 16, 1024);
         const uint64_t db = smem_desc(stage + Cfg::kABytes + ks * 32, 16, 1024);
         Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
       }
@@ -220,7 +220,7 @@ struct TmaConvOp {
   // TMA-store epilogue: the accumulators of row half `half` (plus bias, rounded exactly as store_block does) go to
   // consumer `consumer`'s staging buffer as BN * sizeof(T) / 128 boxes of [64 rows][128 bytes] (128-byte swizzle),
   // then one thread stores them; rows and columns outside the result are clipped by the copy engine.
-  __device__ __forceinline__ void epilogue_tma(int tile, const float* acc, int half, int consumer, int ctid) const {
+  __device__ __forceinline__ void epilogue_tma(int tile, const float* acc, int half, int ctid, int consumer) const {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int kCols = 128 / int(sizeof(T));  // columns per box
     constexpr int kBoxBytes = 64 * 128;
@@ -280,7 +280,7 @@ struct TmaConvOp {
   // Row r of the brick is position (r % bw, (r / bw) % bh, r / (bw * bh)).
   __device__ __forceinline__ void epilogue(int tile, const float* acc, int half, int ctid, int consumer) const {
     if (a->tma_store) {
-      epilogue_tma(tile, acc, half, consumer, ctid);
+      epilogue_tma(tile, acc, half, ctid, consumer);
       return;
     }
     const TmaArgs& g = *a;

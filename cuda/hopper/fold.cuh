@@ -11,6 +11,19 @@
 namespace jaxconv3d {
 namespace hopper {
 
+// A first layer's workspace, carved as hopper_rules.h lays it out: the folded source (or its gradient), the folded
+// filter (or its gradient), then the folded operation's own workspace.
+struct FoldSpace {
+  char* source;
+  char* filter;
+  char* inner;
+};
+inline FoldSpace fold_space(const Fold& f, DType t, void* workspace) {
+  char* source = static_cast<char*>(workspace);
+  char* filter = source + folded_source_bytes(f, t);
+  return FoldSpace{source, filter, filter + folded_filter_bytes(f, t)};
+}
+
 // xf (f.folded's source, NDHWC, f.folded.in_channels channels) from x (NDHWC, p.in_channels channels).
 std::string fold_source(const ConvProblem& p, DType t, const Fold& f, const void* x, void* xf, cudaStream_t stream);
 // The folded filter wf (ODHWI, f.folded.in_channels channels, zeros past f.raw) from w (ODHWI).

@@ -220,11 +220,11 @@ std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const 
   if (first_layer_fold(p, t, m, &f)) {  // a first layer: run the folded convolution on the folded copies
     if (workspace == nullptr || workspace_bytes < fwd_workspace_bytes(p, t, m))
       return "hopper: forward workspace too small";
-    void* wf = static_cast<char*>(workspace) + folded_source_bytes(f, t);
-    std::string err = fold_source(p, t, f, x, workspace, s);
-    if (err.empty()) err = fold_filter(t, f, w, wf, s);
+    const FoldSpace ws = fold_space(f, t, workspace);
+    std::string err = fold_source(p, t, f, x, ws.source, s);
+    if (err.empty()) err = fold_filter(t, f, w, ws.filter, s);
     if (!err.empty()) return err;
-    return fwd(f.folded, t, m, workspace, wf, bias, y, nullptr, 0, stream);
+    return fwd(f.folded, t, m, ws.source, ws.filter, bias, y, nullptr, 0, stream);
   }
   KMajorArgs a = common(p, t, int(p.in_channels), int(p.out_channels));
   a.src = x; a.wgt = w; a.bias = bias; a.dst = y;
@@ -250,12 +250,10 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
   // A first layer: the folded grad-input, then each x element summed over its copies.
   if (first_layer_fold(p, t, m, &f)) {
     const ConvProblem& q = f.folded;
-    char* dxf = static_cast<char*>(workspace);
-    char* wf = dxf + folded_source_bytes(f, t);
-    char* inner = wf + folded_filter_bytes(f, t);
-    std::string err = fold_filter(t, f, w, wf, s);
-    if (err.empty()) err = dgrad(q, t, m, dy, wf, dxf, inner, dgrad_workspace_bytes(q, t, m), stream);
-    if (err.empty()) err = unfold_source(p, t, f, dxf, dx, s);
+    const FoldSpace ws = fold_space(f, t, workspace);  // source: the folded dx
+    std::string err = fold_filter(t, f, w, ws.filter, s);
+    if (err.empty()) err = dgrad(q, t, m, dy, ws.filter, ws.source, ws.inner, dgrad_workspace_bytes(q, t, m), stream);
+    if (err.empty()) err = unfold_source(p, t, f, ws.source, dx, s);
     return err;
   }
   std::string err = transpose_filter(p, t, w, workspace, s);

@@ -139,12 +139,10 @@ std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, cons
   if (first_layer_fold(p, t, m, &f)) {
     const ConvProblem& q = f.folded;
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
-    char* xf = static_cast<char*>(workspace);
-    char* dwf = xf + folded_source_bytes(f, t);
-    char* inner = dwf + folded_filter_bytes(f, t);
-    std::string err = fold_source(p, t, f, x, xf, s);
-    if (err.empty()) err = wgrad(q, t, m, xf, dy, dwf, inner, wgrad_workspace_bytes(q, t, m), stream);
-    if (err.empty()) err = unfold_filter(t, f, dwf, dw, s);
+    const FoldSpace ws = fold_space(f, t, workspace);  // filter: the folded dw
+    std::string err = fold_source(p, t, f, x, ws.source, s);
+    if (err.empty()) err = wgrad(q, t, m, ws.source, dy, ws.filter, ws.inner, wgrad_workspace_bytes(q, t, m), stream);
+    if (err.empty()) err = unfold_filter(t, f, ws.filter, dw, s);
     return err;
   }
   // TF32 runs on TMA only (accepts_wgrad); the test switch moves the 16-bit kinds to the gather path.

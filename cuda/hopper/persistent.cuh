@@ -9,13 +9,14 @@
 //
 // `Op` supplies: `int tiles() const`, `int ktiles(int tile) const`; for the producer a `Cursor cursor(int tile)
 // const` and `void issue(Cursor&, uint32_t stage, uint32_t bar) const` (issues the cursor's K-tile, bringing
-// exactly STAGE_BYTES, and advances it); for the consumers `void mma(uint32_t stage, float* acc, int consumer,
-// bool accumulate, int iter) const` (iter: the consumer's running K-tile count over all its tiles; `consumer`: the
-// 64-row half of the tile) and `void epilogue(int tile, const float* acc, int half, int ctid, int consumer) const`
-// (ctid: 0..127 inside the consumer warpgroup); `static constexpr bool kStageFreeAfterMma`: true when mma() has
-// finished reading the stage by the time it returns (it copied the stage, or waited for its wgmmas), so the stage
-// is released at once instead of after the next K-tile's wgmmas; and `void finish(int consumer, int ctid) const`,
-// run by every consumer thread after its last tile (outstanding asynchronous stores complete there).
+// exactly STAGE_BYTES, and advances it); for the consumers `void mma(uint32_t stage, float* acc, int half,
+// bool accumulate, int iter) const` (iter: the consumer's running K-tile count over all its tiles; `half`: the
+// 64-row half of the tile the accumulators cover) and `void epilogue(int tile, const float* acc, int half, int
+// ctid, int consumer) const` (ctid: 0..127 inside the consumer warpgroup; consumer: the warpgroup writing, whose
+// staging buffer and barrier it uses); `static constexpr bool kStageFreeAfterMma`: true when mma() has finished
+// reading the stage by the time it returns (it copied the stage, or waited for its wgmmas), so the stage is
+// released at once instead of after the next K-tile's wgmmas; and `void finish(int consumer, int ctid) const`, run
+// by every consumer thread after its last tile (outstanding asynchronous stores complete there).
 //
 // `static constexpr bool kPingPong`: the consumers own alternate tiles instead of sharing each one. A consumer then
 // computes all 128 rows of its tile (mma() called for row halves 0 and 1, into two accumulator blocks) and writes
@@ -25,7 +26,6 @@
 // an mbarrier parity wait must never run more than one phase ahead, and the stages between two of a consumer's
 // tiles are refilled once per K-tile of the other's. Registers: the producer warpgroup gives back all but 40 per
 // thread (setmaxnreg), the consumers take 232.
-// epilogue()'s last argument names the consumer writing (its staging buffer and barrier); the first int the half.
 #pragma once
 
 #include "pipeline.cuh"

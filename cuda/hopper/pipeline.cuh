@@ -27,8 +27,6 @@ constexpr int kRowBytes = 128;
 // Byte offset of chunk `j` of row `r` inside a swizzled tile.
 __device__ __forceinline__ uint32_t swz(int r, int j) { return uint32_t(r) * 128u + (uint32_t((j ^ (r & 7))) << 4); }
 
-// Matrix descriptor: 128-byte swizzle, `lbo`/`sbo` in bytes (K-major: LBO unused (1), SBO = 1024 between 8-row
-// groups; MN-major: LBO = stride between 64-wide M/N blocks, SBO = 1024 between 8-row K groups).
 // The kernel's dynamic shared memory, from its first 1024-byte boundary (128-byte swizzle atoms need it; every
 // launcher asks for 1024 bytes of slack).
 __device__ __forceinline__ uint32_t dynamic_smem_base() {
@@ -36,6 +34,8 @@ __device__ __forceinline__ uint32_t dynamic_smem_base() {
   return (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
 }
 
+// Matrix descriptor: 128-byte swizzle, `lbo`/`sbo` in bytes (K-major: LBO unused (1), SBO = 1024 between 8-row
+// groups; MN-major: LBO = stride between 64-wide M/N blocks, SBO = 1024 between 8-row K groups).
 // `layout`: the descriptor's swizzle field, 1 = 128-byte rows (the family's default), 2 = 64-byte rows.
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo, uint32_t layout = 1) {
   return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
