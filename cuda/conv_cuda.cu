@@ -1,6 +1,6 @@
 // The CUDA entry points (conv_kernels.h): validate the problem, ask the dispatcher (dispatch.h) which family runs
-// it on the current device, check the layout and workspace, and hand over to the family: sm80 (cuda/sm80/) or
-// hopper (cuda/hopper/). Launches only on the caller's stream; allocates nothing.
+// it on the current device, check the layout and workspace, and hand over to the family: sm80 (cuda/sm80/),
+// hopper or hopper_smallc (cuda/hopper/). Launches only on the caller's stream; allocates nothing.
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -85,6 +85,7 @@ std::string conv_fwd_cuda(const ConvProblem& p, DType t, MathMode m, const void*
   if (p.batch == 0) return "";
   if (x == nullptr || w == nullptr || y == nullptr) return "jaxconv3d cuda: null tensor pointer";
   if (is_hopper(pl)) return hopper::fwd(p, t, m, x, w, bias, y, workspace, workspace_bytes, stream);
+  if (pl.family == "hopper_smallc") return hopper::fwd_smallc(p, t, m, x, w, bias, y, stream);
   return sm80::fwd(p, t, kernel_of(pl), x, w, bias, y, stream);
 }
 
@@ -107,6 +108,7 @@ std::string conv_wgrad_cuda(const ConvProblem& p, DType t, MathMode m, const voi
   if (dw == nullptr) return "jaxconv3d cuda: null tensor pointer";
   if (p.batch > 0 && (x == nullptr || dy == nullptr)) return "jaxconv3d cuda: null tensor pointer";
   if (is_hopper(pl)) return hopper::wgrad(p, t, m, x, dy, dw, workspace, workspace_bytes, stream);
+  if (pl.family == "hopper_smallc") return hopper::wgrad_smallc(p, t, m, x, dy, dw, workspace, workspace_bytes, stream);
   return sm80::wgrad(p, t, kernel_of(pl), x, dy, dw, workspace, workspace_bytes, stream);
 }
 

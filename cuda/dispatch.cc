@@ -71,9 +71,23 @@ void hopper_fill(const Query& q, Plan* pl) {
   }
 }
 
+// The Hopper family's first-layer forward and grad-weight (conv_smallc*.cuh): either layout.
+bool hopper_smallc_accepts(const Query& q) {
+  if (q.cc != 90) return false;
+  if (q.op == Op::kFwd) return hopper::accepts_fwd_smallc(q.p, q.t, q.m);
+  return q.op == Op::kWgrad && hopper::accepts_wgrad_smallc(q.p, q.t, q.m);
+}
+void hopper_smallc_fill(const Query& q, Plan* pl) {
+  pl->layout = q.p.layout;
+  const bool fwd = q.op == Op::kFwd;
+  pl->tile = fwd ? hopper::tile_fwd_smallc(q.p, q.t, q.m) : hopper::tile_wgrad_smallc(q.p, q.t, q.m);
+  pl->workspace_bytes = fwd ? 0 : hopper::smallc_wgrad_workspace_bytes(q.p, q.t, q.m);
+}
+
 const Family kCpu{"cpu", cpu_accepts, cpu_fill, true, Layout::kNCDHW};
 const Family kSm80{"sm80", sm80_accepts, sm80_fill, false, Layout::kNCDHW};
 const Family kHopper{"hopper", hopper_accepts, hopper_fill, false, Layout::kNDHWC};
+const Family kHopperSmallC{"hopper_smallc", hopper_smallc_accepts, hopper_smallc_fill, true, Layout::kNCDHW};
 
 // ---- the rules
 
@@ -93,11 +107,20 @@ const Rule kRules[] = {
     {"float64: only sm80 has it", [](const Query& q) { return q.t == DType::kF64; }, &kSm80},
     {"JAXCONV3D_FAMILY=sm80", [](const Query&) { return forced("sm80"); }, &kSm80},
     {"JAXCONV3D_FAMILY=hopper", [](const Query&) { return forced("hopper"); }, &kHopper},
-    {"a first layer (under 16 bytes of input channels per pixel) in bf16, f16 or tf32: hopper folds the W (and H) "
-     "filter taps into the channels",
+    {"JAXCONV3D_FAMILY=hopper_smallc", [](const Query&) { return forced("hopper_smallc"); }, &kHopperSmallC},
+    {"a first layer's forward or grad-weight (under 16 input channels, at least 16 output channels) whose "
+     "(channel, tap) columns fit in registers: hopper_smallc gathers its im2col straight into wgmma's A registers, "
+     "in either layout",
+     [](const Query& q) {
+       return q.cc == 90 && q.op != Op::kDgrad && q.p.in_per_group() < 16 && q.p.out_per_group() >= 16;
+     },
+     &kHopperSmallC},
+    {"a first layer (under 16 bytes of input channels per pixel) in bf16, f16 or tf32, or its float32-accurate "
+     "grad-input (3xTF32): hopper folds the W (and H) filter taps into the channels",
      [](const Query& q) {
        const bool tensor_core = q.t == DType::kBF16 || q.t == DType::kF16 || q.m == MathMode::kTF32;
-       return q.cc == 90 && tensor_core && q.p.in_per_group() * int64_t(dtype_size(q.t)) < 16 &&
+       const bool accurate_dgrad = q.t == DType::kF32 && q.m == MathMode::kAccurate && q.op == Op::kDgrad;
+       return q.cc == 90 && (tensor_core || accurate_dgrad) && q.p.in_per_group() * int64_t(dtype_size(q.t)) < 16 &&
               q.p.out_per_group() >= 16;
      },
      &kHopper},

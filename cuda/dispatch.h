@@ -7,6 +7,7 @@
 //   cpu    the host kernels (conv_cpu.cc); either layout (channels-last goes through host temporaries).
 //   sm80   today's CUDA kernels (cuda/sm80/): pre-Hopper GPUs and the fallback everywhere; NCDHW / OIDHW.
 //   hopper the sm_90a wgmma kernels (cuda/hopper/); NDHWC / ODHWI only.
+//   hopper_smallc  the same family's first-layer forward (cuda/hopper/conv_smallc.cuh): either layout.
 #pragma once
 
 #include <cstddef>
@@ -17,7 +18,7 @@
 namespace jaxconv3d {
 
 struct Plan {
-  std::string family;          // "cpu", "sm80", "hopper"
+  std::string family;          // "cpu", "sm80", "hopper", "hopper_smallc"
   std::string tile;            // the family's kernel / tile, e.g. "stencil", "gemm_wmma_128x64"
   std::string rule;            // the rule of the table that chose the family (for explain())
   Layout layout = Layout::kNCDHW;  // the layout the family's kernels read and write

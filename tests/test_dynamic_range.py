@@ -16,7 +16,9 @@ from refs import abs_scales
 from jaxconv3d.reference import reference_and_grads
 
 KW = dict(padding=1)
-X, W = (2, 32, 6, 8, 16), (32, 32, 3, 3, 3)  # 32 channels: the Hopper 3xTF32 forward / grad-input accept it
+# 32 channels: the Hopper 3xTF32 forward / grad-input; 3 channels (a first layer): hopper_smallc's forward, which
+# splits x in registers, and the folded 3xTF32 grad-input
+SHAPES = {"c32": ((2, 32, 6, 8, 16), (32, 32, 3, 3, 3)), "c3": ((2, 3, 6, 8, 16), (32, 3, 3, 3, 3))}
 
 # (x, w, dy) exponents
 SCALES = [(-30, 0, 0), (30, -30, 0), (0, 30, -30), (-30, -30, 30), (-116, 0, 0), (0, -116, 0), (0, 0, -116)]
@@ -32,8 +34,9 @@ def _tf32_ties(a: np.ndarray) -> np.ndarray:
     return ((bits & np.uint32(0xFFFFE000)) | np.uint32(0x1000)).view(np.float32).astype(np.float64)
 
 
-def _operands(rng, scales, ties: bool):
+def _operands(rng, shape: str, scales, ties: bool):
     ex, ew, ed = scales
+    X, W = SHAPES[shape]
     x, w = rng.standard_normal(X), rng.standard_normal(W)
     dy = rng.standard_normal((X[0], W[0], *X[2:]))  # padding 1, stride 1: same spatial extent
     if ties:
@@ -42,13 +45,14 @@ def _operands(rng, scales, ties: bool):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("front", ["torch", "jax"])
 @pytest.mark.parametrize("scales", SCALES + ["ties"], ids=lambda s: s if isinstance(s, str) else "x%dw%ddy%d" % s)
-def test_float32_accuracy_over_a_wide_dynamic_range(device, front, scales, rng):
+def test_float32_accuracy_over_a_wide_dynamic_range(device, front, shape, scales, rng):
     ties = scales == "ties"
-    x, w, dy = _operands(rng, (0, 0, 0) if ties else scales, ties)
+    x, w, dy = _operands(rng, shape, (0, 0, 0) if ties else scales, ties)
     got = run_front(front, device, "float32", x, w, None, dy, **KW)
     want = reference_and_grads(x, w, None, dy, **KW)
     scale = abs_scales(x, w, None, dy, **KW)
     for name, g, r, s in zip(("forward", "grad_input", "grad_weight"), got, want, scale):
-        assert_close_scaled(g, r, s, 1e-5, f"{front} {device} {scales} {name}")
+        assert_close_scaled(g, r, s, 1e-5, f"{front} {device} {shape} {scales} {name}")

@@ -37,5 +37,18 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
 std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
                   void* workspace, size_t workspace_bytes, void* stream);
 
+// The family's second member, "hopper_smallc": a first layer's forward and grad-weight (few input channels) with
+// its im2col gathered straight into wgmma's registers (conv_smallc.cuh, conv_smallc_wgrad.cuh). Either layout
+// (p.layout); the forward needs no workspace, grad-weight its per-split partial sums.
+bool accepts_fwd_smallc(const ConvProblem& p, DType t, MathMode m);
+bool accepts_wgrad_smallc(const ConvProblem& p, DType t, MathMode m);
+size_t smallc_wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m);
+std::string tile_fwd_smallc(const ConvProblem& p, DType t, MathMode m);
+std::string tile_wgrad_smallc(const ConvProblem& p, DType t, MathMode m);
+std::string fwd_smallc(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* bias,
+                       void* y, void* stream);
+std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
+                         void* workspace, size_t workspace_bytes, void* stream);
+
 }  // namespace hopper
 }  // namespace jaxconv3d

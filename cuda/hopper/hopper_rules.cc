@@ -41,7 +41,7 @@ int tap_group(DType t, MathMode m, int64_t source_channels) {
 }
 
 bool first_layer_fold(const ConvProblem& p, DType t, MathMode m, Fold* f) {
-  if (!tensor_core_dtype(t, m) || p.groups != 1 || p.in_channels * dtype_size(t) >= 16) return false;
+  if (!(tensor_core_dtype(t, m) || split_tf32(t, m)) || p.groups != 1 || p.in_channels * dtype_size(t) >= 16) return false;
   const int64_t row_limit = 128 / dtype_size(t);  // folded channels: one 128-byte channel block
   for (const bool h : {true, false}) {
     const int64_t raw = p.in_channels * p.kernel[2] * (h ? p.kernel[1] : 1);
@@ -207,6 +207,72 @@ static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool
 static std::string fold_suffix(const Fold& f) {
   return (f.h ? "_hw_taps_folded_into" : "_w_taps_folded_into") + std::to_string(f.folded.in_channels) + "_channels";
 }
+size_t smallc_filter_bytes(const SmallC& s) { return size_t(s.nblocks) * (s.split ? 2 : 1) * (24 << 10); }
+
+// What both first-layer kernels need of a problem: a supported dtype, one group, and sizes their 32-bit position
+// decoding and offsets can index (positions < 2^32; a sample's offsets and every tap's displacement < 2^31).
+static bool smallc_fits(const ConvProblem& p, DType t) {
+  if (!(t == DType::kF32 || t == DType::kBF16 || t == DType::kF16) || p.groups != 1) return false;
+  if (positions(p) > (int64_t(1) << 32) - 128 || p.out_spatial() >= (int64_t(1) << 31)) return false;
+  int64_t reach = p.in_channels * p.in_spatial();
+  const int64_t sd[3] = {p.in[1] * p.in[2], p.in[2], 1};
+  for (int d = 0; d < 3; ++d) reach += (p.kernel[d] - 1) * p.dilation[d] * sd[d] * p.in_channels;
+  return reach < (int64_t(1) << 31);
+}
+static int64_t smallc_k(const ConvProblem& p) { return p.in_channels * p.taps(); }
+static int64_t smallc_k_limit(DType t) { return kSmallCSteps * (dtype_size(t) == 2 ? 16 : 8); }
+
+bool smallc_plan(const ConvProblem& p, DType t, MathMode m, SmallC* s) {
+  if (!smallc_fits(p, t) || smallc_k(p) > smallc_k_limit(t) || p.out_channels > (1 << 20)) return false;
+  s->steps = int(ceil_div(smallc_k(p), dtype_size(t) == 2 ? 16 : 8));
+  s->nblocks = int(ceil_div(p.out_channels, 64));
+  s->split = split_tf32(t, m);
+  return smallc_filter_bytes(*s) <= size_t(kSmallCFilterBytes);
+}
+
+bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s) {
+  if (!smallc_fits(p, t) || smallc_k(p) > smallc_k_limit(t) || p.out_channels > 64) return false;
+  s->rb = int(ceil_div(smallc_k(p), 64));
+  s->nb = 1;
+  s->split = split_tf32(t, m);
+  s->tile = 32;  // positions per tile: four tf32 or two 16-bit wgmma k-steps
+  s->tiles = ceil_div(positions(p), s->tile);
+  s->tiles_per_split = std::max<int64_t>(1, ceil_div(s->tiles, kSmallCWgradSplits));
+  s->splits = ceil_div(s->tiles, s->tiles_per_split);
+  return true;
+}
+
+size_t smallc_wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
+  SmallCWgrad s;
+  if (!smallc_wgrad_plan(p, t, m, &s)) return 0;
+  return align256(size_t(s.splits) * size_t(s.rb * 64) * size_t(s.nb * 64) * 4);
+}
+
+bool accepts_wgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
+  SmallCWgrad s;
+  return smallc_wgrad_plan(p, t, m, &s);
+}
+
+std::string tile_wgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
+  SmallCWgrad s;
+  if (!smallc_wgrad_plan(p, t, m, &s)) return "";
+  return "regs_im2col_wgmma_" + std::to_string(64 * s.rb) + "x" + std::to_string(64 * s.nb) + "x" +
+         std::to_string(s.tile) + (s.split ? "_3xtf32" : "") + "_split" + std::to_string(s.splits);
+}
+
+bool accepts_fwd_smallc(const ConvProblem& p, DType t, MathMode m) {
+  SmallC s;
+  return smallc_plan(p, t, m, &s);
+}
+
+std::string tile_fwd_smallc(const ConvProblem& p, DType t, MathMode m) {
+  SmallC s;
+  if (!smallc_plan(p, t, m, &s)) return "";
+  const int step = dtype_size(t) == 2 ? 16 : 8;
+  return "regs_im2col_wgmma_64x" + std::to_string(64 * s.nblocks) + "_k" + std::to_string(s.steps * step) +
+         (s.split ? "_3xtf32" : "");
+}
+
 std::string tile_fwd(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
   if (first_layer_fold(p, t, m, &f)) return tile_fwd(f.folded, t, m) + fold_suffix(f);

@@ -1,0 +1,227 @@
+// Grad-weight of a first layer (few input channels), the forward's im2col read the other way round:
+//   dW^T[k][o] = sum over output positions m of A[m][k] * dy[m][o]   (A: smallc_geom.cuh's im2col of x),
+// one wgmma GEMM per tile of 32 positions (four tf32 or two 16-bit k-steps):
+//   rows (M)    = (input channel, tap) columns of A, RB blocks of 64: each thread gathers its fragment of A^T
+//                 (rows 16 * warp + lane / 4 and + 8; positions lane % 4 and + 4 for tf32, 2 * (lane % 4) +
+//                 {0, 1, 8, 9} for 16-bit) straight from x into registers, as the forward does;
+//   columns (N) = output channels, NB blocks of 64;
+//   K           = positions: dy's tile [o][position] staged in shared memory (K-major, 128-byte swizzle), read from
+//                 either layout by coalesced loads (along positions for NCDHW, along channels for NDHWC).
+// The positions are split into `splits` contiguous ranges, one block each; every block writes its partial sums
+// (fp32) to the workspace and a second kernel adds them in split order: deterministic, no atomics.
+// SPLIT (float32 accurate, 3xTF32) splits both operands as the forward does, accumulates each tile's products in a
+// zeroed register block and adds that to the running sum with fp32 adds (a reduction over thousands of positions
+// inside the tensor cores would drift past float32 accuracy).
+#pragma once
+
+#include "hopper/smallc_geom.cuh"
+
+namespace jaxconv3d {
+namespace hopper {
+
+struct SmallCWgradArgs {
+  SmallCGeom g;
+  const void* x;    // input, NCDHW or NDHWC
+  const void* dy;   // result gradient, the same layout
+  float* partial;   // [splits][RB * 64][NB * 64]
+  uint32_t tiles, tiles_per_split;
+};
+
+template <typename T, bool SPLIT>
+struct SmallCWgradCfg {
+  static constexpr int kStep = sizeof(T) == 2 ? 16 : 8;  // positions per wgmma k-step
+  static constexpr int kTile = 32;                       // positions per tile (a dy row of 128 or 64 bytes)
+  static constexpr int kSteps = kTile / kStep;           // 4 (float32) or 2
+  static constexpr int kParts = SPLIT ? 2 : 1;
+  static constexpr int kBlockBytes = 64 * kRowBytes;     // one N block of the dy tile (and its small part)
+  static int smem_bytes(int nb) { return nb * kParts * kBlockBytes + 1024; }
+};
+
+template <typename T, bool SPLIT, int RB, int NB>
+__global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_constant__ SmallCWgradArgs a) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Cfg = SmallCWgradCfg<T, SPLIT>;
+  constexpr int KT = Cfg::kTile, KS = Cfg::kSteps;
+  using Bits = std::conditional_t<sizeof(T) == 2, uint16_t, uint32_t>;
+  // The tile's positions, structure of arrays (a thread's reads are broadcasts or consecutive: no bank conflicts).
+  __shared__ i64 s_xbase[KT], s_ybase[KT];
+  __shared__ int4 s_win[KT];  // i0, i1, i2 of the position's window
+  const SmallCGeom& g = a.g;
+  const uint32_t btile = dynamic_smem_base();
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  const Bits* xb = static_cast<const Bits*>(a.x);
+  const Bits* dyb = static_cast<const Bits*>(a.dy);
+
+  // This thread's A^T rows (columns of A): fixed for the whole kernel.
+  int4 col[RB][2];
+#pragma unroll
+  for (int rb = 0; rb < RB; ++rb) {
+    col[rb][0] = g.column(rb * 64 + warp * 16 + gid);
+    col[rb][1] = g.column(rb * 64 + warp * 16 + gid + 8);
+  }
+  float sum[RB][NB][32];
+#pragma unroll
+  for (int rb = 0; rb < RB; ++rb)
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+      for (int i = 0; i < 32; ++i) sum[rb][nb][i] = 0.0f;
+
+  const uint32_t t_begin = blockIdx.x * a.tiles_per_split;
+  const uint32_t t_end = min(a.tiles, t_begin + a.tiles_per_split);
+  for (uint32_t tile = t_begin; tile < t_end; ++tile) {
+    const uint32_t m0 = tile * KT;
+    __syncthreads();  // the previous tile's readers of the position table and of the dy tile are done
+    bool interior = true;
+    if (tid < KT) {
+      const SmallCRow r = smallc_row(g, m0 + tid);
+      s_xbase[tid] = r.xbase;
+      s_ybase[tid] = r.ybase;
+      s_win[tid] = make_int4(r.i0, r.i1, r.i2, 0);
+      interior = r.interior;
+    }
+    const bool all_interior = __syncthreads_and(interior);  // the tile's gathers need no bounds checks
+
+    // dy[position][o] -> the K-major tile [o][position] (zeros past M and O). NCDHW: a thread keeps one position
+    // and walks channels (lanes along positions: coalesced); NDHWC: one channel, walking positions.
+    constexpr int kPer = NB * 64 * KT / 128;
+    auto element = [&](int i, int& j, int& o) {
+      const int idx = i * 128 + tid;
+      j = g.channels_last ? idx / (NB * 64) : idx % KT;
+      o = g.channels_last ? idx % (NB * 64) : idx / KT;
+    };
+    Bits v[kPer];  // loaded now, stored after the gathers below: both sets of loads in flight at once
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      int j, o;
+      element(i, j, o);
+      const i64 yb = s_ybase[j];
+      v[i] = (yb >= 0 && o < g.O) ? __ldg(dyb + yb + i64(o) * g.ys_c) : Bits(0);
+    }
+
+    // The A^T fragment: per k-step, this thread's positions p and p + 4 (tf32) or 2p, 2p + 1, 2p + 8, 2p + 9.
+    uint32_t ab[RB][KS][4], as[SPLIT ? RB : 1][KS][4];
+    auto gather_all = [&](auto checked) {
+      auto get = [&](int rb, int h, int j) -> Bits {
+        SmallCRow r;
+        r.xbase = s_xbase[j];
+        if constexpr (decltype(checked)::value) {
+          const int4 w = s_win[j];
+          r.i0 = w.x; r.i1 = w.y; r.i2 = w.z;
+        }
+        return smallc_gather(xb, r, col[rb][h], g, decltype(checked)::value, true);
+      };
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+        for (int rb = 0; rb < RB; ++rb) {
+          if constexpr (sizeof(T) == 4) {
+            const int j0 = ks * 8 + tig, j1 = j0 + 4;
+            const uint32_t e[4] = {get(rb, 0, j0), get(rb, 1, j0), get(rb, 0, j1), get(rb, 1, j1)};
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              uint32_t small;
+              tf32_split(__uint_as_float(e[q]), ab[rb][ks][q], small);
+              if constexpr (SPLIT) as[rb][ks][q] = small;
+            }
+          } else {
+            const int j = ks * 16 + 2 * tig;
+            ab[rb][ks][0] = uint32_t(get(rb, 0, j)) | (uint32_t(get(rb, 0, j + 1)) << 16);
+            ab[rb][ks][1] = uint32_t(get(rb, 1, j)) | (uint32_t(get(rb, 1, j + 1)) << 16);
+            ab[rb][ks][2] = uint32_t(get(rb, 0, j + 8)) | (uint32_t(get(rb, 0, j + 9)) << 16);
+            ab[rb][ks][3] = uint32_t(get(rb, 1, j + 8)) | (uint32_t(get(rb, 1, j + 9)) << 16);
+          }
+        }
+    };
+    if (all_interior) {
+      gather_all(std::false_type{});
+    } else {
+      gather_all(std::true_type{});
+    }
+
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      int j, o;
+      element(i, j, o);
+      const int byte = j * int(sizeof(T));
+      const uint32_t at = btile + (o / 64) * Cfg::kParts * Cfg::kBlockBytes + swz(o % 64, byte / 16) + byte % 16;
+      if constexpr (sizeof(T) == 4) {
+        uint32_t big, small;
+        tf32_split(__uint_as_float(v[i]), big, small);
+        st_shared(at, big);
+        if constexpr (SPLIT) st_shared(at + Cfg::kBlockBytes, small);
+      } else {
+        st_shared(at, v[i]);
+      }
+    }
+    fence_proxy_async();  // the dy tile's generic-proxy writes, read by wgmma through the async proxy
+    __syncthreads();
+
+    float part[SPLIT ? RB : 1][SPLIT ? NB : 1][32];
+    wgmma_fence();
+#pragma unroll
+    for (int rb = 0; rb < RB; ++rb)
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+          const uint32_t b = btile + nb * Cfg::kParts * Cfg::kBlockBytes + ks * 32;
+          const uint64_t big = smem_desc(b, 16, 1024);
+          if constexpr (SPLIT) {
+            const uint64_t small = smem_desc(b + Cfg::kBlockBytes, 16, 1024);
+            float* d = part[rb][nb];
+            wgmma_Tf32_n64_rs(d, as[rb][ks], big, ks > 0 ? 1 : 0);  // small terms first
+            wgmma_Tf32_n64_rs(d, ab[rb][ks], small, 1);
+            wgmma_Tf32_n64_rs(d, ab[rb][ks], big, 1);
+          } else if constexpr (sizeof(T) == 4) {
+            wgmma_Tf32_n64_rs(sum[rb][nb], ab[rb][ks], big, 1);
+          } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+            wgmma_Bf16_n64_rs<0>(sum[rb][nb], ab[rb][ks], big, 1);
+          } else {
+            wgmma_F16_n64_rs<0>(sum[rb][nb], ab[rb][ks], big, 1);
+          }
+        }
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int rb = 0; rb < RB; ++rb)
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) {
+        fence_regs(sum[rb][nb]);
+        if constexpr (SPLIT) {
+          fence_regs(part[rb][nb]);
+#pragma unroll
+          for (int i = 0; i < 32; ++i) sum[rb][nb][i] += part[rb][nb][i];
+        }
+      }
+  }
+
+  // This block's partial sums: accumulator element i is row 16 * warp + gid + 8 * ((i / 2) % 2) (+ 64 rb),
+  // column 8 * (i / 4) + 2 * tig + i % 2 (+ 64 nb).
+  float* out = a.partial + i64(blockIdx.x) * (RB * 64) * (NB * 64);
+#pragma unroll
+  for (int rb = 0; rb < RB; ++rb)
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+      for (int i = 0; i < 32; i += 2) {
+        const int r = rb * 64 + warp * 16 + gid + 8 * ((i / 2) % 2), c = nb * 64 + 8 * (i / 4) + 2 * tig;
+        *reinterpret_cast<float2*>(out + r * (NB * 64) + c) = make_float2(sum[rb][nb][i], sum[rb][nb][i + 1]);
+      }
+#endif
+}
+
+// dw[o][k] = sum over splits s (in order) of partial[s][k][o].
+template <typename T>
+__global__ void smallc_wgrad_reduce_kernel(const float* __restrict__ partial, T* __restrict__ dw, int splits, int O,
+                                           int K, int rows, int cols) {
+  const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= O * K) return;
+  const int k = idx / O, o = idx % O;
+  float s = 0.0f;
+  for (int sp = 0; sp < splits; ++sp) s += partial[(i64(sp) * rows + k) * cols + o];
+  dw[i64(o) * K + k] = from_float<T>(s);
+}
+
+}  // namespace hopper
+}  // namespace jaxconv3d

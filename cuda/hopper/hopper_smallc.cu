@@ -1,0 +1,63 @@
+// Launcher of the first-layer forward on registers (conv_smallc.cuh): the problem's strides for either layout, and
+// a persistent grid of as many blocks as fit on the device at once (each stages the filter once).
+#include <atomic>
+#include <string>
+
+#include "hopper/conv_smallc.cuh"
+#include "hopper/hopper_conv.h"
+#include "hopper/hopper_rules.h"
+#include "hopper/launch.cuh"
+
+namespace jaxconv3d {
+namespace hopper {
+namespace {
+
+template <typename T, bool SPLIT, int NKS = kSmallCSteps>
+std::string launch(const SmallCArgs& a, cudaStream_t stream) {
+  if constexpr (NKS > 1) {
+    if (a.nks < NKS) return launch<T, SPLIT, NKS - 1>(a, stream);
+  }
+  auto kernel = conv_smallc_kernel<T, SPLIT, NKS>;
+  using Cfg = SmallCCfg<T, SPLIT>;
+  const int smem = Cfg::smem_bytes(a.nblocks, a.planar_vec != 0);
+  static std::atomic<uint64_t> smem_set{0};
+  cudaError_t e = allow_smem(kernel, Cfg::smem_bytes(kSmallCFilterBytes / (24 << 10), true), smem_set);
+  if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
+  int per_sm = 0;
+  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem);
+  if (e != cudaSuccess || per_sm <= 0) return "hopper: the first-layer kernel does not fit a multiprocessor";
+  const unsigned grid = unsigned(std::min<int64_t>(a.tiles, int64_t(per_sm) * sm_count()));
+  kernel<<<grid, 128, smem, stream>>>(a);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
+}
+
+}  // namespace
+
+std::string fwd_smallc(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* bias,
+                       void* y, void* stream) {
+  SmallC s;
+  if (!smallc_plan(p, t, m, &s)) return "hopper: first-layer forward problem not accepted";
+  if (p.batch == 0) return "";
+  SmallCArgs a{};
+  a.g = smallc_geom(p);
+  a.x = x; a.w = w; a.bias = bias; a.y = y;
+  a.tiles = (a.g.M + 63) / 64;
+  a.nks = s.steps; a.nblocks = s.nblocks;
+  const int64_t S = p.out_spatial();
+  const bool last = p.layout == Layout::kNDHWC;
+  a.pairs = last && p.out_channels % 2 == 0 && reinterpret_cast<uintptr_t>(y) % (2 * dtype_size(t)) == 0;
+  a.S = uint32_t(S);
+  a.div_s = FastDiv(uint32_t(S));
+  a.planar_vec = !last && (S * dtype_size(t)) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  switch (t) {
+    case DType::kF32: return s.split ? launch<float, true>(a, st) : launch<float, false>(a, st);
+    case DType::kBF16: return launch<__nv_bfloat16, false>(a, st);
+    case DType::kF16: return launch<__half, false>(a, st);
+    default: return "hopper: unsupported dtype";
+  }
+}
+
+}  // namespace hopper
+}  // namespace jaxconv3d

@@ -1,0 +1,199 @@
+"""The first-layer forward and grad-weight on registers (family hopper_smallc, cuda/hopper/conv_smallc*.cuh).
+
+Anywhere: what the rule table gives first layers (either layout, the caller's; the K, block and shared-memory
+limits). On a Hopper GPU, with the family forced through JAXCONV3D_FAMILY: the kernels straight through the DLPack
+adapter into NaN-poisoned outputs (an unwritten element shows) with a garbage-filled workspace, in both layouts,
+every dtype and math mode, against float64 F.conv3d and autograd from the raw arguments. The fixed cases walk the
+kernels' edges (the reduction at its K limit, output channels short of, past and across 64-wide blocks and odd,
+tiles crossing batch boundaries and the end of the positions, strides, dilations, asymmetric and oversized padding,
+bias); a hypothesis sweep draws more, some with enough positions for hundreds of grad-weight splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, seed, settings
+from hypothesis import strategies as st
+from torch.utils.dlpack import to_dlpack
+
+import jaxconv3d
+from conftest import TEST_SEED
+from helpers import BOUNDS, TORCH_DTYPES, assert_close
+from jaxconv3d import _ext, _plan, conv_config
+from jaxconv3d.reference import reference_and_grads
+
+FAMILY = "hopper_smallc"
+MODES = [("float32", 0), ("float32", 1), ("bfloat16", 0), ("float16", 0)]  # math 1: TF32
+
+
+@pytest.fixture(autouse=True)
+def no_forced_family(monkeypatch):
+    monkeypatch.delenv("JAXCONV3D_FAMILY", raising=False)
+
+
+def forward_family(x_shape, w_shape, **kw) -> dict:
+    return jaxconv3d.explain(x_shape, w_shape, **kw)["forward"]
+
+
+def test_first_layer_forward_runs_on_registers_in_the_callers_layout():
+    rgb = dict(x_shape=(16, 3, 64, 64, 64), w_shape=(64, 3, 3, 3, 3))
+    for dtype, precision, tile in [("float32", None, "regs_im2col_wgmma_64x64_k88_3xtf32"),
+                                   ("float32", "tf32", "regs_im2col_wgmma_64x64_k88"),
+                                   ("bfloat16", None, "regs_im2col_wgmma_64x64_k96"),
+                                   ("float16", None, "regs_im2col_wgmma_64x64_k96")]:
+        a = forward_family(**rgb, dtype=dtype, precision=precision, cc=90)
+        assert (a["family"], a["tile"], a["layout"], a["workspace_bytes"]) == (FAMILY, tile, "NCDHW", 0), a
+    last = forward_family((16, 64, 64, 64, 3), (3, 3, 3, 3, 64), layout="NDHWC", cc=90)  # DHWIO filter
+    assert (last["family"], last["layout"]) == (FAMILY, "NDHWC")
+    wide = forward_family((2, 3, 9, 9, 9), (96, 3, 3, 3, 3), cc=90)  # 3xTF32: two 64-wide blocks, 96 KB of filter
+    assert wide["tile"] == "regs_im2col_wgmma_64x128_k88_3xtf32"
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kw,expected",
+    [
+        ((2, 4, 9, 9, 9), (32, 4, 2, 3, 4), {}, FAMILY),  # float32 K = 96: the limit
+        ((2, 4, 9, 9, 9), (32, 4, 3, 3, 3), {}, "sm80"),  # float32 K = 108 > 96
+        ((2, 3, 9, 9, 9), (32, 3, 4, 4, 4), dict(dtype="bfloat16"), FAMILY),  # 16-bit K = 192: the limit
+        ((2, 3, 9, 9, 9), (32, 3, 3, 5, 5), dict(dtype="bfloat16"), "hopper"),  # K = 225: the folded GEMM
+        ((2, 3, 9, 9, 9), (8, 3, 3, 3, 3), {}, "sm80"),  # 8 output channels: FFMA
+        ((2, 3, 9, 9, 9), (160, 3, 3, 3, 3), {}, "sm80"),  # 3xTF32 filter of three 64-wide blocks > 96 KB
+        ((2, 3, 9, 9, 9), (160, 3, 3, 3, 3), dict(precision="tf32"), FAMILY),  # 72 KB
+        ((2, 6, 9, 9, 9), (32, 3, 3, 3, 3), dict(groups=2), "sm80"),  # grouped
+        ((2, 16, 9, 9, 9), (32, 16, 1, 1, 1), dict(dtype="bfloat16"), "hopper"),  # 16 channels: not a first layer
+        ((2, 3, 9, 9, 9), (32, 3, 3, 3, 3), dict(dtype="float64"), "sm80"),
+    ],
+)
+def test_rules_take_first_layers_within_the_kernels_limits(x_shape, w_shape, kw, expected):
+    assert forward_family(x_shape, w_shape, cc=90, **kw)["family"] == expected
+    assert forward_family(x_shape, w_shape, cc=80, **kw)["family"] != FAMILY  # sm_90a only
+
+
+def test_forward_and_grad_weight_not_grad_input():
+    answer = jaxconv3d.explain((2, 3, 9, 9, 9), (64, 3, 3, 3, 3), cc=90)
+    assert answer["forward"]["family"] == answer["grad_weight"]["family"] == FAMILY
+    assert answer["grad_input"]["family"] != FAMILY
+    gw = answer["grad_weight"]
+    # 2 x 7^3 positions in 22 tiles of 32, one a split; each split's partial sums: 128 (channel, tap) rows x 64
+    assert gw["tile"] == "regs_im2col_wgmma_128x64x32_3xtf32_split22" and gw["layout"] == "NCDHW"
+    assert gw["workspace_bytes"] == 22 * 128 * 64 * 4
+    big = jaxconv3d.explain((16, 3, 64, 64, 64), (64, 3, 3, 3, 3), dtype="bfloat16", cc=90)["grad_weight"]
+    assert big["tile"].endswith("x32_split512")  # 62^3 * 16 positions in 119164 tiles of 32: 233 a split
+
+
+@pytest.mark.parametrize(
+    "w_shape,kw,expected",
+    [
+        ((64, 3, 3, 3, 3), {}, FAMILY),  # two row blocks of (channel, tap) columns
+        ((16, 1, 3, 3, 3), {}, FAMILY),  # one, a quarter of the channels
+        ((65, 1, 3, 3, 3), {}, "sm80"),  # a second block of output channels: not taken
+        ((64, 3, 4, 4, 4), dict(dtype="float16"), FAMILY),  # K = 192: three row blocks
+    ],
+)
+def test_grad_weight_blocks(w_shape, kw, expected):
+    answer = jaxconv3d.explain((2, w_shape[1], 9, 9, 9), w_shape, cc=90, **kw)
+    assert answer["grad_weight"]["family"] == expected
+
+
+# ---- on a Hopper GPU
+
+
+def hopper_gpu() -> bool:
+    return torch.cuda.is_available() and _plan.cc_of(torch.device("cuda")) == 90
+
+
+def run_ops(rng, x_shape, w_shape, bias, dtype, math, layout, **kw):
+    """Our forward and grad-weight under the forced family into NaN-poisoned results (grad-weight with a
+    garbage-filled workspace), and the float64 references; None for an operation the family does not take."""
+    cfg = conv_config(x_shape, w_shape, (w_shape[0],) if bias else None, precision="tf32" if math else None, **kw)
+    tdt = TORCH_DTYPES[dtype]
+    plans = {op: _plan.plan(cfg, tdt, 90, op, layout) for op in ("forward", "grad_weight")}
+    rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(tdt).double()  # noqa: E731
+    x, w, dy = rounded(x_shape), rounded(w_shape), rounded(cfg.y_shape)
+    b = rounded((w_shape[0],)) if bias else None
+    mem = lambda t: (t.to("cuda", tdt).permute(0, 2, 3, 4, 1) if layout else t.to("cuda", tdt)).contiguous()  # noqa
+    back = lambda t: t.permute(0, 4, 1, 2, 3) if layout else t  # noqa: E731
+    nan = lambda shape: torch.full(_plan.to_layout(shape, layout), float("nan"), dtype=tdt, device="cuda")  # noqa
+    stream = torch.cuda.current_stream().cuda_stream
+    attrs = (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, math, layout, stream)
+    ref = reference_and_grads(x, w, b, dy, **kw)
+    got = {}
+    if plans["forward"]["family"] == FAMILY:
+        assert plans["forward"]["layout"] == ("NDHWC" if layout else "NCDHW")
+        y = nan(cfg.y_shape)
+        bias = None if b is None else to_dlpack(b.to("cuda", tdt))
+        _ext.torch_adapter.fwd(to_dlpack(mem(x)), to_dlpack(mem(w)), bias, to_dlpack(y), None, *attrs)
+        got["forward"] = (back(y), ref[0])
+    if plans["grad_weight"]["family"] == FAMILY:
+        dw = nan(cfg.w_shape)
+        ws = torch.full((plans["grad_weight"]["workspace_bytes"],), 255, dtype=torch.uint8, device="cuda")
+        _ext.torch_adapter.wgrad(to_dlpack(mem(x)), to_dlpack(mem(dy)), to_dlpack(dw), to_dlpack(ws), *attrs)
+        got["grad_weight"] = (back(dw), ref[2])
+    return got
+
+
+CASES = [  # (x_shape, w_shape, conv kwargs)
+    ((2, 3, 10, 11, 12), (64, 3, 3, 3, 3), dict(padding=1)),  # the seed layer, small: tiles cross the batch
+    ((3, 1, 7, 9, 70), (16, 1, 3, 3, 3), dict(stride=(1, 1, 2))),  # one input channel, a quarter block
+    ((1, 2, 5, 6, 7), (37, 2, 3, 3, 3), dict(dilation=(2, 1, 1), padding=((2, 0), (1, 1), (0, 3)))),  # odd O
+    ((2, 3, 6, 7, 5), (100, 3, 3, 3, 3), dict(padding=(1, 0, 2))),  # two blocks, the second partial
+    ((1, 3, 6, 7, 5), (130, 3, 3, 2, 2), dict(stride=(2, 1, 1))),  # three blocks (not 3xTF32: too much filter)
+    ((2, 4, 6, 7, 8), (20, 4, 2, 3, 4), dict(padding="same")),  # float32 at its K limit (96), even kernel
+    ((1, 3, 7, 8, 9), (24, 3, 4, 4, 4), dict(padding=2, stride=(1, 2, 3))),  # 16-bit at its K limit (192)
+    ((2, 3, 9, 9, 9), (32, 3, 1, 1, 1), dict(stride=3)),  # pointwise, K = 3
+    ((1, 3, 4, 5, 6), (16, 3, 3, 3, 3), dict(padding=4)),  # padding wider than the kernel
+    ((1, 1, 12, 13, 14), (24, 1, 5, 5, 5), dict(stride=2, padding=2)),  # a stem (16-bit only: K = 125)
+    ((2, 5, 5, 9, 6), (48, 5, 2, 2, 3), dict(dilation=(2, 3, 1), stride=(2, 1, 2), padding=((0, 1), (2, 0), (1, 1)))),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", [0, 1], ids=["NCDHW", "NDHWC"])
+@pytest.mark.parametrize("dtype,math", MODES, ids=["float32", "tf32", "bfloat16", "float16"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_kernels_against_float64(monkeypatch, rng, case, dtype, math, layout):
+    if not hopper_gpu():
+        pytest.skip("needs a compute capability 9.0 GPU")
+    monkeypatch.setenv("JAXCONV3D_FAMILY", FAMILY)
+    x_shape, w_shape, kw = CASES[case]
+    got = run_ops(rng, x_shape, w_shape, case % 2 == 0, dtype, math, layout, **kw)
+    if not got:
+        pytest.skip(f"{FAMILY} does not take this case in {dtype}")
+    for op, (out, ref) in got.items():
+        assert_close(out, ref, BOUNDS["tf32" if math else dtype], f"{op} {CASES[case]} {dtype} math {math}")
+
+
+@st.composite
+def first_layers(draw):
+    c = draw(st.integers(1, 8))
+    o = draw(st.sampled_from([1, 5, 16, 31, 64, 65, 96, 128, 140]))
+    big = draw(st.booleans())  # a batch long enough for many grad-weight splits (more than 512 tiles)
+    kernel = tuple(draw(st.integers(1, 4)) for _ in range(3))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    dilation = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    pad = tuple((draw(st.integers(0, k + 1)), draw(st.integers(0, k + 1))) for k in kernel)
+    spatial = tuple(max(1, d * (k - 1) + 1 - lo - hi) + draw(st.integers(0, 9))
+                    for k, d, (lo, hi) in zip(kernel, dilation, pad))
+    batch = draw(st.integers(1, 3)) + (40 if big and c * o <= 64 else 0)
+    return (batch, c, *spatial), (o, c, *kernel), dict(stride=stride, padding=pad, dilation=dilation)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,math", MODES, ids=["float32", "tf32", "bfloat16", "float16"])
+def test_random_first_layers(monkeypatch, dtype, math):
+    if not hopper_gpu():
+        pytest.skip("needs a compute capability 9.0 GPU")
+    monkeypatch.setenv("JAXCONV3D_FAMILY", FAMILY)
+
+    @seed(TEST_SEED)
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=first_layers(), layout=st.integers(0, 1), bias=st.booleans(), data_seed=st.integers(0, 2**31 - 1))
+    def run(case, layout, bias, data_seed):
+        x_shape, w_shape, kw = case
+        got = run_ops(np.random.default_rng(data_seed), x_shape, w_shape, bias, dtype, math, layout, **kw)
+        assume(got)
+        for op, (out, ref) in got.items():
+            assert_close(out, ref, BOUNDS["tf32" if math else dtype], f"{op} {case} layout {layout} {dtype} {math}")
+
+    run()
