@@ -7,10 +7,11 @@
 //                 tap * C + c), the whole reduction in one pass of at most kMaxSteps wgmma k-steps.
 // Each thread gathers its own fragment of A in wgmma's register layout (rows 16 * warp + lane / 4 and + 8; columns
 // lane % 4 and + 4 for tf32, 2 * (lane % 4) + {0, 1, 8, 9} for 16-bit) straight from global memory through the
-// read-only cache, with a per-column table (source offset, tap displacement along D, H, W): one gather is three
-// adds, three bounds checks and a load. The fragment stays in registers while every N block is multiplied, and the
-// result goes from the accumulators to global memory. Either layout: the table and the strides carry it, so NCDHW
-// tensors need no transposes around the call.
+// read-only cache, with a per-column table (source offset, tap displacement along D, H, W): a gather is an add and a
+// load where both of a thread's rows have their whole window inside x, plus three bounds checks elsewhere. The
+// fragment stays in registers while every N block is multiplied; NCDHW results go through a shared-memory stage
+// (16-byte stores along a channel), NDHWC results straight from the accumulators. Either layout: the table and the
+// strides carry it, so NCDHW tensors need no transposes around the call.
 // SPLIT (float32 accurate, 3xTF32): A and the filter are split into big = tf32(v) (round to nearest) and
 // small = v - big (read by the tensor cores as tf32), and the product accumulates small*big + big*small + big*big.
 // float32 with TF32 math rounds both operands to tf32 once.
