@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One batched session on a lent GPU machine (the `device` tool): build from a clean tree with the README's set-up,
 # then the stages named on the command line, each writing its log under $OUT (default ./out).
-#   stages: tests  sanitizer  check  bench  overhead  hopper
+#   stages: tests  tests1  tests2  sanitizer  sanitizer_first_layer  check  bench  overhead  hopper
+# (tests1 / tests2: the test files in two alphabetical halves, each inside one 10-minute device call; the whole
+# suite took over 520 s on an H100 in v7.)
 # The suite ships with the package (jaxconv3d/data/suite.json); JAXCONV3D_SUITE, if set, names another file.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,17 @@ for stage in "$@"; do
   t0=$(date +%s)
   case "$stage" in
     tests) scripts/py -m pytest -q -rs --durations=15 tests -p no:cacheprovider > "$OUT/tests.log" 2>&1 ;;
+    tests1|tests2)
+      files=(tests/test_*.py)
+      half=$(( ${#files[@]} / 2 ))
+      if [ "$stage" = tests1 ]; then part=("${files[@]:0:$half}"); else part=("${files[@]:$half}"); fi
+      scripts/py -m pytest -q -rs --durations=15 "${part[@]}" -p no:cacheprovider > "$OUT/$stage.log" 2>&1 ;;
+    sanitizer_first_layer)
+      for tool in memcheck racecheck synccheck; do
+        compute-sanitizer --tool "$tool" --kernel-regex kns='smallc|conv_tma|fold' --error-exitcode 3 \
+          scripts/py tests/gpu/first_layer_sanitize.py || exit_tool=1
+      done > "$OUT/$stage.log" 2>&1
+      [ -z "${exit_tool:-}" ] ;;
     sanitizer) bash tests/gpu/run_sanitizer.sh > "$OUT/sanitizer.log" 2>&1 ;;
     check) scripts/py -m jaxconv3d check --suite --precision all --json "$OUT/check.json" > "$OUT/check.log" 2>&1 ;;
     bench) scripts/py -m jaxconv3d bench --suite --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1 ;;

@@ -1,0 +1,20 @@
+"""Small first-layer problems through the torch front on a Hopper GPU, for compute-sanitizer (run by
+`scripts/gpu_session.sh sanitizer_first_layer`): hopper_smallc's forward and grad-weight and the folded grad-input,
+every dtype and math mode, both layouts, tiles crossing batch boundaries and the end of the positions, bias."""
+
+import torch
+
+import jaxconv3d.torch as jt
+
+for dt, prec in [(torch.float32, None), (torch.float32, "tf32"), (torch.bfloat16, None), (torch.float16, None)]:
+    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+        for xs, ws, kw in [((2, 3, 10, 11, 12), (64, 3, 3, 3, 3), dict(padding=1)),
+                           ((3, 1, 7, 9, 20), (16, 1, 3, 3, 3), dict(stride=(1, 1, 2))),
+                           ((1, 3, 6, 7, 5), (100, 3, 3, 3, 3), dict(padding=(1, 0, 2)))]:
+            x = torch.randn(xs, device="cuda", dtype=dt).contiguous(memory_format=fmt).requires_grad_(True)
+            w = torch.randn(ws, device="cuda", dtype=dt).contiguous(memory_format=fmt).requires_grad_(True)
+            b = torch.randn(ws[0], device="cuda", dtype=dt).requires_grad_(True)
+            y = jt.conv3d(x, w, b, precision=prec, **kw)
+            torch.autograd.grad(y, (x, w, b), torch.randn_like(y))
+torch.cuda.synchronize()
+print("san ok")
