@@ -70,6 +70,15 @@ def test_rules_take_first_layers_within_the_kernels_limits(x_shape, w_shape, kw,
     assert forward_family(x_shape, w_shape, cc=80, **kw)["family"] != FAMILY  # sm_90a only
 
 
+def test_sizes_past_32_bit_positions_go_elsewhere():
+    """The kernels decode positions in 32 bits: a problem with 2^32 or more output positions is not theirs."""
+    small = forward_family((1000, 3, 64, 64, 64), (64, 3, 3, 3, 3), dtype="bfloat16", cc=90)  # 2.4e8 positions
+    huge = forward_family((20000, 3, 64, 64, 64), (64, 3, 3, 3, 3), dtype="bfloat16", cc=90)  # 4.8e9
+    assert small["family"] == FAMILY and huge["family"] != FAMILY
+    grads = jaxconv3d.explain((20000, 3, 64, 64, 64), (64, 3, 3, 3, 3), dtype="bfloat16", cc=90)
+    assert grads["grad_weight"]["family"] != FAMILY
+
+
 def test_forward_and_grad_weight_not_grad_input():
     answer = jaxconv3d.explain((2, 3, 9, 9, 9), (64, 3, 3, 3, 3), cc=90)
     assert answer["forward"]["family"] == answer["grad_weight"]["family"] == FAMILY
