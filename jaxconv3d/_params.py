@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 AXES = ("depth", "height", "width")
 SUPPORTED_DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -222,26 +222,24 @@ def conv_config(
         >>> conv_config((2, 4, 8, 8, 8), (6, 4, 3, 3, 3), None, padding="same").y_shape
         (2, 6, 8, 8, 8)
     """
-    key = (
-        tuple(x_shape),
-        tuple(w_shape),
-        None if b_shape is None else tuple(b_shape),
-        stride,
-        padding,
-        dilation,
-        groups,
-        precision,
-        # True == 1 and 1.0 == 1 for hashing: keep bools and floats (rejected by validation) from hitting an int's
-        # cache entry, inside tuples too
-        tuple(_types(v) for v in (stride, padding, dilation, groups)),
-    )
+    args = (tuple(x_shape), tuple(w_shape), None if b_shape is None else tuple(b_shape), stride, padding, dilation,
+            groups, precision)
+    return memoized(_cached_config, _build_config, args, (stride, padding, dilation, groups), memoize)
+
+
+def memoized(cached: Callable, build: Callable, args: tuple, typed: tuple, memoize: bool) -> Any:
+    """build(*args), through `cached` (an lru_cache over (*args, types)) where `memoize` is set and the arguments
+    hash (a training loop repeats them every step; torch.compile, which traces through, passes memoize=False; lists
+    among them skip the cache). The key holds the types of `typed`, recursively: True == 1 and 1.0 == 1 for hashing,
+    so bools and floats (rejected by validation) must not hit an int's entry, inside tuples too."""
     if not memoize:
-        return _build_config(*key[:-1])
+        return build(*args)
+    key = (*args, tuple(_types(v) for v in typed))
     try:
         hash(key)
-    except TypeError:  # lists among the arguments: validate without the cache
-        return _build_config(*key[:-1])
-    return _cached_config(*key)
+    except TypeError:
+        return build(*args)
+    return cached(*key)
 
 
 def _build_config(

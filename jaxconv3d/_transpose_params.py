@@ -8,7 +8,7 @@ import dataclasses
 import functools
 from typing import Any, Sequence
 
-from ._params import AXES, ConvConfig, _is_int, check_dtypes, conv_config, shapes, triple
+from ._params import AXES, ConvConfig, _is_int, check_dtypes, conv_config, memoized, shapes, triple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,16 +40,10 @@ def transpose_config(
 ) -> TransposeConfig:
     """Validate a batched (rank-5) ConvTranspose3d call (PyTorch's rules) and describe it. Memoised unless
     memoize=False (torch.compile traces through the cache)."""
-    key = (tuple(x_shape), tuple(w_shape), None if b_shape is None else tuple(b_shape), stride, padding,
-           output_padding, groups, dilation, precision,
-           tuple(type(v) for v in (stride, padding, output_padding, groups, dilation)))
-    if not memoize:
-        return _build(*key[:-1], memoize=False)
-    try:
-        hash(key)
-    except TypeError:  # lists among the arguments: validate without the cache
-        return _build(*key[:-1])
-    return _cached(*key)
+    args = (tuple(x_shape), tuple(w_shape), None if b_shape is None else tuple(b_shape), stride, padding,
+            output_padding, groups, dilation, precision)
+    build = _build if memoize else functools.partial(_build, memoize=False)
+    return memoized(_cached, build, args, (stride, padding, output_padding, groups, dilation), memoize)
 
 
 @functools.lru_cache(maxsize=4096)
