@@ -44,7 +44,8 @@ struct SmallCCfg {
   static constexpr int kMaxK = kMaxSteps * kStep;                 // 96 (float32) or 192 (16-bit)
   static constexpr int kBlockBytes = 64 * kRowBytes;               // 64 filter rows x 128 bytes of K
   static constexpr int kKBlocks = kMaxK * int(sizeof(T)) / 128;    // 3
-  static constexpr int kPartBytes = kKBlocks * kBlockBytes;        // one N block of the filter (24 KB)
+  static constexpr int kPartBytes = kKBlocks * kBlockBytes;        // one N block of the filter
+  static_assert(kPartBytes == kSmallCBlockBytes, "the rules size the filter by kSmallCBlockBytes");
   static constexpr int kParts = SPLIT ? 2 : 1;                     // big (and small)
   static constexpr int kNBlockBytes = kParts * kPartBytes;
   static constexpr int kStageRowBytes = 64 * int(sizeof(T)) + 16;  // NCDHW store stage: a channel's 64 positions
@@ -63,7 +64,7 @@ __global__ void __launch_bounds__(128, SPLIT ? 3 : 4) conv_smallc_kernel(const _
   constexpr int STEP = Cfg::kStep, KP = NKS * STEP;  // K padded to whole k-steps
   using Bits = std::conditional_t<sizeof(T) == 2, uint16_t, uint32_t>;
   __shared__ int4 tab[KP];  // per K column: source offset, tap displacement along D, H, W
-  __shared__ float sbias[kSmallCFilterBytes / (24 << 10) * 64];
+  __shared__ float sbias[kSmallCMaxBlocks * 64];
   const uint32_t fil = dynamic_smem_base();
   const int tid = threadIdx.x;
 

@@ -4,7 +4,7 @@
 //   rows (M)    = (input channel, tap) columns of A, RB blocks of 64: each thread gathers its fragment of A^T
 //                 (rows 16 * warp + lane / 4 and + 8; positions lane % 4 and + 4 for tf32, 2 * (lane % 4) +
 //                 {0, 1, 8, 9} for 16-bit) straight from x into registers, as the forward does;
-//   columns (N) = output channels, NB blocks of 64;
+//   columns (N) = output channels, one block of 64;
 //   K           = positions: dy's tile [o][position] staged in shared memory (K-major, 128-byte swizzle), read from
 //                 either layout by coalesced loads (along positions for NCDHW, along channels for NDHWC).
 // The positions are split into `splits` contiguous ranges, one block each; every block writes its partial sums
@@ -23,7 +23,7 @@ struct SmallCWgradArgs {
   SmallCGeom g;
   const void* x;    // input, NCDHW or NDHWC
   const void* dy;   // result gradient, the same layout
-  float* partial;   // [splits][RB * 64][NB * 64]
+  float* partial;   // [splits][RB * 64][64]
   uint32_t tiles, tiles_per_split;
 };
 
@@ -33,11 +33,11 @@ struct SmallCWgradCfg {
   static constexpr int kTile = 32;                       // positions per tile (a dy row of 128 or 64 bytes)
   static constexpr int kSteps = kTile / kStep;           // 4 (float32) or 2
   static constexpr int kParts = SPLIT ? 2 : 1;
-  static constexpr int kBlockBytes = 64 * kRowBytes;     // one N block of the dy tile (and its small part)
-  static int smem_bytes(int nb) { return nb * kParts * kBlockBytes + 1024; }
+  static constexpr int kBlockBytes = 64 * kRowBytes;     // the dy tile (and its small part): 64 channel rows
+  static constexpr int kSmem = kParts * kBlockBytes + 1024;
 };
 
-template <typename T, bool SPLIT, int RB, int NB>
+template <typename T, bool SPLIT, int RB>
 __global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_constant__ SmallCWgradArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = SmallCWgradCfg<T, SPLIT>;
@@ -59,13 +59,11 @@ __global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_con
     col[rb][0] = g.column(rb * 64 + warp * 16 + gid);
     col[rb][1] = g.column(rb * 64 + warp * 16 + gid + 8);
   }
-  float sum[RB][NB][32];
+  float sum[RB][32];
 #pragma unroll
   for (int rb = 0; rb < RB; ++rb)
 #pragma unroll
-    for (int nb = 0; nb < NB; ++nb)
-#pragma unroll
-      for (int i = 0; i < 32; ++i) sum[rb][nb][i] = 0.0f;
+    for (int i = 0; i < 32; ++i) sum[rb][i] = 0.0f;
 
   const uint32_t t_begin = blockIdx.x * a.tiles_per_split;
   const uint32_t t_end = min(a.tiles, t_begin + a.tiles_per_split);
@@ -84,11 +82,11 @@ __global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_con
 
     // dy[position][o] -> the K-major tile [o][position] (zeros past M and O). NCDHW: a thread keeps one position
     // and walks channels (lanes along positions: coalesced); NDHWC: one channel, walking positions.
-    constexpr int kPer = NB * 64 * KT / 128;
+    constexpr int kPer = 64 * KT / 128;
     auto element = [&](int i, int& j, int& o) {
       const int idx = i * 128 + tid;
-      j = g.channels_last ? idx / (NB * 64) : idx % KT;
-      o = g.channels_last ? idx % (NB * 64) : idx / KT;
+      j = g.channels_last ? idx / 64 : idx % KT;  // coalesced along memory's fastest axis
+      o = g.channels_last ? idx % 64 : idx / KT;
     };
     Bits v[kPer];  // loaded now, stored after the gathers below: both sets of loads in flight at once
 #pragma unroll
@@ -144,7 +142,7 @@ __global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_con
       int j, o;
       element(i, j, o);
       const int byte = j * int(sizeof(T));
-      const uint32_t at = btile + (o / 64) * Cfg::kParts * Cfg::kBlockBytes + swz(o % 64, byte / 16) + byte % 16;
+      const uint32_t at = btile + swz(o, byte / 16) + byte % 16;
       if constexpr (sizeof(T) == 4) {
         uint32_t big, small;
         tf32_split(__uint_as_float(v[i]), big, small);
@@ -157,69 +155,62 @@ __global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_con
     fence_proxy_async();  // the dy tile's generic-proxy writes, read by wgmma through the async proxy
     __syncthreads();
 
-    float part[SPLIT ? RB : 1][SPLIT ? NB : 1][32];
+    float part[SPLIT ? RB : 1][32];
     wgmma_fence();
 #pragma unroll
     for (int rb = 0; rb < RB; ++rb)
 #pragma unroll
-      for (int nb = 0; nb < NB; ++nb)
-#pragma unroll
-        for (int ks = 0; ks < KS; ++ks) {
-          const uint32_t b = btile + nb * Cfg::kParts * Cfg::kBlockBytes + ks * 32;
-          const uint64_t big = smem_desc(b, 16, 1024);
-          if constexpr (SPLIT) {
-            const uint64_t small = smem_desc(b + Cfg::kBlockBytes, 16, 1024);
-            float* d = part[rb][nb];
-            wgmma_Tf32_n64_rs(d, as[rb][ks], big, ks > 0 ? 1 : 0);  // small terms first
-            wgmma_Tf32_n64_rs(d, ab[rb][ks], small, 1);
-            wgmma_Tf32_n64_rs(d, ab[rb][ks], big, 1);
-          } else if constexpr (sizeof(T) == 4) {
-            wgmma_Tf32_n64_rs(sum[rb][nb], ab[rb][ks], big, 1);
-          } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-            wgmma_Bf16_n64_rs<0>(sum[rb][nb], ab[rb][ks], big, 1);
-          } else {
-            wgmma_F16_n64_rs<0>(sum[rb][nb], ab[rb][ks], big, 1);
-          }
+      for (int ks = 0; ks < KS; ++ks) {
+        const uint32_t b = btile + ks * 32;
+        const uint64_t big = smem_desc(b, 16, 1024);
+        if constexpr (SPLIT) {
+          const uint64_t small = smem_desc(b + Cfg::kBlockBytes, 16, 1024);
+          wgmma_Tf32_n64_rs(part[rb], as[rb][ks], big, ks > 0 ? 1 : 0);  // small terms first
+          wgmma_Tf32_n64_rs(part[rb], ab[rb][ks], small, 1);
+          wgmma_Tf32_n64_rs(part[rb], ab[rb][ks], big, 1);
+        } else if constexpr (sizeof(T) == 4) {
+          wgmma_Tf32_n64_rs(sum[rb], ab[rb][ks], big, 1);
+        } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+          wgmma_Bf16_n64_rs<0>(sum[rb], ab[rb][ks], big, 1);
+        } else {
+          wgmma_F16_n64_rs<0>(sum[rb], ab[rb][ks], big, 1);
         }
+      }
     wgmma_commit();
     wgmma_wait<0>();
 #pragma unroll
-    for (int rb = 0; rb < RB; ++rb)
+    for (int rb = 0; rb < RB; ++rb) {
+      fence_regs(sum[rb]);
+      if constexpr (SPLIT) {
+        fence_regs(part[rb]);
 #pragma unroll
-      for (int nb = 0; nb < NB; ++nb) {
-        fence_regs(sum[rb][nb]);
-        if constexpr (SPLIT) {
-          fence_regs(part[rb][nb]);
-#pragma unroll
-          for (int i = 0; i < 32; ++i) sum[rb][nb][i] += part[rb][nb][i];
-        }
+        for (int i = 0; i < 32; ++i) sum[rb][i] += part[rb][i];
       }
+    }
   }
 
   // This block's partial sums: accumulator element i is row 16 * warp + gid + 8 * ((i / 2) % 2) (+ 64 rb),
-  // column 8 * (i / 4) + 2 * tig + i % 2 (+ 64 nb).
-  float* out = a.partial + i64(blockIdx.x) * (RB * 64) * (NB * 64);
+  // column 8 * (i / 4) + 2 * tig + i % 2.
+  float* out = a.partial + i64(blockIdx.x) * (RB * 64) * 64;
 #pragma unroll
   for (int rb = 0; rb < RB; ++rb)
 #pragma unroll
-    for (int nb = 0; nb < NB; ++nb)
-#pragma unroll
-      for (int i = 0; i < 32; i += 2) {
-        const int r = rb * 64 + warp * 16 + gid + 8 * ((i / 2) % 2), c = nb * 64 + 8 * (i / 4) + 2 * tig;
-        *reinterpret_cast<float2*>(out + r * (NB * 64) + c) = make_float2(sum[rb][nb][i], sum[rb][nb][i + 1]);
-      }
+    for (int i = 0; i < 32; i += 2) {
+      const int r = rb * 64 + warp * 16 + gid + 8 * ((i / 2) % 2), c = 8 * (i / 4) + 2 * tig;
+      *reinterpret_cast<float2*>(out + r * 64 + c) = make_float2(sum[rb][i], sum[rb][i + 1]);
+    }
 #endif
 }
 
-// dw[o][k] = sum over splits s (in order) of partial[s][k][o].
+// dw[o][k] = sum over splits s (in order) of partial[s][k][o] (`rows` = RB * 64 per split, 64 columns).
 template <typename T>
 __global__ void smallc_wgrad_reduce_kernel(const float* __restrict__ partial, T* __restrict__ dw, int splits, int O,
-                                           int K, int rows, int cols) {
+                                           int K, int rows) {
   const int idx = blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= O * K) return;
   const int k = idx / O, o = idx % O;
   float s = 0.0f;
-  for (int sp = 0; sp < splits; ++sp) s += partial[(i64(sp) * rows + k) * cols + o];
+  for (int sp = 0; sp < splits; ++sp) s += partial[(i64(sp) * rows + k) * 64 + o];
   dw[i64(o) * K + k] = from_float<T>(s);
 }
 

@@ -207,7 +207,7 @@ static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool
 static std::string fold_suffix(const Fold& f) {
   return (f.h ? "_hw_taps_folded_into" : "_w_taps_folded_into") + std::to_string(f.folded.in_channels) + "_channels";
 }
-size_t smallc_filter_bytes(const SmallC& s) { return size_t(s.nblocks) * (s.split ? 2 : 1) * (24 << 10); }
+size_t smallc_filter_bytes(const SmallC& s) { return size_t(s.nblocks) * (s.split ? 2 : 1) * kSmallCBlockBytes; }
 
 // What both first-layer kernels need of a problem: a supported dtype, one group, and sizes their 32-bit position
 // decoding and offsets can index (positions < 2^32; a sample's offsets and every tap's displacement < 2^31).
@@ -233,7 +233,6 @@ bool smallc_plan(const ConvProblem& p, DType t, MathMode m, SmallC* s) {
 bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s) {
   if (!smallc_fits(p, t) || smallc_k(p) > smallc_k_limit(t) || p.out_channels > 64) return false;
   s->rb = int(ceil_div(smallc_k(p), 64));
-  s->nb = 1;
   s->split = split_tf32(t, m);
   s->tile = 32;  // positions per tile: four tf32 or two 16-bit wgmma k-steps
   s->tiles = ceil_div(positions(p), s->tile);
@@ -245,7 +244,7 @@ bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s
 size_t smallc_wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   SmallCWgrad s;
   if (!smallc_wgrad_plan(p, t, m, &s)) return 0;
-  return align256(size_t(s.splits) * size_t(s.rb * 64) * size_t(s.nb * 64) * 4);
+  return align256(size_t(s.splits) * size_t(s.rb * 64) * 64 * 4);
 }
 
 bool accepts_wgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
@@ -256,7 +255,7 @@ bool accepts_wgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
 std::string tile_wgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
   SmallCWgrad s;
   if (!smallc_wgrad_plan(p, t, m, &s)) return "";
-  return "regs_im2col_wgmma_" + std::to_string(64 * s.rb) + "x" + std::to_string(64 * s.nb) + "x" +
+  return "regs_im2col_wgmma_" + std::to_string(64 * s.rb) + "x64x" +
          std::to_string(s.tile) + (s.split ? "_3xtf32" : "") + "_split" + std::to_string(s.splits);
 }
 

@@ -55,9 +55,12 @@ WgradSplit wgrad_split(const ConvProblem& p, DType t);
 
 // A first layer's forward on registers (conv_smallc.cuh): the whole (channel, tap) reduction in at most
 // kSmallCSteps wgmma k-steps (K <= 96 for float32, <= 192 for 16-bit), the filter resident in shared memory as
-// 64-wide N blocks of 24 KB (twice that for 3xTF32), at most kSmallCFilterBytes of them.
+// 64-wide N blocks of kSmallCBlockBytes (64 rows x kSmallCSteps 32-byte k-steps; twice that for 3xTF32), at most
+// kSmallCFilterBytes of them.
 constexpr int kSmallCSteps = 12;
+constexpr int kSmallCBlockBytes = 64 * kSmallCSteps * 32;  // 24 KB
 constexpr int kSmallCFilterBytes = 96 << 10;
+constexpr int kSmallCMaxBlocks = kSmallCFilterBytes / kSmallCBlockBytes;  // 64-wide N blocks, single part
 struct SmallC {
   int steps = 0;    // k-steps of the reduction
   int nblocks = 0;  // 64-wide blocks of output channels
@@ -67,12 +70,12 @@ bool smallc_plan(const ConvProblem& p, DType t, MathMode m, SmallC* s);
 size_t smallc_filter_bytes(const SmallC& s);
 
 // A first layer's grad-weight on registers (conv_smallc_wgrad.cuh): (channel, tap) rows in rb blocks of 64 (1-3),
-// at most 64 output channels (nb = 1: a second block's accumulators and dy tile spill registers), positions in tiles
-// of `tile` split into at most kSmallCWgradSplits contiguous ranges: a pure function of the problem, so the
-// summation order never depends on the card.
+// at most 64 output channels (a second block's accumulators and dy tile spilled registers), positions in tiles of
+// `tile` split into at most kSmallCWgradSplits contiguous ranges: a pure function of the problem, so the summation
+// order never depends on the card.
 constexpr int64_t kSmallCWgradSplits = 512;
 struct SmallCWgrad {
-  int rb = 0, nb = 0, tile = 0;
+  int rb = 0, tile = 0;
   int64_t tiles = 0, tiles_per_split = 0, splits = 0;
   bool split = false;  // 3xTF32
 };

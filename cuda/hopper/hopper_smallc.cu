@@ -21,7 +21,7 @@ std::string launch(const SmallCArgs& a, cudaStream_t stream) {
   using Cfg = SmallCCfg<T, SPLIT>;
   const int smem = Cfg::smem_bytes(a.nblocks, a.planar_vec != 0);
   static std::atomic<uint64_t> smem_set{0};
-  cudaError_t e = allow_smem(kernel, Cfg::smem_bytes(kSmallCFilterBytes / (24 << 10), true), smem_set);
+  cudaError_t e = allow_smem(kernel, Cfg::smem_bytes(kSmallCMaxBlocks, true), smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   int per_sm = 0;
   e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem);

@@ -12,10 +12,10 @@ namespace jaxconv3d {
 namespace hopper {
 namespace {
 
-template <typename T, bool SPLIT, int RB, int NB>
+template <typename T, bool SPLIT, int RB>
 std::string launch(const SmallCWgradArgs& a, int splits, cudaStream_t stream) {
-  auto kernel = conv_smallc_wgrad_kernel<T, SPLIT, RB, NB>;
-  const int smem = SmallCWgradCfg<T, SPLIT>::smem_bytes(NB);
+  auto kernel = conv_smallc_wgrad_kernel<T, SPLIT, RB>;
+  const int smem = SmallCWgradCfg<T, SPLIT>::kSmem;
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, smem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
@@ -28,17 +28,17 @@ template <typename T, bool SPLIT>
 std::string launch_blocks(const SmallCWgrad& s, const SmallCWgradArgs& a, cudaStream_t stream) {
   const int splits = int(s.splits);
   if constexpr (sizeof(T) == 2) {  // three row blocks: K > 128, 16-bit only (float32 stops at 96)
-    if (s.rb == 3) return launch<T, SPLIT, 3, 1>(a, splits, stream);
+    if (s.rb == 3) return launch<T, SPLIT, 3>(a, splits, stream);
   }
-  if (s.rb == 2) return launch<T, SPLIT, 2, 1>(a, splits, stream);
-  return launch<T, SPLIT, 1, 1>(a, splits, stream);
+  if (s.rb == 2) return launch<T, SPLIT, 2>(a, splits, stream);
+  return launch<T, SPLIT, 1>(a, splits, stream);
 }
 
 template <typename T>
 std::string reduce(const SmallCWgrad& s, const ConvProblem& p, const float* partial, void* dw, cudaStream_t stream) {
   const int O = int(p.out_channels), K = int(p.in_channels * p.taps());
   smallc_wgrad_reduce_kernel<T><<<unsigned((O * K + 255) / 256), 256, 0, stream>>>(
-      partial, static_cast<T*>(dw), int(s.splits), O, K, s.rb * 64, s.nb * 64);
+      partial, static_cast<T*>(dw), int(s.splits), O, K, s.rb * 64);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }
