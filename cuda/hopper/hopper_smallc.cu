@@ -23,9 +23,10 @@ std::string launch(const SmallCArgs& a, cudaStream_t stream) {
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, Cfg::smem_bytes(kSmallCMaxBlocks, true), smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
-  int per_sm = 0;
-  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem);
-  if (e != cudaSuccess || per_sm <= 0) return "hopper: the first-layer kernel does not fit a multiprocessor";
+  static std::atomic<int> per_sm_cache[64][2 * (kSmallCMaxBlocks + 1)];  // slot: the smem size's (blocks, stage)
+  const int per_sm =
+      resident_blocks(kernel, 128, smem, size_t(2 * a.nblocks + (a.planar_vec != 0)), per_sm_cache);
+  if (per_sm <= 0) return "hopper: the first-layer kernel does not fit a multiprocessor";
   const unsigned grid = unsigned(std::min<int64_t>(a.tiles, int64_t(per_sm) * sm_count()));
   kernel<<<grid, 128, smem, stream>>>(a);
   e = cudaGetLastError();

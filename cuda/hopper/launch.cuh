@@ -22,6 +22,21 @@ cudaError_t allow_smem(K kernel, int bytes, std::atomic<uint64_t>& done) {
   return e;
 }
 
+// Blocks of `kernel` (at `threads` threads and `smem` dynamic bytes) resident on one multiprocessor of the current
+// device, asked of the runtime once per device and `slot` (the caller's index of each smem size it launches with),
+// so a persistent grid is sized without a runtime query per call; 0 where the runtime cannot say.
+template <typename K, size_t SLOTS>
+int resident_blocks(K kernel, int threads, int smem, size_t slot, std::atomic<int> (&cache)[64][SLOTS]) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  const bool cached = dev < 64 && slot < SLOTS;
+  if (cached && cache[dev][slot].load(std::memory_order_acquire) > 0) return cache[dev][slot].load();
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem) != cudaSuccess) return 0;
+  if (cached && blocks > 0) cache[dev][slot].store(blocks, std::memory_order_release);
+  return blocks;
+}
+
 // Multiprocessors of the current device (cached per device; 132 if it cannot be read): the persistent grids' size.
 inline int sm_count() {
   static std::atomic<int> cache[64];
