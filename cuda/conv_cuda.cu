@@ -97,6 +97,7 @@ std::string conv_dgrad_cuda(const ConvProblem& p, DType t, MathMode m, const voi
   if (p.batch == 0) return "";
   if (dy == nullptr || w == nullptr || dx == nullptr) return "jaxconv3d cuda: null tensor pointer";
   if (is_hopper(pl)) return hopper::dgrad(p, t, m, dy, w, dx, workspace, workspace_bytes, stream);
+  if (pl.family == "hopper_smallc") return hopper::dgrad_smallc(p, t, m, dy, w, dx, stream);
   return sm80::dgrad(p, t, kernel_of(pl), dy, w, dx, stream);
 }
 

@@ -71,17 +71,26 @@ void hopper_fill(const Query& q, Plan* pl) {
   }
 }
 
-// The Hopper family's first-layer forward and grad-weight (conv_smallc*.cuh): either layout.
+// The Hopper family's first-layer kernels (conv_smallc*.cuh): either layout.
 bool hopper_smallc_accepts(const Query& q) {
   if (q.cc != 90) return false;
-  if (q.op == Op::kFwd) return hopper::accepts_fwd_smallc(q.p, q.t, q.m);
-  return q.op == Op::kWgrad && hopper::accepts_wgrad_smallc(q.p, q.t, q.m);
+  switch (q.op) {
+    case Op::kFwd: return hopper::accepts_fwd_smallc(q.p, q.t, q.m);
+    case Op::kDgrad: return hopper::accepts_dgrad_smallc(q.p, q.t, q.m);
+    case Op::kWgrad: return hopper::accepts_wgrad_smallc(q.p, q.t, q.m);
+  }
+  return false;
 }
 void hopper_smallc_fill(const Query& q, Plan* pl) {
   pl->layout = q.p.layout;
-  const bool fwd = q.op == Op::kFwd;
-  pl->tile = fwd ? hopper::tile_fwd_smallc(q.p, q.t, q.m) : hopper::tile_wgrad_smallc(q.p, q.t, q.m);
-  pl->workspace_bytes = fwd ? 0 : hopper::smallc_wgrad_workspace_bytes(q.p, q.t, q.m);
+  switch (q.op) {
+    case Op::kFwd: pl->tile = hopper::tile_fwd_smallc(q.p, q.t, q.m); break;
+    case Op::kDgrad: pl->tile = hopper::tile_dgrad_smallc(q.p, q.t, q.m); break;
+    case Op::kWgrad:
+      pl->tile = hopper::tile_wgrad_smallc(q.p, q.t, q.m);
+      pl->workspace_bytes = hopper::smallc_wgrad_workspace_bytes(q.p, q.t, q.m);
+      break;
+  }
 }
 
 const Family kCpu{"cpu", cpu_accepts, cpu_fill, true, Layout::kNCDHW};
@@ -108,12 +117,11 @@ const Rule kRules[] = {
     {"JAXCONV3D_FAMILY=sm80", [](const Query&) { return forced("sm80"); }, &kSm80},
     {"JAXCONV3D_FAMILY=hopper", [](const Query&) { return forced("hopper"); }, &kHopper},
     {"JAXCONV3D_FAMILY=hopper_smallc", [](const Query&) { return forced("hopper_smallc"); }, &kHopperSmallC},
-    {"a first layer's forward or grad-weight (under 16 input channels, at least 16 output channels) whose "
-     "(channel, tap) columns fit in registers: hopper_smallc gathers its im2col straight into wgmma's A registers, "
+    {"a first layer (under 16 input channels, at least 16 output channels) whose (channel, tap) columns fit in "
+     "registers: hopper_smallc gathers its forward's and grad-weight's im2col straight into wgmma's A registers, "
+     "and its grad-input (stride 1, at most 64 output channels) multiplies dy by the filter and sums the taps, "
      "in either layout",
-     [](const Query& q) {
-       return q.cc == 90 && q.op != Op::kDgrad && q.p.in_per_group() < 16 && q.p.out_per_group() >= 16;
-     },
+     [](const Query& q) { return q.cc == 90 && q.p.in_per_group() < 16 && q.p.out_per_group() >= 16; },
      &kHopperSmallC},
     {"a first layer (under 16 bytes of input channels per pixel) in bf16, f16 or tf32, or its float32-accurate "
      "grad-input (3xTF32): hopper folds the W (and H) filter taps into the channels",

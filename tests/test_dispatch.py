@@ -151,7 +151,7 @@ def test_every_family_on_every_case_it_accepts(monkeypatch, rng, case, channels_
     b_shape = (case.w_shape[0],) if case.bias else None
     cfg = jaxconv3d.conv_config(case.x_shape, case.w_shape, b_shape, precision=precision, **case.kwargs())
     answers = [_plan.plan(cfg, dtype, cc, op) for op in OPS]
-    if not any(a["family"] == family for a in answers):  # hopper_smallc runs forward only: the rest falls through
+    if not any(a["family"] == family for a in answers):  # a family that takes none of the operations
         pytest.skip(f"{family} does not accept this case on cc {cc}")
     x, w = randn(rng, cfg.x_shape, dtype), randn(rng, cfg.w_shape, dtype)
     b = randn(rng, b_shape, dtype) if b_shape else None
@@ -185,17 +185,18 @@ def test_every_family_on_every_case_it_accepts(monkeypatch, rng, case, channels_
 
 def test_first_layer_folds_taps_on_hopper():
     """A first layer (under 16 bytes of input channels per pixel) runs on Hopper with its (H, W) filter taps folded
-    into the channels (x gathered into the workspace, padded to 16 bytes in 16-bit and 128 bytes in float32) for
-    grad-input, and for a forward or grad-weight whose (channel, tap) columns are too many for hopper_smallc's
+    into the channels (x gathered into the workspace, padded to 16 bytes in 16-bit and 128 bytes in float32) for a
+    grad-input hopper_smallc does not take (strided here), and for a forward or grad-weight whose (channel, tap) columns are too many for hopper_smallc's
     registers (float32-accurate: grad-input only, as 3xTF32); few output channels stay on sm80."""
     if not hopper_accepts(**DENSE, dtype="bfloat16"):
         pytest.skip("the Hopper family is not linked in this build")
     rgb = dict(x_shape=(2, 3, 8, 8, 8), w_shape=(64, 3, 3, 3, 3))
-    bf16 = jaxconv3d.explain(**rgb, dtype="bfloat16", cc=90)
+    strided = dict(stride=(1, 1, 2))  # hopper_smallc's grad-input takes stride 1 only
+    bf16 = jaxconv3d.explain(**rgb, dtype="bfloat16", cc=90, **strided)
     assert bf16["forward"]["family"] == bf16["grad_weight"]["family"] == "hopper_smallc"
     assert bf16["grad_input"]["family"] == "hopper"
     assert bf16["grad_input"]["tile"].endswith("_hw_taps_folded_into32_channels")  # 27 -> 32
-    xf, wf = 2 * 8 * 6 * 6 * 32 * 2, 64 * 3 * 32 * 2  # (N, D, Ho, Wo, 32) and (64, 3, 1, 1, 32) in bf16
+    xf, wf = 2 * 8 * 6 * 3 * 32 * 2, 64 * 3 * 32 * 2  # (N, D, Ho, Wo, 32) and (64, 3, 1, 1, 32) in bf16
     assert bf16["grad_input"]["workspace_bytes"] >= xf + wf  # dxf and the folded filter
     long_k = jaxconv3d.explain((2, 3, 8, 8, 8), (64, 3, 3, 5, 5), dtype="bfloat16", cc=90)  # K = 225 > 192
     assert families(long_k) == {"hopper"}
@@ -207,7 +208,7 @@ def test_first_layer_folds_taps_on_hopper():
     wide = jaxconv3d.explain((2, 3, 9, 9, 9), (64, 3, 3, 7, 7), dtype="float16", cc=90)  # 147 > 64: W taps only
     assert wide["forward"]["family"] == "hopper"
     assert wide["forward"]["tile"].endswith("_w_taps_folded_into24_channels")
-    accurate = jaxconv3d.explain(**rgb, cc=90)  # float32-accurate: grad-input folded as 3xTF32
+    accurate = jaxconv3d.explain(**rgb, cc=90, **strided)  # float32-accurate: grad-input folded as 3xTF32
     assert accurate["forward"]["family"] == accurate["grad_weight"]["family"] == "hopper_smallc"
     assert accurate["grad_input"]["family"] == "hopper"
     assert accurate["grad_input"]["tile"].startswith("tma_3xtf32_wgmma_128x64")

@@ -16,8 +16,8 @@ from refs import abs_scales
 from jaxconv3d.reference import reference_and_grads
 
 KW = dict(padding=1)
-# 32 channels: the Hopper 3xTF32 forward / grad-input; 3 channels (a first layer): hopper_smallc's forward, which
-# splits x in registers, and the folded 3xTF32 grad-input
+# 32 channels: the Hopper 3xTF32 forward / grad-input; 3 channels (a first layer): hopper_smallc's forward and
+# grad-input, which split x or dy in registers, and its grad-weight
 SHAPES = {"c32": ((2, 32, 6, 8, 16), (32, 32, 3, 3, 3)), "c3": ((2, 3, 6, 8, 16), (32, 3, 3, 3, 3))}
 
 # (x, w, dy) exponents

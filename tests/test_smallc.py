@@ -1,12 +1,14 @@
-"""The first-layer forward and grad-weight on registers (family hopper_smallc, cuda/hopper/conv_smallc*.cuh).
+"""The first-layer kernels on registers (family hopper_smallc, cuda/hopper/conv_smallc*.cuh): forward, grad-weight
+and the stride-1 grad-input.
 
-Anywhere: what the rule table gives first layers (either layout, the caller's; the K, block and shared-memory
-limits). On a Hopper GPU, with the family forced through JAXCONV3D_FAMILY: the kernels straight through the DLPack
-adapter into NaN-poisoned outputs (an unwritten element shows) with a garbage-filled workspace, in both layouts,
-every dtype and math mode, against float64 F.conv3d and autograd from the raw arguments. The fixed cases walk the
-kernels' edges (the reduction at its K limit, output channels short of, past and across 64-wide blocks and odd,
-tiles crossing batch boundaries and the end of the positions, strides, dilations, asymmetric and oversized padding,
-bias); a hypothesis sweep draws more, some with enough positions for hundreds of grad-weight splits."""
+Anywhere: what the rule table gives first layers (either layout, the caller's; the K, block, brick and
+shared-memory limits). On a Hopper GPU, with the family forced through JAXCONV3D_FAMILY: the kernels straight through
+the DLPack adapter into NaN-poisoned outputs (an unwritten element shows) with a garbage-filled workspace, in both
+layouts, every dtype and math mode, against float64 F.conv3d and autograd from the raw arguments. The fixed cases
+walk the kernels' edges (the reduction at its K limit, output channels short of, past and across 64-wide blocks and
+odd, tiles crossing batch boundaries and the end of the positions, grad-input bricks cut by the volume's edges and
+D chunks, strides, dilations, asymmetric and oversized padding, bias); a hypothesis sweep draws more, some with
+enough positions for hundreds of grad-weight splits, half of them stride 1 (grad-input's)."""
 
 from __future__ import annotations
 
@@ -79,16 +81,44 @@ def test_sizes_past_32_bit_positions_go_elsewhere():
     assert grads["grad_weight"]["family"] != FAMILY
 
 
-def test_forward_and_grad_weight_not_grad_input():
+def test_all_three_operations_of_a_stride_1_first_layer():
     answer = jaxconv3d.explain((2, 3, 9, 9, 9), (64, 3, 3, 3, 3), cc=90)
-    assert answer["forward"]["family"] == answer["grad_weight"]["family"] == FAMILY
-    assert answer["grad_input"]["family"] != FAMILY
+    assert {a["family"] for a in answer.values() if isinstance(a, dict) and "family" in a} == {FAMILY}
+    gi = answer["grad_input"]
+    # 81 (channel, tap) columns padded to 88; the whole 9 x 9 plane is one brick (11 x 11 dy positions in two
+    # 64-row tiles), and 2 samples x 1 brick make too few blocks: D is cut into chunks, of 4 planes at least (twice
+    # the D halo)
+    assert (gi["tile"], gi["layout"], gi["workspace_bytes"]) == (
+        "regs_dy_wgmma_192x88x64_3xtf32_taps_summed_brick9x9_dz4", "NCDHW", 0)
     gw = answer["grad_weight"]
     # 2 x 7^3 positions in 22 tiles of 32, one a split; each split's partial sums: 128 (channel, tap) rows x 64
     assert gw["tile"] == "regs_im2col_wgmma_128x64x32_3xtf32_split22" and gw["layout"] == "NCDHW"
     assert gw["workspace_bytes"] == 22 * 128 * 64 * 4
     big = jaxconv3d.explain((16, 3, 64, 64, 64), (64, 3, 3, 3, 3), dtype="bfloat16", cc=90)["grad_weight"]
     assert big["tile"].endswith("x32_split512")  # 62^3 * 16 positions in 119164 tiles of 32: 233 a split
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kw,expected",
+    [
+        # the seed layer: 8 x 16 bricks (10 x 18 halo'd: three 64-row tiles), 512 of them: D in one piece
+        ((16, 3, 64, 64, 64), (64, 3, 3, 3, 3), dict(padding=1), "regs_dy_wgmma_192x88x64_taps_summed_brick16x8_dz64"),
+        ((1, 1, 32, 32, 32), (16, 1, 3, 3, 3), dict(padding=1), "regs_dy_wgmma_192x32x64_taps_summed_brick16x8_dz4"),
+        ((2, 4, 9, 9, 9), (32, 4, 2, 3, 4), {}, "regs_dy_wgmma_192x128x64_taps_summed_brick9x9_dz2"),  # K = 96
+        ((2, 3, 9, 9, 9), (64, 3, 3, 3, 3), dict(stride=(1, 1, 2)), None),  # strided: the folded GEMM
+        ((2, 3, 9, 9, 9), (65, 3, 3, 3, 3), {}, None),  # more than 64 output channels
+        ((2, 5, 9, 9, 9), (64, 5, 3, 3, 3), {}, None),  # K = 135 > 128
+        ((2, 3, 9, 9, 9), (64, 3, 3, 3, 3), dict(dtype="float64"), None),
+    ],
+)
+def test_grad_input_rules(x_shape, w_shape, kw, expected):
+    kw = dict(dtype="bfloat16", **kw) if "dtype" not in kw else kw
+    gi = jaxconv3d.explain(x_shape, w_shape, cc=90, **kw)["grad_input"]
+    if expected is None:
+        assert gi["family"] != FAMILY
+    else:
+        assert (gi["family"], gi["tile"]) == (FAMILY, expected)
+    assert jaxconv3d.explain(x_shape, w_shape, cc=80, **kw)["grad_input"]["family"] != FAMILY
 
 
 @pytest.mark.parametrize(
@@ -113,11 +143,11 @@ def hopper_gpu() -> bool:
 
 
 def run_ops(rng, x_shape, w_shape, bias, dtype, math, layout, **kw):
-    """Our forward and grad-weight under the forced family into NaN-poisoned results (grad-weight with a
-    garbage-filled workspace), and the float64 references; None for an operation the family does not take."""
+    """Our forward, grad-input and grad-weight under the forced family into NaN-poisoned results (grad-weight with a
+    garbage-filled workspace), and the float64 references; an operation the family does not take is left out."""
     cfg = conv_config(x_shape, w_shape, (w_shape[0],) if bias else None, precision="tf32" if math else None, **kw)
     tdt = TORCH_DTYPES[dtype]
-    plans = {op: _plan.plan(cfg, tdt, 90, op, layout) for op in ("forward", "grad_weight")}
+    plans = {op: _plan.plan(cfg, tdt, 90, op, layout) for op in ("forward", "grad_input", "grad_weight")}
     rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(tdt).double()  # noqa: E731
     x, w, dy = rounded(x_shape), rounded(w_shape), rounded(cfg.y_shape)
     b = rounded((w_shape[0],)) if bias else None
@@ -134,6 +164,11 @@ def run_ops(rng, x_shape, w_shape, bias, dtype, math, layout, **kw):
         bias = None if b is None else to_dlpack(b.to("cuda", tdt))
         _ext.torch_adapter.fwd(to_dlpack(mem(x)), to_dlpack(mem(w)), bias, to_dlpack(y), None, *attrs)
         got["forward"] = (back(y), ref[0])
+    if plans["grad_input"]["family"] == FAMILY:
+        assert plans["grad_input"]["workspace_bytes"] == 0
+        dx = nan(cfg.x_shape)
+        _ext.torch_adapter.dgrad(to_dlpack(mem(dy)), to_dlpack(mem(w)), to_dlpack(dx), None, *attrs)
+        got["grad_input"] = (back(dx), ref[1])
     if plans["grad_weight"]["family"] == FAMILY:
         dw = nan(cfg.w_shape)
         ws = torch.full((plans["grad_weight"]["workspace_bytes"],), 255, dtype=torch.uint8, device="cuda")
@@ -154,6 +189,11 @@ CASES = [  # (x_shape, w_shape, conv kwargs)
     ((1, 3, 4, 5, 6), (16, 3, 3, 3, 3), dict(padding=4)),  # padding wider than the kernel
     ((1, 1, 12, 13, 14), (24, 1, 5, 5, 5), dict(stride=2, padding=2)),  # a stem (16-bit only: K = 125)
     ((2, 5, 5, 9, 6), (48, 5, 2, 2, 3), dict(dilation=(2, 3, 1), stride=(2, 1, 2), padding=((0, 1), (2, 0), (1, 1)))),
+    # grad-input: bricks cut by H and W's ends, one channel and K = 125, D chunks with dilation and odd padding
+    ((2, 3, 7, 21, 37), (64, 3, 3, 3, 3), dict(padding=1)),
+    ((1, 1, 9, 10, 11), (16, 1, 5, 5, 5), dict(padding=2)),
+    ((1, 2, 30, 6, 7), (48, 2, 3, 2, 2), dict(dilation=(3, 1, 2), padding=((4, 1), (0, 1), (2, 2)))),
+    ((1, 3, 12, 5, 40), (32, 3, 1, 3, 3), dict(padding=((0, 2), (1, 1), (2, 0)))),
 ]
 
 
@@ -179,7 +219,8 @@ def first_layers(draw):
     o = draw(st.sampled_from([1, 5, 16, 31, 64, 65, 96, 128, 140]))
     big = draw(st.booleans())  # a batch long enough for many grad-weight splits (more than 512 tiles)
     kernel = tuple(draw(st.integers(1, 4)) for _ in range(3))
-    stride = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    unit = draw(st.booleans())  # stride 1: grad-input's case too
+    stride = (1, 1, 1) if unit else tuple(draw(st.integers(1, 3)) for _ in range(3))
     dilation = tuple(draw(st.integers(1, 3)) for _ in range(3))
     pad = tuple((draw(st.integers(0, k + 1)), draw(st.integers(0, k + 1))) for k in kernel)
     spatial = tuple(max(1, d * (k - 1) + 1 - lo - hi) + draw(st.integers(0, 9))

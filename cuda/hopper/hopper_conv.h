@@ -37,18 +37,23 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
 std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
                   void* workspace, size_t workspace_bytes, void* stream);
 
-// The family's second member, "hopper_smallc": a first layer's forward and grad-weight (few input channels) with
-// its im2col gathered straight into wgmma's registers (conv_smallc.cuh, conv_smallc_wgrad.cuh). Either layout
-// (p.layout); the forward needs no workspace, grad-weight its per-split partial sums.
+// The family's second member, "hopper_smallc": a first layer (few input channels): forward and grad-weight with its
+// im2col gathered straight into wgmma's registers (conv_smallc.cuh, conv_smallc_wgrad.cuh), grad-input (stride 1)
+// with dy in wgmma's registers and the filter's taps summed from shared memory (conv_smallc_dgrad.cuh). Either
+// layout (p.layout); forward and grad-input need no workspace, grad-weight its per-split partial sums.
 bool accepts_fwd_smallc(const ConvProblem& p, DType t, MathMode m);
 bool accepts_wgrad_smallc(const ConvProblem& p, DType t, MathMode m);
+bool accepts_dgrad_smallc(const ConvProblem& p, DType t, MathMode m);
 size_t smallc_wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m);
 std::string tile_fwd_smallc(const ConvProblem& p, DType t, MathMode m);
 std::string tile_wgrad_smallc(const ConvProblem& p, DType t, MathMode m);
+std::string tile_dgrad_smallc(const ConvProblem& p, DType t, MathMode m);
 std::string fwd_smallc(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* bias,
                        void* y, void* stream);
 std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
                          void* workspace, size_t workspace_bytes, void* stream);
+std::string dgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx,
+                         void* stream);
 
 }  // namespace hopper
 }  // namespace jaxconv3d

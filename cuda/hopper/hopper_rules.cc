@@ -241,6 +241,72 @@ bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s
   return true;
 }
 
+// The dx brick: the th x tw (H, W) brick whose halo'd dy brick, (th + span_h - 1) x (tw + span_w - 1), fits
+// kSmallCDgradRows positions with the fewest 64-row tiles over the whole plane; ties go to the brick that covers
+// the fewest positions past the plane's edges, then to the wider one (longer runs of dx along W).
+static bool smallc_dgrad_brick(const ConvProblem& p, int64_t span_h, int64_t span_w, SmallCDgrad* s) {
+  int64_t best = -1, best_cover = 0;
+  for (int64_t tw = 1; tw <= std::min<int64_t>(p.in[2], 64); ++tw) {
+    const int64_t twd = tw + span_w - 1;
+    if (twd > kSmallCDgradRows) break;
+    const int64_t th = std::min({kSmallCDgradRows / twd - span_h + 1, p.in[1],
+                                 int64_t(kSmallCDgradItems) / (p.in_channels * tw)});
+    if (th < 1) continue;
+    const int64_t bricks = ceil_div(p.in[1], th) * ceil_div(p.in[2], tw);
+    const int64_t cost = bricks * ceil_div((th + span_h - 1) * twd, 64), cover = bricks * th * tw;
+    if (best < 0 || cost < best || (cost == best && cover <= best_cover)) {
+      best = cost;
+      best_cover = cover;
+      s->th = int(th);
+      s->tw = int(tw);
+    }
+  }
+  return best > 0;
+}
+
+bool smallc_dgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCDgrad* s) {
+  if (!(t == DType::kF32 || t == DType::kBF16 || t == DType::kF16) || p.groups != 1) return false;
+  if (p.stride[0] != 1 || p.stride[1] != 1 || p.stride[2] != 1 || p.out_channels > 64) return false;
+  const int64_t K = smallc_k(p);
+  if (K > 128 || p.in_channels >= 16) return false;
+  s->nr = K <= 32 ? 32 : K <= 64 ? 64 : K <= 88 ? 88 : 128;
+  int64_t span[3];
+  for (int d = 0; d < 3; ++d) {
+    span[d] = (p.kernel[d] - 1) * p.dilation[d] + 1;
+    if (p.in[d] >= (int64_t(1) << 30) || p.out[d] >= (int64_t(1) << 30) || span[d] > 64) return false;
+  }
+  if (!smallc_dgrad_brick(p, span[1], span[2], s)) return false;
+  s->split = split_tf32(t, m);
+  s->tiles_h = ceil_div(p.in[1], s->th);
+  s->tiles_w = ceil_div(p.in[2], s->tw);
+  const int64_t columns = p.batch * s->tiles_h * s->tiles_w;
+  const int64_t want = columns > 0 ? ceil_div(kSmallCDgradTargetBlocks, columns) : 1;
+  // Enough blocks to fill the card, but chunks of at least twice the D halo (at most 1.5x the planes of dy).
+  s->dz = std::max(ceil_div(p.in[0], std::max<int64_t>(1, std::min<int64_t>(want, p.in[0]))),
+                   std::min<int64_t>(p.in[0], 2 * (span[0] - 1)));
+  s->dchunks = ceil_div(p.in[0], s->dz);
+  s->blocks = columns * s->dchunks;
+  const size_t ring = size_t(span[0]) * size_t(p.in_channels) * size_t(s->th) * size_t(s->tw) * 4;
+  const size_t fixed = 1024 + smallc_dgrad_filter_bytes(s->nr, s->split, dtype_size(t)) + ring;
+  const size_t limit = kSmallCDgradSmemLimit;
+  s->pbufs = fixed + 2 * smallc_dgrad_p_bytes(s->nr) <= limit ? 2 : 1;
+  s->smem = fixed + s->pbufs * smallc_dgrad_p_bytes(s->nr);
+  return ring <= (48u << 10) && s->smem <= limit && s->blocks < (int64_t(1) << 31);
+}
+
+bool accepts_dgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
+  SmallCDgrad s;
+  return smallc_dgrad_plan(p, t, m, &s);
+}
+
+std::string tile_dgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
+  SmallCDgrad s;
+  if (!smallc_dgrad_plan(p, t, m, &s)) return "";
+  return "regs_dy_wgmma_" + std::to_string(kSmallCDgradRows) + "x" + std::to_string(s.nr) + "x64" +
+         (s.split ? "_3xtf32" : "") + "_taps_summed_brick" + std::to_string(s.tw) + "x" + std::to_string(s.th) +
+         "_dz" + std::to_string(s.dz);
+}
+
 size_t smallc_wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   SmallCWgrad s;
   if (!smallc_wgrad_plan(p, t, m, &s)) return 0;

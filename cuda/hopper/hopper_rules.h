@@ -81,5 +81,34 @@ struct SmallCWgrad {
 };
 bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s);
 
+// A first layer's grad-input on registers (conv_smallc_dgrad.cuh), stride 1: per plane of dy, the tensor cores form
+// P = dy^T W (dy positions x (channel, tap) columns, the whole 64-channel reduction, columns padded to nr) over a
+// halo'd th x tw brick of dx positions, and threads sum P's shifted entries into a ring of dx planes. The brick
+// (at most kSmallCDgradRows dy positions per plane, one 64-row warpgroup tile each), the D chunks (each block walks
+// dz planes of dx) and nr are pure functions of the problem, and each element of dx is summed in one fixed order.
+constexpr int kSmallCDgradWarpgroups = 3;
+constexpr int kSmallCDgradRows = 64 * kSmallCDgradWarpgroups;
+constexpr int kSmallCDgradItems = 2 * 128 * kSmallCDgradWarpgroups;  // dx items (channel, h, w): two a thread
+constexpr int64_t kSmallCDgradTargetBlocks = 264;
+constexpr int kSmallCDgradSmemLimit = 226 << 10;  // dynamic: the 227 KB a block may opt into, less its static table  // two waves of 132 multiprocessors before D is chunked
+struct SmallCDgrad {
+  int nr = 0;             // P's columns: 32, 64, 88 or 128 (C * taps rounded up)
+  int th = 0, tw = 0;     // dx brick (H, W)
+  int64_t tiles_h = 0, tiles_w = 0;
+  int64_t dz = 0, dchunks = 0;  // dx planes per block, chunks along D
+  int64_t blocks = 0;
+  int pbufs = 0;          // P buffers: 2 (a plane's products overlap the last plane's tap sums) where they fit
+  size_t smem = 0;        // dynamic shared memory (bytes, with the alignment slack)
+  bool split = false;     // 3xTF32
+};
+bool smallc_dgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCDgrad* s);
+// Its shared memory: the filter (big, and small for 3xTF32: 64 channels of K, 128-byte swizzled rows, nr rows per
+// 128 bytes of K), then P (pbufs x kSmallCDgradRows rows of nr + 1 floats: an odd stride), then the ring of dx
+// planes.
+inline size_t smallc_dgrad_filter_bytes(int nr, bool split, int64_t esize) {
+  return size_t(split ? 2 : 1) * size_t(esize == 2 ? 1 : 2) * size_t(nr) * 128;
+}
+inline size_t smallc_dgrad_p_bytes(int nr) { return size_t(kSmallCDgradRows) * size_t(nr + 1) * 4; }
+
 }  // namespace hopper
 }  // namespace jaxconv3d

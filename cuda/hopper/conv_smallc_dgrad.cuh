@@ -1,0 +1,278 @@
+// Grad-input of a first layer (few input channels, stride 1) without an im2col of dy and without a padded GEMM of
+// C = 3 columns. For a plane pd of dy and the (channel, tap) columns k of the filter [O][K],
+//   P[p][k] = sum_o dy[p][o] * w[o][k]            (tensor cores: rows = dy positions, N = K padded to NR, K = O)
+// and dx is P's entries summed along the taps:
+//   dx[qd][qh][qw][c] = sum_{kd, kh, kw} P at dy position (qd + pad - kd * dil, qh + ..., qw + ...), column (c, tap).
+// One block (three warpgroups) owns a th x tw brick of dx positions (H, W) of one sample and walks a chunk of D:
+//   - each warpgroup multiplies a 64-row tile of the halo'd dy brick ((th + span_h - 1) x (tw + span_w - 1)
+//     positions of plane pd): its A fragment comes straight from dy into registers (64 channels of the reduction,
+//     one thread's 16 channels contiguous in an NDHWC row: 16-byte loads), the filter, transposed, is B in shared
+//     memory for the whole kernel; the next plane's fragment loads are in flight during this plane's products;
+//   - P goes to shared memory (rows of NR + 1 floats: an odd stride, conflict-free along W), two buffers where they
+//     fit, so one barrier a plane suffices and a warpgroup's products overlap the others' tap sums;
+//   - each thread owns (at most two) dx items (channel, qh, qw) and, for each kd, sums P's kh x kw entries in a fixed
+//     order into a ring of span_d dx planes in shared memory; the plane pd - pad_d then has all its terms and is
+//     stored.
+// Every element of dx is summed in the order (dy plane ascending; kh, kw ascending), whatever the chunking: the
+// result is a pure function of the inputs. SPLIT (float32 accurate, 3xTF32): dy and w are split into big = tf32(v)
+// and small = v - big, and P accumulates small*big + big*small + big*big.
+#pragma once
+
+#include "hopper/smallc_geom.cuh"
+#include "hopper/wgmma_ops.cuh"
+
+namespace jaxconv3d {
+namespace hopper {
+
+struct SmallCDgradArgs {
+  const void* dy;  // (N, O, Do, Ho, Wo) or (N, Do, Ho, Wo, O)
+  const void* w;   // filter [O][K], K in the filter's memory order (smallc_geom.cuh)
+  void* dx;        // the input's layout
+  int O, C, K;
+  int channels_last;
+  int vec;              // NDHWC, O a multiple of 16 and dy 16-byte aligned: 16-byte fragment loads
+  int in[3], out[3], pad[3], dil[3], k[3], span[3];
+  int th, tw, thd, twd;  // dx brick and its halo'd dy brick (H, W)
+  int tiles_h, tiles_w, dz, dchunks;
+  i64 ys_n, ys_c, ys_d, ys_h, ys_w;  // dy strides (elements)
+  i64 xs_n, xs_c, xs_d, xs_h, xs_w;  // dx strides
+  int p_off, ring_off;               // P and the ring: byte offsets into the aligned dynamic shared memory
+  int pbufs;                         // P buffers (1 or 2)
+};
+
+template <typename T, bool SPLIT>
+struct SmallCDgradCfg {
+  static constexpr int kSteps = sizeof(T) == 2 ? 4 : 8;   // wgmma k-steps over the 64 channels of dy
+  static constexpr int kWords = sizeof(T) == 2 ? 8 : 16;  // one row's 16 channels, in 32-bit words
+  static constexpr int kKBlocks = sizeof(T) == 2 ? 1 : 2; // 128-byte blocks of K (64 channels)
+  static constexpr int kThreads = 128 * kSmallCDgradWarpgroups;
+};
+
+// The K order of the A fragment. Thread `tig` of a quad holds, for each of its rows, channels 16 * tig .. + 15:
+// float32 (k8 steps): step ks, fragment column tig + 4j holds channel 16 * tig + 2 * ks + j;
+// 16-bit (k16 steps): step ks, columns 2 * tig + e + 8 * half hold channel 16 * tig + 4 * ks + 2 * half + e.
+// Where B's element (channel o, step ks, column kk) sits in a 64-channel row of K (bytes).
+template <typename T>
+__device__ __forceinline__ int dgrad_k_byte(int o) {
+  const int tig = o / 16, e = o % 16;
+  if constexpr (sizeof(T) == 4) {
+    return (e / 2) * 32 + (tig + 4 * (e % 2)) * 4;
+  } else {
+    const int word = e / 2;
+    return (word / 2) * 32 + (2 * tig + (e % 2) + 8 * (word % 2)) * 2;
+  }
+}
+
+template <typename T, bool SPLIT, int NR>
+__global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
+    conv_smallc_dgrad_kernel(const __grid_constant__ SmallCDgradArgs a) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Cfg = SmallCDgradCfg<T, SPLIT>;
+  using Bits = std::conditional_t<sizeof(T) == 2, uint16_t, uint32_t>;
+  constexpr int NKS = Cfg::kSteps, WORDS = Cfg::kWords, NT = Cfg::kThreads, PS = NR + 1;
+  constexpr int KBLOCK = NR * 128, PART = Cfg::kKBlocks * KBLOCK;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t fil = dynamic_smem_base();
+  unsigned char* base = smem_raw + (fil - uint32_t(__cvta_generic_to_shared(smem_raw)));
+  float* P = reinterpret_cast<float*>(base + a.p_off);
+  float* ring = reinterpret_cast<float*>(base + a.ring_off);
+  const int tid = threadIdx.x;
+
+  // Which brick: W tiles fastest (neighbours share their halos in L2), then H tiles, D chunks, samples.
+  int64_t b = blockIdx.x;
+  const int tw_i = int(b % a.tiles_w); b /= a.tiles_w;
+  const int th_i = int(b % a.tiles_h); b /= a.tiles_h;
+  const int dc = int(b % a.dchunks);
+  const int64_t n = b / a.dchunks;
+  const int h0 = th_i * a.th, w0 = tw_i * a.tw;
+  const int qa = dc * a.dz, qb = min(qa + a.dz, a.in[0]);
+  const int items = a.C * a.th * a.tw;
+  const int ring_items = a.span[0] * items;
+
+  // B: the filter transposed, [part][K block][NR rows (columns k) x 128 bytes of channels, swizzled]; zeros past K
+  // and O. The ring starts at zero.
+  const T* w = static_cast<const T*>(a.w);
+  for (int i = tid; i < 64 * NR; i += NT) {
+    const int o = i / NR, kk = i % NR;
+    const T v = (o < a.O && kk < a.K) ? w[i64(o) * a.K + kk] : from_float<T>(0.0f);
+    const int byte = dgrad_k_byte<T>(o);
+    const uint32_t at = fil + (byte / 128) * KBLOCK + swz(kk, (byte % 128) / 16) + byte % 16;
+    if constexpr (sizeof(T) == 4) {
+      uint32_t big, small;
+      tf32_split(to_float(v), big, small);
+      st_shared(at, big);
+      if constexpr (SPLIT) st_shared(at + PART, small);
+    } else {
+      st_shared(at, v);
+    }
+  }
+  for (int i = tid; i < ring_items; i += NT) ring[i] = 0.0f;
+  fence_proxy_async();
+  __syncthreads();
+
+  const int wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
+  const int rows = a.thd * a.twd;
+  const bool tile_live = wg * 64 < rows;  // warpgroup-uniform: this 64-row tile holds dy positions
+  const int hd0 = h0 + a.pad[1] - (a.span[1] - 1), wd0 = w0 + a.pad[2] - (a.span[2] - 1);
+  // This thread's two rows of its warpgroup's tile: their dy offset within a plane (channel 16 * tig), or -1.
+  i64 roff[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = wg * 64 + warp * 16 + gid + 8 * h;
+    const int hd = hd0 + r / a.twd, wd = wd0 + r % a.twd;
+    const bool ok = r < rows && hd >= 0 && hd < a.out[1] && wd >= 0 && wd < a.out[2] && 16 * tig < a.O;
+    roff[h] = ok ? n * a.ys_n + hd * a.ys_h + wd * a.ys_w + 16 * tig * a.ys_c : -1;
+  }
+  const Bits* dy = static_cast<const Bits*>(a.dy);
+  uint32_t raw[2][WORDS];
+  // Loads plane pd's fragment words (zeros outside dy and past O).
+  auto load = [&](int pd) {
+    const bool plane = pd >= 0 && pd < a.out[0];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const bool ok = plane && roff[h] >= 0;
+      const Bits* src = dy + (ok ? roff[h] + pd * a.ys_d : 0);
+      if (a.vec) {
+#pragma unroll
+        for (int q = 0; q < WORDS / 4; ++q) {
+          const uint4 v = ok ? __ldg(reinterpret_cast<const uint4*>(src) + q) : make_uint4(0, 0, 0, 0);
+          raw[h][4 * q] = v.x; raw[h][4 * q + 1] = v.y; raw[h][4 * q + 2] = v.z; raw[h][4 * q + 3] = v.w;
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < 16; ++e) {
+          const bool in = ok && 16 * tig + e < a.O;
+          const uint32_t v = in ? uint32_t(__ldg(src + e * a.ys_c)) : 0u;
+          if constexpr (sizeof(T) == 4) {
+            raw[h][e] = v;
+          } else if (e % 2 == 0) {
+            raw[h][e / 2] = v;
+          } else {
+            raw[h][e / 2] |= v << 16;
+          }
+        }
+      }
+    }
+  };
+
+  // This thread's dx items (at most two: kSmallCDgradItems), NCDHW running W fastest, NDHWC the channel: where
+  // tap 0's term sits in P (-1: the item is past the volume's edge) and the item's offset within a plane of dx.
+  // toff: each tap's column (channel 0) and row shift in P, so an item's term is P[pb + toff[tap]].
+  __shared__ int toff[128];
+  const int taps = a.k[0] * a.k[1] * a.k[2], k12 = a.k[1] * a.k[2];
+  for (int tap = tid; tap < taps; tap += NT) {
+    const int kw = tap % a.k[2], kh = (tap / a.k[2]) % a.k[1];
+    toff[tap] = (a.channels_last ? tap * a.C : tap) - (kh * a.dil[1] * a.twd + kw * a.dil[2]) * PS;
+  }
+  int pb[2];
+  i64 xo[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int it = tid + i * NT;
+    int c, qh, qw;
+    if (a.channels_last) {
+      c = it % a.C; const int t = it / a.C; qw = t % a.tw; qh = t / a.tw;
+    } else {
+      qw = it % a.tw; const int t = it / a.tw; qh = t % a.th; c = t / a.th;
+    }
+    const bool ok = it < items && h0 + qh < a.in[1] && w0 + qw < a.in[2];
+    pb[i] = ok ? ((qh + a.span[1] - 1) * a.twd + qw + a.span[2] - 1) * PS + (a.channels_last ? c : c * taps) : -1;
+    xo[i] = n * a.xs_n + c * a.xs_c + (h0 + qh) * a.xs_h + (w0 + qw) * a.xs_w;
+  }
+  T* dx = static_cast<T*>(a.dx);
+
+  const int pd_first = qa + a.pad[0] - (a.span[0] - 1), pd_last = qb - 1 + a.pad[0];
+  // The ring slot of dx plane pd - pad_d, (pd - pad_d - qa) mod span_d: at pd_first, -(span_d - 1) mod span_d.
+  int slot0 = 1 % a.span[0];
+  int buf = 0;
+  __syncthreads();  // toff
+  if (tile_live) load(pd_first);
+  for (int pd = pd_first; pd <= pd_last; ++pd) {
+    if (pd >= 0 && pd < a.out[0]) {
+      float* Pb = P + buf * (kSmallCDgradRows * PS);
+      if (tile_live) {
+        uint32_t ab[NKS][4], as[SPLIT ? NKS : 1][4];
+#pragma unroll
+        for (int ks = 0; ks < NKS; ++ks) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {  // fragment register i: row i % 2, K half i / 2
+            if constexpr (sizeof(T) == 4) {
+              uint32_t small;
+              tf32_split(__uint_as_float(raw[i % 2][2 * ks + i / 2]), ab[ks][i], small);
+              if constexpr (SPLIT) as[ks][i] = small;
+            } else {
+              ab[ks][i] = raw[i % 2][2 * ks + i / 2];
+            }
+          }
+        }
+        if (pd < pd_last) load(pd + 1);  // in flight during the products and the tap sums
+        float acc[NR / 2];
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < NKS; ++ks) {
+          const uint32_t off = (ks / 4) * KBLOCK + (ks % 4) * 32;
+          const uint64_t big = smem_desc(fil + off, 16, 1024);
+          if constexpr (SPLIT) {
+            const uint64_t small = smem_desc(fil + PART + off, 16, 1024);
+            wgmma_Tf32_rs<NR>(acc, as[ks], big, ks > 0 ? 1 : 0);  // small terms first
+            wgmma_Tf32_rs<NR>(acc, ab[ks], small, 1);
+            wgmma_Tf32_rs<NR>(acc, ab[ks], big, 1);
+          } else if constexpr (sizeof(T) == 4) {
+            wgmma_Tf32_rs<NR>(acc, ab[ks], big, ks > 0 ? 1 : 0);
+          } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+            wgmma_Bf16_rs<NR, 0>(acc, ab[ks], big, ks > 0 ? 1 : 0);
+          } else {
+            wgmma_F16_rs<NR, 0>(acc, ab[ks], big, ks > 0 ? 1 : 0);
+          }
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_regs(acc);
+        // Accumulator element i: row 16 * warp + gid + 8 * ((i / 2) % 2), column 8 * (i / 4) + 2 * tig + i % 2.
+        float* prow = Pb + (wg * 64 + warp * 16 + gid) * PS + 2 * tig;
+#pragma unroll
+        for (int i = 0; i < NR / 2; ++i) prow[8 * ((i / 2) % 2) * PS + 8 * (i / 4) + i % 2] = acc[i];
+      }
+      __syncthreads();
+      // The tap sums: for each kd, dx plane pd - pad_d + kd * dil_d (inside this chunk) gains P's kh x kw terms.
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        if (pb[i] < 0) continue;
+        const float* src = Pb + pb[i];
+        for (int kd = 0; kd < a.k[0]; ++kd) {
+          const int qd = pd - a.pad[0] + kd * a.dil[0];
+          if (qd < qa || qd >= qb) continue;
+          const int* to = toff + kd * k12;
+          float s = 0.0f;
+          for (int j = 0; j < k12; ++j) s += src[to[j]];
+          int slot = slot0 + kd * a.dil[0];
+          slot -= slot >= a.span[0] ? a.span[0] : 0;
+          ring[slot * items + tid + i * NT] += s;
+        }
+      }
+      if (a.pbufs == 1) {
+        __syncthreads();  // P is rewritten by the next plane
+      } else {
+        buf ^= 1;  // the next plane writes the other buffer; this one is rewritten only after the next barrier
+      }
+    } else if (tile_live && pd < pd_last) {
+      load(pd + 1);
+    }
+    // dx plane pd - pad_d has had its last term (kd = 0): store it and clear its ring slot.
+    const int qd = pd - a.pad[0];
+    if (qd >= qa && qd < qb) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        if (pb[i] < 0) continue;
+        float& v = ring[slot0 * items + tid + i * NT];
+        dx[xo[i] + qd * a.xs_d] = from_float<T>(v);
+        v = 0.0f;
+      }
+    }
+    slot0 = slot0 + 1 == a.span[0] ? 0 : slot0 + 1;
+  }
+#endif
+}
+
+}  // namespace hopper
+}  // namespace jaxconv3d
