@@ -85,9 +85,11 @@ def test_device_string_and_cc_agree():
 
 def test_sm80_tiles_are_named():
     depthwise = jaxconv3d.explain((2, 8, 8, 8, 8), (8, 1, 3, 3, 3), groups=8, padding=1, cc=80)
-    assert depthwise["forward"]["tile"] == "stencil"
-    assert depthwise["grad_input"]["tile"] == "stencil"
-    assert depthwise["grad_weight"]["tile"] == "wgrad_depthwise"
+    assert depthwise["forward"]["tile"] == depthwise["grad_input"]["tile"] == "stencil_3x3x3_regs"
+    assert depthwise["grad_weight"]["tile"] == "wgrad_depthwise_3x3x3_regs"
+    dilated = jaxconv3d.explain((2, 8, 8, 8, 8), (8, 1, 3, 3, 3), groups=8, padding=2, dilation=2, cc=80)
+    assert dilated["forward"]["tile"] == dilated["grad_input"]["tile"] == "stencil"
+    assert dilated["grad_weight"]["tile"] == "wgrad_depthwise"
     accurate = jaxconv3d.explain(**DENSE, cc=80)
     assert accurate["forward"]["tile"] == "gemm_ffma_128x64"
     assert accurate["grad_weight"]["tile"] == "wgrad_pipe_ffma_64x128"

@@ -115,18 +115,29 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
   const bool tile_live = wg * 64 < rows;  // warpgroup-uniform: this 64-row tile holds dy positions
   const int hd0 = h0 + a.pad[1] - (a.span[1] - 1), wd0 = w0 + a.pad[2] - (a.span[2] - 1);
   // This thread's two rows of its warpgroup's tile: their dy offset within a plane (channel 16 * tig), or -1.
+  // Which brick position a fragment row (warp, gid, h) holds is ours to choose (P's rows follow it): NCDHW keeps
+  // a warp's rows 16 consecutive positions (8 along W per load: whole sectors); NDHWC, whose rows are separate
+  // 16-byte loads anyway, spreads a store's 8 gids over rows {0, 1, 8, 9, 16, 17, 24, 25} (+ 2h, 4 (warp % 2),
+  // 32 (warp / 2)), which with P's odd stride (25 mod 32 banks for NR = 88) puts the 32 lanes' stores in 32 banks.
+  auto brick_row = [&](int h) {
+    return wg * 64 + (a.channels_last ? (gid % 2) + 8 * (gid / 2) + 2 * h + 4 * (warp % 2) + 32 * (warp / 2)
+                                      : warp * 16 + gid + 8 * h);
+  };
   i64 roff[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int r = wg * 64 + warp * 16 + gid + 8 * h;
+    const int r = brick_row(h);
     const int hd = hd0 + r / a.twd, wd = wd0 + r % a.twd;
     const bool ok = r < rows && hd >= 0 && hd < a.out[1] && wd >= 0 && wd < a.out[2] && 16 * tig < a.O;
     roff[h] = ok ? n * a.ys_n + hd * a.ys_h + wd * a.ys_w + 16 * tig * a.ys_c : -1;
   }
   const Bits* dy = static_cast<const Bits*>(a.dy);
-  uint32_t raw[2][WORDS];
-  // Loads plane pd's fragment words (zeros outside dy and past O).
-  auto load = [&](int pd) {
+  // raw: this plane's fragment words; nxt (16-bit): the next plane's, loaded while this plane's wgmmas run. A
+  // 16-bit fragment is raw itself, and loading the next plane over registers an in-flight wgmma reads made the
+  // loads wait for the products (16-bit NCDHW grad-input 1.2 -> 2.1 ms on kb54); float32 fragments are split copies.
+  uint32_t raw[2][WORDS], nxt[2][WORDS];
+  // Loads plane pd's fragment words into `dst` (zeros outside dy and past O).
+  auto load = [&](int pd, uint32_t (&dst)[2][WORDS]) {
     const bool plane = pd >= 0 && pd < a.out[0];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -136,7 +147,7 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
 #pragma unroll
         for (int q = 0; q < WORDS / 4; ++q) {
           const uint4 v = ok ? __ldg(reinterpret_cast<const uint4*>(src) + q) : make_uint4(0, 0, 0, 0);
-          raw[h][4 * q] = v.x; raw[h][4 * q + 1] = v.y; raw[h][4 * q + 2] = v.z; raw[h][4 * q + 3] = v.w;
+          dst[h][4 * q] = v.x; dst[h][4 * q + 1] = v.y; dst[h][4 * q + 2] = v.z; dst[h][4 * q + 3] = v.w;
         }
       } else {
 #pragma unroll
@@ -144,11 +155,11 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
           const bool in = ok && 16 * tig + e < a.O;
           const uint32_t v = in ? uint32_t(__ldg(src + e * a.ys_c)) : 0u;
           if constexpr (sizeof(T) == 4) {
-            raw[h][e] = v;
+            dst[h][e] = v;
           } else if (e % 2 == 0) {
-            raw[h][e / 2] = v;
+            dst[h][e / 2] = v;
           } else {
-            raw[h][e / 2] |= v << 16;
+            dst[h][e / 2] |= v << 16;
           }
         }
       }
@@ -157,12 +168,12 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
 
   // This thread's dx items (at most two: kSmallCDgradItems), NCDHW running W fastest, NDHWC the channel: where
   // tap 0's term sits in P (-1: the item is past the volume's edge) and the item's offset within a plane of dx.
-  // toff: each tap's column (channel 0) and row shift in P, so an item's term is P[pb + toff[tap]].
+  // toff: each tap's column (channel 0) and row shift in P, in bytes, so an item's term is at P + pb + toff[tap].
   __shared__ int toff[128];
   const int taps = a.k[0] * a.k[1] * a.k[2], k12 = a.k[1] * a.k[2];
   for (int tap = tid; tap < taps; tap += NT) {
     const int kw = tap % a.k[2], kh = (tap / a.k[2]) % a.k[1];
-    toff[tap] = (a.channels_last ? tap * a.C : tap) - (kh * a.dil[1] * a.twd + kw * a.dil[2]) * PS;
+    toff[tap] = 4 * ((a.channels_last ? tap * a.C : tap) - (kh * a.dil[1] * a.twd + kw * a.dil[2]) * PS);
   }
   int pb[2];
   i64 xo[2];
@@ -176,7 +187,8 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
       qw = it % a.tw; const int t = it / a.tw; qh = t % a.th; c = t / a.th;
     }
     const bool ok = it < items && h0 + qh < a.in[1] && w0 + qw < a.in[2];
-    pb[i] = ok ? ((qh + a.span[1] - 1) * a.twd + qw + a.span[2] - 1) * PS + (a.channels_last ? c : c * taps) : -1;
+    pb[i] = ok ? 4 * (((qh + a.span[1] - 1) * a.twd + qw + a.span[2] - 1) * PS + (a.channels_last ? c : c * taps))
+               : -1;
     xo[i] = n * a.xs_n + c * a.xs_c + (h0 + qh) * a.xs_h + (w0 + qw) * a.xs_w;
   }
   T* dx = static_cast<T*>(a.dx);
@@ -186,7 +198,11 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
   int slot0 = 1 % a.span[0];
   int buf = 0;
   __syncthreads();  // toff
-  if (tile_live) load(pd_first);
+  // An item's terms for dx plane kd: at P + pb + kd * colstep + toff[j], j over the kh x kw taps (3 x 3 unrolled).
+  const int colstep = 4 * k12 * (a.channels_last ? a.C : 1);
+  auto term = [](const char* at, int off) { return *reinterpret_cast<const float*>(at + off); };
+  const bool taps9 = k12 == 9;
+  if (tile_live) load(pd_first, raw);
   for (int pd = pd_first; pd <= pd_last; ++pd) {
     if (pd >= 0 && pd < a.out[0]) {
       float* Pb = P + buf * (kSmallCDgradRows * PS);
@@ -205,7 +221,13 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
             }
           }
         }
-        if (pd < pd_last) load(pd + 1);  // in flight during the products and the tap sums
+        if (pd < pd_last) {  // in flight during the products and the tap sums
+          if constexpr (sizeof(T) == 2) {
+            load(pd + 1, nxt);
+          } else {
+            load(pd + 1, raw);  // the fragments are split copies: raw is free
+          }
+        }
         float acc[NR / 2];
         wgmma_fence();
 #pragma unroll
@@ -228,23 +250,37 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
         wgmma_commit();
         wgmma_wait<0>();
         fence_regs(acc);
-        // Accumulator element i: row 16 * warp + gid + 8 * ((i / 2) % 2), column 8 * (i / 4) + 2 * tig + i % 2.
-        float* prow = Pb + (wg * 64 + warp * 16 + gid) * PS + 2 * tig;
+        if constexpr (sizeof(T) == 2) {
+          if (pd < pd_last) {
 #pragma unroll
-        for (int i = 0; i < NR / 2; ++i) prow[8 * ((i / 2) % 2) * PS + 8 * (i / 4) + i % 2] = acc[i];
+            for (int h = 0; h < 2; ++h) {
+#pragma unroll
+              for (int q = 0; q < WORDS; ++q) raw[h][q] = nxt[h][q];
+            }
+          }
+        }
+        // Accumulator element i: row 16 * warp + gid + 8 * ((i / 2) % 2), column 8 * (i / 4) + 2 * tig + i % 2.
+        float* prow[2] = {Pb + brick_row(0) * PS + 2 * tig, Pb + brick_row(1) * PS + 2 * tig};
+#pragma unroll
+        for (int i = 0; i < NR / 2; ++i) prow[(i / 2) % 2][8 * (i / 4) + i % 2] = acc[i];
       }
       __syncthreads();
       // The tap sums: for each kd, dx plane pd - pad_d + kd * dil_d (inside this chunk) gains P's kh x kw terms.
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         if (pb[i] < 0) continue;
-        const float* src = Pb + pb[i];
+        const char* src = reinterpret_cast<const char*>(Pb) + pb[i];
         for (int kd = 0; kd < a.k[0]; ++kd) {
           const int qd = pd - a.pad[0] + kd * a.dil[0];
           if (qd < qa || qd >= qb) continue;
-          const int* to = toff + kd * k12;
+          const char* at = src + kd * colstep;
           float s = 0.0f;
-          for (int j = 0; j < k12; ++j) s += src[to[j]];
+          if (taps9) {
+#pragma unroll
+            for (int j = 0; j < 9; ++j) s += term(at, toff[j]);
+          } else {
+            for (int j = 0; j < k12; ++j) s += term(at, toff[j]);
+          }
           int slot = slot0 + kd * a.dil[0];
           slot -= slot >= a.span[0] ? a.span[0] : 0;
           ring[slot * items + tid + i * NT] += s;
@@ -256,7 +292,7 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
         buf ^= 1;  // the next plane writes the other buffer; this one is rewritten only after the next barrier
       }
     } else if (tile_live && pd < pd_last) {
-      load(pd + 1);
+      load(pd + 1, raw);
     }
     // dx plane pd - pad_d has had its last term (kd = 0): store it and clear its ring slot.
     const int qd = pd - a.pad[0];

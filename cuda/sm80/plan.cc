@@ -2,6 +2,7 @@
 // launchers alike, so what `explain()` reports is what runs.
 #include "sm80/plan.h"
 
+#include <algorithm>
 #include <climits>
 
 namespace jaxconv3d {
@@ -10,6 +11,8 @@ namespace sm80 {
 const char* kernel_name(Kernel k) {
   switch (k) {
     case Kernel::kStencil: return "stencil";
+    case Kernel::kStencil3: return "stencil_3x3x3_regs";
+    case Kernel::kWgradDw3: return "wgrad_depthwise_3x3x3_regs";
     case Kernel::kGemmWmma: return "gemm_wmma_128x64";
     case Kernel::kGemmFfma64: return "gemm_ffma_128x64";
     case Kernel::kGemmFfma32: return "gemm_ffma_128x32";
@@ -65,12 +68,46 @@ bool stencil_plan(const ConvProblem& p, bool dgrad, DType t, StencilArgs* s, int
   return *blocks <= INT_MAX;
 }
 
+bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks) {
+  if (t == DType::kF64 || p.in_per_group() != 1) return false;
+  *s = Stencil3Args{};
+  const int OT[3] = {kS3Z, kS3Y, kS3X};
+  int64_t tiles = 1;
+  for (int a = 0; a < 3; ++a) {
+    if (p.kernel[a] != 3 || p.stride[a] != 1 || p.dilation[a] != 1) return false;
+    if (p.in[a] >= (int64_t(1) << 30) || p.out[a] >= (int64_t(1) << 30) || p.pad_lo[a] >= (int64_t(1) << 20))
+      return false;
+    s->od[a] = int(dgrad ? p.in[a] : p.out[a]);
+    s->sd[a] = int(dgrad ? p.out[a] : p.in[a]);
+    // forward: y[q] = sum_t w[t] x[q + t - pad]; grad-input: dx[q] = sum_t w[2 - t] dy[q + t - (2 - pad)]
+    s->P[a] = int(dgrad ? 2 - p.pad_lo[a] : p.pad_lo[a]);
+    s->ntile[a] = int((s->od[a] + OT[a] - 1) / OT[a]);
+    tiles *= s->ntile[a];
+  }
+  s->dgrad = dgrad ? 1 : 0;
+  s->Og = int(p.out_per_group());
+  s->OC = int(dgrad ? p.in_channels : p.out_channels);
+  s->SC = int(dgrad ? p.out_channels : p.in_channels);
+  *blocks = p.batch * s->OC * tiles;
+  return *blocks <= INT_MAX;
+}
+
 WgPlan wg_plan(const ConvProblem& p, DType t) {
   WgPlan pl{};
   const int64_t accsz = t == DType::kF64 ? 8 : 4;
   const int64_t P = p.batch * p.out_spatial();
   const int64_t Og = p.out_per_group(), Ncol = p.in_per_group() * p.taps();
-  if (p.in_per_group() == 1 && p.taps() <= kDwMaxT) {
+  Stencil3Args s3;
+  int64_t blocks3 = 0;
+  if (stencil3_plan(p, false, t, &s3, &blocks3)) {
+    // dw3: about 2 x kTargetBlocks blocks (channel, split), each over a contiguous run of one channel's bricks
+    pl.depthwise = pl.dw3 = true;
+    pl.bricks = p.batch * int64_t(s3.ntile[0]) * s3.ntile[1] * s3.ntile[2];
+    const int64_t want = std::max<int64_t>(1, std::min<int64_t>(pl.bricks, 2 * kTargetBlocks / p.out_channels));
+    pl.per_split = (pl.bricks + want - 1) / want;
+    pl.S = int(pl.bricks > 0 ? (pl.bricks + pl.per_split - 1) / pl.per_split : 1);
+    pl.blocks_per_split = p.out_channels;
+  } else if (p.in_per_group() == 1 && p.taps() <= kDwMaxT) {
     pl.depthwise = true;
     const int64_t R = p.batch * p.out[0] * p.out[1];
     int64_t S = (kTargetBlocks + p.out_channels - 1) / p.out_channels;
@@ -111,6 +148,7 @@ Kernel gemm_kernel(int64_t ncols, DType t, MathMode m) {
 }
 
 Kernel wgrad_kernel(const WgPlan& pl, DType t, MathMode m) {
+  if (pl.dw3) return Kernel::kWgradDw3;
   if (pl.depthwise) return Kernel::kWgradDepthwise;
   const bool f32 = t == DType::kF32, h16 = t == DType::kBF16 || t == DType::kF16;
   if (pl.bmo == 64 && kWgradPipeTF32 && f32 && m == MathMode::kTF32) return Kernel::kWgradPipeWmma;
@@ -123,12 +161,15 @@ Kernel wgrad_kernel(const WgPlan& pl, DType t, MathMode m) {
 
 Choice choose(Op op, const ConvProblem& p, DType t, MathMode m) {
   StencilArgs s;
+  Stencil3Args s3;
   int64_t smem = 0, blocks = 0;
   switch (op) {
     case Op::kFwd:
+      if (stencil3_plan(p, false, t, &s3, &blocks)) return {Kernel::kStencil3, 0};
       if (stencil_plan(p, false, t, &s, &smem, &blocks)) return {Kernel::kStencil, 0};
       return {gemm_kernel(p.out_per_group(), t, m), 0};
     case Op::kDgrad:
+      if (stencil3_plan(p, true, t, &s3, &blocks)) return {Kernel::kStencil3, 0};
       if (stencil_plan(p, true, t, &s, &smem, &blocks)) return {Kernel::kStencil, 0};
       return {gemm_kernel(p.in_per_group(), t, m), 0};
     case Op::kWgrad: {

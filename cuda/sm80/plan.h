@@ -14,6 +14,7 @@ namespace sm80 {
 constexpr int kTargetBlocks = 1056;  // 8 blocks x 132 SMs (fixed: results must not depend on the card)
 constexpr int kDwMaxT = 32;          // depthwise grad-weight: taps held in registers
 constexpr int kSTX = 32, kSTY = 8, kSTZ = 8;  // stencil output tile (x, y, z)
+constexpr int kS3X = 32, kS3Y = 16, kS3Z = 8;  // 3x3x3 stencil output brick (x, y, z)
 
 // Path switches (each false restores the previous kernel for that path).
 constexpr bool kWgradPipeF32 = true;   // float32 accurate grad-weight (Og > 32): pipelined FFMA kernel
@@ -33,6 +34,8 @@ enum class Kernel : int {
   kWgrad64 = 8,         // grad-weight GEMM with BMO = 64 / 32 / 16
   kWgrad32 = 9,
   kWgrad16 = 10,
+  kStencil3 = 11,       // depthwise 3x3x3 stencil, stride 1, dilation 1 (forward; grad-input of C/groups == 1)
+  kWgradDw3 = 12,       // its grad-weight: bricks of positions, 27 sums a thread, fixed-order splits
 };
 
 const char* kernel_name(Kernel k);
@@ -51,9 +54,28 @@ struct StencilArgs {
 // Fills `s` (all but the pointers), the dynamic shared memory and the block count when the stencil applies.
 bool stencil_plan(const ConvProblem& p, bool dgrad, DType t, StencilArgs* s, int64_t* smem, int64_t* blocks);
 
+// Arguments of the 3x3x3 stencil (stencil3.cu): output q, tap t (0..2 per axis, flipped for grad-input) reads
+// source position q + t - P.
+struct Stencil3Args {
+  const void* src;
+  const void* wt;
+  const void* bias;
+  void* out;
+  int OC, SC, Og;
+  int dgrad;
+  int vec;  // four W outputs per aligned store (set by the launcher)
+  int od[3], sd[3], P[3], ntile[3];
+};
+// Fills `s` (all but the pointers and `vec`) and the block count when the 3x3x3 stencil applies: float32 / 16-bit,
+// kernel 3x3x3, stride 1, dilation 1, one input channel per group.
+bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks);
+
 // Grad-weight plan (shared by the workspace query and the launch).
 struct WgPlan {
   bool depthwise;
+  bool dw3;              // depthwise 3x3x3 stride 1 dilation 1 (wgrad_dw3.cu): S splits of a channel's bricks
+  int64_t bricks = 0;    // dw3: 8 x 16 x 32 bricks of dy positions a channel (batch included)
+  int64_t per_split = 0;  // dw3: contiguous bricks a split
   int bmo;  // generic: 64 / 32 / 16
   int S;    // splits
   int64_t blocks_per_split;

@@ -524,7 +524,10 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
   a.T = (int)p.taps(); a.Ncol = (int)(p.in_per_group() * p.taps());
   a.S = pl.S; a.wel = p.w_elements(); a.g0 = 0;
   a.geo = make_geo(p);
-  if (pl.depthwise) {
+  if (pl.dw3) {
+    const std::string e = wgrad_dw3(p, t, x, dy, dw, ws, st);  // S > 1: partial sums into ws, reduced below
+    if (!e.empty()) return e;
+  } else if (pl.depthwise) {
     const i64 blocks = (i64)pl.S * p.out_channels;
     if (blocks > INT_MAX) return "jaxconv3d cuda: too many blocks (depthwise wgrad)";
     if (p.kernel[0] == 3 && p.kernel[1] == 3 && p.kernel[2] == 3)

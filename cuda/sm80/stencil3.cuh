@@ -1,0 +1,42 @@
+// What the 3x3x3 depthwise kernels (stencil3.cu: forward / grad-input, wgrad_dw3.cu: grad-weight) share: the
+// 8 x 16 x 32 (D, H, W) brick of positions a block of 128 threads owns, each thread 8 along D x 4 along W, and its
+// source tile with a one-position halo in shared memory (rows of 36 floats: 16-byte aligned for vector reads).
+#pragma once
+
+#include "sm80/common.cuh"
+#include "sm80/plan.h"
+
+namespace jaxconv3d {
+namespace sm80 {
+
+constexpr int kZ = kS3Z, kY = kS3Y, kX = kS3X;         // the brick
+constexpr int kTZ = kZ + 2, kTY = kY + 2, kTX = kX + 2;  // its source tile
+constexpr int kRow = 36;                                 // tile row stride (floats)
+constexpr int kThreads = kY * (kX / 4);                  // 128: one per (H row, 4 W positions)
+constexpr int kTileFloats = kTZ * kTY * kRow;
+
+// The source tile from (s0, s1, s2) (may be negative: padding) of one channel `base` with extents sd: every lane
+// loads (flattened index), zeros outside the source.
+template <typename T>
+__device__ __forceinline__ void fill_tile3(float* tile, const T* __restrict__ base, int s0, int s1, int s2,
+                                           const int (&sd)[3], int tid) {
+  const i64 sHW = i64(sd[1]) * sd[2];
+  for (int i = tid; i < kTZ * kTY * kTX; i += kThreads) {
+    const int r = i / kTX, x = i - r * kTX, z = r / kTY, y = r - z * kTY;
+    const int gz = s0 + z, gy = s1 + y, gx = s2 + x;
+    const bool ok =
+        unsigned(gz) < unsigned(sd[0]) && unsigned(gy) < unsigned(sd[1]) && unsigned(gx) < unsigned(sd[2]);
+    tile[r * kRow + x] = ok ? cvt<float>(base[gz * sHW + i64(gy) * sd[2] + gx]) : 0.0f;
+  }
+}
+
+// Source row (D row r, H row y) of the tile at W positions 4 tx .. 4 tx + 5: two vector reads.
+__device__ __forceinline__ void tile3_row(const float* tile, int r, int y, int tx, float (&s)[6]) {
+  const float* row = tile + (r * kTY + y) * kRow + 4 * tx;
+  const float4 lo = *reinterpret_cast<const float4*>(row);
+  const float2 hi = *reinterpret_cast<const float2*>(row + 4);
+  s[0] = lo.x; s[1] = lo.y; s[2] = lo.z; s[3] = lo.w; s[4] = hi.x; s[5] = hi.y;
+}
+
+}  // namespace sm80
+}  // namespace jaxconv3d

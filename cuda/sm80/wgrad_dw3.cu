@@ -1,0 +1,144 @@
+// sm80 depthwise 3x3x3 grad-weight (stride 1, dilation 1, one input channel per group):
+//   dw[o][kz][ky][kx] = sum over samples and positions q of dy[o][q] * x[o / Og][q + (kz, ky, kx) - pad].
+// Block = (output channel, split): a contiguous run of the channel's 8 x 16 x 32 bricks of dy positions (samples
+// included). Per brick, dy's brick and x's tile with its halo go to shared memory (zeros outside: padding and the
+// brick's overhang); each thread holds its 8 x 4 dy values and 27 running sums, and for every H tap and source row
+// reads 6 x values (two vector reads) that feed 3 D taps x 3 W taps x 4 positions. The block's 128 partial sums
+// of each tap are added in a fixed tree (warp shuffles, then the four warps in order); a split writes dw itself
+// (S = 1) or its row of the workspace, which splits_reduce_kernel adds in split order. Deterministic.
+#include "sm80/sm80.h"
+#include "sm80/stencil3.cuh"
+
+namespace jaxconv3d {
+namespace sm80 {
+namespace {
+
+struct Dw3Args {
+  const void* x;
+  const void* dy;
+  void* out;  // dw (S == 1) or the float workspace [S][O * 27]
+  int O, C, Og, S;
+  int64_t bricks, per_split;
+  int od[3], sd[3], P[3], ntile[3];
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) wgrad_dw3_kernel(const Dw3Args a) {
+  __shared__ __align__(16) float tile[kTileFloats];
+  __shared__ __align__(16) float dyb[kZ * kY * kX];
+  __shared__ float red[kThreads / 32][27];
+  const T* __restrict__ x = static_cast<const T*>(a.x);
+  const T* __restrict__ dy = static_cast<const T*>(a.dy);
+  const int o = int(blockIdx.x % a.O), split = int(blockIdx.x / a.O);
+  const int c = o / a.Og;
+  const int tid = threadIdx.x, ty = tid / (kX / 4), tx = tid % (kX / 4), lane = tid % 32, warp = tid / 32;
+  const i64 oS = i64(a.od[0]) * a.od[1] * a.od[2], sS = i64(a.sd[0]) * a.sd[1] * a.sd[2];
+  const i64 oHW = i64(a.od[1]) * a.od[2];
+
+  float acc[27];
+#pragma unroll
+  for (int t = 0; t < 27; ++t) acc[t] = 0.0f;
+  const int64_t b0 = int64_t(split) * a.per_split, b1 = min(b0 + a.per_split, a.bricks);
+  for (int64_t br = b0; br < b1; ++br) {
+    int64_t q = br;
+    const int bx = int(q % a.ntile[2]); q /= a.ntile[2];
+    const int by = int(q % a.ntile[1]); q /= a.ntile[1];
+    const int bz = int(q % a.ntile[0]);
+    const int64_t n = q / a.ntile[0];
+    const int oz0 = bz * kZ, oy0 = by * kY, ox0 = bx * kX;
+    if (br > b0) __syncthreads();  // the last brick is still being read
+    fill_tile3(tile, x + (n * a.C + c) * sS, oz0 - a.P[0], oy0 - a.P[1], ox0 - a.P[2], a.sd, tid);
+    const T* dyc = dy + (n * a.O + o) * oS;
+    for (int i = tid; i < kZ * kY * kX; i += kThreads) {
+      const int r = i / kX, xx = i - r * kX, z = r / kY, y = r - z * kY;
+      const int gz = oz0 + z, gy = oy0 + y, gx = ox0 + xx;
+      const bool ok = gz < a.od[0] && gy < a.od[1] && gx < a.od[2];
+      dyb[i] = ok ? cvt<float>(dyc[gz * oHW + i64(gy) * a.od[2] + gx]) : 0.0f;
+    }
+    __syncthreads();
+    float d[kZ][4];
+#pragma unroll
+    for (int z = 0; z < kZ; ++z) {
+      const float4 v = *reinterpret_cast<const float4*>(dyb + (z * kY + ty) * kX + 4 * tx);
+      d[z][0] = v.x; d[z][1] = v.y; d[z][2] = v.z; d[z][3] = v.w;
+    }
+#pragma unroll
+    for (int ky = 0; ky < 3; ++ky) {
+#pragma unroll
+      for (int r = 0; r < kTZ; ++r) {
+        float s[6];
+        tile3_row(tile, r, ty + ky, tx, s);
+#pragma unroll
+        for (int kz = 0; kz < 3; ++kz) {
+          const int z = r - kz;  // the dy row this x row meets through D tap kz
+          if (z < 0 || z >= kZ) continue;
+#pragma unroll
+          for (int kx = 0; kx < 3; ++kx) {
+            float& t = acc[(kz * 3 + ky) * 3 + kx];
+#pragma unroll
+            for (int v = 0; v < 4; ++v) t = fmaf(d[z][v], s[v + kx], t);
+          }
+        }
+      }
+    }
+  }
+  // Fixed-order block sum of each tap: a butterfly within each warp, then the warps in order.
+#pragma unroll
+  for (int t = 0; t < 27; ++t) {
+    float v = acc[t];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (lane == 0) red[warp][t] = v;
+  }
+  __syncthreads();
+  if (tid < 27) {
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) v += red[w][tid];
+    const i64 e = i64(o) * 27 + tid;
+    if (a.S == 1) {
+      static_cast<T*>(a.out)[e] = cvt<T>(v);
+    } else {
+      static_cast<float*>(a.out)[i64(split) * a.O * 27 + e] = v;
+    }
+  }
+}
+
+template <typename T>
+std::string launch(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* ws,
+                   cudaStream_t st) {
+  const WgPlan pl = wg_plan(p, t);
+  Stencil3Args s3;
+  int64_t unused = 0;
+  if (!pl.dw3 || !stencil3_plan(p, false, t, &s3, &unused))
+    return "jaxconv3d cuda: the 3x3x3 depthwise grad-weight does not apply to this problem";
+  if (pl.S > 1 && ws == nullptr) return "jaxconv3d cuda: wgrad workspace is null";
+  Dw3Args a;
+  a.x = x; a.dy = dy; a.out = pl.S > 1 ? ws : dw;
+  a.O = int(p.out_channels); a.C = int(p.in_channels); a.Og = int(p.out_per_group()); a.S = pl.S;
+  a.bricks = pl.bricks; a.per_split = pl.per_split;
+  for (int d = 0; d < 3; ++d) {
+    a.od[d] = s3.od[d]; a.sd[d] = s3.sd[d]; a.P[d] = s3.P[d]; a.ntile[d] = s3.ntile[d];
+  }
+  const int64_t blocks = int64_t(pl.S) * p.out_channels;
+  if (blocks > INT_MAX) return "jaxconv3d cuda: too many blocks (depthwise 3x3x3 wgrad)";
+  if (blocks == 0) return "";
+  wgrad_dw3_kernel<T><<<unsigned(blocks), kThreads, 0, st>>>(a);
+  return launch_error("depthwise 3x3x3 wgrad");
+}
+
+}  // namespace
+
+std::string wgrad_dw3(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,
+                      void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  switch (t) {
+    case DType::kF32: return launch<float>(p, t, x, dy, dw, workspace, st);
+    case DType::kBF16: return launch<__nv_bfloat16>(p, t, x, dy, dw, workspace, st);
+    case DType::kF16: return launch<__half>(p, t, x, dy, dw, workspace, st);
+    default: return "jaxconv3d cuda: the 3x3x3 depthwise grad-weight takes float32, bfloat16 and float16";
+  }
+}
+
+}  // namespace sm80
+}  // namespace jaxconv3d

@@ -1,0 +1,99 @@
+"""The 3x3x3 depthwise kernels (sm80 `stencil_3x3x3_regs`, cuda/sm80/stencil3.cu, and
+`wgrad_depthwise_3x3x3_regs`, wgrad_dw3.cu): forward, grad-input and grad-weight of a stride-1, dilation-1, 3x3x3
+depthwise layer (one input channel per group, any channel multiplier).
+
+Anywhere: which problems the rule table gives it (and which it leaves to the general stencil). On a GPU: the kernel
+straight through the DLPack adapter into NaN-poisoned outputs (an unwritten element shows; grad-weight with a
+garbage-filled workspace), every dtype it takes,
+against float64 F.conv3d and autograd from the raw arguments; the cases cut the 8 x 16 x 32 output brick at every
+edge, use padding 0 to 3 and asymmetric, channel multipliers (grad-input sums several dy channels), bias, and one
+output position."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.dlpack import to_dlpack
+
+import jaxconv3d
+from helpers import BOUNDS, TORCH_DTYPES, assert_close
+from jaxconv3d import _ext, _plan, conv_config
+from jaxconv3d.reference import reference_and_grads
+
+TILE = "stencil_3x3x3_regs"
+WGRAD = "wgrad_depthwise_3x3x3_regs"
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kw,tiles",
+    [
+        ((8, 192, 16, 28, 28), (192, 1, 3, 3, 3), dict(padding=1, groups=192), (TILE, TILE)),  # the suite's
+        ((2, 4, 9, 9, 9), (8, 1, 3, 3, 3), dict(padding="same", groups=4), (TILE, TILE)),  # multiplier 2
+        ((2, 4, 9, 9, 9), (4, 1, 3, 3, 3), dict(padding=1, groups=4, dilation=2), ("stencil", "stencil")),
+        ((2, 4, 9, 9, 9), (4, 1, 3, 3, 3), dict(padding=1, groups=4, stride=2), ("gemm_ffma_128x16",) * 2),
+        ((2, 4, 9, 9, 9), (4, 1, 3, 3, 5), dict(padding=1, groups=4), ("stencil", "stencil")),
+        ((2, 4, 9, 9, 9), (4, 2, 3, 3, 3), dict(padding=1, groups=2), ("gemm_ffma_128x16", "stencil")),  # 2 a group
+    ],
+)
+def test_rules(x_shape, w_shape, kw, tiles):
+    for cc in (80, 90):
+        a = jaxconv3d.explain(x_shape, w_shape, cc=cc, **kw)
+        assert (a["forward"]["tile"], a["grad_input"]["tile"]) == tiles
+        assert (a["grad_weight"]["tile"] == WGRAD) == (tiles[0] == TILE)
+    f64 = jaxconv3d.explain(x_shape, w_shape, dtype="float64", cc=90, **kw)
+    assert not {TILE, WGRAD} & {f64["forward"]["tile"], f64["grad_input"]["tile"], f64["grad_weight"]["tile"]}
+
+
+def test_grad_weight_splits():
+    """About 2 x 1056 blocks of (channel, split), each a contiguous run of one channel's bricks; a split's partial
+    sums (27 floats a channel) live in the workspace."""
+    suite = jaxconv3d.explain((8, 192, 16, 28, 28), (192, 1, 3, 3, 3), padding=1, groups=192, cc=90)["grad_weight"]
+    assert suite["workspace_bytes"] == 11 * 192 * 27 * 4  # 8 x 2 x 2 x 1 = 32 bricks a channel: 11 splits of 3
+    one = jaxconv3d.explain((1, 4096, 4, 4, 4), (4096, 1, 3, 3, 3), padding=1, groups=4096, cc=90)["grad_weight"]
+    assert (one["tile"], one["workspace_bytes"]) == (WGRAD, 0)  # one brick a channel: no splits
+
+
+CASES = [  # (x_shape, w_shape, kw)
+    ((2, 3, 17, 33, 65), (3, 1, 3, 3, 3), dict(padding=1, groups=3)),  # bricks cut in D, H and W
+    ((1, 2, 8, 16, 32), (6, 1, 3, 3, 3), dict(padding=0, groups=2)),  # multiplier 3, whole bricks of dx
+    ((2, 2, 5, 7, 9), (4, 1, 3, 3, 3), dict(padding=((0, 2), (3, 1), (2, 2)), groups=2)),  # asymmetric, wide
+    ((1, 5, 3, 3, 3), (5, 1, 3, 3, 3), dict(padding=0, groups=5)),  # one output position
+    ((3, 4, 12, 10, 30), (4, 1, 3, 3, 3), dict(padding="same", groups=4)),  # W not a multiple of 4 outputs
+    ((1, 3, 9, 20, 36), (3, 1, 3, 3, 3), dict(padding=1, groups=3)),  # W a multiple of 4: vector stores
+    ((9, 2, 17, 17, 33), (2, 1, 3, 3, 3), dict(padding=1, groups=2)),  # 9 x 3 x 2 x 2 bricks: grad-weight splits
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,math", [("float32", 0), ("float32", 1), ("bfloat16", 0), ("float16", 0)],
+                         ids=["float32", "tf32", "bfloat16", "float16"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_stencil3_against_float64(rng, case, dtype, math):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    x_shape, w_shape, kw = CASES[case]
+    bias = case % 2 == 0
+    cfg = conv_config(x_shape, w_shape, (w_shape[0],) if bias else None, precision="tf32" if math else None, **kw)
+    tdt = TORCH_DTYPES[dtype]
+    cc = _plan.cc_of(torch.device("cuda"))
+    plans = {op: _plan.plan(cfg, tdt, cc, op, 0) for op in ("forward", "grad_input", "grad_weight")}
+    assert (plans["forward"]["tile"], plans["grad_input"]["tile"], plans["grad_weight"]["tile"]) == (TILE, TILE, WGRAD)
+    rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(tdt).double()  # noqa: E731
+    x, w, dy = rounded(x_shape), rounded(w_shape), rounded(cfg.y_shape)
+    b = rounded((w_shape[0],)) if bias else None
+    dev = lambda t: t.to("cuda", tdt).contiguous()  # noqa: E731
+    stream = torch.cuda.current_stream().cuda_stream
+    attrs = (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, math, 0, stream)
+    y = torch.full(cfg.y_shape, float("nan"), dtype=tdt, device="cuda")
+    dx = torch.full(cfg.x_shape, float("nan"), dtype=tdt, device="cuda")
+    _ext.torch_adapter.fwd(to_dlpack(dev(x)), to_dlpack(dev(w)), None if b is None else to_dlpack(dev(b)),
+                           to_dlpack(y), None, *attrs)
+    _ext.torch_adapter.dgrad(to_dlpack(dev(dy)), to_dlpack(dev(w)), to_dlpack(dx), None, *attrs)
+    dw = torch.full(cfg.w_shape, float("nan"), dtype=tdt, device="cuda")
+    ws = torch.full((plans["grad_weight"]["workspace_bytes"],), 255, dtype=torch.uint8, device="cuda")
+    _ext.torch_adapter.wgrad(to_dlpack(dev(x)), to_dlpack(dev(dy)), to_dlpack(dw), to_dlpack(ws), *attrs)
+    ref = reference_and_grads(x, w, b, dy, **kw)
+    bound = BOUNDS["tf32" if math else dtype]
+    assert_close(y, ref[0], bound, f"forward {CASES[case]} {dtype}")
+    assert_close(dx, ref[1], bound, f"grad-input {CASES[case]} {dtype}")
+    assert_close(dw, ref[2], bound, f"grad-weight {CASES[case]} {dtype}")
