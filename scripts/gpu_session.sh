@@ -27,7 +27,7 @@ for stage in "$@"; do
       scripts/py -m pytest -q -rs --durations=15 "${part[@]}" -p no:cacheprovider > "$OUT/$stage.log" 2>&1 ;;
     sanitizer_first_layer)
       for tool in memcheck racecheck synccheck; do
-        compute-sanitizer --tool "$tool" --kernel-regex kns='smallc|conv_tma|fold' --error-exitcode 3 \
+        compute-sanitizer --tool "$tool" --kernel-regex kns='smallc|conv_tma|fold|stencil3|dw3' --error-exitcode 3 \
           scripts/py tests/gpu/first_layer_sanitize.py || exit_tool=1
       done > "$OUT/$stage.log" 2>&1
       [ -z "${exit_tool:-}" ] ;;

@@ -16,7 +16,7 @@ namespace sm80 {
 namespace {
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) stencil3_kernel(const Stencil3Args a) {
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 5) stencil3_kernel(const Stencil3Args a) {
   __shared__ __align__(16) float tile[kTZ * kTY * kRow];
   const T* __restrict__ src = static_cast<const T*>(a.src);
   const T* __restrict__ wt = static_cast<const T*>(a.wt);
@@ -45,11 +45,11 @@ __global__ void __launch_bounds__(kThreads) stencil3_kernel(const Stencil3Args a
     // dy channels oc * Og + u, each through its filter flipped
     const int sc = a.dgrad ? oc * a.Og + u : oc / a.Og;
     const int wrow = a.dgrad ? sc : oc;
-    float w[27];
-#pragma unroll
-    for (int t = 0; t < 27; ++t) w[t] = cvt<float>(wt[i64(wrow) * 27 + (a.dgrad ? 26 - t : t)]);
     if (u > 0) __syncthreads();  // the last source's tile is still being read
     fill_tile3(tile, src + (n * a.SC + sc) * sS, s0, s1, s2, a.sd, tid);
+    float w[27];  // after the fill: fewer registers live across it
+#pragma unroll
+    for (int t = 0; t < 27; ++t) w[t] = cvt<float>(wt[i64(wrow) * 27 + (a.dgrad ? 26 - t : t)]);
     __syncthreads();
 #pragma unroll
     for (int ky = 0; ky < 3; ++ky) {
@@ -83,15 +83,12 @@ __global__ void __launch_bounds__(kThreads) stencil3_kernel(const Stencil3Args a
   for (int z = 0; z < kZ; ++z) {
     if (oz0 + z >= a.od[0]) break;
     T* o = obase + (oz0 + z) * oHW;
-    T v[4];
+    __align__(16) T v[4];
 #pragma unroll
     for (int e = 0; e < 4; ++e) v[e] = cvt<T>(acc[z][e] + bv);
     if (whole) {
-      if constexpr (sizeof(T) == 4) {
-        *reinterpret_cast<float4*>(o) = make_float4(acc[z][0] + bv, acc[z][1] + bv, acc[z][2] + bv, acc[z][3] + bv);
-      } else {
-        *reinterpret_cast<uint2*>(o) = *reinterpret_cast<const uint2*>(v);
-      }
+      using Vec = std::conditional_t<sizeof(T) == 4, uint4, uint2>;  // four outputs
+      *reinterpret_cast<Vec*>(o) = *reinterpret_cast<const Vec*>(v);
     } else {
 #pragma unroll
       for (int e = 0; e < 4; ++e)

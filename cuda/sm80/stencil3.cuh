@@ -13,20 +13,38 @@ constexpr int kZ = kS3Z, kY = kS3Y, kX = kS3X;         // the brick
 constexpr int kTZ = kZ + 2, kTY = kY + 2, kTX = kX + 2;  // its source tile
 constexpr int kRow = 36;                                 // tile row stride (floats)
 constexpr int kThreads = kY * (kX / 4);                  // 128: one per (H row, 4 W positions)
+static_assert(kX == 32 && kTY >= kThreads / 32, "fill_tile3: a lane per column, rows stepped by the warp count");
 constexpr int kTileFloats = kTZ * kTY * kRow;
 
-// The source tile from (s0, s1, s2) (may be negative: padding) of one channel `base` with extents sd: every lane
-// loads (flattened index), zeros outside the source.
+// The source tile from (s0, s1, s2) (may be negative: padding) of one channel `base` with extents sd, zeros
+// outside the source. Columns 0..31: lane = column, each warp walks rows warp, warp + 4, ... with the row's (z, y)
+// stepped, not divided; columns 32 and 33 of every row after.
 template <typename T>
 __device__ __forceinline__ void fill_tile3(float* tile, const T* __restrict__ base, int s0, int s1, int s2,
                                            const int (&sd)[3], int tid) {
+  constexpr int NW = kThreads / 32;
   const i64 sHW = i64(sd[1]) * sd[2];
-  for (int i = tid; i < kTZ * kTY * kTX; i += kThreads) {
-    const int r = i / kTX, x = i - r * kTX, z = r / kTY, y = r - z * kTY;
-    const int gz = s0 + z, gy = s1 + y, gx = s2 + x;
+  const int warp = tid / 32, lane = tid % 32;
+  const int gx = s2 + lane;
+  const bool xok = unsigned(gx) < unsigned(sd[2]);
+  int z = 0, y = warp;
+#pragma unroll 3
+  for (int r = warp; r < kTZ * kTY; r += NW) {
+    const int gz = s0 + z, gy = s1 + y;
+    const bool ok = xok && unsigned(gz) < unsigned(sd[0]) && unsigned(gy) < unsigned(sd[1]);
+    tile[r * kRow + lane] = ok ? cvt<float>(base[gz * sHW + i64(gy) * sd[2] + gx]) : 0.0f;
+    y += NW;
+    if (y >= kTY) {
+      y -= kTY;
+      ++z;
+    }
+  }
+  for (int i = tid; i < kTZ * kTY * (kTX - 32); i += kThreads) {
+    const int r = i / (kTX - 32), x = 32 + i % (kTX - 32), rz = r / kTY, ry = r - rz * kTY;
+    const int gz = s0 + rz, gy = s1 + ry, hx = s2 + x;
     const bool ok =
-        unsigned(gz) < unsigned(sd[0]) && unsigned(gy) < unsigned(sd[1]) && unsigned(gx) < unsigned(sd[2]);
-    tile[r * kRow + x] = ok ? cvt<float>(base[gz * sHW + i64(gy) * sd[2] + gx]) : 0.0f;
+        unsigned(gz) < unsigned(sd[0]) && unsigned(gy) < unsigned(sd[1]) && unsigned(hx) < unsigned(sd[2]);
+    tile[r * kRow + x] = ok ? cvt<float>(base[gz * sHW + i64(gy) * sd[2] + hx]) : 0.0f;
   }
 }
 

@@ -23,7 +23,7 @@ struct Dw3Args {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) wgrad_dw3_kernel(const Dw3Args a) {
+__global__ void __launch_bounds__(kThreads, 5) wgrad_dw3_kernel(const Dw3Args a) {
   __shared__ __align__(16) float tile[kTileFloats];
   __shared__ __align__(16) float dyb[kZ * kY * kX];
   __shared__ float red[kThreads / 32][27];
@@ -49,11 +49,20 @@ __global__ void __launch_bounds__(kThreads) wgrad_dw3_kernel(const Dw3Args a) {
     if (br > b0) __syncthreads();  // the last brick is still being read
     fill_tile3(tile, x + (n * a.C + c) * sS, oz0 - a.P[0], oy0 - a.P[1], ox0 - a.P[2], a.sd, tid);
     const T* dyc = dy + (n * a.O + o) * oS;
-    for (int i = tid; i < kZ * kY * kX; i += kThreads) {
-      const int r = i / kX, xx = i - r * kX, z = r / kY, y = r - z * kY;
-      const int gz = oz0 + z, gy = oy0 + y, gx = ox0 + xx;
-      const bool ok = gz < a.od[0] && gy < a.od[1] && gx < a.od[2];
-      dyb[i] = ok ? cvt<float>(dyc[gz * oHW + i64(gy) * a.od[2] + gx]) : 0.0f;
+    {  // dy's brick: lane = W position, each warp walks rows (z, y) warp, warp + 4, ...
+      const int gx = ox0 + lane;
+      int z = 0, y = warp;
+#pragma unroll 4
+      for (int r = warp; r < kZ * kY; r += kThreads / 32) {
+        const int gz = oz0 + z, gy = oy0 + y;
+        const bool ok = gz < a.od[0] && gy < a.od[1] && gx < a.od[2];
+        dyb[r * kX + lane] = ok ? cvt<float>(dyc[gz * oHW + i64(gy) * a.od[2] + gx]) : 0.0f;
+        y += kThreads / 32;
+        if (y >= kY) {
+          y -= kY;
+          ++z;
+        }
+      }
     }
     __syncthreads();
     float d[kZ][4];
