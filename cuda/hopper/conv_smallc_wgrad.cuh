@@ -1,7 +1,8 @@
 // Grad-weight of a first layer (few input channels), the forward's im2col read the other way round:
 //   dW^T[k][o] = sum over output positions m of A[m][k] * dy[m][o]   (A: smallc_geom.cuh's im2col of x),
 // one wgmma GEMM per tile of 32 positions (four tf32 or two 16-bit k-steps):
-//   rows (M)    = (input channel, tap) columns of A, RB blocks of 64: each thread gathers its fragment of A^T
+//   rows (M)    = (input channel, tap) columns of A, RB blocks of 64, one warpgroup each (the block has RB of
+//                 them, sharing the position table and the dy tile): each thread gathers its fragment of A^T
 //                 (rows 16 * warp + lane / 4 and + 8; positions lane % 4 and + 4 for tf32, 2 * (lane % 4) +
 //                 {0, 1, 8, 9} for 16-bit) straight from x into registers, as the forward does;
 //   columns (N) = output channels, one block of 64;
@@ -38,32 +39,26 @@ struct SmallCWgradCfg {
 };
 
 template <typename T, bool SPLIT, int RB>
-__global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_constant__ SmallCWgradArgs a) {
+__global__ void __launch_bounds__(128 * RB, RB == 3 ? 1 : 2) conv_smallc_wgrad_kernel(const __grid_constant__ SmallCWgradArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = SmallCWgradCfg<T, SPLIT>;
-  constexpr int KT = Cfg::kTile, KS = Cfg::kSteps;
+  constexpr int KT = Cfg::kTile, KS = Cfg::kSteps, NT = 128 * RB;
   using Bits = std::conditional_t<sizeof(T) == 2, uint16_t, uint32_t>;
   // The tile's positions, structure of arrays (a thread's reads are broadcasts or consecutive: no bank conflicts).
   __shared__ i64 s_xbase[KT], s_ybase[KT];
   __shared__ int4 s_win[KT];  // i0, i1, i2 of the position's window
   const SmallCGeom& g = a.g;
   const uint32_t btile = dynamic_smem_base();
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  const int tid = threadIdx.x, rb = tid / 128, warp = (tid % 128) >> 5, lane = tid & 31, gid = lane >> 2,
+            tig = lane & 3;
   const Bits* xb = static_cast<const Bits*>(a.x);
   const Bits* dyb = static_cast<const Bits*>(a.dy);
 
-  // This thread's A^T rows (columns of A): fixed for the whole kernel.
-  int4 col[RB][2];
+  // This thread's A^T rows (columns of A) in its warpgroup's row block rb: fixed for the whole kernel.
+  const int4 col[2] = {g.column(rb * 64 + warp * 16 + gid), g.column(rb * 64 + warp * 16 + gid + 8)};
+  float sum[32];
 #pragma unroll
-  for (int rb = 0; rb < RB; ++rb) {
-    col[rb][0] = g.column(rb * 64 + warp * 16 + gid);
-    col[rb][1] = g.column(rb * 64 + warp * 16 + gid + 8);
-  }
-  float sum[RB][32];
-#pragma unroll
-  for (int rb = 0; rb < RB; ++rb)
-#pragma unroll
-    for (int i = 0; i < 32; ++i) sum[rb][i] = 0.0f;
+  for (int i = 0; i < 32; ++i) sum[i] = 0.0f;
 
   const uint32_t t_begin = blockIdx.x * a.tiles_per_split;
   const uint32_t t_end = min(a.tiles, t_begin + a.tiles_per_split);
@@ -82,54 +77,53 @@ __global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_con
 
     // dy[position][o] -> the K-major tile [o][position] (zeros past M and O). NCDHW: a thread keeps one position
     // and walks channels (lanes along positions: coalesced); NDHWC: one channel, walking positions.
-    constexpr int kPer = 64 * KT / 128;
-    auto element = [&](int i, int& j, int& o) {
-      const int idx = i * 128 + tid;
+    constexpr int kPer = (64 * KT + NT - 1) / NT;
+    auto element = [&](int i, int& j, int& o) {  // false past the tile (RB = 3: 2048 elements, 384 threads)
+      const int idx = i * NT + tid;
       j = g.channels_last ? idx / 64 : idx % KT;  // coalesced along memory's fastest axis
       o = g.channels_last ? idx % 64 : idx / KT;
+      return (64 * KT) % NT == 0 || idx < 64 * KT;
     };
     Bits v[kPer];  // loaded now, stored after the gathers below: both sets of loads in flight at once
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
       int j, o;
-      element(i, j, o);
+      if (!element(i, j, o)) continue;
       const i64 yb = s_ybase[j];
       v[i] = (yb >= 0 && o < g.O) ? __ldg(dyb + yb + i64(o) * g.ys_c) : Bits(0);
     }
 
     // The A^T fragment: per k-step, this thread's positions p and p + 4 (tf32) or 2p, 2p + 1, 2p + 8, 2p + 9.
-    uint32_t ab[RB][KS][4], as[SPLIT ? RB : 1][KS][4];
+    uint32_t ab[KS][4], as[SPLIT ? KS : 1][4];
     auto gather_all = [&](auto checked) {
-      auto get = [&](int rb, int h, int j) -> Bits {
+      auto get = [&](int h, int j) -> Bits {
         SmallCRow r;
         r.xbase = s_xbase[j];
         if constexpr (decltype(checked)::value) {
           const int4 w = s_win[j];
           r.i0 = w.x; r.i1 = w.y; r.i2 = w.z;
         }
-        return smallc_gather(xb, r, col[rb][h], g, decltype(checked)::value, true);
+        return smallc_gather(xb, r, col[h], g, decltype(checked)::value, true);
       };
 #pragma unroll
-      for (int ks = 0; ks < KS; ++ks)
+      for (int ks = 0; ks < KS; ++ks) {
+        if constexpr (sizeof(T) == 4) {
+          const int j0 = ks * 8 + tig, j1 = j0 + 4;
+          const uint32_t e[4] = {get(0, j0), get(1, j0), get(0, j1), get(1, j1)};
 #pragma unroll
-        for (int rb = 0; rb < RB; ++rb) {
-          if constexpr (sizeof(T) == 4) {
-            const int j0 = ks * 8 + tig, j1 = j0 + 4;
-            const uint32_t e[4] = {get(rb, 0, j0), get(rb, 1, j0), get(rb, 0, j1), get(rb, 1, j1)};
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-              uint32_t small;
-              tf32_split(__uint_as_float(e[q]), ab[rb][ks][q], small);
-              if constexpr (SPLIT) as[rb][ks][q] = small;
-            }
-          } else {
-            const int j = ks * 16 + 2 * tig;
-            ab[rb][ks][0] = uint32_t(get(rb, 0, j)) | (uint32_t(get(rb, 0, j + 1)) << 16);
-            ab[rb][ks][1] = uint32_t(get(rb, 1, j)) | (uint32_t(get(rb, 1, j + 1)) << 16);
-            ab[rb][ks][2] = uint32_t(get(rb, 0, j + 8)) | (uint32_t(get(rb, 0, j + 9)) << 16);
-            ab[rb][ks][3] = uint32_t(get(rb, 1, j + 8)) | (uint32_t(get(rb, 1, j + 9)) << 16);
+          for (int q = 0; q < 4; ++q) {
+            uint32_t small;
+            tf32_split(__uint_as_float(e[q]), ab[ks][q], small);
+            if constexpr (SPLIT) as[ks][q] = small;
           }
+        } else {
+          const int j = ks * 16 + 2 * tig;
+          ab[ks][0] = uint32_t(get(0, j)) | (uint32_t(get(0, j + 1)) << 16);
+          ab[ks][1] = uint32_t(get(1, j)) | (uint32_t(get(1, j + 1)) << 16);
+          ab[ks][2] = uint32_t(get(0, j + 8)) | (uint32_t(get(0, j + 9)) << 16);
+          ab[ks][3] = uint32_t(get(1, j + 8)) | (uint32_t(get(1, j + 9)) << 16);
         }
+      }
     };
     if (all_interior) {
       gather_all(std::false_type{});
@@ -140,7 +134,7 @@ __global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_con
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
       int j, o;
-      element(i, j, o);
+      if (!element(i, j, o)) continue;
       const int byte = j * int(sizeof(T));
       const uint32_t at = btile + swz(o, byte / 16) + byte % 16;
       if constexpr (sizeof(T) == 4) {
@@ -155,37 +149,32 @@ __global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_con
     fence_proxy_async();  // the dy tile's generic-proxy writes, read by wgmma through the async proxy
     __syncthreads();
 
-    float part[SPLIT ? RB : 1][32];
+    float part[SPLIT ? 32 : 1];
     wgmma_fence();
 #pragma unroll
-    for (int rb = 0; rb < RB; ++rb)
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        const uint32_t b = btile + ks * 32;
-        const uint64_t big = smem_desc(b, 16, 1024);
-        if constexpr (SPLIT) {
-          const uint64_t small = smem_desc(b + Cfg::kBlockBytes, 16, 1024);
-          wgmma_Tf32_n64_rs(part[rb], as[rb][ks], big, ks > 0 ? 1 : 0);  // small terms first
-          wgmma_Tf32_n64_rs(part[rb], ab[rb][ks], small, 1);
-          wgmma_Tf32_n64_rs(part[rb], ab[rb][ks], big, 1);
-        } else if constexpr (sizeof(T) == 4) {
-          wgmma_Tf32_n64_rs(sum[rb], ab[rb][ks], big, 1);
-        } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-          wgmma_Bf16_n64_rs<0>(sum[rb], ab[rb][ks], big, 1);
-        } else {
-          wgmma_F16_n64_rs<0>(sum[rb], ab[rb][ks], big, 1);
-        }
+    for (int ks = 0; ks < KS; ++ks) {
+      const uint32_t b = btile + ks * 32;
+      const uint64_t big = smem_desc(b, 16, 1024);
+      if constexpr (SPLIT) {
+        const uint64_t small = smem_desc(b + Cfg::kBlockBytes, 16, 1024);
+        wgmma_Tf32_n64_rs(part, as[ks], big, ks > 0 ? 1 : 0);  // small terms first
+        wgmma_Tf32_n64_rs(part, ab[ks], small, 1);
+        wgmma_Tf32_n64_rs(part, ab[ks], big, 1);
+      } else if constexpr (sizeof(T) == 4) {
+        wgmma_Tf32_n64_rs(sum, ab[ks], big, 1);
+      } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        wgmma_Bf16_n64_rs<0>(sum, ab[ks], big, 1);
+      } else {
+        wgmma_F16_n64_rs<0>(sum, ab[ks], big, 1);
       }
+    }
     wgmma_commit();
     wgmma_wait<0>();
+    fence_regs(sum);
+    if constexpr (SPLIT) {
+      fence_regs(part);
 #pragma unroll
-    for (int rb = 0; rb < RB; ++rb) {
-      fence_regs(sum[rb]);
-      if constexpr (SPLIT) {
-        fence_regs(part[rb]);
-#pragma unroll
-        for (int i = 0; i < 32; ++i) sum[rb][i] += part[rb][i];
-      }
+      for (int i = 0; i < 32; ++i) sum[i] += part[i];
     }
   }
 
@@ -193,12 +182,10 @@ __global__ void __launch_bounds__(128) conv_smallc_wgrad_kernel(const __grid_con
   // column 8 * (i / 4) + 2 * tig + i % 2.
   float* out = a.partial + i64(blockIdx.x) * (RB * 64) * 64;
 #pragma unroll
-  for (int rb = 0; rb < RB; ++rb)
-#pragma unroll
-    for (int i = 0; i < 32; i += 2) {
-      const int r = rb * 64 + warp * 16 + gid + 8 * ((i / 2) % 2), c = 8 * (i / 4) + 2 * tig;
-      *reinterpret_cast<float2*>(out + r * 64 + c) = make_float2(sum[rb][i], sum[rb][i + 1]);
-    }
+  for (int i = 0; i < 32; i += 2) {
+    const int r = rb * 64 + warp * 16 + gid + 8 * ((i / 2) % 2), c = 8 * (i / 4) + 2 * tig;
+    *reinterpret_cast<float2*>(out + r * 64 + c) = make_float2(sum[i], sum[i + 1]);
+  }
 #endif
 }
 

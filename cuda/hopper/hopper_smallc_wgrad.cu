@@ -19,7 +19,7 @@ std::string launch(const SmallCWgradArgs& a, int splits, cudaStream_t stream) {
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, smem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
-  kernel<<<unsigned(splits), 128, smem, stream>>>(a);
+  kernel<<<unsigned(splits), 128 * RB, smem, stream>>>(a);  // a warpgroup per row block
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }
