@@ -112,7 +112,6 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
 
   const int wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32, gid = lane / 4, tig = lane % 4;
   const int rows = a.thd * a.twd;
-  const bool tile_live = wg * 64 < rows;  // warpgroup-uniform: this 64-row tile holds dy positions
   const int hd0 = h0 + a.pad[1] - (a.span[1] - 1), wd0 = w0 + a.pad[2] - (a.span[2] - 1);
   // This thread's two rows of its warpgroup's tile: their dy offset within a plane (channel 16 * tig), or -1.
   // Which brick position a fragment row (warp, gid, h) holds is ours to choose (P's rows follow it): NCDHW keeps
@@ -202,11 +201,13 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
   const int colstep = 4 * k12 * (a.channels_last ? a.C : 1);
   auto term = [](const char* at, int off) { return *reinterpret_cast<const float*>(at + off); };
   const bool taps9 = k12 == 9;
-  if (tile_live) load(pd_first, raw);
+  // Every warpgroup runs its products, even on a tile past the brick's rows (zeros: its rows are never read):
+  // a wgmma under a branch on the thread index made ptxas serialize the 3xTF32 chains.
+  load(pd_first, raw);
   for (int pd = pd_first; pd <= pd_last; ++pd) {
     if (pd >= 0 && pd < a.out[0]) {
       float* Pb = P + buf * (kSmallCDgradRows * PS);
-      if (tile_live) {
+      {
         uint32_t ab[NKS][4], as[SPLIT ? NKS : 1][4];
 #pragma unroll
         for (int ks = 0; ks < NKS; ++ks) {
@@ -291,7 +292,7 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
       } else {
         buf ^= 1;  // the next plane writes the other buffer; this one is rewritten only after the next barrier
       }
-    } else if (tile_live && pd < pd_last) {
+    } else if (pd < pd_last) {
       load(pd + 1, raw);
     }
     // dx plane pd - pad_d has had its last term (kd = 0): store it and clear its ring slot.
