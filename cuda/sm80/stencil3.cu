@@ -51,25 +51,10 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 5) stencil3_ker
 #pragma unroll
     for (int t = 0; t < 27; ++t) w[t] = cvt<float>(wt[i64(wrow) * 27 + (a.dgrad ? 26 - t : t)]);
     __syncthreads();
+    for_each_tap3(tile, ty, tx, [&](int z, int tap, const float (&s)[6], int kx) {
 #pragma unroll
-    for (int ky = 0; ky < 3; ++ky) {
-#pragma unroll
-      for (int r = 0; r < kTZ; ++r) {
-        float s[6];
-        tile3_row(tile, r, ty + ky, tx, s);
-#pragma unroll
-        for (int kz = 0; kz < 3; ++kz) {
-          const int z = r - kz;  // the output row this source row serves through D tap kz
-          if (z < 0 || z >= kZ) continue;
-#pragma unroll
-          for (int kx = 0; kx < 3; ++kx) {
-            const float wv = w[(kz * 3 + ky) * 3 + kx];
-#pragma unroll
-            for (int v = 0; v < 4; ++v) acc[z][v] = fmaf(wv, s[v + kx], acc[z][v]);
-          }
-        }
-      }
-    }
+      for (int v = 0; v < 4; ++v) acc[z][v] = fmaf(w[tap], s[v + kx], acc[z][v]);
+    });
   }
 
   const int oy = oy0 + ty, ox = ox0 + 4 * tx;

@@ -56,5 +56,28 @@ __device__ __forceinline__ void tile3_row(const float* tile, int r, int y, int t
   s[0] = lo.x; s[1] = lo.y; s[2] = lo.z; s[3] = lo.w; s[4] = hi.x; s[5] = hi.y;
 }
 
+// Visits every (brick row z, tap (kz, ky, kx)) pair of a thread's column (D rows 0..7, H row ty, W positions
+// 4 tx .. 4 tx + 3) with the 6 source values s of D row z + kz, H row ty + ky, W 4 tx .. 4 tx + 5: f(z, tap, s, kx)
+// with tap = (kz * 3 + ky) * 3 + kx. Each source row is read once (two vector reads) for its three D taps; every
+// index is a compile-time constant once unrolled, so the caller's register arrays stay in registers.
+template <typename F>
+__device__ __forceinline__ void for_each_tap3(const float* tile, int ty, int tx, F&& f) {
+#pragma unroll
+  for (int ky = 0; ky < 3; ++ky) {
+#pragma unroll
+    for (int r = 0; r < kTZ; ++r) {
+      float s[6];
+      tile3_row(tile, r, ty + ky, tx, s);
+#pragma unroll
+      for (int kz = 0; kz < 3; ++kz) {
+        const int z = r - kz;  // the brick row this source row meets through D tap kz
+        if (z < 0 || z >= kZ) continue;
+#pragma unroll
+        for (int kx = 0; kx < 3; ++kx) f(z, (kz * 3 + ky) * 3 + kx, s, kx);
+      }
+    }
+  }
+}
+
 }  // namespace sm80
 }  // namespace jaxconv3d

@@ -71,25 +71,10 @@ __global__ void __launch_bounds__(kThreads, 5) wgrad_dw3_kernel(const Dw3Args a)
       const float4 v = *reinterpret_cast<const float4*>(dyb + (z * kY + ty) * kX + 4 * tx);
       d[z][0] = v.x; d[z][1] = v.y; d[z][2] = v.z; d[z][3] = v.w;
     }
+    for_each_tap3(tile, ty, tx, [&](int z, int tap, const float (&s)[6], int kx) {
 #pragma unroll
-    for (int ky = 0; ky < 3; ++ky) {
-#pragma unroll
-      for (int r = 0; r < kTZ; ++r) {
-        float s[6];
-        tile3_row(tile, r, ty + ky, tx, s);
-#pragma unroll
-        for (int kz = 0; kz < 3; ++kz) {
-          const int z = r - kz;  // the dy row this x row meets through D tap kz
-          if (z < 0 || z >= kZ) continue;
-#pragma unroll
-          for (int kx = 0; kx < 3; ++kx) {
-            float& t = acc[(kz * 3 + ky) * 3 + kx];
-#pragma unroll
-            for (int v = 0; v < 4; ++v) t = fmaf(d[z][v], s[v + kx], t);
-          }
-        }
-      }
-    }
+      for (int v = 0; v < 4; ++v) acc[tap] = fmaf(d[z][v], s[v + kx], acc[tap]);
+    });
   }
   // Fixed-order block sum of each tap: a butterfly within each warp, then the warps in order.
 #pragma unroll
