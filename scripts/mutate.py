@@ -155,6 +155,12 @@ MUTATIONS = [
       "precision=None, memoize=not dispatched,", "torch front ignores precision"),
     M("TF2", "jaxconv3d/torch/_ops.py", "    return _in_format(y, cl)", "    return y",
       "torch forward returns the kernel's memory format, not the input's"),
+    # ---- kernel-family rules (plain C++, built everywhere: the CPU build's explain() sees them)
+    M("R1", "cuda/hopper/hopper_rules.cc",
+      "if (p.stride[0] != 1 || p.stride[1] != 1 || p.stride[2] != 1 || p.out_channels > 64) return false;",
+      "if (p.out_channels > 64) return false;", "first-layer grad-input on registers accepts strided problems"),
+    M("R2", "cuda/sm80/plan.cc", "if (p.kernel[a] != 3 || p.stride[a] != 1 || p.dilation[a] != 1) return false;",
+      "if (p.kernel[a] != 3 || p.stride[a] != 1) return false;", "3x3x3 depthwise kernels accept dilated problems"),
     # ---- CUDA kernels (evaluated only with --gpu on a GPU machine)
     M("C1", "cuda/sm80/wgrad.cu", "for (int s = 0; s < S; ++s) v += ws[(i64)s * wel + e];",
       "for (int s = 1; s < S; ++s) v += ws[(i64)s * wel + e];", "grad-weight split reduction drops split 0", True),
@@ -172,6 +178,13 @@ MUTATIONS = [
       "Hopper 3xTF32 drops the big*small product", True),
     M("H2", "cuda/hopper/conv_wgrad.cuh", "for (int k = 0; k < splits; ++k) s += partial",
       "for (int k = 1; k < splits; ++k) s += partial", "Hopper grad-weight reduction drops split 0", True),
+    M("G1", "cuda/sm80/plan.cc", "s->P[a] = int(dgrad ? 2 - p.pad_lo[a] : p.pad_lo[a]);",
+      "s->P[a] = int(p.pad_lo[a]);", "3x3x3 depthwise grad-input offset by pad instead of 2 - pad", True),
+    M("G2", "cuda/sm80/wgrad_dw3.cu", "for (int w = 0; w < kThreads / 32; ++w) v += red[w][tid];",
+      "for (int w = 1; w < kThreads / 32; ++w) v += red[w][tid];",
+      "3x3x3 depthwise grad-weight drops the first warp's sums", True),
+    M("G3", "cuda/hopper/conv_smallc_dgrad.cuh", "slot -= slot >= a.span[0] ? a.span[0] : 0;", "",
+      "first-layer grad-input: the dx ring slot not wrapped", True),
 ]
 
 
