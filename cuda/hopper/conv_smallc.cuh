@@ -80,14 +80,7 @@ __global__ void __launch_bounds__(128, SPLIT ? 3 : 4) conv_smallc_kernel(const _
     const int byte = kk * int(sizeof(T));
     const uint32_t at = fil + (r / 64) * Cfg::kNBlockBytes + (byte / 128) * Cfg::kBlockBytes +
                         swz(r % 64, (byte % 128) / 16) + byte % 16;
-    if constexpr (sizeof(T) == 4) {
-      uint32_t big, small;
-      tf32_split(to_float(v), big, small);
-      st_shared(at, big);
-      if constexpr (SPLIT) st_shared(at + Cfg::kPartBytes, small);
-    } else {
-      st_shared(at, v);
-    }
+    st_operand<SPLIT>(at, v, Cfg::kPartBytes);
   }
   fence_proxy_async();  // generic-proxy writes, read by wgmma through the async proxy
   __syncthreads();
@@ -143,18 +136,8 @@ __global__ void __launch_bounds__(128, SPLIT ? 3 : 4) conv_smallc_kernel(const _
       for (int ks = 0; ks < NKS; ++ks) {
         const uint32_t off = (ks / 4) * Cfg::kBlockBytes + (ks % 4) * 32;
         const uint64_t big = smem_desc(fb + off, 16, 1024);
-        if constexpr (SPLIT) {
-          const uint64_t small = smem_desc(fb + Cfg::kPartBytes + off, 16, 1024);
-          wgmma_Tf32_n64_rs(acc, as[ks], big, ks > 0 ? 1 : 0);  // small terms first
-          wgmma_Tf32_n64_rs(acc, ab[ks], small, 1);
-          wgmma_Tf32_n64_rs(acc, ab[ks], big, 1);
-        } else if constexpr (sizeof(T) == 4) {
-          wgmma_Tf32_n64_rs(acc, ab[ks], big, ks > 0 ? 1 : 0);
-        } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-          wgmma_Bf16_n64_rs<0>(acc, ab[ks], big, ks > 0 ? 1 : 0);
-        } else {
-          wgmma_F16_n64_rs<0>(acc, ab[ks], big, ks > 0 ? 1 : 0);
-        }
+        const uint64_t small = SPLIT ? smem_desc(fb + Cfg::kPartBytes + off, 16, 1024) : 0;
+        smallc_mma<T, SPLIT, 64>(acc, ab[ks], as[SPLIT ? ks : 0], big, small, ks > 0 ? 1 : 0);
       }
       wgmma_commit();
       wgmma_wait<0>();

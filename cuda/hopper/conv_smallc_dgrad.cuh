@@ -40,7 +40,7 @@ struct SmallCDgradArgs {
   int pbufs;                         // P buffers (1 or 2)
 };
 
-template <typename T, bool SPLIT>
+template <typename T>
 struct SmallCDgradCfg {
   static constexpr int kSteps = sizeof(T) == 2 ? 4 : 8;   // wgmma k-steps over the 64 channels of dy
   static constexpr int kWords = sizeof(T) == 2 ? 8 : 16;  // one row's 16 channels, in 32-bit words
@@ -64,10 +64,10 @@ __device__ __forceinline__ int dgrad_k_byte(int o) {
 }
 
 template <typename T, bool SPLIT, int NR>
-__global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
+__global__ void __launch_bounds__(SmallCDgradCfg<T>::kThreads, 1)
     conv_smallc_dgrad_kernel(const __grid_constant__ SmallCDgradArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = SmallCDgradCfg<T, SPLIT>;
+  using Cfg = SmallCDgradCfg<T>;
   using Bits = std::conditional_t<sizeof(T) == 2, uint16_t, uint32_t>;
   constexpr int NKS = Cfg::kSteps, WORDS = Cfg::kWords, NT = Cfg::kThreads, PS = NR + 1;
   constexpr int KBLOCK = NR * 128, PART = Cfg::kKBlocks * KBLOCK;
@@ -97,14 +97,7 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
     const T v = (o < a.O && kk < a.K) ? w[i64(o) * a.K + kk] : from_float<T>(0.0f);
     const int byte = dgrad_k_byte<T>(o);
     const uint32_t at = fil + (byte / 128) * KBLOCK + swz(kk, (byte % 128) / 16) + byte % 16;
-    if constexpr (sizeof(T) == 4) {
-      uint32_t big, small;
-      tf32_split(to_float(v), big, small);
-      st_shared(at, big);
-      if constexpr (SPLIT) st_shared(at + PART, small);
-    } else {
-      st_shared(at, v);
-    }
+    st_operand<SPLIT>(at, v, PART);
   }
   for (int i = tid; i < ring_items; i += NT) ring[i] = 0.0f;
   fence_proxy_async();
@@ -235,18 +228,8 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T, SPLIT>::kThreads, 1)
         for (int ks = 0; ks < NKS; ++ks) {
           const uint32_t off = (ks / 4) * KBLOCK + (ks % 4) * 32;
           const uint64_t big = smem_desc(fil + off, 16, 1024);
-          if constexpr (SPLIT) {
-            const uint64_t small = smem_desc(fil + PART + off, 16, 1024);
-            wgmma_Tf32_rs<NR>(acc, as[ks], big, ks > 0 ? 1 : 0);  // small terms first
-            wgmma_Tf32_rs<NR>(acc, ab[ks], small, 1);
-            wgmma_Tf32_rs<NR>(acc, ab[ks], big, 1);
-          } else if constexpr (sizeof(T) == 4) {
-            wgmma_Tf32_rs<NR>(acc, ab[ks], big, ks > 0 ? 1 : 0);
-          } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-            wgmma_Bf16_rs<NR, 0>(acc, ab[ks], big, ks > 0 ? 1 : 0);
-          } else {
-            wgmma_F16_rs<NR, 0>(acc, ab[ks], big, ks > 0 ? 1 : 0);
-          }
+          const uint64_t small = SPLIT ? smem_desc(fil + PART + off, 16, 1024) : 0;
+          smallc_mma<T, SPLIT, NR>(acc, ab[ks], as[SPLIT ? ks : 0], big, small, ks > 0 ? 1 : 0);
         }
         wgmma_commit();
         wgmma_wait<0>();

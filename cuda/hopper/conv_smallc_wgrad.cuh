@@ -137,14 +137,9 @@ __global__ void __launch_bounds__(128 * RB, RB == 3 ? 1 : 2) conv_smallc_wgrad_k
       if (!element(i, j, o)) continue;
       const int byte = j * int(sizeof(T));
       const uint32_t at = btile + swz(o, byte / 16) + byte % 16;
-      if constexpr (sizeof(T) == 4) {
-        uint32_t big, small;
-        tf32_split(__uint_as_float(v[i]), big, small);
-        st_shared(at, big);
-        if constexpr (SPLIT) st_shared(at + Cfg::kBlockBytes, small);
-      } else {
-        st_shared(at, v[i]);
-      }
+      T e;
+      memcpy(&e, &v[i], sizeof(T));
+      st_operand<SPLIT>(at, e, Cfg::kBlockBytes);
     }
     fence_proxy_async();  // the dy tile's generic-proxy writes, read by wgmma through the async proxy
     __syncthreads();
@@ -155,18 +150,9 @@ __global__ void __launch_bounds__(128 * RB, RB == 3 ? 1 : 2) conv_smallc_wgrad_k
     for (int ks = 0; ks < KS; ++ks) {
       const uint32_t b = btile + ks * 32;
       const uint64_t big = smem_desc(b, 16, 1024);
-      if constexpr (SPLIT) {
-        const uint64_t small = smem_desc(b + Cfg::kBlockBytes, 16, 1024);
-        wgmma_Tf32_n64_rs(part, as[ks], big, ks > 0 ? 1 : 0);  // small terms first
-        wgmma_Tf32_n64_rs(part, ab[ks], small, 1);
-        wgmma_Tf32_n64_rs(part, ab[ks], big, 1);
-      } else if constexpr (sizeof(T) == 4) {
-        wgmma_Tf32_n64_rs(sum, ab[ks], big, 1);
-      } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-        wgmma_Bf16_n64_rs<0>(sum, ab[ks], big, 1);
-      } else {
-        wgmma_F16_n64_rs<0>(sum, ab[ks], big, 1);
-      }
+      const uint64_t small = SPLIT ? smem_desc(b + Cfg::kBlockBytes, 16, 1024) : 0;
+      // SPLIT: this tile's products in a zeroed block (added to the sum below); else straight into the sum
+      smallc_mma<T, SPLIT, 64>(SPLIT ? part : sum, ab[ks], as[SPLIT ? ks : 0], big, small, SPLIT && ks == 0 ? 0 : 1);
     }
     wgmma_commit();
     wgmma_wait<0>();

@@ -18,7 +18,7 @@ std::string launch(const SmallCDgradArgs& a, const SmallCDgrad& s, cudaStream_t 
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, kSmallCDgradSmemLimit, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
-  kernel<<<unsigned(s.blocks), SmallCDgradCfg<T, SPLIT>::kThreads, s.smem, stream>>>(a);
+  kernel<<<unsigned(s.blocks), SmallCDgradCfg<T>::kThreads, s.smem, stream>>>(a);
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }

@@ -104,6 +104,40 @@ __device__ __forceinline__ void tf32_split(float v, uint32_t& big, uint32_t& sma
   small = __float_as_uint(v - __uint_as_float(big));
 }
 
+// An operand element into shared memory as the tensor cores read it: 16-bit as it is; float32 rounded to TF32
+// (big), and with SPLIT its remainder (small) `small_offset` bytes further on.
+template <bool SPLIT, typename T>
+__device__ __forceinline__ void st_operand(uint32_t at, T v, uint32_t small_offset) {
+  if constexpr (sizeof(T) == 4) {
+    uint32_t big, small;
+    tf32_split(to_float(v), big, small);
+    st_shared(at, big);
+    if constexpr (SPLIT) st_shared(at + small_offset, small);
+  } else {
+    st_shared(at, v);
+  }
+}
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// One k-step of a first-layer product with A in registers, N columns of B in shared memory: acc = scale * acc + A B.
+// SPLIT (3xTF32): the small terms first, then big * big; float32 with TF32 math: big only; 16-bit: K-major B.
+template <typename T, bool SPLIT, int N>
+__device__ __forceinline__ void smallc_mma(float* acc, const uint32_t* a_big, const uint32_t* a_small, uint64_t b_big,
+                                           uint64_t b_small, int scale) {
+  if constexpr (SPLIT) {
+    wgmma_Tf32_rs<N>(acc, a_small, b_big, scale);
+    wgmma_Tf32_rs<N>(acc, a_big, b_small, 1);
+    wgmma_Tf32_rs<N>(acc, a_big, b_big, 1);
+  } else if constexpr (sizeof(T) == 4) {
+    wgmma_Tf32_rs<N>(acc, a_big, b_big, scale);
+  } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    wgmma_Bf16_rs<N, 0>(acc, a_big, b_big, scale);
+  } else {
+    wgmma_F16_rs<N, 0>(acc, a_big, b_big, scale);
+  }
+}
+#endif
+
 // The geometry of problem p (either layout); its y strides are those of the result (forward) or dy (grad-weight).
 inline SmallCGeom smallc_geom(const ConvProblem& p) {
   const bool last = p.layout == Layout::kNDHWC;

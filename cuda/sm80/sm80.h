@@ -24,11 +24,11 @@ std::string bgrad(const ConvProblem& p, DType t, const void* dy, void* db, void*
 std::string stencil(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
                     void* out, void* stream);
 // Its 3x3x3 stride-1 form when choose() says Kernel::kStencil3 (stencil3.cu), and that form's grad-weight
-// (Kernel::kWgradDw3, wgrad_dw3.cu: per-split sums in the workspace when the plan has S > 1).
+// (Kernel::kWgradDw3, wgrad_dw3.cu: per-split sums in the workspace when the caller's wg_plan() has S > 1).
 std::string stencil3(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
                      void* out, void* stream);
-std::string wgrad_dw3(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,
-                      void* stream);
+std::string wgrad_dw3(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw,
+                      void* workspace, void* stream);
 
 }  // namespace sm80
 }  // namespace jaxconv3d

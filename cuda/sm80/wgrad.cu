@@ -525,7 +525,7 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
   a.S = pl.S; a.wel = p.w_elements(); a.g0 = 0;
   a.geo = make_geo(p);
   if (pl.dw3) {
-    const std::string e = wgrad_dw3(p, t, x, dy, dw, ws, st);  // S > 1: partial sums into ws, reduced below
+    const std::string e = wgrad_dw3(p, t, pl, x, dy, dw, ws, st);  // S > 1: partial sums into ws, reduced below
     if (!e.empty()) return e;
   } else if (pl.depthwise) {
     const i64 blocks = (i64)pl.S * p.out_channels;

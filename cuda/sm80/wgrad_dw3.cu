@@ -99,14 +99,12 @@ __global__ void __launch_bounds__(kThreads, 5) wgrad_dw3_kernel(const Dw3Args a)
 }
 
 template <typename T>
-std::string launch(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* ws,
+std::string launch(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw, void* ws,
                    cudaStream_t st) {
-  const WgPlan pl = wg_plan(p, t);
   Stencil3Args s3;
   int64_t unused = 0;
   if (!pl.dw3 || !stencil3_plan(p, false, t, &s3, &unused))
     return "jaxconv3d cuda: the 3x3x3 depthwise grad-weight does not apply to this problem";
-  if (pl.S > 1 && ws == nullptr) return "jaxconv3d cuda: wgrad workspace is null";
   Dw3Args a;
   a.x = x; a.dy = dy; a.out = pl.S > 1 ? ws : dw;
   a.O = int(p.out_channels); a.C = int(p.in_channels); a.Og = int(p.out_per_group()); a.S = pl.S;
@@ -123,13 +121,13 @@ std::string launch(const ConvProblem& p, DType t, const void* x, const void* dy,
 
 }  // namespace
 
-std::string wgrad_dw3(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,
-                      void* stream) {
+std::string wgrad_dw3(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw,
+                      void* workspace, void* stream) {
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
-    case DType::kF32: return launch<float>(p, t, x, dy, dw, workspace, st);
-    case DType::kBF16: return launch<__nv_bfloat16>(p, t, x, dy, dw, workspace, st);
-    case DType::kF16: return launch<__half>(p, t, x, dy, dw, workspace, st);
+    case DType::kF32: return launch<float>(p, t, pl, x, dy, dw, workspace, st);
+    case DType::kBF16: return launch<__nv_bfloat16>(p, t, pl, x, dy, dw, workspace, st);
+    case DType::kF16: return launch<__half>(p, t, pl, x, dy, dw, workspace, st);
     default: return "jaxconv3d cuda: the 3x3x3 depthwise grad-weight takes float32, bfloat16 and float16";
   }
 }
