@@ -16,22 +16,36 @@
 namespace jaxconv3d {
 namespace hopper {
 
+// One GEMM of a launch: a grid of result positions q and the filter taps it walks. The forward pass and stride-1
+// grad-input have one; grad-input at stride > 1 has one per stride residue class, up to kMaxClasses in one launch
+// (a persistent grid over all their tiles, so the classes share one ramp-up and one tail instead of a launch each).
+constexpr int kMaxClasses = 8;
+struct TmaClass {
+  int out[3];                // extents of the position grid q (D, H, W)
+  int tiles[3];              // bricks along D, H, W
+  int base[3], jstep[3], k[3];  // source coordinate = q * mstride + base + j * jstep, j < k per axis
+  int tap0[3], tapstep[3];   // filter tap of iteration j = tap0 + j * tapstep
+  int ooff[3];               // result coordinate = q * ostride + ooff
+  int ktiles;
+  int first_tile;            // the class's first tile in the launch (tiles of class c: first_tile .. next's - 1)
+};
+
 struct TmaArgs {
   const void* bias;  // [Ng] or null
   void* dst;         // NDHWC result [N][full0][full1][full2][Ng]
   int Ng, batch;
-  int out[3];                         // extents of the position grid q (D, H, W)
-  int full[3], ostride[3], ooff[3];   // result coordinate = q * ostride + ooff, in a result of extents `full`
-  int tap0[3], tapstep[3], kfull[3];  // filter tap of iteration j = tap0 + j * tapstep, in a kd x kh x kw filter
-  int bw_log, bh_log;                 // brick: bw = 2^bw_log along W, bh = 2^bh_log along H, bd = 128 / (bw * bh)
-  int tiles[3];                       // bricks along D, H, W
-  int ntn;                            // BN-wide column tiles
-  int mstride[3], base[3], jstep[3], k[3];
-  int cblocks, ktiles;
+  int full[3], ostride[3];  // result extents; result coordinate = q * ostride + ooff
+  int kfull[3];             // the kd x kh x kw filter
+  int mstride[3];           // source traversal step per position
+  int bw_log, bh_log;       // brick: bw = 2^bw_log along W, bh = 2^bh_log along H, bd = 128 / (bw * bh)
+  int ntn;                  // BN-wide column tiles
+  int cblocks;              // 128-byte channel blocks per tap
   // TMA-store epilogue (identity result map, rows of a multiple of 16 bytes): a consumer stages each 64 x BN half
   // of its tile in shared memory and one thread stores it as boxes of 64 positions x 128 bytes through tmC, whose
   // box is a half brick (a box: rows run W fastest, and 64 divides the brick).
   int tma_store;
+  int nclass, total_tiles;
+  TmaClass cls[kMaxClasses];
 };
 
 // SPLIT (float32 accurate, "3xTF32"): each fp32 operand x is split into big = tf32(x) (round to nearest,
@@ -82,25 +96,27 @@ struct TmaConvOp {
   uint32_t epi_base;    // shared-memory address of the TMA-store staging (kEpiBytes)
 
   struct Where {
-    int n, q0, q1, q2, n0;
+    int n, q0, q1, q2, n0, c;  // c: the class
   };
   __device__ __forceinline__ Where where(int tile) const {
     Where w;
+    w.c = 0;
+    while (w.c + 1 < a->nclass && tile >= a->cls[w.c + 1].first_tile) ++w.c;
+    const TmaClass& k = a->cls[w.c];
+    tile -= k.first_tile;
     w.n0 = (tile % a->ntn) * BN;
     int b = tile / a->ntn;
-    const int tw = b % a->tiles[2]; b /= a->tiles[2];
-    const int th = b % a->tiles[1]; b /= a->tiles[1];
-    const int td = b % a->tiles[0];
-    w.n = b / a->tiles[0];
+    const int tw = b % k.tiles[2]; b /= k.tiles[2];
+    const int th = b % k.tiles[1]; b /= k.tiles[1];
+    const int td = b % k.tiles[0];
+    w.n = b / k.tiles[0];
     w.q2 = tw << a->bw_log;
     w.q1 = th << a->bh_log;
     w.q0 = td << (7 - a->bw_log - a->bh_log);
     return w;
   }
-  __device__ __forceinline__ int tiles() const {
-    return a->tiles[0] * a->tiles[1] * a->tiles[2] * a->batch * a->ntn;
-  }
-  __device__ __forceinline__ int ktiles(int) const { return a->ktiles; }
+  __device__ __forceinline__ int tiles() const { return a->total_tiles; }
+  __device__ __forceinline__ int ktiles(int tile) const { return a->cls[where(tile).c].ktiles; }
 
   struct Cursor {
     Where w;
@@ -113,17 +129,18 @@ struct TmaConvOp {
       return;
     }
     const TmaArgs& g = *a;
-    const int tap = ((g.tap0[0] + c.j0 * g.tapstep[0]) * g.kfull[1] + g.tap0[1] + c.j1 * g.tapstep[1]) * g.kfull[2] +
-                    g.tap0[2] + c.j2 * g.tapstep[2];
-    tma_load_5d(stage, tmA, bar, c.cb * Cfg::kBK, c.w.q2 * g.mstride[2] + g.base[2] + c.j2 * g.jstep[2],
-                c.w.q1 * g.mstride[1] + g.base[1] + c.j1 * g.jstep[1],
-                c.w.q0 * g.mstride[0] + g.base[0] + c.j0 * g.jstep[0], c.w.n);
+    const TmaClass& k = g.cls[c.w.c];
+    const int tap = ((k.tap0[0] + c.j0 * k.tapstep[0]) * g.kfull[1] + k.tap0[1] + c.j1 * k.tapstep[1]) * g.kfull[2] +
+                    k.tap0[2] + c.j2 * k.tapstep[2];
+    tma_load_5d(stage, tmA, bar, c.cb * Cfg::kBK, c.w.q2 * g.mstride[2] + k.base[2] + c.j2 * k.jstep[2],
+                c.w.q1 * g.mstride[1] + k.base[1] + c.j1 * k.jstep[1],
+                c.w.q0 * g.mstride[0] + k.base[0] + c.j0 * k.jstep[0], c.w.n);
     tma_load_3d(stage + Cfg::kABytes, tmB, bar, c.cb * Cfg::kBK, tap, c.w.n0);
     if (++c.cb == g.cblocks) {
       c.cb = 0;
-      if (++c.j2 == g.k[2]) {
+      if (++c.j2 == k.k[2]) {
         c.j2 = 0;
-        if (++c.j1 == g.k[1]) { c.j1 = 0; ++c.j0; }
+        if (++c.j1 == k.k[1]) { c.j1 = 0; ++c.j0; }
       }
     }
   }
@@ -131,19 +148,20 @@ struct TmaConvOp {
   // TG = 2: two taps (one channel block, cblocks == 1), the second past the filter when the walk has run out.
   __device__ __forceinline__ void issue_group(Cursor& c, uint32_t stage, uint32_t bar) const {
     const TmaArgs& g = *a;
+    const TmaClass& k = g.cls[c.w.c];
 #pragma unroll
     for (int r = 0; r < TG; ++r) {
-      const bool real = c.j0 < g.k[0];
-      const int tap = real ? ((g.tap0[0] + c.j0 * g.tapstep[0]) * g.kfull[1] + g.tap0[1] + c.j1 * g.tapstep[1]) *
-                                     g.kfull[2] + g.tap0[2] + c.j2 * g.tapstep[2]
+      const bool real = c.j0 < k.k[0];
+      const int tap = real ? ((k.tap0[0] + c.j0 * k.tapstep[0]) * g.kfull[1] + k.tap0[1] + c.j1 * k.tapstep[1]) *
+                                     g.kfull[2] + k.tap0[2] + c.j2 * k.tapstep[2]
                            : g.kfull[0] * g.kfull[1] * g.kfull[2];
-      tma_load_5d(stage + r * Cfg::kRegionA, tmA, bar, 0, c.w.q2 * g.mstride[2] + g.base[2] + c.j2 * g.jstep[2],
-                  c.w.q1 * g.mstride[1] + g.base[1] + c.j1 * g.jstep[1],
-                  c.w.q0 * g.mstride[0] + g.base[0] + c.j0 * g.jstep[0], real ? c.w.n : g.batch);
+      tma_load_5d(stage + r * Cfg::kRegionA, tmA, bar, 0, c.w.q2 * g.mstride[2] + k.base[2] + c.j2 * k.jstep[2],
+                  c.w.q1 * g.mstride[1] + k.base[1] + c.j1 * k.jstep[1],
+                  c.w.q0 * g.mstride[0] + k.base[0] + c.j0 * k.jstep[0], real ? c.w.n : g.batch);
       tma_load_3d(stage + Cfg::kABytes + r * Cfg::kRegionB, tmB, bar, 0, tap, c.w.n0);
-      if (real && ++c.j2 == g.k[2]) {
+      if (real && ++c.j2 == k.k[2]) {
         c.j2 = 0;
-        if (++c.j1 == g.k[1]) { c.j1 = 0; ++c.j0; }
+        if (++c.j1 == k.k[1]) { c.j1 = 0; ++c.j0; }
       }
     }
   }
@@ -285,15 +303,16 @@ struct TmaConvOp {
     }
     const TmaArgs& g = *a;
     const Where w = where(tile);
+    const TmaClass& k = g.cls[w.c];
     const int bw = 1 << g.bw_log, bh = 1 << g.bh_log;
     T* dst = static_cast<T*>(g.dst);
     store_block<T, BN>(acc, ctid, w.n0, g.Ng, static_cast<const T*>(g.bias), [&](int r) -> T* {
       r += half * 64;
       const int p2 = w.q2 + (r & (bw - 1)), p1 = w.q1 + ((r >> g.bw_log) & (bh - 1)),
                 p0 = w.q0 + (r >> (g.bw_log + g.bh_log));
-      if (p0 >= g.out[0] || p1 >= g.out[1] || p2 >= g.out[2]) return nullptr;
-      const int r0 = p0 * g.ostride[0] + g.ooff[0], r1 = p1 * g.ostride[1] + g.ooff[1],
-                r2 = p2 * g.ostride[2] + g.ooff[2];
+      if (p0 >= k.out[0] || p1 >= k.out[1] || p2 >= k.out[2]) return nullptr;
+      const int r0 = p0 * g.ostride[0] + k.ooff[0], r1 = p1 * g.ostride[1] + k.ooff[1],
+                r2 = p2 * g.ostride[2] + k.ooff[2];
       return dst + (((i64(w.n) * g.full[0] + r0) * g.full[1] + r1) * g.full[2] + r2) * g.Ng;
     });
   }

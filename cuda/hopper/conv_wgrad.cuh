@@ -267,17 +267,36 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
 #endif
 }
 
-// dw[o][n] = sum over splits s (ascending) of partial[s][n][o].
+// dw[o][n] = sum over splits s (ascending) of partial[s][n][o]. A block of 32 x 8 threads sums a 32 (n) x 32 (o)
+// tile with reads along o, and writes it through shared memory along n: both sides coalesced (a thread per element
+// writing dw[o][n] directly scattered 2-4-byte stores at a stride of Ntot elements: 37 us for unet_256's 1.8M-element
+// filter against ~4 us for the bytes). Grid: x over n tiles, y (strided) over o tiles.
 template <typename T>
-__global__ void wgrad_reduce_kernel(const float* __restrict__ partial, T* __restrict__ dw, int Ntot, int O,
-                                    int splits) {
-  const i64 idx = i64(blockIdx.x) * blockDim.x + threadIdx.x;
+__global__ void __launch_bounds__(256) wgrad_reduce_kernel(const float* __restrict__ partial, T* __restrict__ dw,
+                                                           int Ntot, int O, int splits) {
+  __shared__ float tile[32][33];
   const i64 total = i64(Ntot) * O;
-  if (idx >= total) return;
-  float s = 0.0f;
-  for (int k = 0; k < splits; ++k) s += partial[k * total + idx];
-  const int o = int(idx % O), n = int(idx / O);
-  dw[i64(o) * Ntot + n] = from_float<T>(s);
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int n0 = blockIdx.x * 32;
+  for (int o0 = blockIdx.y * 32; o0 < O; o0 += gridDim.y * 32) {
+#pragma unroll
+    for (int i = 0; i < 32; i += 8) {
+      const int n = n0 + ty + i, o = o0 + tx;
+      float s = 0.0f;
+      if (n < Ntot && o < O) {
+        const i64 idx = i64(n) * O + o;
+        for (int k = 0; k < splits; ++k) s += partial[k * total + idx];
+      }
+      tile[ty + i][tx] = s;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 32; i += 8) {
+      const int o = o0 + ty + i, n = n0 + tx;
+      if (n < Ntot && o < O) dw[i64(o) * Ntot + n] = from_float<T>(tile[tx][ty + i]);
+    }
+    __syncthreads();
+  }
 }
 
 }  // namespace hopper

@@ -104,14 +104,14 @@ CUtensorMapDataType tma_type(DType t) {
 
 template <typename T, int BN, bool SPLIT = false, int TG = 1>
 std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const CUtensorMap& mc, const TmaArgs& a,
-                       int batch, cudaStream_t stream) {
+                       cudaStream_t stream) {
   using Cfg = TmaCfg<T, BN, SPLIT, TG>;
   auto kernel = conv_tma_kernel<T, BN, SPLIT, TG>;
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
-  const i64 tiles = i64(a.tiles[0]) * a.tiles[1] * a.tiles[2] * batch * a.ntn;
-  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(ma, mb, mc, a);
+  kernel<<<unsigned(std::min<i64>(a.total_tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(ma, mb, mc,
+                                                                                                       a);
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }
@@ -132,10 +132,15 @@ ResultMap identity_map(const KMajorArgs& k) {
   return r;
 }
 
-// One K-major GEMM over a channels-last source: the TMA kernel where a brick fits its box limits, else (identity
-// map only) the cp.async gather kernel.
-std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cudaStream_t stream,
-                       const ResultMap& rm) {
+// K-major GEMMs over one channels-last source, filter and result, in one launch: `n` classes (one for the forward
+// pass and stride-1 grad-input, identity map; the stride residue classes of grad-input otherwise, at most
+// kMaxClasses, sharing the source, filter, channel counts and strides). The TMA kernel where a brick fits its box
+// limits, else (one identity class only) the cp.async gather kernel.
+std::string run_kmajor(DType t, MathMode m, const KMajorArgs* ks, const ResultMap* rms, int n, int batch,
+                       cudaStream_t stream) {
+  const KMajorArgs& k = ks[0];  // the first class has the largest grid: its brick serves all
+  const ResultMap& rm = rms[0];
+  if (n < 1 || n > kMaxClasses || (n > 1 && rm.identity)) return "hopper: bad class count";
   const bool split = t == DType::kF32 && m == MathMode::kAccurate;  // 3xTF32: TMA path, 64-wide N tiles only
   const int bn = (k.Ng <= 64 || split) ? 64 : 128;
   Brick br;
@@ -169,15 +174,30 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
   a.bias = k.bias; a.dst = k.dst; a.Ng = k.Ng; a.batch = batch;
   a.ntn = (k.Ng + bn - 1) / bn;
   a.bw_log = br.bw_log; a.bh_log = br.bh_log;
-  const int ext[3] = {bd, bh, bw};
+  a.cblocks = k.cblocks;
   for (int d = 0; d < 3; ++d) {
-    a.out[d] = k.out[d];
-    a.tiles[d] = (k.out[d] + ext[d] - 1) / ext[d];
-    a.mstride[d] = k.mstride[d]; a.base[d] = k.base[d]; a.jstep[d] = k.jstep[d]; a.k[d] = k.k[d];
-    a.full[d] = rm.full[d]; a.ostride[d] = rm.ostride[d]; a.ooff[d] = rm.ooff[d];
-    a.tap0[d] = rm.tap0[d]; a.tapstep[d] = rm.tapstep[d]; a.kfull[d] = rm.kfull[d];
+    a.mstride[d] = k.mstride[d];
+    a.full[d] = rm.full[d]; a.ostride[d] = rm.ostride[d]; a.kfull[d] = rm.kfull[d];
   }
-  a.cblocks = k.cblocks; a.ktiles = tg > 1 ? (k.k[0] * k.k[1] * k.k[2] + tg - 1) / tg : k.ktiles;
+  const int ext[3] = {bd, bh, bw};
+  a.nclass = n;
+  i64 total = 0;
+  for (int c = 0; c < n; ++c) {
+    TmaClass& cl = a.cls[c];
+    const KMajorArgs& kc = ks[c];
+    const ResultMap& rc = rms[c];
+    for (int d = 0; d < 3; ++d) {
+      cl.out[d] = kc.out[d];
+      cl.tiles[d] = (kc.out[d] + ext[d] - 1) / ext[d];
+      cl.base[d] = kc.base[d]; cl.jstep[d] = kc.jstep[d]; cl.k[d] = kc.k[d];
+      cl.tap0[d] = rc.tap0[d]; cl.tapstep[d] = rc.tapstep[d]; cl.ooff[d] = rc.ooff[d];
+    }
+    cl.ktiles = tg > 1 ? (kc.k[0] * kc.k[1] * kc.k[2] + tg - 1) / tg : kc.ktiles;
+    cl.first_tile = int(total);
+    total += i64(cl.tiles[0]) * cl.tiles[1] * cl.tiles[2] * batch * a.ntn;
+  }
+  if (total >= (i64(1) << 31)) return "hopper: too many tiles for one launch";
+  a.total_tiles = int(total);
   // The TMA-store epilogue where results are a plain box grid (not a residue class) with 16-byte rows.
   CUtensorMap mc{};
   a.tma_store = rm.identity && !no_tma && (uint64_t(k.Ng) * es) % 16 == 0 &&
@@ -193,21 +213,27 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs& k, int batch, cuda
     if (!(err = make_tensor_map(&mc, tma_type(t), 5, k.dst, cdims, cstr, cbox, cstep)).empty()) return err;
   }
   if (tg == 2)
-    return t == DType::kBF16 ? (bn == 64 ? launch_tma<__nv_bfloat16, 64, false, 2>(ma, mb, mc, a, batch, stream)
-                                         : launch_tma<__nv_bfloat16, 128, false, 2>(ma, mb, mc, a, batch, stream))
-                             : (bn == 64 ? launch_tma<__half, 64, false, 2>(ma, mb, mc, a, batch, stream)
-                                         : launch_tma<__half, 128, false, 2>(ma, mb, mc, a, batch, stream));
+    return t == DType::kBF16 ? (bn == 64 ? launch_tma<__nv_bfloat16, 64, false, 2>(ma, mb, mc, a, stream)
+                                         : launch_tma<__nv_bfloat16, 128, false, 2>(ma, mb, mc, a, stream))
+                             : (bn == 64 ? launch_tma<__half, 64, false, 2>(ma, mb, mc, a, stream)
+                                         : launch_tma<__half, 128, false, 2>(ma, mb, mc, a, stream));
   switch (t) {
-    case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64>(ma, mb, mc, a, batch, stream)
-                                       : launch_tma<__nv_bfloat16, 128>(ma, mb, mc, a, batch, stream);
-    case DType::kF16: return bn == 64 ? launch_tma<__half, 64>(ma, mb, mc, a, batch, stream)
-                                      : launch_tma<__half, 128>(ma, mb, mc, a, batch, stream);
+    case DType::kBF16: return bn == 64 ? launch_tma<__nv_bfloat16, 64>(ma, mb, mc, a, stream)
+                                       : launch_tma<__nv_bfloat16, 128>(ma, mb, mc, a, stream);
+    case DType::kF16: return bn == 64 ? launch_tma<__half, 64>(ma, mb, mc, a, stream)
+                                      : launch_tma<__half, 128>(ma, mb, mc, a, stream);
     case DType::kF32:
-      if (split) return launch_tma<float, 64, true>(ma, mb, mc, a, batch, stream);
-      return bn == 64 ? launch_tma<float, 64>(ma, mb, mc, a, batch, stream)
-                      : launch_tma<float, 128>(ma, mb, mc, a, batch, stream);
+      if (split) return launch_tma<float, 64, true>(ma, mb, mc, a, stream);
+      return bn == 64 ? launch_tma<float, 64>(ma, mb, mc, a, stream)
+                      : launch_tma<float, 128>(ma, mb, mc, a, stream);
     default: return "hopper: unsupported dtype";
   }
+}
+
+// One identity-map GEMM (forward, stride-1 grad-input).
+std::string run_identity(DType t, MathMode m, const KMajorArgs& k, int batch, cudaStream_t stream) {
+  const ResultMap rm = identity_map(k);
+  return run_kmajor(t, m, &k, &rm, 1, batch, stream);
 }
 
 }  // namespace
@@ -237,7 +263,7 @@ std::string fwd(const ConvProblem& p, DType t, MathMode m, const void* x, const 
     a.jstep[d] = int(p.dilation[d]);
   }
   if (a.M == 0) return "";
-  return run_kmajor(t, m, a, int(p.batch), s, identity_map(a));
+  return run_identity(t, m, a, int(p.batch), s);
 }
 
 std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx,
@@ -272,12 +298,16 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
       a.base[d] = int(p.pad_lo[d]);
       a.jstep[d] = -int(p.dilation[d]);
     }
-    return run_kmajor(t, m, a, int(p.batch), s, identity_map(a));
+    return run_identity(t, m, a, int(p.batch), s);
   }
   // Stride > 1: one GEMM per residue class r (per axis r in [0, stride)), over positions i = r + q * stride and
   // the taps k = k0 + j * step with (r + pad - k * dilation) divisible by the stride; dy's coordinate for
   // (q, j) is q + (r + pad - k0 * dilation) / stride - j * step * dilation / stride.
+  // Up to kMaxClasses classes share one launch (run_kmajor).
   const int classes = int(p.stride[0] * p.stride[1] * p.stride[2]);
+  KMajorArgs ks[kMaxClasses];
+  ResultMap rms[kMaxClasses];
+  int pending = 0;
   for (int cls = 0; cls < classes; ++cls) {
     const int r[3] = {int(cls / (p.stride[1] * p.stride[2])), int((cls / p.stride[2]) % p.stride[1]),
                       int(cls % p.stride[2])};
@@ -311,9 +341,14 @@ std::string dgrad(const ConvProblem& p, DType t, MathMode m, const void* dy, con
       for (int d = 0; d < 3; ++d) a.k[d] = 0;
     a.ktiles = a.k[0] * a.k[1] * a.k[2] * a.cblocks;
     a.M = p.batch * i64(a.out[0]) * a.out[1] * a.out[2];
-    if (!(err = run_kmajor(t, m, a, int(p.batch), s, rm)).empty()) return err;
+    ks[pending] = a;
+    rms[pending] = rm;
+    if (++pending == kMaxClasses) {
+      if (!(err = run_kmajor(t, m, ks, rms, pending, int(p.batch), s)).empty()) return err;
+      pending = 0;
+    }
   }
-  return "";
+  return pending > 0 ? run_kmajor(t, m, ks, rms, pending, int(p.batch), s) : "";
 }
 
 }  // namespace hopper

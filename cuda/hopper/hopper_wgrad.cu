@@ -16,9 +16,8 @@ namespace {
 // After a grad-weight kernel: dw = the fixed-order sum of its split partials; reports either launch's failure.
 template <typename T>
 std::string reduce_splits(const float* partial, void* dw, int Ntot, int O, int splits, cudaStream_t stream) {
-  const i64 total = i64(Ntot) * O;
-  wgrad_reduce_kernel<T><<<unsigned((total + 255) / 256), 256, 0, stream>>>(partial, static_cast<T*>(dw), Ntot, O,
-                                                                             splits);
+  const dim3 grid(unsigned((Ntot + 31) / 32), unsigned(std::min((O + 31) / 32, 65535)));
+  wgrad_reduce_kernel<T><<<grid, dim3(32, 8), 0, stream>>>(partial, static_cast<T*>(dw), Ntot, O, splits);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: grad-weight launch failed: ") + cudaGetErrorString(e);
 }
