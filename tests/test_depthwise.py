@@ -1,13 +1,14 @@
-"""The 3x3x3 depthwise kernels (sm80 `stencil_3x3x3_regs`, cuda/sm80/stencil3.cu, and
-`wgrad_depthwise_3x3x3_regs`, wgrad_dw3.cu): forward, grad-input and grad-weight of a stride-1, dilation-1, 3x3x3
-depthwise layer (one input channel per group, any channel multiplier).
+"""The 3x3x3 depthwise kernels (sm80 `stencil_3x3x3_stream`, cuda/sm80/stencil3_stream.cu, for the forward and a
+grad-input of channel multiplier 1; `stencil_3x3x3_regs`, stencil3.cu, for a grad-input that sums several dy
+channels; `wgrad_depthwise_3x3x3_regs`, wgrad_dw3.cu): forward, grad-input and grad-weight of a stride-1,
+dilation-1, 3x3x3 depthwise layer (one input channel per group, any channel multiplier).
 
 Anywhere: which problems the rule table gives it (and which it leaves to the general stencil). On a GPU: the kernel
 straight through the DLPack adapter into NaN-poisoned outputs (an unwritten element shows; grad-weight with a
 garbage-filled workspace), every dtype it takes,
 against float64 F.conv3d and autograd from the raw arguments; the cases cut the 8 x 16 x 32 output brick at every
-edge, use padding 0 to 3 and asymmetric, channel multipliers (grad-input sums several dy channels), bias, and one
-output position."""
+edge and the streaming kernel's 16-plane D chunks and 16 x 32 strips at every edge, use padding 0 to 3 and
+asymmetric, channel multipliers (grad-input sums several dy channels), bias, and one output position."""
 
 from __future__ import annotations
 
@@ -21,14 +22,15 @@ from jaxconv3d import _ext, _plan, conv_config
 from jaxconv3d.reference import reference_and_grads
 
 TILE = "stencil_3x3x3_regs"
+STREAM = "stencil_3x3x3_stream"
 WGRAD = "wgrad_depthwise_3x3x3_regs"
 
 
 @pytest.mark.parametrize(
     "x_shape,w_shape,kw,tiles",
     [
-        ((8, 192, 16, 28, 28), (192, 1, 3, 3, 3), dict(padding=1, groups=192), (TILE, TILE)),  # the suite's
-        ((2, 4, 9, 9, 9), (8, 1, 3, 3, 3), dict(padding="same", groups=4), (TILE, TILE)),  # multiplier 2
+        ((8, 192, 16, 28, 28), (192, 1, 3, 3, 3), dict(padding=1, groups=192), (STREAM, STREAM)),  # the suite's
+        ((2, 4, 9, 9, 9), (8, 1, 3, 3, 3), dict(padding="same", groups=4), (STREAM, TILE)),  # multiplier 2
         ((2, 4, 9, 9, 9), (4, 1, 3, 3, 3), dict(padding=1, groups=4, dilation=2), ("stencil", "stencil")),
         ((2, 4, 9, 9, 9), (4, 1, 3, 3, 3), dict(padding=1, groups=4, stride=2), ("gemm_ffma_128x16",) * 2),
         ((2, 4, 9, 9, 9), (4, 1, 3, 3, 5), dict(padding=1, groups=4), ("stencil", "stencil")),
@@ -39,9 +41,9 @@ def test_rules(x_shape, w_shape, kw, tiles):
     for cc in (80, 90):
         a = jaxconv3d.explain(x_shape, w_shape, cc=cc, **kw)
         assert (a["forward"]["tile"], a["grad_input"]["tile"]) == tiles
-        assert (a["grad_weight"]["tile"] == WGRAD) == (tiles[0] == TILE)
+        assert (a["grad_weight"]["tile"] == WGRAD) == (tiles[0] == STREAM)
     f64 = jaxconv3d.explain(x_shape, w_shape, dtype="float64", cc=90, **kw)
-    assert not {TILE, WGRAD} & {f64["forward"]["tile"], f64["grad_input"]["tile"], f64["grad_weight"]["tile"]}
+    assert not {TILE, STREAM, WGRAD} & {f64["forward"]["tile"], f64["grad_input"]["tile"], f64["grad_weight"]["tile"]}
 
 
 def test_grad_weight_splits():
@@ -61,6 +63,8 @@ CASES = [  # (x_shape, w_shape, kw)
     ((3, 4, 12, 10, 30), (4, 1, 3, 3, 3), dict(padding="same", groups=4)),  # W not a multiple of 4 outputs
     ((1, 3, 9, 20, 36), (3, 1, 3, 3, 3), dict(padding=1, groups=3)),  # W a multiple of 4: vector stores
     ((9, 2, 17, 17, 33), (2, 1, 3, 3, 3), dict(padding=1, groups=2)),  # 9 x 3 x 2 x 2 bricks: grad-weight splits
+    ((2, 3, 20, 9, 37), (3, 1, 3, 3, 3), dict(padding=((2, 0), (0, 3), (1, 2)), groups=3)),  # stream: D chunks 16 + 4
+    ((1, 2, 35, 18, 5), (2, 1, 3, 3, 3), dict(padding=1, groups=2)),  # stream: chunks 16 + 16 + 3, strips cut in H
 ]
 
 
@@ -77,7 +81,9 @@ def test_stencil3_against_float64(rng, case, dtype, math):
     tdt = TORCH_DTYPES[dtype]
     cc = _plan.cc_of(torch.device("cuda"))
     plans = {op: _plan.plan(cfg, tdt, cc, op, 0) for op in ("forward", "grad_input", "grad_weight")}
-    assert (plans["forward"]["tile"], plans["grad_input"]["tile"], plans["grad_weight"]["tile"]) == (TILE, TILE, WGRAD)
+    multiplier = w_shape[0] // x_shape[1]  # grad-input sums this many dy channels: the brick kernel
+    assert (plans["forward"]["tile"], plans["grad_input"]["tile"], plans["grad_weight"]["tile"]) == (
+        STREAM, STREAM if multiplier == 1 else TILE, WGRAD)
     rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(tdt).double()  # noqa: E731
     x, w, dy = rounded(x_shape), rounded(w_shape), rounded(cfg.y_shape)
     b = rounded((w_shape[0],)) if bias else None

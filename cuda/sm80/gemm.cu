@@ -546,6 +546,7 @@ std::string fwd(const ConvProblem& p, DType t, Kernel k, const void* x, const vo
                 void* stream) {
   if (k == Kernel::kStencil) return stencil(p, t, false, x, w, bias, y, stream);
   if (k == Kernel::kStencil3) return stencil3(p, t, false, x, w, bias, y, stream);
+  if (k == Kernel::kStencil3Stream) return stencil3_stream(p, t, false, x, w, bias, y, stream);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
     case DType::kF32: return fwd_impl<float>(p, k, x, w, bias, y, st);
@@ -559,6 +560,7 @@ std::string fwd(const ConvProblem& p, DType t, Kernel k, const void* x, const vo
 std::string dgrad(const ConvProblem& p, DType t, Kernel k, const void* dy, const void* w, void* dx, void* stream) {
   if (k == Kernel::kStencil) return stencil(p, t, true, dy, w, nullptr, dx, stream);
   if (k == Kernel::kStencil3) return stencil3(p, t, true, dy, w, nullptr, dx, stream);
+  if (k == Kernel::kStencil3Stream) return stencil3_stream(p, t, true, dy, w, nullptr, dx, stream);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
     case DType::kF32: return dgrad_impl<float>(p, k, dy, w, dx, st);

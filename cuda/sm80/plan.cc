@@ -13,6 +13,7 @@ const char* kernel_name(Kernel k) {
     case Kernel::kStencil: return "stencil";
     case Kernel::kStencil3: return "stencil_3x3x3_regs";
     case Kernel::kWgradDw3: return "wgrad_depthwise_3x3x3_regs";
+    case Kernel::kStencil3Stream: return "stencil_3x3x3_stream";
     case Kernel::kGemmWmma: return "gemm_wmma_128x64";
     case Kernel::kGemmFfma64: return "gemm_ffma_128x64";
     case Kernel::kGemmFfma32: return "gemm_ffma_128x32";
@@ -92,6 +93,19 @@ bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, i
   return *blocks <= INT_MAX;
 }
 
+bool stencil3_stream_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks) {
+  if (dgrad && p.out_per_group() != 1) return false;
+  if (!stencil3_plan(p, dgrad, t, s, blocks)) return false;
+  const int OT[3] = {kS3SZ, kS3SY, kS3SX};
+  int64_t tiles = 1;
+  for (int a = 0; a < 3; ++a) {
+    s->ntile[a] = int((s->od[a] + OT[a] - 1) / OT[a]);
+    tiles *= s->ntile[a];
+  }
+  *blocks = p.batch * s->OC * tiles;
+  return *blocks <= INT_MAX;
+}
+
 WgPlan wg_plan(const ConvProblem& p, DType t) {
   WgPlan pl{};
   const int64_t accsz = t == DType::kF64 ? 8 : 4;
@@ -165,10 +179,12 @@ Choice choose(Op op, const ConvProblem& p, DType t, MathMode m) {
   int64_t smem = 0, blocks = 0;
   switch (op) {
     case Op::kFwd:
+      if (stencil3_stream_plan(p, false, t, &s3, &blocks)) return {Kernel::kStencil3Stream, 0};
       if (stencil3_plan(p, false, t, &s3, &blocks)) return {Kernel::kStencil3, 0};
       if (stencil_plan(p, false, t, &s, &smem, &blocks)) return {Kernel::kStencil, 0};
       return {gemm_kernel(p.out_per_group(), t, m), 0};
     case Op::kDgrad:
+      if (stencil3_stream_plan(p, true, t, &s3, &blocks)) return {Kernel::kStencil3Stream, 0};
       if (stencil3_plan(p, true, t, &s3, &blocks)) return {Kernel::kStencil3, 0};
       if (stencil_plan(p, true, t, &s, &smem, &blocks)) return {Kernel::kStencil, 0};
       return {gemm_kernel(p.in_per_group(), t, m), 0};

@@ -15,6 +15,7 @@ constexpr int kTargetBlocks = 1056;  // 8 blocks x 132 SMs (fixed: results must 
 constexpr int kDwMaxT = 32;          // depthwise grad-weight: taps held in registers
 constexpr int kSTX = 32, kSTY = 8, kSTZ = 8;  // stencil output tile (x, y, z)
 constexpr int kS3X = 32, kS3Y = 16, kS3Z = 8;  // 3x3x3 stencil output brick (x, y, z)
+constexpr int kS3SX = 32, kS3SY = 16, kS3SZ = 16;  // streaming 3x3x3 stencil: output strip (x, y), D chunk
 
 // Path switches (each false restores the previous kernel for that path).
 constexpr bool kWgradPipeF32 = true;   // float32 accurate grad-weight (Og > 32): pipelined FFMA kernel
@@ -36,6 +37,7 @@ enum class Kernel : int {
   kWgrad16 = 10,
   kStencil3 = 11,       // depthwise 3x3x3 stencil, stride 1, dilation 1 (forward; grad-input of C/groups == 1)
   kWgradDw3 = 12,       // its grad-weight: bricks of positions, 27 sums a thread, fixed-order splits
+  kStencil3Stream = 13,  // depthwise 3x3x3 stencil streaming along D (forward; grad-input of a multiplier of 1)
 };
 
 const char* kernel_name(Kernel k);
@@ -69,6 +71,9 @@ struct Stencil3Args {
 // Fills `s` (all but the pointers and `vec`) and the block count when the 3x3x3 stencil applies: float32 / 16-bit,
 // kernel 3x3x3, stride 1, dilation 1, one input channel per group.
 bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks);
+// The same for the streaming form (stencil3_stream.cu): where stencil3_plan applies, except a grad-input that sums
+// several dy channels (a channel multiplier above 1), which stays on the brick kernel; ntile[0] counts D chunks.
+bool stencil3_stream_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks);
 
 // Grad-weight plan (shared by the workspace query and the launch).
 struct WgPlan {

@@ -27,6 +27,9 @@ std::string stencil(const ConvProblem& p, DType t, bool dgrad, const void* src, 
 // (Kernel::kWgradDw3, wgrad_dw3.cu: per-split sums in the workspace when the caller's wg_plan() has S > 1).
 std::string stencil3(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
                      void* out, void* stream);
+// The streaming form of the same stencil when choose() says Kernel::kStencil3Stream (stencil3_stream.cu).
+std::string stencil3_stream(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w,
+                            const void* bias, void* out, void* stream);
 std::string wgrad_dw3(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw,
                       void* workspace, void* stream);
 

@@ -27,9 +27,16 @@ __device__ __forceinline__ void fill_tile3(float* tile, const T* __restrict__ ba
   const int warp = tid / 32, lane = tid % 32;
   const int gx = s2 + lane;
   const bool xok = unsigned(gx) < unsigned(sd[2]);
+  // Every warp walks the same number of rows. float32: 9 at a time keeps 9 independent loads in flight per thread
+  // (the fill is latency-bound; fp32 forward 0.184 -> 0.151 ms against 3); 16-bit sources stay at 3 (9 made the
+  // bf16 forward slower, 0.157 -> 0.212 ms).
+  constexpr int kRowsPerWarp = kTZ * kTY / NW;
+  constexpr int kUnroll = sizeof(T) == 4 ? 9 : 3;
+  static_assert(kTZ * kTY % NW == 0 && kRowsPerWarp % 9 == 0, "whole groups of 9 rows per warp");
   int z = 0, y = warp;
-#pragma unroll 3
-  for (int r = warp; r < kTZ * kTY; r += NW) {
+#pragma unroll kUnroll
+  for (int i = 0; i < kRowsPerWarp; ++i) {
+    const int r = warp + i * NW;
     const int gz = s0 + z, gy = s1 + y;
     const bool ok = xok && unsigned(gz) < unsigned(sd[0]) && unsigned(gy) < unsigned(sd[1]);
     tile[r * kRow + lane] = ok ? cvt<float>(base[gz * sHW + i64(gy) * sd[2] + gx]) : 0.0f;

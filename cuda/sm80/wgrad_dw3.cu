@@ -52,8 +52,10 @@ __global__ void __launch_bounds__(kThreads, 5) wgrad_dw3_kernel(const Dw3Args a)
     {  // dy's brick: lane = W position, each warp walks rows (z, y) warp, warp + 4, ...
       const int gx = ox0 + lane;
       int z = 0, y = warp;
-#pragma unroll 4
-      for (int r = warp; r < kZ * kY; r += kThreads / 32) {
+      static_assert(kZ * kY % (kThreads / 32) == 0, "whole rows per warp");
+#pragma unroll 8  // eight independent loads in flight per thread (see fill_tile3)
+      for (int i = 0; i < kZ * kY / (kThreads / 32); ++i) {
+        const int r = warp + i * (kThreads / 32);
         const int gz = oz0 + z, gy = oy0 + y;
         const bool ok = gz < a.od[0] && gy < a.od[1] && gx < a.od[2];
         dyb[r * kX + lane] = ok ? cvt<float>(dyc[gz * oHW + i64(gy) * a.od[2] + gx]) : 0.0f;
