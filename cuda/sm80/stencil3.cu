@@ -10,6 +10,7 @@
 // summation order (source channel, H tap, source row, D tap, W tap): deterministic.
 #include "sm80/sm80.h"
 #include "sm80/stencil3.cuh"
+#include "sm80/stencil3_launch.cuh"
 
 namespace jaxconv3d {
 namespace sm80 {
@@ -22,13 +23,9 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 5) stencil3_ker
   const T* __restrict__ wt = static_cast<const T*>(a.wt);
   T* __restrict__ out = static_cast<T*>(a.out);
 
-  i64 b = blockIdx.x;
-  const int bx = int(b % a.ntile[2]); b /= a.ntile[2];
-  const int by = int(b % a.ntile[1]); b /= a.ntile[1];
-  const int bz = int(b % a.ntile[0]); b /= a.ntile[0];
-  const int oc = int(b % a.OC);
-  const i64 n = b / a.OC;
-  const int oz0 = bz * kZ, oy0 = by * kY, ox0 = bx * kX;
+  const Stencil3Block blk = stencil3_block<kZ, kY, kX>(a);
+  const i64 n = blk.n;
+  const int oc = blk.oc, oz0 = blk.oz0, oy0 = blk.oy0, ox0 = blk.ox0;
   const int tid = threadIdx.x, ty = tid / (kX / 4), tx = tid % (kX / 4);
   const int s0 = oz0 - a.P[0], s1 = oy0 - a.P[1], s2 = ox0 - a.P[2];  // the tile's first source position
   const i64 sS = i64(a.sd[1]) * a.sd[2] * a.sd[0];
@@ -63,50 +60,22 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 5) stencil3_ker
   const float bv = bias != nullptr ? cvt<float>(bias[oc]) : 0.0f;
   const i64 oHW = i64(a.od[1]) * a.od[2];
   T* obase = out + (n * a.OC + oc) * (oHW * a.od[0]) + i64(oy) * a.od[2] + ox;
-  const bool whole = a.vec && ox + 4 <= a.od[2];  // four outputs in one aligned store
 #pragma unroll
   for (int z = 0; z < kZ; ++z) {
     if (oz0 + z >= a.od[0]) break;
-    T* o = obase + (oz0 + z) * oHW;
-    __align__(16) T v[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] = cvt<T>(acc[z][e] + bv);
-    if (whole) {
-      using Vec = std::conditional_t<sizeof(T) == 4, uint4, uint2>;  // four outputs
-      *reinterpret_cast<Vec*>(o) = *reinterpret_cast<const Vec*>(v);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        if (ox + e < a.od[2]) o[e] = v[e];
-    }
+    store_four(obase + (oz0 + z) * oHW, acc[z], bv, a.vec, ox, a.od[2]);
   }
-}
-
-template <typename T>
-std::string stencil3_impl(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w,
-                          const void* bias, void* out, cudaStream_t st) {
-  Stencil3Args s;
-  int64_t blocks = 0;
-  if (!stencil3_plan(p, dgrad, t, &s, &blocks))
-    return "jaxconv3d cuda: the 3x3x3 depthwise stencil does not apply to this problem";
-  if (blocks == 0) return "";
-  s.src = src; s.wt = w; s.bias = bias; s.out = out;
-  s.vec = s.od[2] % 4 == 0 && reinterpret_cast<uintptr_t>(out) % (4 * sizeof(T)) == 0;
-  stencil3_kernel<T><<<unsigned(blocks), kThreads, 0, st>>>(s);
-  return launch_error(dgrad ? "depthwise 3x3x3 dgrad" : "depthwise 3x3x3 fwd");
 }
 
 }  // namespace
 
 std::string stencil3(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
                      void* out, void* stream) {
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
-  switch (t) {
-    case DType::kF32: return stencil3_impl<float>(p, t, dgrad, src, w, bias, out, st);
-    case DType::kBF16: return stencil3_impl<__nv_bfloat16>(p, t, dgrad, src, w, bias, out, st);
-    case DType::kF16: return stencil3_impl<__half>(p, t, dgrad, src, w, bias, out, st);
-    default: return "jaxconv3d cuda: the 3x3x3 depthwise stencil takes float32, bfloat16 and float16";
-  }
+  return for_stencil3_dtype(t, [&](auto tag) {
+    using T = decltype(tag);
+    return launch_stencil3<T>(stencil3_plan, stencil3_kernel<T>, kThreads, p, t, dgrad, src, w, bias, out, stream,
+                              dgrad ? "3x3x3 depthwise stencil (grad-input)" : "3x3x3 depthwise stencil (forward)");
+  });
 }
 
 }  // namespace sm80

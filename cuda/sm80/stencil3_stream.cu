@@ -12,9 +12,8 @@
 //             rotated every plane), the 27 weights in registers; an output plane is stored as soon as its third
 //             source plane has been added.
 // Fixed summation order (source plane, H tap, D tap, W tap): deterministic.
-#include "sm80/common.cuh"
-#include "sm80/plan.h"
 #include "sm80/sm80.h"
+#include "sm80/stencil3_launch.cuh"
 
 namespace jaxconv3d {
 namespace sm80 {
@@ -71,13 +70,9 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 5 : 6) stencil3_str
   const T* __restrict__ wt = static_cast<const T*>(a.wt);
   T* __restrict__ out = static_cast<T*>(a.out);
 
-  i64 b = blockIdx.x;
-  const int bx = int(b % a.ntile[2]); b /= a.ntile[2];
-  const int by = int(b % a.ntile[1]); b /= a.ntile[1];
-  const int bz = int(b % a.ntile[0]); b /= a.ntile[0];
-  const int oc = int(b % a.OC);
-  const i64 n = b / a.OC;
-  const int oz0 = bz * kZ, oy0 = by * kY, ox0 = bx * kX;
+  const Stencil3Block blk = stencil3_block<kZ, kY, kX>(a);
+  const i64 n = blk.n;
+  const int oc = blk.oc, oz0 = blk.oz0, oy0 = blk.oy0, ox0 = blk.ox0;
   const int zc = min(kZ, a.od[0] - oz0);  // output planes of this chunk
   const int planes = zc + 2;              // its source planes: oz0 - P0 + s, s = 0 .. zc + 1
   const int tid = threadIdx.x, ty = tid / (kX / 4), tx = tid % (kX / 4);
@@ -103,7 +98,6 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 5 : 6) stencil3_str
   const float bv = bias != nullptr ? cvt<float>(bias[oc]) : 0.0f;
   const i64 oHW = i64(a.od[1]) * a.od[2];
   T* obase = out + (n * a.OC + oc) * (oHW * a.od[0]) + i64(oy) * a.od[2] + ox;
-  const bool whole = a.vec && ox + 4 <= a.od[2];  // four outputs in one aligned store
 
   // Source plane s: `cur` (output plane s) starts, `mid` (s - 1) takes its middle D tap, `done` (s - 2) its last and
   // is stored, then cleared to become output plane s + 1's.
@@ -130,20 +124,7 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 5 : 6) stencil3_str
       }
     }
     const int z = s - 2;
-    if (z >= 0 && z < zc && mine) {
-      T* o = obase + (oz0 + z) * oHW;
-      __align__(16) T r[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) r[e] = cvt<T>(done[e] + bv);
-      if (whole) {
-        using Vec = std::conditional_t<sizeof(T) == 4, uint4, uint2>;  // four outputs
-        *reinterpret_cast<Vec*>(o) = *reinterpret_cast<const Vec*>(r);
-      } else {
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (ox + e < a.od[2]) o[e] = r[e];
-      }
-    }
+    if (z >= 0 && z < zc && mine) store_four(obase + (oz0 + z) * oHW, done, bv, a.vec, ox, a.od[2]);
 #pragma unroll
     for (int e = 0; e < 4; ++e) done[e] = 0.0f;
     __syncthreads();  // plane s + 1 is in its buffer; nobody reads plane s's buffer any more
@@ -158,31 +139,16 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 5 : 6) stencil3_str
   }
 }
 
-template <typename T>
-std::string stream_impl(const ConvProblem& p, bool dgrad, DType t, const void* src, const void* w, const void* bias,
-                        void* out, cudaStream_t st) {
-  Stencil3Args s;
-  int64_t blocks = 0;
-  if (!stencil3_stream_plan(p, dgrad, t, &s, &blocks))
-    return "jaxconv3d cuda: the streaming 3x3x3 depthwise stencil does not apply to this problem";
-  if (blocks == 0) return "";
-  s.src = src; s.wt = w; s.bias = bias; s.out = out;
-  s.vec = s.od[2] % 4 == 0 && reinterpret_cast<uintptr_t>(out) % (4 * sizeof(T)) == 0;
-  stencil3_stream_kernel<T><<<unsigned(blocks), kThreads, 0, st>>>(s);
-  return launch_error(dgrad ? "depthwise 3x3x3 stream dgrad" : "depthwise 3x3x3 stream fwd");
-}
-
 }  // namespace
 
 std::string stencil3_stream(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w,
                             const void* bias, void* out, void* stream) {
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
-  switch (t) {
-    case DType::kF32: return stream_impl<float>(p, dgrad, t, src, w, bias, out, st);
-    case DType::kBF16: return stream_impl<__nv_bfloat16>(p, dgrad, t, src, w, bias, out, st);
-    case DType::kF16: return stream_impl<__half>(p, dgrad, t, src, w, bias, out, st);
-    default: return "jaxconv3d cuda: the 3x3x3 depthwise stencil takes float32, bfloat16 and float16";
-  }
+  return for_stencil3_dtype(t, [&](auto tag) {
+    using T = decltype(tag);
+    return launch_stencil3<T>(stencil3_stream_plan, stencil3_stream_kernel<T>, kThreads, p, t, dgrad, src, w, bias,
+                              out, stream, dgrad ? "streaming 3x3x3 depthwise stencil (grad-input)"
+                                                 : "streaming 3x3x3 depthwise stencil (forward)");
+  });
 }
 
 }  // namespace sm80
