@@ -187,7 +187,7 @@ MUTATIONS = [
       "first-layer grad-input: the dx ring slot not wrapped", True),
     M("G4", "cuda/sm80/stencil3_stream.cu", "const int z = s - 2;", "const int z = s - 1;",
       "streaming depthwise stencil stores an output plane before its last source plane", True),
-    M("H3", "cuda/hopper/conv_tma.cuh", "tile >= a->cls[w.c + 1].first_tile", "tile > a->cls[w.c + 1].first_tile",
+    M("H3", "cuda/hopper/conv_tma.cuh", "tile >= a->cls[c + 1].first_tile", "tile > a->cls[c + 1].first_tile",
       "strided grad-input: each residue class's first tile computed as the previous class's", True),
 ]
 

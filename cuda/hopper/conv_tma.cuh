@@ -98,10 +98,15 @@ struct TmaConvOp {
   struct Where {
     int n, q0, q1, q2, n0, c;  // c: the class
   };
+  // The class a tile belongs to (a scan of at most kMaxClasses first tiles; always 0 for one class).
+  __device__ __forceinline__ int class_of(int tile) const {
+    int c = 0;
+    while (c + 1 < a->nclass && tile >= a->cls[c + 1].first_tile) ++c;
+    return c;
+  }
   __device__ __forceinline__ Where where(int tile) const {
     Where w;
-    w.c = 0;
-    while (w.c + 1 < a->nclass && tile >= a->cls[w.c + 1].first_tile) ++w.c;
+    w.c = class_of(tile);
     const TmaClass& k = a->cls[w.c];
     tile -= k.first_tile;
     w.n0 = (tile % a->ntn) * BN;
@@ -116,7 +121,7 @@ struct TmaConvOp {
     return w;
   }
   __device__ __forceinline__ int tiles() const { return a->total_tiles; }
-  __device__ __forceinline__ int ktiles(int tile) const { return a->cls[where(tile).c].ktiles; }
+  __device__ __forceinline__ int ktiles(int tile) const { return a->cls[class_of(tile)].ktiles; }
 
   struct Cursor {
     Where w;

@@ -69,10 +69,11 @@ bool stencil_plan(const ConvProblem& p, bool dgrad, DType t, StencilArgs* s, int
   return *blocks <= INT_MAX;
 }
 
-bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks) {
+// Both 3x3x3 stencils: `s` and the block count for output blocks of ot (D, H, W) positions.
+static bool plan_3x3x3(const ConvProblem& p, bool dgrad, DType t, const int (&ot)[3], Stencil3Args* s,
+                       int64_t* blocks) {
   if (t == DType::kF64 || p.in_per_group() != 1) return false;
   *s = Stencil3Args{};
-  const int OT[3] = {kS3Z, kS3Y, kS3X};
   int64_t tiles = 1;
   for (int a = 0; a < 3; ++a) {
     if (p.kernel[a] != 3 || p.stride[a] != 1 || p.dilation[a] != 1) return false;
@@ -82,7 +83,7 @@ bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, i
     s->sd[a] = int(dgrad ? p.out[a] : p.in[a]);
     // forward: y[q] = sum_t w[t] x[q + t - pad]; grad-input: dx[q] = sum_t w[2 - t] dy[q + t - (2 - pad)]
     s->P[a] = int(dgrad ? 2 - p.pad_lo[a] : p.pad_lo[a]);
-    s->ntile[a] = int((s->od[a] + OT[a] - 1) / OT[a]);
+    s->ntile[a] = int((s->od[a] + ot[a] - 1) / ot[a]);
     tiles *= s->ntile[a];
   }
   s->dgrad = dgrad ? 1 : 0;
@@ -93,17 +94,13 @@ bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, i
   return *blocks <= INT_MAX;
 }
 
+bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks) {
+  return plan_3x3x3(p, dgrad, t, {kS3Z, kS3Y, kS3X}, s, blocks);
+}
+
 bool stencil3_stream_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks) {
   if (dgrad && p.out_per_group() != 1) return false;
-  if (!stencil3_plan(p, dgrad, t, s, blocks)) return false;
-  const int OT[3] = {kS3SZ, kS3SY, kS3SX};
-  int64_t tiles = 1;
-  for (int a = 0; a < 3; ++a) {
-    s->ntile[a] = int((s->od[a] + OT[a] - 1) / OT[a]);
-    tiles *= s->ntile[a];
-  }
-  *blocks = p.batch * s->OC * tiles;
-  return *blocks <= INT_MAX;
+  return plan_3x3x3(p, dgrad, t, {kS3SZ, kS3SY, kS3SX}, s, blocks);
 }
 
 WgPlan wg_plan(const ConvProblem& p, DType t) {
