@@ -10,9 +10,10 @@ A measurement is a loop of `calls` back-to-back calls between two full synchroni
 the JAX arrays of the result (JAX dispatches asynchronously, on its own threads and stream), then
 `torch.cuda.synchronize()`, a device-wide wait that also covers XLA's streams (torch and XLA share the device's
 primary context). The host clock after a full synchronisation sees JAX and torch work alike; no stream's events
-can miss another stream's kernels. `calls` is chosen by the same rule for every implementation (`calls_per_loop`:
-1, 2, 5, 10, 20, ... until one loop lasts at least `min_loop_ms`), so the synchronisation and the Python dispatch
-of each call are amortised the same way for everyone. Operands rotate among several input sets from call to call
+can miss another stream's kernels. `calls` is one count for every implementation of a pass: `calls_per_loop` finds
+each one's (1, 2, 5, 10, 20, ... until one loop lasts at least `min_loop_ms`) and the bench gives all of them the
+largest (`bench.share_calls`), so the synchronisation and the first call's host latency are amortised over the same
+number of calls for everyone. Operands rotate among several input sets from call to call
 (`input_set_count`, sized from the card's L2 cache) so that no call finds its inputs left in L2 by the previous one.
 """
 
@@ -35,8 +36,8 @@ MAX_LOOP_CALLS = 1000
 DESCRIPTION = (
     "host clock (time.perf_counter) around a loop of back-to-back calls between two full synchronisations "
     "(jax.block_until_ready on the loop's last result, then torch.cuda.synchronize on a GPU); time per call = "
-    "loop time / calls; calls per loop: 1, 2, 5, 10, ... until a loop lasts >= {min_loop_ms} ms; the same timer "
-    "for every implementation"
+    "loop time / calls; calls per loop: 1, 2, 5, 10, ... until the fastest implementation's loop lasts >= "
+    "{min_loop_ms} ms, the same count for every implementation of a pass; the same timer for every implementation"
 )
 
 

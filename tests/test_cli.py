@@ -447,3 +447,26 @@ def test_command_runs_the_cli_where_torch_is_installed(capsys):
 
     assert command.main(["--list"]) == 0
     assert "kb54" in capsys.readouterr().out
+
+
+def test_every_implementation_of_a_pass_loops_the_same_number_of_calls():
+    # calls_per_loop picks 1 for a 3 ms call and 2 for a 0.6 ms one; the pass then loops max(1, 2) calls for both,
+    # so neither implementation's first-call latency is spread over more calls than the other's.
+    impl = workloads.IMPLEMENTATIONS[0]
+    now = [0.0]
+    cost = {"slow": 3.0, "fast": 0.6, "bwd": 0.15}
+
+    def call(name):
+        def fn(ops):
+            now[0] += cost[name] / 1e3
+            return torch.zeros(1)
+        return fn
+
+    units = [bench.Unit(impl, pass_name, call(name), [None], bench_check.ResultCheck(1.0))
+             for name, pass_name in (("slow", "fwd"), ("fast", "fwd"), ("bwd", "fwd_bwd"))]
+    timer = timing.LoopTimer(torch.device("cpu"), min_loop_ms=1.0, clock=lambda: now[0])
+    for unit in units:
+        bench.warm_up(unit, timer)
+    assert [unit.calls for unit in units] == [1, 2, 10]
+    bench.share_calls(units)
+    assert [unit.calls for unit in units] == [2, 2, 10]
