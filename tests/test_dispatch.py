@@ -3,6 +3,8 @@ compute capability, overridable with JAXCONV3D_FAMILY, and (on a GPU) every fami
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -64,14 +66,20 @@ def test_bf16_dense_aligned_on_hopper():
 
 
 def test_tf32_on_hopper_needs_32_channel_rows_for_grad_weight():
-    """TF32 grad-weight runs on Hopper (TMA + shared-memory transpose) where input channels come in 128-byte rows
-    (C % 32 == 0); other channel counts keep sm80 for that one operation."""
+    """TF32 grad-weight runs on Hopper where input channels come in 128-byte rows: from bfloat16 parts on the 16-bit
+    kernel where 64 of them fill a row (C % 64 == 0; its workspace also holds the four parts), else with a
+    shared-memory transpose (C % 32 == 0); other channel counts keep sm80 for that one operation."""
     if not hopper_accepts(**DENSE, dtype="bfloat16"):
         pytest.skip("the Hopper family is not linked in this build")
     tf32 = jaxconv3d.explain(**DENSE, precision="tf32", cc=90)
     assert families(tf32) == {"hopper"}
-    assert tf32["grad_weight"]["tile"].startswith("tma_tf32_wgmma_")
-    assert tf32["grad_weight"]["workspace_bytes"] > 0
+    assert tf32["grad_weight"]["tile"].startswith("tma_bf16x3_wgmma_")
+    x_shape, w_shape = DENSE["x_shape"], DENSE["w_shape"]
+    y_elements = x_shape[0] * w_shape[0] * math.prod(x_shape[2:])  # padding 1, stride 1: the input's extents
+    parts = 2 * 2 * (math.prod(x_shape) + y_elements)  # hi and lo of x and dy, bfloat16
+    assert tf32["grad_weight"]["workspace_bytes"] > parts
+    c32 = jaxconv3d.explain((2, 32, 8, 8, 8), (64, 32, 3, 3, 3), padding=1, precision="tf32", cc=90)
+    assert c32["grad_weight"]["tile"].startswith("tma_tf32_wgmma_") and c32["grad_weight"]["workspace_bytes"] > 0
     odd = jaxconv3d.explain((2, 40, 8, 8, 8), (64, 40, 3, 3, 3), padding=1, precision="tf32", cc=90)
     assert odd["forward"]["family"] == "hopper" and odd["grad_weight"]["family"] == "sm80"
     accurate = jaxconv3d.explain(**DENSE, cc=90)  # float32-accurate grad-weight stays on sm80 FFMA

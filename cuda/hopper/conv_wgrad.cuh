@@ -209,16 +209,25 @@ struct WgradTmaWalk {
     return c;
   }
   __device__ __forceinline__ void issue(Cursor& c, uint32_t stage, uint32_t bar) const {
+    load(c, stage, bar, tmX, tmDy);
+    advance(c);
+  }
+  // The cursor's K-tile of x (through map mx: the A part at `stage`) and of dy (mdy: the B part after it).
+  __device__ __forceinline__ void load(const Cursor& c, uint32_t stage, uint32_t bar, const CUtensorMap* mx,
+                                       const CUtensorMap* mdy) const {
     const WgradTmaArgs& g = *a;
     const int q2 = c.tw << g.bw_log, q1 = c.th << g.bh_log, q0 = c.td << g.bd_log;
 #pragma unroll
     for (int b = 0; b < kABoxes; ++b)
-      tma_load_5d(stage + b * kBox, tmX, bar, c.mc[b], q2 * g.stride[2] - g.pad[2] + c.mj[b][2] * g.dil[2],
+      tma_load_5d(stage + b * kBox, mx, bar, c.mc[b], q2 * g.stride[2] - g.pad[2] + c.mj[b][2] * g.dil[2],
                   q1 * g.stride[1] - g.pad[1] + c.mj[b][1] * g.dil[1], q0 * g.stride[0] - g.pad[0] + c.mj[b][0] * g.dil[0],
                   c.tn);
 #pragma unroll
     for (int b = 0; b < BN / BOX_CH; ++b)
-      tma_load_5d(stage + kABytes + b * kBox, tmDy, bar, c.o0 + BOX_CH * b, q2, q1, q0, c.tn);
+      tma_load_5d(stage + kABytes + b * kBox, mdy, bar, c.o0 + BOX_CH * b, q2, q1, q0, c.tn);
+  }
+  __device__ __forceinline__ void advance(Cursor& c) const {
+    const WgradTmaArgs& g = *a;
     if (++c.tw == g.tiles[2]) {
       c.tw = 0;
       if (++c.th == g.tiles[1]) {

@@ -100,6 +100,28 @@ bool wgrad_tma(const ConvProblem& p, DType t, Brick* b) {
   return p.in_channels % (128 / dtype_size(t)) == 0 && brick_for(out, step, b, 64);
 }
 
+bool wgrad_bf16x3(const ConvProblem& p, DType t, MathMode m) {
+  Brick b;
+  if (!(t == DType::kF32 && m == MathMode::kTF32 && p.in_channels % 64 == 0 && wgrad_tma(p, DType::kBF16, &b)))
+    return false;
+  // The split costs a pass over x and dy (8 bytes an element, ~2.5 TB/s) and saves ~45% of the TF32 GEMM's time
+  // (~100 -> ~175 TFLOP/s): it pays from ~730 FLOPs per element of x and dy (H100: pointwise, 171, lost 0.098 ->
+  // 0.235 ms; unet_256, 6900, won 0.272 -> 0.170).
+  const double flops = 2.0 * double(positions(p)) * double(p.taps() * p.in_channels) * double(p.out_channels);
+  return flops >= 1000.0 * double(p.x_elements() + p.y_elements());
+}
+
+static size_t wgrad_partial_bytes(const ConvProblem& p, DType t) {
+  const WgradSplit s = wgrad_split(p, t);
+  return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
+}
+
+Bf16x3Parts bf16x3_parts(const ConvProblem& p, void* workspace) {
+  char* at = static_cast<char*>(workspace) + wgrad_partial_bytes(p, DType::kF32);
+  const size_t xb = align256(size_t(p.x_elements()) * 2), yb = align256(size_t(p.y_elements()) * 2);
+  return {at, at + xb, at + 2 * xb, at + 2 * xb + yb};
+}
+
 WgradSplit wgrad_split(const ConvProblem& p, DType t) {
   WgradSplit s;
   Brick b;
@@ -191,8 +213,9 @@ size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
   if (first_layer_fold(p, t, m, &f))
     return folded_source_bytes(f, t) + folded_filter_bytes(f, t) + wgrad_workspace_bytes(f.folded, t, m);
-  const WgradSplit s = wgrad_split(p, t);
-  return align256(size_t(s.splits) * size_t(p.taps() * p.in_channels) * size_t(p.out_channels) * 4);
+  if (wgrad_bf16x3(p, t, m))
+    return wgrad_partial_bytes(p, t) + 2 * align256(size_t(p.x_elements()) * 2) + 2 * align256(size_t(p.y_elements()) * 2);
+  return wgrad_partial_bytes(p, t);
 }
 
 static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool split, int taps_per_ktile) {
@@ -359,6 +382,8 @@ std::string tile_wgrad(const ConvProblem& p, DType t, MathMode m) {
   if (first_layer_fold(p, t, m, &f)) return tile_wgrad(f.folded, t, m) + fold_suffix(f);
   const WgradSplit s = wgrad_split(p, t);
   Brick b;
+  if (wgrad_bf16x3(p, t, m))
+    return "tma_bf16x3_wgmma_128x" + std::to_string(wgrad_bn(p)) + "x64_mnmajor_split" + std::to_string(s.splits);
   const char* kind = t == DType::kF32 ? "tma_tf32_wgmma_128x" : wgrad_tma(p, t, &b) ? "tma_wgmma_128x" : "gather_wgmma_128x";
   return std::string(kind) + std::to_string(wgrad_bn(p)) +
          (t == DType::kF32 ? "x64_smem_transposed_split" : "x64_mnmajor_split") + std::to_string(s.splits);

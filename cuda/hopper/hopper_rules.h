@@ -46,6 +46,20 @@ bool brick_for(const int out[3], const int step[3], Brick* b, int rows = 128);
 // receives that brick. TF32 grad-weight runs only there (its operands are transposed in shared memory).
 bool wgrad_tma(const ConvProblem& p, DType t, Brick* b);
 
+// TF32 grad-weight from bfloat16 parts (conv_wgrad_bf16x3.cuh): float32 with TF32 allowed, C a multiple of 64 (64
+// bf16 channels fill a 128-byte row), a brick for the 16-bit TMA kernel, and at least 1000 FLOPs per element of x
+// and dy (the split's pass over them must pay); elsewhere TF32 grad-weight transposes its stages in shared memory
+// (conv_wgrad_tf32.cuh). Its workspace holds the split partial sums, then x_hi, x_lo,
+// dy_hi and dy_lo (bfloat16, each 256-byte aligned): `bf16x3_parts` says where.
+bool wgrad_bf16x3(const ConvProblem& p, DType t, MathMode m);
+struct Bf16x3Parts {
+  void* x_hi;
+  void* x_lo;
+  void* dy_hi;
+  void* dy_lo;
+};
+Bf16x3Parts bf16x3_parts(const ConvProblem& p, void* workspace);
+
 struct WgradSplit {
   int64_t ktiles = 0;           // 64-position K-tiles in all (bricks on the TMA path)
   int64_t tiles_per_split = 0;  // contiguous K-tiles per split

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "hopper/conv_wgrad.cuh"
+#include "hopper/conv_wgrad_bf16x3.cuh"
 #include "hopper/conv_wgrad_tf32.cuh"
 #include "hopper/fold.cuh"
 #include "hopper/hopper_rules.h"
@@ -67,29 +68,33 @@ std::string launch_tf32(const CUtensorMap& mx, const CUtensorMap& mdy, const Wgr
                                       splits, dw, stream);
 }
 
-std::string run_tma(const ConvProblem& p, DType t, const Brick& br, const void* x, const void* dy, void* dw,
-                    float* partial, cudaStream_t stream) {
-  const WgradSplit sp = wgrad_split(p, t);
+// The TMA boxes of x and dy for a brick `br` (5-D NDHWC maps; boxes of one 128-byte row of channels).
+std::string wgrad_maps(const ConvProblem& p, DType t, const Brick& br, const void* x, const void* dy, CUtensorMap* mx,
+                       CUtensorMap* mdy) {
   const uint64_t es = uint64_t(dtype_size(t));
   const uint32_t box_channels = uint32_t(128 / es);  // one 128-byte swizzled row
   const CUtensorMapDataType type = t == DType::kBF16  ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                    : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
   const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 1 << br.bd_log;
-  CUtensorMap mx, mdy;
   const uint64_t xd[5] = {uint64_t(p.in_channels), uint64_t(p.in[2]), uint64_t(p.in[1]), uint64_t(p.in[0]),
                           uint64_t(p.batch)};
   const uint64_t xs[4] = {xd[0] * es, xd[0] * xd[1] * es, xd[0] * xd[1] * xd[2] * es, xd[0] * xd[1] * xd[2] * xd[3] * es};
   const uint32_t xbox[5] = {box_channels, uint32_t(bw * p.stride[2]), uint32_t(bh * p.stride[1]), uint32_t(bd * p.stride[0]), 1};
   const uint32_t xstep[5] = {1, uint32_t(p.stride[2]), uint32_t(p.stride[1]), uint32_t(p.stride[0]), 1};
-  std::string err = make_tensor_map(&mx, type, 5, x, xd, xs, xbox, xstep);
+  std::string err = make_tensor_map(mx, type, 5, x, xd, xs, xbox, xstep);
   if (!err.empty()) return err;
   const uint64_t yd[5] = {uint64_t(p.out_channels), uint64_t(p.out[2]), uint64_t(p.out[1]), uint64_t(p.out[0]),
                           uint64_t(p.batch)};
   const uint64_t ys[4] = {yd[0] * es, yd[0] * yd[1] * es, yd[0] * yd[1] * yd[2] * es, yd[0] * yd[1] * yd[2] * yd[3] * es};
   const uint32_t ybox[5] = {box_channels, uint32_t(bw), uint32_t(bh), uint32_t(bd), 1};
   const uint32_t ystep[5] = {1, 1, 1, 1, 1};
-  if (!(err = make_tensor_map(&mdy, type, 5, dy, yd, ys, ybox, ystep)).empty()) return err;
+  return make_tensor_map(mdy, type, 5, dy, yd, ys, ybox, ystep);
+}
+
+WgradTmaArgs wgrad_tma_args(const ConvProblem& p, DType t, const Brick& br, float* partial) {
+  const WgradSplit sp = wgrad_split(p, t);
+  const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 1 << br.bd_log;
   WgradTmaArgs a{};
   a.partial = partial;
   a.O = int(p.out_channels);
@@ -109,7 +114,16 @@ std::string run_tma(const ConvProblem& p, DType t, const Brick& br, const void* 
   a.ktiles = int(sp.ktiles);
   a.tiles_per_split = int(sp.tiles_per_split);
   a.splits = int(sp.splits);
-  const int bn = wgrad_bn(p), splits = int(sp.splits);
+  return a;
+}
+
+std::string run_tma(const ConvProblem& p, DType t, const Brick& br, const void* x, const void* dy, void* dw,
+                    float* partial, cudaStream_t stream) {
+  CUtensorMap mx, mdy;
+  const std::string err = wgrad_maps(p, t, br, x, dy, &mx, &mdy);
+  if (!err.empty()) return err;
+  const WgradTmaArgs a = wgrad_tma_args(p, t, br, partial);
+  const int bn = wgrad_bn(p), splits = a.splits;
   if (t == DType::kF32)
     return bn == 64 ? launch_tf32<64>(mx, mdy, a, splits, dw, stream) : launch_tf32<128>(mx, mdy, a, splits, dw, stream);
   if (t == DType::kBF16)
@@ -117,6 +131,45 @@ std::string run_tma(const ConvProblem& p, DType t, const Brick& br, const void* 
                     : launch_tma<__nv_bfloat16, 128>(mx, mdy, a, splits, dw, stream);
   return bn == 64 ? launch_tma<__half, 64>(mx, mdy, a, splits, dw, stream)
                   : launch_tma<__half, 128>(mx, mdy, a, splits, dw, stream);
+}
+
+// x = hi + lo in bfloat16 (split_bf16_kernel), into the workspace after the partial sums.
+std::string split_bf16(const void* v, i64 n, __nv_bfloat16* hi, __nv_bfloat16* lo, cudaStream_t stream) {
+  const i64 blocks = std::min<i64>((n + 255) / 256, i64(sm_count()) * 16);
+  split_bf16_kernel<<<unsigned(std::max<i64>(blocks, 1)), 256, 0, stream>>>(static_cast<const float*>(v), hi, lo, n);
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: grad-weight split launch failed: ") + cudaGetErrorString(e);
+}
+
+template <int BN>
+std::string launch_bf16x3(const CUtensorMap (&m)[4], const WgradTmaArgs& a, void* dw, cudaStream_t stream) {
+  using Cfg = WgradBf16x3Cfg<BN>;
+  auto kernel = conv_wgrad_bf16x3_kernel<BN>;
+  static std::atomic<uint64_t> smem_set{0};
+  cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
+  if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
+  const i64 tiles = i64((a.Ntot + 127) / 128) * ((a.O + BN - 1) / BN) * a.splits;
+  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(m[0], m[1], m[2],
+                                                                                                  m[3], a);
+  return reduce_splits<float>(a.partial, dw, a.Ntot, a.O, a.splits, stream);
+}
+
+// TF32-mode grad-weight from bfloat16 parts (conv_wgrad_bf16x3.cuh). Workspace: the partial sums, then x_hi, x_lo,
+// dy_hi, dy_lo (wgrad_workspace_bytes).
+std::string run_bf16x3(const ConvProblem& p, const Brick& br, const void* x, const void* dy, void* dw,
+                       void* workspace, cudaStream_t stream) {
+  const Bf16x3Parts parts = bf16x3_parts(p, workspace);
+  using B = __nv_bfloat16;
+  std::string err = split_bf16(x, p.x_elements(), static_cast<B*>(parts.x_hi), static_cast<B*>(parts.x_lo), stream);
+  if (err.empty())
+    err = split_bf16(dy, p.y_elements(), static_cast<B*>(parts.dy_hi), static_cast<B*>(parts.dy_lo), stream);
+  CUtensorMap m[4];
+  if (err.empty()) err = wgrad_maps(p, DType::kBF16, br, parts.x_hi, parts.dy_hi, &m[0], &m[1]);
+  if (err.empty()) err = wgrad_maps(p, DType::kBF16, br, parts.x_lo, parts.dy_lo, &m[2], &m[3]);
+  if (!err.empty()) return err;
+  // The split count and K-tiles of the float32 problem (wgrad_split is keyed on the dtype that sized the workspace).
+  const WgradTmaArgs a = wgrad_tma_args(p, DType::kF32, br, static_cast<float*>(workspace));
+  return wgrad_bn(p) == 64 ? launch_bf16x3<64>(m, a, dw, stream) : launch_bf16x3<128>(m, a, dw, stream);
 }
 
 }  // namespace
@@ -144,7 +197,10 @@ std::string wgrad(const ConvProblem& p, DType t, MathMode m, const void* x, cons
     if (err.empty()) err = unfold_filter(t, f, ws.filter, dw, s);
     return err;
   }
-  // TF32 runs on TMA only (accepts_wgrad); the test switch moves the 16-bit kinds to the gather path.
+  // TF32: from bfloat16 parts where the channels fill 128-byte bf16 rows, else transposed in shared memory; on
+  // TMA only (accepts_wgrad). The test switch moves the 16-bit kinds to the gather path.
+  if (wgrad_bf16x3(p, t, m) && wgrad_tma(p, DType::kBF16, &br))
+    return run_bf16x3(p, br, x, dy, dw, workspace, static_cast<cudaStream_t>(stream));
   if ((t == DType::kF32 || !no_tma) && wgrad_tma(p, t, &br))
     return run_tma(p, t, br, x, dy, dw, static_cast<float*>(workspace), static_cast<cudaStream_t>(stream));
   if (t == DType::kF32) return "hopper: TF32 grad-weight needs the TMA path";
