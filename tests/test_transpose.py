@@ -340,3 +340,30 @@ def test_torch_channels_last_keeps_memory_format(kw):
     y = jt.conv_transpose3d(x, w, b, **kw)
     assert y.is_contiguous(memory_format=torch.channels_last_3d)
     assert_close(y, F.conv_transpose3d(x, w, b, **kw), 1e-12)
+
+
+def test_transpose_times_script_checks_and_times_every_implementation(tmp_path):
+    """scripts/transpose_times.py (docs/perf.md's ConvTranspose3d rows) on tiny shapes: every implementation and pass
+    is timed, and only after its result matched float32 F.conv_transpose3d + autograd."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "transpose_times.py"
+    out = tmp_path / "transpose.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, str(script), "--quick", "--precision", "fp32", "--json", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(out.read_text())["results"]
+    assert {r["case"] for r in results} == {"up_k2s2", "up_k3s2"}
+    for r in results:
+        for pass_name in ("fwd", "fwd_bwd"):
+            entries = r["times"][pass_name]
+            assert set(entries) == {"jaxconv3d_torch", "jaxconv3d_torch_ndhwc", "jaxconv3d_jax", "torch",
+                                    "torch_ndhwc", "xla"}
+            for entry in entries.values():
+                assert entry["median_ms"] > 0 and entry["check"]["passed"], entry
+                assert entry["calls_per_loop"] == next(iter(entries.values()))["calls_per_loop"]
