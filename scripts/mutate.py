@@ -189,6 +189,11 @@ MUTATIONS = [
       "streaming depthwise stencil stores an output plane before its last source plane", True),
     M("H3", "cuda/hopper/conv_tma.cuh", "tile >= a->cls[c + 1].first_tile", "tile > a->cls[c + 1].first_tile",
       "strided grad-input: each residue class's first tile computed as the previous class's", True),
+    M("H4", "cuda/hopper/conv_tma.cuh", "res_base + 2 * (iter % a->cls[0].ktiles) * Cfg::kRegionB",
+      "res_base + 2 * ((iter + 1) % a->cls[0].ktiles) * Cfg::kRegionB",
+      "resident filter: each K-tile multiplied by the next K-tile's taps", True),
+    M("H5", "cuda/hopper/conv_wgrad_bf16x3.cuh", "Mma<__nv_bfloat16, BN, 1, 1>::run(acc, a_lo, b_hi, 1);", "",
+      "TF32 grad-weight from bf16 parts drops the x_lo * dy_hi product", True),
 ]
 
 

@@ -86,6 +86,25 @@ def test_tf32_on_hopper_needs_32_channel_rows_for_grad_weight():
     assert accurate["grad_weight"]["family"] == "sm80"
 
 
+def test_resident_filter_rule_on_hopper():
+    """Tap-pair forwards and stride-1 grad-inputs (16-bit sources of at most 32 channels) keep their whole filter in
+    shared memory when it is one column tile (<= 64 result channels) of at most 28 taps; nothing else does."""
+    if not hopper_accepts(**DENSE, dtype="bfloat16"):
+        pytest.skip("the Hopper family is not linked in this build")
+
+    def tiles(x, w, **kw):
+        return {op: a["tile"] for op, a in jaxconv3d.explain(x, w, dtype="bfloat16", cc=90, **kw).items()}
+
+    down = tiles((2, 32, 16, 16, 16), (64, 32, 3, 3, 3), stride=2, padding=1)
+    assert down["forward"].endswith("_resident_filter") and "tapgroups" in down["forward"]
+    assert "resident" not in down["grad_input"]  # stride 2: residue classes
+    assert "resident" not in tiles((2, 32, 8, 8, 8), (128, 32, 3, 3, 3), padding=1)["forward"]  # two column tiles
+    assert "resident" not in tiles((2, 32, 8, 8, 8), (64, 32, 5, 5, 5), padding=2)["forward"]  # 125 taps
+    assert "resident" not in tiles((2, 64, 8, 8, 8), (64, 64, 3, 3, 3), padding=1)["forward"]  # 128-byte rows
+    narrow = tiles((2, 64, 8, 8, 8), (32, 64, 3, 3, 3), padding=1)  # grad-input reads 32-channel dy
+    assert narrow["grad_input"].endswith("_resident_filter") and "resident" not in narrow["forward"]
+
+
 def test_device_string_and_cc_agree():
     assert jaxconv3d.explain(**DENSE, device="cuda:8.6") == jaxconv3d.explain(**DENSE, cc=86)
     assert jaxconv3d.explain(**DENSE, device="cpu") == jaxconv3d.explain(**DENSE, cc=0)

@@ -60,31 +60,39 @@ struct TmaArgs {
 // swizzle), one per tap, the B tile two regions of BN rows x 64 bytes; wgmma k-steps 0-1 read region 0, 2-3 region 1.
 // An odd tap count leaves the last K-tile's second region to a tap past the filter (zeros in B) over a box past
 // the batch (zeros in A).
-template <typename T, int BN, bool SPLIT = false, int TG = 1>
+// RES (resident filter; tap pairs only): the whole filter, at most kResTaps taps of one BN-wide column tile, is
+// copied into shared memory once per block (its own mbarrier) and stays there for every tile the block computes, so
+// a stage carries only the A tile: a third less traffic per K-tile, and the filter leaves L2 once per block instead
+// of once per tile. Stages then hold A only; the B regions of K-tile kt are resident taps 2 kt and 2 kt + 1.
+template <typename T, int BN, bool SPLIT = false, int TG = 1, bool RES = false>
 struct TmaCfg {
   static_assert(TG == 1 || (TG == 2 && !SPLIT && sizeof(T) == 2), "tap pairs are for 16-bit operands");
+  static_assert(!RES || TG == 2, "a resident filter is for tap pairs");
   static constexpr int kTapBytes = 128 / TG;                      // one tap's channels in a K-tile row
   static constexpr int kBK = kTapBytes / sizeof(T);               // source channels per box
   static constexpr int kRegionA = 128 * kTapBytes, kRegionB = BN * kTapBytes;  // TG > 1: one tap's A and B regions
   static constexpr int kABytes = 128 * kRowBytes;
   static constexpr int kBBytes = BN * kRowBytes;
-  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kResTaps = RES ? 28 : 0;                   // a 3 x 3 x 3 filter, rounded up to pairs
+  static constexpr int kResBytes = kResTaps * kRegionB;
+  static constexpr int kStageBytes = RES ? kABytes : kABytes + kBBytes;
   static constexpr int kSplitBufs = SPLIT ? 3 : 0;
   // TMA-store staging, per consumer: a whole 128-row tile for 16-bit results (at most 32 KB: a ping-pong consumer
   // then stages its two halves without waiting for the first's store to leave), else one 64-row half at a time.
   static constexpr int kEpiRows = sizeof(T) == 2 ? 128 : 64;
   static constexpr int kEpiBytes = 2 * kEpiRows * BN * int(sizeof(T));
   static constexpr int kSmemMax = 227 * 1024;                        // per block, sm_90
-  static constexpr int kFit = (kSmemMax - 1024 - kEpiBytes) / kStageBytes - kSplitBufs;
+  static constexpr int kFit = (kSmemMax - 1024 - kEpiBytes - kResBytes) / kStageBytes - kSplitBufs;
   static constexpr int kWanted = SPLIT ? (BN == 128 ? 3 : 5) : (BN == 128 ? 6 : 8);
   static constexpr int kStages = kWanted < kFit ? kWanted : kFit;
-  static constexpr int kSmem = (kStages + kSplitBufs) * kStageBytes + kEpiBytes + 1024;
+  static constexpr int kResOffset = (kStages + kSplitBufs) * kStageBytes + kEpiBytes;  // after the staging
+  static constexpr int kSmem = kResOffset + kResBytes + 1024;
   static_assert(kStages >= 3, "too few pipeline stages");
 };
 
-template <typename T, int BN, bool SPLIT = false, int TG = 1>
+template <typename T, int BN, bool SPLIT = false, int TG = 1, bool RES = false>
 struct TmaConvOp {
-  using Cfg = TmaCfg<T, BN, SPLIT, TG>;
+  using Cfg = TmaCfg<T, BN, SPLIT, TG, RES>;
   static constexpr bool kStageFreeAfterMma = false;
   // Ping-pong consumers (persistent.cuh); 3xTF32 keeps them cooperative (its split pass spans both).
   static constexpr bool kPingPong = !SPLIT;
@@ -94,6 +102,8 @@ struct TmaConvOp {
   uint32_t split_base;  // SPLIT: shared-memory address of the first small-part buffer
   const CUtensorMap* tmC;
   uint32_t epi_base;    // shared-memory address of the TMA-store staging (kEpiBytes)
+  uint32_t res_base;    // RES: shared-memory address of the resident filter (kResBytes)
+  uint32_t res_bar;     // RES: its mbarrier (one phase: the filter landed)
 
   struct Where {
     int n, q0, q1, q2, n0, c;  // c: the class
@@ -163,12 +173,25 @@ struct TmaConvOp {
       tma_load_5d(stage + r * Cfg::kRegionA, tmA, bar, 0, c.w.q2 * g.mstride[2] + k.base[2] + c.j2 * k.jstep[2],
                   c.w.q1 * g.mstride[1] + k.base[1] + c.j1 * k.jstep[1],
                   c.w.q0 * g.mstride[0] + k.base[0] + c.j0 * k.jstep[0], real ? c.w.n : g.batch);
-      tma_load_3d(stage + Cfg::kABytes + r * Cfg::kRegionB, tmB, bar, 0, tap, c.w.n0);
+      if constexpr (!RES) tma_load_3d(stage + Cfg::kABytes + r * Cfg::kRegionB, tmB, bar, 0, tap, c.w.n0);
       if (real && ++c.j2 == k.k[2]) {
         c.j2 = 0;
         if (++c.j1 == k.k[1]) { c.j1 = 0; ++c.j0; }
       }
     }
+  }
+
+  // RES: the producer copies the filter's taps 0 .. 2 * ktiles - 1 (one class, identity map: tap t is filter row
+  // t; a tap past the filter arrives as zeros) before any stage; every consumer waits for them once.
+  __device__ __forceinline__ void producer_prologue() const {
+    if constexpr (RES) {
+      const int taps = 2 * a->cls[0].ktiles;
+      mbar_expect_tx(res_bar, uint32_t(taps * Cfg::kRegionB));
+      for (int t = 0; t < taps; ++t) tma_load_3d(res_base + t * Cfg::kRegionB, tmB, res_bar, 0, t, 0);
+    }
+  }
+  __device__ __forceinline__ void consumer_prologue() const {
+    if constexpr (RES) mbar_wait(res_bar, 0);
   }
 
   __device__ __forceinline__ void mma(uint32_t stage, float* acc, int half, bool accumulate, int iter) const {
@@ -214,11 +237,14 @@ struct TmaConvOp {
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) acc[i] = accumulate ? acc[i] + part[i] : part[i];
     } else if constexpr (TG == 2) {
+      // B: the stage's regions, or (RES) resident taps 2 kt, 2 kt + 1 (every tile walks the same K-tiles, so the
+      // consumer's running K-tile count gives kt)
+      const uint32_t b0 = RES ? res_base + 2 * (iter % a->cls[0].ktiles) * Cfg::kRegionB : stage + Cfg::kABytes;
 #pragma unroll
       for (int ks = 0; ks < 4; ++ks) {  // k16 steps: two per 64-byte region
         const uint32_t off = (ks & 1) * 32;
         const uint64_t da = smem_desc(stage + (ks >> 1) * Cfg::kRegionA + half * 64 * 64 + off, 16, 512, 2);
-        const uint64_t db = smem_desc(stage + Cfg::kABytes + (ks >> 1) * Cfg::kRegionB + off, 16, 512, 2);
+        const uint64_t db = smem_desc(b0 + (ks >> 1) * Cfg::kRegionB + off, 16, 512, 2);
         Mma<T, BN, 0, 0>::run(acc, da, db, (accumulate || ks > 0) ? 1 : 0);
       }
     } else {
@@ -323,17 +349,21 @@ struct TmaConvOp {
   }
 };
 
-template <typename T, int BN, bool SPLIT, int TG = 1>
+template <typename T, int BN, bool SPLIT, int TG = 1, bool RES = false>
 __global__ void __launch_bounds__(kPersistentThreads, 1)
     conv_tma_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                     const __grid_constant__ CUtensorMap tmC, const __grid_constant__ TmaArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = TmaCfg<T, BN, SPLIT, TG>;
+  using Cfg = TmaCfg<T, BN, SPLIT, TG, RES>;
+  __shared__ alignas(8) uint64_t res_bar;
   const uint32_t smem = dynamic_smem_base();
+  const uint32_t res_bar_addr = uint32_t(__cvta_generic_to_shared(&res_bar));
+  if (RES && threadIdx.x == 0) mbar_init(res_bar_addr, 1);  // fenced and synchronised by persistent_gemm's set-up
   tma_prefetch_maps(&tmA, &tmB);
   if (threadIdx.x == 0 && a.tma_store) tma_prefetch_map(&tmC);
   const uint32_t after_stages = smem + (Cfg::kStages + Cfg::kSplitBufs) * Cfg::kStageBytes;
-  const TmaConvOp<T, BN, SPLIT, TG> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes, &tmC, after_stages};
+  const TmaConvOp<T, BN, SPLIT, TG, RES> op{&tmA, &tmB, &a, smem + Cfg::kStages * Cfg::kStageBytes, &tmC,
+                                            after_stages, smem + Cfg::kResOffset, res_bar_addr};
   persistent_gemm<Cfg::kStages, Cfg::kStageBytes, BN / 2>(op, smem);
 #endif
 }

@@ -102,11 +102,11 @@ CUtensorMapDataType tma_type(DType t) {
                            : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
 }
 
-template <typename T, int BN, bool SPLIT = false, int TG = 1>
+template <typename T, int BN, bool SPLIT = false, int TG = 1, bool RES = false>
 std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const CUtensorMap& mc, const TmaArgs& a,
                        cudaStream_t stream) {
-  using Cfg = TmaCfg<T, BN, SPLIT, TG>;
-  auto kernel = conv_tma_kernel<T, BN, SPLIT, TG>;
+  using Cfg = TmaCfg<T, BN, SPLIT, TG, RES>;
+  auto kernel = conv_tma_kernel<T, BN, SPLIT, TG, RES>;
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
@@ -212,6 +212,10 @@ std::string run_kmajor(DType t, MathMode m, const KMajorArgs* ks, const ResultMa
     const uint32_t cstep[5] = {1, 1, 1, 1, 1};
     if (!(err = make_tensor_map(&mc, tma_type(t), 5, k.dst, cdims, cstr, cbox, cstep)).empty()) return err;
   }
+  // The whole filter resident in shared memory (tap pairs, one column tile, at most 28 taps: hopper_rules.h).
+  if (n == 1 && rm.identity && resident_filter(t, m, k.Cs, k.Ng, taps))
+    return t == DType::kBF16 ? launch_tma<__nv_bfloat16, 64, false, 2, true>(ma, mb, mc, a, stream)
+                             : launch_tma<__half, 64, false, 2, true>(ma, mb, mc, a, stream);
   if (tg == 2)
     return t == DType::kBF16 ? (bn == 64 ? launch_tma<__nv_bfloat16, 64, false, 2>(ma, mb, mc, a, stream)
                                          : launch_tma<__nv_bfloat16, 128, false, 2>(ma, mb, mc, a, stream))

@@ -40,6 +40,10 @@ int tap_group(DType t, MathMode m, int64_t source_channels) {
   return ((t == DType::kBF16 || t == DType::kF16) && source_channels <= 32) ? 2 : 1;
 }
 
+bool resident_filter(DType t, MathMode m, int64_t source_channels, int64_t result_channels, int64_t taps) {
+  return tap_group(t, m, source_channels) == 2 && result_channels <= 64 && taps <= 28;
+}
+
 bool first_layer_fold(const ConvProblem& p, DType t, MathMode m, Fold* f) {
   if (!(tensor_core_dtype(t, m) || split_tf32(t, m)) || p.groups != 1 || p.in_channels * dtype_size(t) >= 16) return false;
   const int64_t row_limit = 128 / dtype_size(t);  // folded channels: one 128-byte channel block
@@ -218,14 +222,16 @@ size_t wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
   return wgrad_partial_bytes(p, t);
 }
 
-static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool split, int taps_per_ktile) {
+static std::string kmajor_tile(const int out[3], const int step[3], int bn, bool split, int taps_per_ktile,
+                               bool resident) {
   Brick b;
   if (!brick_for(out, step, &b)) return "gather_wgmma_128x" + std::to_string(bn) + "x128B_kmajor";
   const std::string k = taps_per_ktile == 1 ? "x128B_kmajor_brick"
                                             : "x" + std::to_string(taps_per_ktile) + "x" +
                                                   std::to_string(128 / taps_per_ktile) + "B_kmajor_tapgroups_brick";
   return std::string(split ? "tma_3xtf32_wgmma_128x" : "tma_wgmma_128x") + std::to_string(bn) + k +
-         std::to_string(1 << b.bw_log) + "x" + std::to_string(1 << b.bh_log) + "x" + std::to_string(1 << b.bd_log);
+         std::to_string(1 << b.bw_log) + "x" + std::to_string(1 << b.bh_log) + "x" + std::to_string(1 << b.bd_log) +
+         (resident ? "_resident_filter" : "");
 }
 static std::string fold_suffix(const Fold& f) {
   return (f.h ? "_hw_taps_folded_into" : "_w_taps_folded_into") + std::to_string(f.folded.in_channels) + "_channels";
@@ -366,7 +372,8 @@ std::string tile_fwd(const ConvProblem& p, DType t, MathMode m) {
   if (first_layer_fold(p, t, m, &f)) return tile_fwd(f.folded, t, m) + fold_suffix(f);
   const int out[3] = {int(p.out[0]), int(p.out[1]), int(p.out[2])};
   const int step[3] = {int(p.stride[0]), int(p.stride[1]), int(p.stride[2])};
-  return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, p.in_channels));
+  return kmajor_tile(out, step, fwd_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, p.in_channels),
+                     resident_filter(t, m, p.in_channels, p.out_channels, p.taps()));
 }
 std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
   Fold f;
@@ -374,7 +381,8 @@ std::string tile_dgrad(const ConvProblem& p, DType t, MathMode m) {
   const int out[3] = {int(p.in[0]), int(p.in[1]), int(p.in[2])};
   const int step[3] = {1, 1, 1};
   const int64_t classes = p.stride[0] * p.stride[1] * p.stride[2];
-  return kmajor_tile(out, step, dgrad_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, p.out_channels)) +
+  return kmajor_tile(out, step, dgrad_bn(p, split_tf32(t, m)), split_tf32(t, m), tap_group(t, m, p.out_channels),
+                     classes == 1 && resident_filter(t, m, p.out_channels, p.in_channels, p.taps())) +
          (classes > 1 ? "_residues" + std::to_string(classes) : "");
 }
 std::string tile_wgrad(const ConvProblem& p, DType t, MathMode m) {

@@ -14,6 +14,9 @@ int wgrad_bn(const ConvProblem& p);  // output-channel tile of the grad-weight G
 // Taps per forward / grad-input K-tile (`source_channels` is C for the forward pass, O for grad-input): 2 taps of
 // 64 bytes for 16-bit sources of at most 32 channels, else 1 tap (128 bytes per channel block).
 int tap_group(DType t, MathMode m, int64_t source_channels);
+// A forward or stride-1 grad-input on tap pairs whose whole filter stays in shared memory for every tile a block
+// computes (conv_tma.cuh, RES): at most 64 result channels (one column tile) and 28 taps (a 3 x 3 x 3 filter).
+bool resident_filter(DType t, MathMode m, int64_t source_channels, int64_t result_channels, int64_t taps);
 
 // A first layer (fewer than 16 bytes of channels per pixel, e.g. RGB) with its W filter taps, and its H taps too
 // where they fit, folded into the channels: x is gathered into

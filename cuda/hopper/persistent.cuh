@@ -36,6 +36,21 @@ namespace hopper {
 
 constexpr int kPersistentThreads = 384;
 
+// Optional hooks of an Op: `producer_prologue()` (run by the producer thread before its first copy) and
+// `consumer_prologue()` (run by every consumer thread before its first K-tile), e.g. a filter copied once per block.
+template <typename Op>
+__device__ __forceinline__ auto producer_prologue(const Op& op, int) -> decltype(op.producer_prologue()) {
+  op.producer_prologue();
+}
+template <typename Op>
+__device__ __forceinline__ void producer_prologue(const Op&, long) {}
+template <typename Op>
+__device__ __forceinline__ auto consumer_prologue(const Op& op, int) -> decltype(op.consumer_prologue()) {
+  op.consumer_prologue();
+}
+template <typename Op>
+__device__ __forceinline__ void consumer_prologue(const Op&, long) {}
+
 template <int STAGES, int STAGE_BYTES, int NACC, typename Op>
 __device__ __forceinline__ void persistent_gemm(const Op& op, uint32_t smem) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -61,6 +76,7 @@ __device__ __forceinline__ void persistent_gemm(const Op& op, uint32_t smem) {
   if (wg == 0) {  // producer
     if constexpr (kPP) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (tid == 0) {
+      producer_prologue(op, 0);
       int stage = 0;
       uint32_t phase = 0;
       for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -85,6 +101,7 @@ __device__ __forceinline__ void persistent_gemm(const Op& op, uint32_t smem) {
       __syncwarp();
       if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(empty0 + 8 * s) : "memory");
     };
+    consumer_prologue(op, 0);
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
       const int kts = op.ktiles(tile);
       if (kPP && (local & 1) != consumer) {  // the other consumer's tile: step over its K-tiles

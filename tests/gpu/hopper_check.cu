@@ -222,6 +222,8 @@ void bench(const char* only) {
       {"down_s2", {4, 32, 64, 64, 64, 64, 3, 3, 3, 2, 1, 1, 1}},
       {"pointwise", {8, 128, 256, 16, 28, 28, 1, 1, 1, 1, 0, 0, 1}},
       {"kb54", {16, 3, 64, 64, 64, 64, 3, 3, 3, 1, 0, 0, 1}},
+      {"c32_o64", {2, 32, 64, 64, 64, 64, 3, 3, 3, 1, 1, 1, 1}},  // tap pairs, resident filter (forward)
+      {"c64_o32", {2, 64, 32, 64, 64, 64, 3, 3, 3, 1, 1, 1, 1}},  // tap pairs, resident filter (grad-input)
   };
   std::mt19937 g(7);
   for (auto& nc : cases)
