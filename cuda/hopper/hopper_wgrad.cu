@@ -40,32 +40,39 @@ std::string launch_bn(const WgradArgs& a, int bn, int splits, void* dw, cudaStre
   return bn == 64 ? launch<T, 64>(a, splits, dw, stream) : launch<T, 128>(a, splits, dw, stream);
 }
 
-// The persistent TMA kernel `kernel` (smem bytes `smem`, BN-wide output-channel tiles), then the split reduction.
-template <typename T, int BN, typename K>
-std::string launch_persistent(K kernel, int smem, std::atomic<uint64_t>& smem_set, const CUtensorMap& mx,
-                              const CUtensorMap& mdy, const WgradTmaArgs& a, int splits, void* dw,
-                              cudaStream_t stream) {
+// The persistent TMA kernel `kernel(maps..., a)` (smem bytes `smem`, BN-wide output-channel tiles), then the split
+// reduction into dw of type T.
+template <typename T, int BN, typename K, typename... Maps>
+std::string launch_persistent(K kernel, int smem, std::atomic<uint64_t>& smem_set, const WgradTmaArgs& a, void* dw,
+                              cudaStream_t stream, const Maps&... maps) {
   cudaError_t e = allow_smem(kernel, smem, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
-  const i64 tiles = i64((a.Ntot + 127) / 128) * ((a.O + BN - 1) / BN) * splits;
-  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, smem, stream>>>(mx, mdy, a);
-  return reduce_splits<T>(a.partial, dw, a.Ntot, a.O, splits, stream);
+  const i64 tiles = i64((a.Ntot + 127) / 128) * ((a.O + BN - 1) / BN) * a.splits;
+  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, smem, stream>>>(maps..., a);
+  return reduce_splits<T>(a.partial, dw, a.Ntot, a.O, a.splits, stream);
 }
 
 template <typename T, int BN>
-std::string launch_tma(const CUtensorMap& mx, const CUtensorMap& mdy, const WgradTmaArgs& a, int splits, void* dw,
+std::string launch_tma(const CUtensorMap& mx, const CUtensorMap& mdy, const WgradTmaArgs& a, void* dw,
                        cudaStream_t stream) {
   static std::atomic<uint64_t> smem_set{0};
-  return launch_persistent<T, BN>(conv_wgrad_tma_kernel<T, BN>, WgradCfg<BN>::kSmem, smem_set, mx, mdy, a, splits,
-                                  dw, stream);
+  return launch_persistent<T, BN>(conv_wgrad_tma_kernel<T, BN>, WgradCfg<BN>::kSmem, smem_set, a, dw, stream, mx, mdy);
 }
 
 template <int BN>
-std::string launch_tf32(const CUtensorMap& mx, const CUtensorMap& mdy, const WgradTmaArgs& a, int splits, void* dw,
+std::string launch_tf32(const CUtensorMap& mx, const CUtensorMap& mdy, const WgradTmaArgs& a, void* dw,
                         cudaStream_t stream) {
   static std::atomic<uint64_t> smem_set{0};
-  return launch_persistent<float, BN>(conv_wgrad_tf32_kernel<BN>, WgradTf32Cfg<BN>::kSmem, smem_set, mx, mdy, a,
-                                      splits, dw, stream);
+  return launch_persistent<float, BN>(conv_wgrad_tf32_kernel<BN>, WgradTf32Cfg<BN>::kSmem, smem_set, a, dw, stream, mx,
+                                      mdy);
+}
+
+// float32 results from bfloat16 parts: maps x_hi, dy_hi, x_lo, dy_lo.
+template <int BN>
+std::string launch_bf16x3(const CUtensorMap (&m)[4], const WgradTmaArgs& a, void* dw, cudaStream_t stream) {
+  static std::atomic<uint64_t> smem_set{0};
+  return launch_persistent<float, BN>(conv_wgrad_bf16x3_kernel<BN>, WgradBf16x3Cfg<BN>::kSmem, smem_set, a, dw, stream,
+                                      m[0], m[1], m[2], m[3]);
 }
 
 // The TMA boxes of x and dy for a brick `br` (5-D NDHWC maps; boxes of one 128-byte row of channels).
@@ -123,14 +130,13 @@ std::string run_tma(const ConvProblem& p, DType t, const Brick& br, const void* 
   const std::string err = wgrad_maps(p, t, br, x, dy, &mx, &mdy);
   if (!err.empty()) return err;
   const WgradTmaArgs a = wgrad_tma_args(p, t, br, partial);
-  const int bn = wgrad_bn(p), splits = a.splits;
+  const int bn = wgrad_bn(p);
   if (t == DType::kF32)
-    return bn == 64 ? launch_tf32<64>(mx, mdy, a, splits, dw, stream) : launch_tf32<128>(mx, mdy, a, splits, dw, stream);
+    return bn == 64 ? launch_tf32<64>(mx, mdy, a, dw, stream) : launch_tf32<128>(mx, mdy, a, dw, stream);
   if (t == DType::kBF16)
-    return bn == 64 ? launch_tma<__nv_bfloat16, 64>(mx, mdy, a, splits, dw, stream)
-                    : launch_tma<__nv_bfloat16, 128>(mx, mdy, a, splits, dw, stream);
-  return bn == 64 ? launch_tma<__half, 64>(mx, mdy, a, splits, dw, stream)
-                  : launch_tma<__half, 128>(mx, mdy, a, splits, dw, stream);
+    return bn == 64 ? launch_tma<__nv_bfloat16, 64>(mx, mdy, a, dw, stream)
+                    : launch_tma<__nv_bfloat16, 128>(mx, mdy, a, dw, stream);
+  return bn == 64 ? launch_tma<__half, 64>(mx, mdy, a, dw, stream) : launch_tma<__half, 128>(mx, mdy, a, dw, stream);
 }
 
 // x = hi + lo in bfloat16 (split_bf16_kernel), into the workspace after the partial sums.
@@ -139,19 +145,6 @@ std::string split_bf16(const void* v, i64 n, __nv_bfloat16* hi, __nv_bfloat16* l
   split_bf16_kernel<<<unsigned(std::max<i64>(blocks, 1)), 256, 0, stream>>>(static_cast<const float*>(v), hi, lo, n);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: grad-weight split launch failed: ") + cudaGetErrorString(e);
-}
-
-template <int BN>
-std::string launch_bf16x3(const CUtensorMap (&m)[4], const WgradTmaArgs& a, void* dw, cudaStream_t stream) {
-  using Cfg = WgradBf16x3Cfg<BN>;
-  auto kernel = conv_wgrad_bf16x3_kernel<BN>;
-  static std::atomic<uint64_t> smem_set{0};
-  cudaError_t e = allow_smem(kernel, Cfg::kSmem, smem_set);
-  if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
-  const i64 tiles = i64((a.Ntot + 127) / 128) * ((a.O + BN - 1) / BN) * a.splits;
-  kernel<<<unsigned(std::min<i64>(tiles, sm_count())), kPersistentThreads, Cfg::kSmem, stream>>>(m[0], m[1], m[2],
-                                                                                                  m[3], a);
-  return reduce_splits<float>(a.partial, dw, a.Ntot, a.O, a.splits, stream);
 }
 
 // TF32-mode grad-weight from bfloat16 parts (conv_wgrad_bf16x3.cuh). Workspace: the partial sums, then x_hi, x_lo,
