@@ -34,8 +34,11 @@ _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 def _cap(t: torch.Tensor):
     """A DLPack capsule of t's data. DLPack has no negative bit: a lazily negated view (torch._neg_view, the imaginary
-    part of a conjugate) is materialised first, or the kernels would read it without its sign."""
-    return _to_dlpack(t.resolve_neg() if t.is_neg() else t.detach())
+    part of a conjugate) is materialised first, or the kernels would read it without its sign. A tensor that requires
+    grad is exported through a detached view (the capsule carries data, never autograd history)."""
+    if t.is_neg():
+        return _to_dlpack(t.resolve_neg())
+    return _to_dlpack(t.detach() if t.requires_grad else t)
 
 
 def _stream(t: torch.Tensor) -> int:
@@ -118,7 +121,9 @@ def _launch_of(op: str, cfg: ConvConfig, dtype: torch.dtype, device: torch.devic
 def _physical(t: torch.Tensor, layout: int) -> torch.Tensor:
     """A logical (outer, C, D, H, W) tensor as the kernels read it: contiguous, or a channels-last view."""
     if layout == _plan.NDHWC:
-        if t.is_contiguous() and not t.is_contiguous(memory_format=_CL):
+        if t.is_contiguous(memory_format=_CL):  # already channels-last memory: a view, no copy
+            return t.permute(0, 2, 3, 4, 1)
+        if t.is_contiguous():
             moved = _moved_channels(t, True)
             if moved is not None:
                 return moved
@@ -127,8 +132,8 @@ def _physical(t: torch.Tensor, layout: int) -> torch.Tensor:
 
 
 def _output(launch: _Launch, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logical tensor, the memory the kernel writes) for an operation's output."""
-    mem = torch.empty(launch.out_memory, dtype=like.dtype, device=like.device)
+    """(logical tensor, the memory the kernel writes) for an operation's output (like's dtype and device)."""
+    mem = like.new_empty(launch.out_memory)
     return (mem.permute(0, 4, 1, 2, 3) if launch.layout == _plan.NDHWC else mem), mem
 
 
