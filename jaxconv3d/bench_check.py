@@ -56,15 +56,17 @@ def strict_float32():
         torch.backends.cudnn.allow_tf32 = saved
 
 
-def reference_results(case: ConvCase, operands: Operands) -> dict[str, torch.Tensor | None]:
-    """{op: float32 result} for forward, grad_input, grad_weight, grad_bias (None without bias)."""
+def reference_results(case: ConvCase | Callable, operands: Operands) -> dict[str, torch.Tensor | None]:
+    """{op: float32 result} for forward, grad_input, grad_weight, grad_bias (None without bias), of `case`'s
+    F.conv3d or of a given reference function conv(x, w, b) (e.g. F.conv_transpose3d with fixed arguments)."""
+    conv = case if callable(case) else reference_conv(case)
 
     def leaf(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.detach().float().contiguous().requires_grad_(True)
 
     upcast = Operands(x=leaf(operands.x), w=leaf(operands.w), b=leaf(operands.b), dy=operands.dy.detach().float())
     with strict_float32():
-        results = torch_forward_and_grads(reference_conv(case), upcast)
+        results = torch_forward_and_grads(conv, upcast)
     return dict(zip(OPS_BY_PASS["fwd_bwd"], (None if r is None else r.detach() for r in results)))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 
 import jax
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 import jaxconv3d
 import jaxconv3d.torch as jt
 from jaxconv3d import bench, workloads
-from jaxconv3d.bench_check import BOUNDS, OPS_BY_PASS, ResultCheck, strict_float32
+from jaxconv3d.bench_check import BOUNDS, ResultCheck, reference_results
 from jaxconv3d.timing import LoopTimer, l2_cache_bytes
 
 
@@ -110,16 +111,8 @@ def run_case(case: TransposeCase, precision: workloads.Precision, device: worklo
     seed = workloads.case_seed(0, case.name, precision.name)
     generated = [operands(case, precision.torch_dtype, dev, seed + i) for i in range(sets)]
 
-    def upcast(ops):
-        leaf = lambda t: t.detach().float().contiguous().requires_grad_(True)  # noqa: E731
-        return workloads.Operands(x=leaf(ops.x), w=leaf(ops.w), b=None, dy=ops.dy.detach().float())
-
-    with strict_float32():
-        references = [dict(zip(OPS_BY_PASS["fwd_bwd"], (None if r is None else r.detach() for r in
-                                                          workloads.torch_forward_and_grads(
-                                                              lambda x, w, b: F.conv_transpose3d(x, w, b, **case.kwargs),
-                                                              upcast(ops)))))
-                      for ops in generated]
+    reference = functools.partial(F.conv_transpose3d, **case.kwargs)
+    references = [reference_results(reference, ops) for ops in generated]
     inputs = {
         ("torch", False): [workloads.torch_operands(o, dev) for o in generated],
         ("torch", True): [workloads.torch_operands(o, dev, channels_last=True) for o in generated],
