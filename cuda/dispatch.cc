@@ -2,8 +2,11 @@
 // condition holds *and* whose family accepts the problem wins. The last rule always matches.
 #include "dispatch.h"
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "hopper/hopper_conv.h"
 #include "sm80/plan.h"
@@ -138,12 +141,9 @@ const Rule kRules[] = {
     {"fallback", [](const Query&) { return true; }, &kSm80},
 };
 
-}  // namespace
-
-Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout) {
-  const Query q{op, p, t, m, cc};
+Plan evaluate(const Query& q, bool fixed_layout) {
   for (const Rule& r : kRules) {
-    if (fixed_layout && !r.family->any_layout && r.family->native != p.layout) continue;
+    if (fixed_layout && !r.family->any_layout && r.family->native != q.p.layout) continue;
     if (!r.when(q) || !r.family->accepts(q)) continue;
     Plan pl;
     pl.family = r.family->name;
@@ -152,6 +152,55 @@ Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_l
     return pl;
   }
   return Plan{};  // unreachable: the fallback accepts every GPU problem and cc == 0 is the cpu's
+}
+
+// ---- the memo: plan() is pure in its arguments and JAXCONV3D_FAMILY, and a launch asks it on every call (the
+// torch door twice), so answers are kept per key; a full memo is emptied, never evicted entry by entry.
+
+constexpr size_t kMemoLimit = 4096;
+constexpr int kKeyInts = 10 + 7 * 3;  // the scalars below, then seven 3-vectors
+
+struct PlanKey {
+  std::array<int64_t, kKeyInts> v;
+  std::string family;  // JAXCONV3D_FAMILY's value ("" when unset)
+  bool operator==(const PlanKey& o) const { return v == o.v && family == o.family; }
+};
+
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& k) const {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the integers, then the family name
+    for (int64_t x : k.v) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+    return static_cast<size_t>(h ^ std::hash<std::string>()(k.family));
+  }
+};
+
+PlanKey key_of(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout) {
+  const char* env = std::getenv("JAXCONV3D_FAMILY");
+  PlanKey k{{static_cast<int64_t>(op), static_cast<int64_t>(t), static_cast<int64_t>(m), cc, fixed_layout,
+             static_cast<int64_t>(p.layout), p.batch, p.in_channels, p.out_channels, p.groups},
+            env ? env : ""};
+  int i = 10;
+  for (const int64_t* a : {p.in, p.kernel, p.out, p.stride, p.pad_lo, p.pad_hi, p.dilation})
+    for (int j = 0; j < 3; ++j) k.v[i++] = a[j];
+  return k;
+}
+
+}  // namespace
+
+Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout) {
+  static std::mutex mu;
+  static std::unordered_map<PlanKey, Plan, PlanKeyHash> memo;
+  PlanKey key = key_of(op, p, t, m, cc, fixed_layout);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto it = memo.find(key);
+    if (it != memo.end()) return it->second;
+  }
+  Plan pl = evaluate(Query{op, p, t, m, cc}, fixed_layout);
+  std::lock_guard<std::mutex> lock(mu);
+  if (memo.size() >= kMemoLimit) memo.clear();
+  memo.emplace(std::move(key), pl);
+  return pl;
 }
 
 }  // namespace jaxconv3d

@@ -4,8 +4,10 @@
 // stream as an integer; we read pointer, shape, strides, dtype and device, check them, and launch. The capsules are
 // only borrowed: their producer's deleter runs when Python drops them, after the call. torch allocates every
 // output and each operation's workspace (sized from the same plan), so the launch path never allocates and can be
-// captured in a torch CUDA graph. Tensors are in the layout the call names (0: NCDHW/OIDHW, 1: NDHWC/ODHWI);
-// the torch front picks the one the device's kernel family wants (jaxconv3d/_plan.py).
+// captured in a torch CUDA graph. Tensors come as torch holds them: logical (N, C, D, H, W) activations and
+// (O, C/g, kD, kH, kW) filters, compact in the memory order the call's layout names (0: NCDHW / OIDHW, row-major;
+// 1: NDHWC / ODHWI, torch's channels_last_3d), so a channels-last tensor needs no permuted view on the way in. The
+// torch front picks the layout the device's kernel family wants (jaxconv3d/_plan.py).
 #include "dlpack_adapter.h"
 
 #include <pybind11/stl.h>
@@ -35,8 +37,10 @@ struct View {
 
 [[noreturn]] void bad(const std::string& msg) { throw py::value_error("jaxconv3d: " + msg); }
 
-// `raw`: any element type (a byte workspace); otherwise one of the four floating types.
-View view_of(py::handle obj, const char* name, bool raw = false) {
+// `raw`: any element type (a byte workspace); otherwise one of the four floating types. `channels_last`: the tensor
+// is logical (outer, C, spatial...) and must be compact in channels-last order (outer, spatial..., C); its View
+// carries that memory order's shape, which is what the kernels and make_problem read for Layout::kNDHWC.
+View view_of(py::handle obj, const char* name, bool raw = false, bool channels_last = false) {
   if (!PyCapsule_CheckExact(obj.ptr())) bad(std::string(name) + " must be a DLPack capsule");
   const char* cap_name = PyCapsule_GetName(obj.ptr());
   const dlpack::Tensor* t = nullptr;
@@ -70,13 +74,27 @@ View view_of(py::handle obj, const char* name, bool raw = false) {
   v.device_id = t->device.device_id;
   if (v.device_type != dlpack::kCPU && v.device_type != dlpack::kCUDA)
     bad(std::string(name) + " must live on the CPU or a CUDA device");
-  v.shape.assign(t->shape, t->shape + t->ndim);
-  if (t->strides) {  // must be compact row-major; strides of size-1 axes do not matter
+  if (channels_last && t->ndim < 3)
+    bad(std::string(name) + " must have a batch, a channel and a spatial axis to be channels-last");
+  // Memory order: axis order[i] is the i-th slowest; channels-last moves the channel axis (1) last.
+  std::vector<int> order(t->ndim);
+  for (int i = 0; i < t->ndim; ++i) order[i] = channels_last ? (i == 0 ? 0 : (i == t->ndim - 1 ? 1 : i + 1)) : i;
+  v.shape.resize(t->ndim);
+  for (int i = 0; i < t->ndim; ++i) v.shape[i] = t->shape[order[i]];
+  if (t->strides) {  // must be compact in that order; strides of size-1 axes do not matter
     int64_t expect = 1;
     for (int i = t->ndim - 1; i >= 0; --i) {
-      if (t->shape[i] != 1 && t->strides[i] != expect) bad(std::string(name) + " must be contiguous");
-      expect *= t->shape[i];
+      const int a = order[i];
+      if (t->shape[a] != 1 && t->strides[a] != expect)
+        bad(std::string(name) + (channels_last ? " must be compact in channels-last (channels_last_3d) order"
+                                               : " must be contiguous"));
+      expect *= t->shape[a];
     }
+  } else if (channels_last && t->ndim > 0) {  // no strides: row-major, channels-last only where that is the same
+    int64_t inner = 1;
+    for (int i = 2; i < t->ndim; ++i) inner *= t->shape[i];
+    if (t->shape[1] != 1 && inner != 1)
+      bad(std::string(name) + " must be compact in channels-last (channels_last_3d) order");
   }
   v.data = static_cast<char*>(t->data) + t->byte_offset;
   return v;
@@ -122,6 +140,12 @@ ConvProblem problem(const std::array<int64_t, 5>& xs, const std::array<int64_t, 
                    groups, static_cast<Layout>(layout), &p);
   if (!err.empty()) bad(err);
   return p;
+}
+
+// Whether the call's tensors lie channels-last (layout 1) or row-major (layout 0); anything else is an error.
+bool channels_last_layout(int64_t layout) {
+  if (layout != 0 && layout != 1) bad("layout must be 0 (NCDHW) or 1 (NDHWC)");
+  return layout == 1;
 }
 
 MathMode math_mode(int64_t math) {
@@ -183,7 +207,9 @@ Workspace workspace(const Call& c, const View& like, Op op, const ConvProblem& p
 void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap, py::handle ws_cap, Triple stride,
          Triple pad_lo, Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout,
          uintptr_t stream) {
-  View x = view_of(x_cap, "input"), w = view_of(w_cap, "weight"), y = view_of(y_cap, "output");
+  const bool cl = channels_last_layout(layout);
+  View x = view_of(x_cap, "input", false, cl), w = view_of(w_cap, "weight", false, cl),
+       y = view_of(y_cap, "output", false, cl);
   View b;
   const bool has_bias = !b_cap.is_none();
   if (has_bias) b = view_of(b_cap, "bias");
@@ -204,7 +230,9 @@ void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap,
 
 void dgrad(py::handle dy_cap, py::handle w_cap, py::handle dx_cap, py::handle ws_cap, Triple stride, Triple pad_lo,
            Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout, uintptr_t stream) {
-  View dy = view_of(dy_cap, "grad_output"), w = view_of(w_cap, "weight"), dx = view_of(dx_cap, "grad_input");
+  const bool cl = channels_last_layout(layout);
+  View dy = view_of(dy_cap, "grad_output", false, cl), w = view_of(w_cap, "weight", false, cl),
+       dx = view_of(dx_cap, "grad_input", false, cl);
   const Call c = check_operands({{&dy, "grad_output"}, {&w, "weight"}, {&dx, "grad_input"}}, 2);
   const ConvProblem p = problem(dims5(dx, "grad_input"), dims5(w, "weight"), dims5(dy, "grad_output"), stride,
                                 pad_lo, pad_hi, dilation, groups, layout);
@@ -218,7 +246,9 @@ void dgrad(py::handle dy_cap, py::handle w_cap, py::handle dx_cap, py::handle ws
 
 void wgrad(py::handle x_cap, py::handle dy_cap, py::handle dw_cap, py::handle ws_cap, Triple stride, Triple pad_lo,
            Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout, uintptr_t stream) {
-  View x = view_of(x_cap, "input"), dy = view_of(dy_cap, "grad_output"), dw = view_of(dw_cap, "grad_weight");
+  const bool cl = channels_last_layout(layout);
+  View x = view_of(x_cap, "input", false, cl), dy = view_of(dy_cap, "grad_output", false, cl),
+       dw = view_of(dw_cap, "grad_weight", false, cl);
   const Call c = check_operands({{&x, "input"}, {&dy, "grad_output"}, {&dw, "grad_weight"}}, 2);
   const ConvProblem p = problem(dims5(x, "input"), dims5(dw, "grad_weight"), dims5(dy, "grad_output"), stride,
                                 pad_lo, pad_hi, dilation, groups, layout);
@@ -244,10 +274,11 @@ void bgrad(py::handle dy_cap, py::handle db_cap, uintptr_t stream) {
   });
 }
 
-// Moves the channel axis of a CUDA tensor: `to_channels_last` NCDHW (N, C, S...) -> NDHWC (N, S..., C), else the
-// reverse; src and dst compact, same dtype, device and element count (dst's shape is not read beyond that).
+// Copies a CUDA tensor into another of the same logical shape (outer, C, spatial...) whose memory moves the channel
+// axis: `to_channels_last` row-major src -> channels-last dst, else the reverse; same dtype, device and element
+// count (dst's shape is not read beyond that).
 void convert_layout(py::handle src_cap, py::handle dst_cap, bool to_channels_last, uintptr_t stream) {
-  View src = view_of(src_cap, "src"), dst = view_of(dst_cap, "dst");
+  View src = view_of(src_cap, "src", false, !to_channels_last), dst = view_of(dst_cap, "dst", false, to_channels_last);
   const Call c = check_operands({{&src, "src"}, {&dst, "dst"}}, 1);
   if (!c.cuda) bad("layout conversion runs on CUDA tensors only");
   if (src.shape.size() < 3) bad("src must have a batch, a channel and at least one spatial axis");
@@ -275,7 +306,7 @@ void bind_torch_adapter(py::module_& m) {
         "groups"_a, "math"_a, "layout"_a, "stream"_a, "Grad-weight into the torch-allocated dw.");
   m.def("bgrad", &bgrad, "dy"_a, "db"_a, "stream"_a, "Grad-bias into the torch-allocated db.");
   m.def("convert_layout", &convert_layout, "src"_a, "dst"_a, "to_channels_last"_a, "stream"_a,
-        "NCDHW <-> NDHWC copy of a CUDA tensor on the given stream.");
+        "Row-major <-> channels-last copy of a CUDA tensor (same logical shape) on the given stream.");
 }
 
 }  // namespace jaxconv3d

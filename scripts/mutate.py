@@ -133,8 +133,8 @@ MUTATIONS = [
     M("H1", "cuda/ffi_handlers.cc", 'read_triple(a.pad_hi, "pad_hi", pad_hi)',
       'read_triple(a.pad_lo, "pad_hi", pad_hi)',
       "JAX door (C++): pad_hi read from pad_lo"),
-    M("D1", "cuda/dlpack_adapter.cc", 'if (t->shape[i] != 1 && t->strides[i] != expect) bad(',
-      'if (false && t->strides[i] != expect) bad(', "torch door (C++): non-contiguous tensors accepted"),
+    M("D1", "cuda/dlpack_adapter.cc", "if (t->shape[a] != 1 && t->strides[a] != expect)",
+      "if (false && t->strides[a] != expect)", "torch door (C++): tensors not compact in the layout's order accepted"),
     # ---- torch autodiff rules and front
     M("T1", OPS, "return (dgrad(gy, w, cfg) if need[0] else None,",
       "return (dgrad(gy, w, cfg) if need[0] and need[1] else None,",

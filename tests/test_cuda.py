@@ -107,10 +107,10 @@ def test_layout_conversion_kernel_moves_channels_exactly(dtype, shape):
     from jaxconv3d.torch import _ops
 
     x = torch.randn(shape, device="cuda").to(dtype)
-    cl = _ops._moved_channels(x, True)  # NCDHW -> NDHWC memory
-    assert torch.equal(cl, x.permute(0, 2, 3, 4, 1).contiguous())
-    back = _ops._moved_channels(cl.permute(0, 4, 1, 2, 3), False)  # channels_last_3d view -> NCDHW
+    cl = _ops._moved_channels(x, True)  # contiguous -> channels_last_3d
+    assert cl.is_contiguous(memory_format=torch.channels_last_3d) and torch.equal(cl, x)
+    back = _ops._moved_channels(cl, False)  # channels_last_3d -> contiguous
     assert torch.equal(back, x) and back.is_contiguous()
+    short = torch.empty(1, 3, 1, 1, 1, device="cuda", dtype=dtype)  # channels-last compact, 3 elements
     with pytest.raises(ValueError, match="as many elements"):
-        _ext.torch_adapter.convert_layout(_ops._cap(x), _ops._cap(torch.empty(3, device="cuda", dtype=dtype)), True,
-                                          _ops._stream(x))
+        _ext.torch_adapter.convert_layout(_ops._cap(x), _ops._cap(short), True, _ops._stream(x))

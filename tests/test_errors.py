@@ -124,12 +124,15 @@ def test_dlpack_adapter_rejects_inconsistent_call():
         a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(torch.empty(1, 3, 3, 3, 3)), *args[:6], 7, 0, 0)
     with pytest.raises(ValueError, match="layout must be 0"):
         a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(torch.empty(1, 3, 3, 3, 3)), *args[:7], 2, 0)
-    # channels-last shapes are read as such: x (N, D, H, W, C), w (O, kd, kh, kw, C/g), y (N, Do, Ho, Wo, O)
-    y_cl = torch.empty(1, 3, 3, 3, 3)
-    a.fwd(to_dlpack(x.permute(0, 2, 3, 4, 1).contiguous()), to_dlpack(w.permute(0, 2, 3, 4, 1).contiguous()), None,
+    # layout 1: logical tensors compact in channels-last order (torch's channels_last_3d), read as NDHWC / ODHWI
+    cl = torch.channels_last_3d
+    y_cl = torch.empty(1, 3, 3, 3, 3).contiguous(memory_format=cl)
+    a.fwd(to_dlpack(x.contiguous(memory_format=cl)), to_dlpack(w.contiguous(memory_format=cl)), None,
           to_dlpack(y_cl), *args[:7], 1, 0)
-    with pytest.raises(ValueError, match="output depth is 3"):  # NCDHW tensors declared NDHWC
-        a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(y_cl), *args[:7], 1, 0)
+    with pytest.raises(ValueError, match="input must be compact in channels-last"):  # contiguous tensors as NDHWC
+        a.fwd(to_dlpack(x), to_dlpack(w.contiguous(memory_format=cl)), None, to_dlpack(y_cl), *args[:7], 1, 0)
+    with pytest.raises(ValueError, match="output must be contiguous"):  # channels-last tensors as NCDHW
+        a.fwd(to_dlpack(x), to_dlpack(w), None, to_dlpack(y_cl), *args)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not _ext.built_with_cuda(), reason="needs a CUDA GPU")
@@ -145,9 +148,10 @@ def test_dlpack_adapter_checks_the_workspace_against_its_own_plan():
     if answer["workspace_bytes"] == 0:
         pytest.skip("this device's grad-weight family needs no workspace for the probe problem")
     layout = _plan.LAYOUTS[answer["layout"]]
-    x = torch.randn(_plan.to_layout(cfg.x_shape, layout), device="cuda")
-    dy = torch.randn(_plan.to_layout(cfg.y_shape, layout), device="cuda")
-    dw = torch.empty(_plan.to_layout(cfg.w_shape, layout), device="cuda")
+    fmt = torch.channels_last_3d if layout else torch.contiguous_format
+    x = torch.randn(cfg.x_shape, device="cuda").contiguous(memory_format=fmt)
+    dy = torch.randn(cfg.y_shape, device="cuda").contiguous(memory_format=fmt)
+    dw = torch.empty(cfg.w_shape, device="cuda").contiguous(memory_format=fmt)
     attrs = ((1, 1, 1), (0, 0, 0), (0, 0, 0), (1, 1, 1), 1, 0, layout, torch.cuda.current_stream().cuda_stream)
     a = _ext.torch_adapter
     with pytest.raises(ValueError, match="workspace: this operation needs"):

@@ -29,16 +29,17 @@ def poisoned(shape, dtype, device):
 
 def run_kernels(cfg, x, w, b, dy, device, dtype, math=0):
     """All four operations straight through the adapter into NaN-filled outputs, each in the layout the device's
-    kernel family wants (channels-last tensors for NDHWC families)."""
+    kernel family wants (channels_last_3d tensors for NDHWC families)."""
     tdt = TORCH_DTYPES[dtype]
     cast = lambda a: torch.as_tensor(a).to(device, tdt).contiguous()  # noqa: E731
     xt, wt, dyt = cast(x), cast(w), cast(dy)
     bt = None if b is None else cast(b)
     cc = _plan.cc_of(torch.device(device))
     lay = {op: _plan.native_layout(cfg.replace(math=math), tdt, cc, op) for op in _plan.OPS}
-    mem = lambda t, op: t.permute(0, 2, 3, 4, 1).contiguous() if lay[op] else t  # noqa: E731
-    out = lambda shape, op: poisoned(_plan.to_layout(shape, lay[op]), tdt, device)  # noqa: E731
-    back = lambda t, op: t.permute(0, 4, 1, 2, 3).contiguous() if lay[op] else t  # noqa: E731
+    fmt = lambda op: torch.channels_last_3d if lay[op] else torch.contiguous_format  # noqa: E731
+    mem = lambda t, op: t.contiguous(memory_format=fmt(op))  # noqa: E731
+    out = lambda shape, op: poisoned(shape, tdt, device).contiguous(memory_format=fmt(op))  # noqa: E731
+    back = lambda t, op: t.contiguous()  # noqa: E731
     stream = stream_of(device)
     attrs = lambda op: (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, math, lay[op], stream)  # noqa: E731
     y, dx, dw = out(cfg.y_shape, "forward"), out(cfg.x_shape, "grad_input"), out(cfg.w_shape, "grad_weight")

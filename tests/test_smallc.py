@@ -151,9 +151,10 @@ def run_ops(rng, x_shape, w_shape, bias, dtype, math, layout, **kw):
     rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(tdt).double()  # noqa: E731
     x, w, dy = rounded(x_shape), rounded(w_shape), rounded(cfg.y_shape)
     b = rounded((w_shape[0],)) if bias else None
-    mem = lambda t: (t.to("cuda", tdt).permute(0, 2, 3, 4, 1) if layout else t.to("cuda", tdt)).contiguous()  # noqa
-    back = lambda t: t.permute(0, 4, 1, 2, 3) if layout else t  # noqa: E731
-    nan = lambda shape: torch.full(_plan.to_layout(shape, layout), float("nan"), dtype=tdt, device="cuda")  # noqa
+    fmt = torch.channels_last_3d if layout else torch.contiguous_format
+    mem = lambda t: t.to("cuda", tdt).contiguous(memory_format=fmt)  # noqa: E731
+    back = lambda t: t  # noqa: E731
+    nan = lambda shape: torch.full(shape, float("nan"), dtype=tdt, device="cuda").contiguous(memory_format=fmt)  # noqa
     stream = torch.cuda.current_stream().cuda_stream
     attrs = (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, math, layout, stream)
     ref = reference_and_grads(x, w, b, dy, **kw)

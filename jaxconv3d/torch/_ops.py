@@ -5,10 +5,10 @@ of that device, and every operation is a differentiable autograd.Function whose 
 others, so double backward works.
 
 Layouts: tensors here are logical NCDHW / OIDHW torch tensors of any memory format. Each operation asks the
-dispatcher (`_plan`) which layout the device's kernel family wants: for NDHWC it hands over channels-last views
-(`t.permute(0, 2, 3, 4, 1)` of a channels_last_3d tensor: no copy when the tensor already is one), for NCDHW
-contiguous tensors. Activations come back in the memory format of the incoming activation (channels_last_3d in,
-channels_last_3d out, as F.conv3d does); weight gradients come back contiguous.
+dispatcher (`_plan`) which layout the device's kernel family wants and hands the adapter logical tensors compact in
+that memory order: channels_last_3d tensors for NDHWC (as they are: no copy, no permuted view), contiguous ones for
+NCDHW; outputs are allocated in that order. Activations come back in the memory format of the incoming activation
+(channels_last_3d in, channels_last_3d out, as F.conv3d does); weight gradients come back in the weight's format.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .. import _ext, _plan
 from .._params import ConvConfig
 
 _adapter = _ext.torch_adapter
-_CL = torch.channels_last_3d
+_CL, _PLAIN = torch.channels_last_3d, torch.contiguous_format
 
 
 _to_dlpack = getattr(torch._C, "_to_dlpack", to_dlpack)  # the C function behind to_dlpack, without its wrapper
@@ -56,17 +56,13 @@ def _attrs(cfg: ConvConfig) -> tuple:
 
 
 def _moved_channels(t: torch.Tensor, to_channels_last: bool) -> torch.Tensor | None:
-    """A CUDA activation or filter with its channel axis moved by our layout kernel (torch's strided copy is several
-    times slower for this permutation): NCDHW-contiguous -> an NDHWC-contiguous tensor (returned as that memory,
-    (N, D, H, W, C)), or channels_last_3d -> NCDHW-contiguous. None where the kernel does not apply."""
+    """A copy of a CUDA activation or filter by our layout kernel (torch's strided copy is several times slower for
+    this permutation): contiguous -> channels_last_3d, or channels_last_3d -> contiguous. None where the kernel does
+    not apply."""
     if t.device.type != "cuda" or t.dim() != 5 or t.numel() == 0 or not _ext.built_with_cuda():
         return None
-    if to_channels_last:
-        mem = torch.empty((t.shape[0], *t.shape[2:], t.shape[1]), dtype=t.dtype, device=t.device)
-        _adapter.convert_layout(_cap(t), _cap(mem), True, _stream(t))
-        return mem
-    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
-    _adapter.convert_layout(_cap(t.permute(0, 2, 3, 4, 1)), _cap(out), False, _stream(t))
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=_CL if to_channels_last else _PLAIN)
+    _adapter.convert_layout(_cap(t), _cap(out), to_channels_last, _stream(t))
     return out
 
 
@@ -92,11 +88,12 @@ def layout_for(cfg: ConvConfig, t: torch.Tensor, op: str, held: int) -> int:
 
 class _Launch(NamedTuple):
     """What one operation needs besides its tensors, worked out once per (operation, problem, dtype, device, caller's
-    layout): the layout the family reads and writes, the output's memory shape in it, the workspace size, and the
-    adapter's static arguments."""
+    layout): the layout the family reads and writes, the output's logical shape and memory format, the workspace
+    size, and the adapter's static arguments."""
 
     layout: int
-    out_memory: tuple[int, ...]  # the output's shape as it lies in memory (ODHWI / NDHWC, or the logical shape)
+    out_shape: tuple[int, ...]  # logical: (N, C, D, H, W) or (O, C/g, kD, kH, kW)
+    out_format: torch.memory_format  # channels_last_3d for NDHWC, contiguous for NCDHW
     workspace_bytes: int
     attrs: tuple  # stride, pad_lo, pad_hi, dilation, groups, math, layout
 
@@ -113,28 +110,30 @@ def _launch(op: str, cfg: ConvConfig, like: torch.Tensor, held: int) -> _Launch:
 def _launch_of(op: str, cfg: ConvConfig, dtype: torch.dtype, device: torch.device, held: int, family: str) -> _Launch:
     answer = _plan.plan(cfg, dtype, _plan.cc_of(device), op, held)
     layout = _plan.LAYOUTS[answer["layout"]]
-    out = _plan.to_layout(getattr(cfg, _OUTPUT_SHAPE[op]), layout)
     workspace = answer["workspace_bytes"] if device.type == "cuda" else 0
-    return _Launch(layout, out, workspace, (*_attrs(cfg), layout))
+    out_format = _CL if layout == _plan.NDHWC else _PLAIN
+    return _Launch(layout, tuple(getattr(cfg, _OUTPUT_SHAPE[op])), out_format, workspace, (*_attrs(cfg), layout))
 
 
 def _physical(t: torch.Tensor, layout: int) -> torch.Tensor:
-    """A logical (outer, C, D, H, W) tensor as the kernels read it: contiguous, or a channels-last view."""
+    """A logical (outer, C, D, H, W) tensor compact in the layout's memory order: channels_last_3d for NDHWC,
+    contiguous for NCDHW; the tensor itself where it already is."""
     if layout == _plan.NDHWC:
-        if t.is_contiguous(memory_format=_CL):  # already channels-last memory: a view, no copy
-            return t.permute(0, 2, 3, 4, 1)
+        if t.is_contiguous(memory_format=_CL):
+            return t
         if t.is_contiguous():
             moved = _moved_channels(t, True)
             if moved is not None:
                 return moved
-        return t.contiguous(memory_format=_CL).permute(0, 2, 3, 4, 1)
+        return t.contiguous(memory_format=_CL)
     return _contig(t)
 
 
-def _output(launch: _Launch, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logical tensor, the memory the kernel writes) for an operation's output (like's dtype and device)."""
-    mem = like.new_empty(launch.out_memory)
-    return (mem.permute(0, 4, 1, 2, 3) if launch.layout == _plan.NDHWC else mem), mem
+def _output(launch: _Launch, like: torch.Tensor) -> torch.Tensor:
+    """An operation's output (like's dtype and device), allocated in the memory order its kernel writes."""
+    if launch.out_format is _PLAIN:
+        return like.new_empty(launch.out_shape)
+    return torch.empty(launch.out_shape, dtype=like.dtype, device=like.device, memory_format=launch.out_format)
 
 
 def _workspace(launch: _Launch, like: torch.Tensor):
@@ -158,12 +157,12 @@ def empty_like_result(shape, like: torch.Tensor, cl: bool) -> torch.Tensor:
 def fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: ConvConfig) -> torch.Tensor:
     cl = channels_last(x)
     launch = _launch("forward", cfg, x, int(cl))
-    y, y_mem = _output(launch, x)
+    y = _output(launch, x)
     if cfg.batch:
         layout = launch.layout
         _adapter.fwd(
             _cap(_physical(x, layout)), _cap(_physical(w, layout)), None if b is None else _cap(_contig(b)),
-            _cap(y_mem), _workspace(launch, x), *launch.attrs, _stream(x),
+            _cap(y), _workspace(launch, x), *launch.attrs, _stream(x),
         )
     return _in_format(y, cl)
 
@@ -171,11 +170,11 @@ def fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: ConvConfi
 def dgrad(dy: torch.Tensor, w: torch.Tensor, cfg: ConvConfig) -> torch.Tensor:
     cl = channels_last(dy)
     launch = _launch("grad_input", cfg, dy, int(cl))
-    dx, dx_mem = _output(launch, dy)
+    dx = _output(launch, dy)
     if cfg.batch:
         layout = launch.layout
         _adapter.dgrad(
-            _cap(_physical(dy, layout)), _cap(_physical(w, layout)), _cap(dx_mem), _workspace(launch, dy),
+            _cap(_physical(dy, layout)), _cap(_physical(w, layout)), _cap(dx), _workspace(launch, dy),
             *launch.attrs, _stream(dy),
         )
     return _in_format(dx, cl)
@@ -187,10 +186,10 @@ def wgrad(x: torch.Tensor, dy: torch.Tensor, cfg: ConvConfig, cl: bool = False) 
     if not cfg.batch:
         return torch.zeros(cfg.w_shape, dtype=x.dtype, device=x.device)
     launch = _launch("grad_weight", cfg, x, int(channels_last(x)))
-    dw, dw_mem = _output(launch, x)
+    dw = _output(launch, x)
     layout = launch.layout
     _adapter.wgrad(
-        _cap(_physical(x, layout)), _cap(_physical(dy, layout)), _cap(dw_mem), _workspace(launch, x), *launch.attrs,
+        _cap(_physical(x, layout)), _cap(_physical(dy, layout)), _cap(dw), _workspace(launch, x), *launch.attrs,
         _stream(x),
     )
     return _in_format(dw, cl)
