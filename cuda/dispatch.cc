@@ -10,6 +10,7 @@
 
 #include "hopper/hopper_conv.h"
 #include "sm80/plan.h"
+#include "stencil/stencil.h"
 
 namespace jaxconv3d {
 namespace {
@@ -96,10 +97,19 @@ void hopper_smallc_fill(const Query& q, Plan* pl) {
   }
 }
 
+// The channels-last depthwise stencils (stencil/): any GPU; NDHWC problems only (accepts() asks the layout, so a
+// caller holding NCDHW tensors never gets this family).
+bool stencil_accepts(const Query& q) { return q.cc > 0 && stencil::accepts(q.op, q.p, q.t); }
+void stencil_fill(const Query& q, Plan* pl) {
+  pl->tile = stencil::tile(q.op);
+  pl->layout = Layout::kNDHWC;
+}
+
 const Family kCpu{"cpu", cpu_accepts, cpu_fill, true, Layout::kNCDHW};
 const Family kSm80{"sm80", sm80_accepts, sm80_fill, false, Layout::kNCDHW};
 const Family kHopper{"hopper", hopper_accepts, hopper_fill, false, Layout::kNDHWC};
 const Family kHopperSmallC{"hopper_smallc", hopper_smallc_accepts, hopper_smallc_fill, true, Layout::kNCDHW};
+const Family kStencil{"stencil", stencil_accepts, stencil_fill, false, Layout::kNDHWC};
 
 // ---- the rules
 
@@ -120,6 +130,10 @@ const Rule kRules[] = {
     {"JAXCONV3D_FAMILY=sm80", [](const Query&) { return forced("sm80"); }, &kSm80},
     {"JAXCONV3D_FAMILY=hopper", [](const Query&) { return forced("hopper"); }, &kHopper},
     {"JAXCONV3D_FAMILY=hopper_smallc", [](const Query&) { return forced("hopper_smallc"); }, &kHopperSmallC},
+    {"JAXCONV3D_FAMILY=stencil", [](const Query&) { return forced("stencil"); }, &kStencil},
+    {"the forward or grad-input of a 3x3x3 stride-1 depthwise layer (one channel per group in and out) held "
+     "channels-last: stencil reads and writes it as it lies, with no layout transposes",
+     [](const Query& q) { return q.p.layout == Layout::kNDHWC; }, &kStencil},
     {"a first layer (under 16 input channels, at least 16 output channels) whose (channel, tap) columns fit in "
      "registers: hopper_smallc gathers its forward's and grad-weight's im2col straight into wgmma's A registers, "
      "and its grad-input (stride 1, at most 64 output channels) multiplies dy by the filter and sums the taps, "

@@ -85,7 +85,11 @@ def row(case, prec: str, family: str, args, device: str = "cuda") -> str:
     if cudnn:
         return "  ".join(f"{op} {t[op]:7.3f} (cuDNN)" for op in t)
     dtype, precision = DTYPES[prec]
-    plan = jaxconv3d.explain(case.x_shape, case.w_shape, **case.conv_kwargs, precision=precision,
+    x_shape, w_shape, layout = case.x_shape, case.w_shape, "NCDHW"
+    if args.channels_last:  # what the front asks for channels-last tensors: explain's NDHWC / DHWIO shapes
+        x_shape, w_shape = (x_shape[0], *x_shape[2:], x_shape[1]), (*w_shape[2:], w_shape[1], w_shape[0])
+        layout = "NDHWC"
+    plan = jaxconv3d.explain(x_shape, w_shape, **case.conv_kwargs, precision=precision, layout=layout,
                              dtype=str(dtype).replace("torch.", ""), device=device)
     return "  ".join(f"{op} {t[op]:7.3f} ({plan[op]['family']}: {plan[op]['tile']})" for op in t)
 

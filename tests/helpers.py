@@ -157,3 +157,34 @@ def assert_close_scaled(out, ref, scale, bound: float, what: str = "") -> None:
     assert rel <= bound and worst <= 10 * bound, (
         f"{what}: scaled error {rel:.3g}, worst element {worst:.3g}, bound {bound}"
     )
+
+
+# ---- the depthwise stencil tests (test_depthwise.py, test_stencil_cl.py): a case straight through the adapter
+
+STENCIL_PRECISIONS = pytest.mark.parametrize(
+    "dtype,math", [("float32", 0), ("float32", 1), ("bfloat16", 0), ("float16", 0)],
+    ids=["float32", "tf32", "bfloat16", "float16"])
+
+
+def stencil_case(rng, case, dtype: str, math: int, layout: int):
+    """Case (x_shape, w_shape, kwargs) with bias on every other index, on a GPU: its config, each operation's plan
+    for a caller holding `layout`, float64 operands already rounded to dtype, and the adapter's trailing arguments."""
+    import types
+
+    from jaxconv3d import _plan, conv_config
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    index, (x_shape, w_shape, kw) = case
+    bias = index % 2 == 0
+    cfg = conv_config(x_shape, w_shape, (w_shape[0],) if bias else None, precision="tf32" if math else None, **kw)
+    tdt = TORCH_DTYPES[dtype]
+    cc = _plan.cc_of(torch.device("cuda"))
+    rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(tdt).double()  # noqa: E731
+    stream = torch.cuda.current_stream().cuda_stream
+    return types.SimpleNamespace(
+        cfg=cfg, kw=kw, tdt=tdt,
+        plans={op: _plan.plan(cfg, tdt, cc, op, layout) for op in ("forward", "grad_input", "grad_weight")},
+        x=rounded(x_shape), w=rounded(w_shape), dy=rounded(cfg.y_shape), b=rounded((w_shape[0],)) if bias else None,
+        attrs=(cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, math, layout, stream),
+    )

@@ -17,7 +17,7 @@ import torch
 from torch.utils.dlpack import to_dlpack
 
 import jaxconv3d
-from helpers import BOUNDS, TORCH_DTYPES, assert_close
+from helpers import BOUNDS, STENCIL_PRECISIONS, assert_close, stencil_case
 from jaxconv3d import _ext, _plan, conv_config
 from jaxconv3d.reference import reference_and_grads
 
@@ -69,27 +69,16 @@ CASES = [  # (x_shape, w_shape, kw)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype,math", [("float32", 0), ("float32", 1), ("bfloat16", 0), ("float16", 0)],
-                         ids=["float32", "tf32", "bfloat16", "float16"])
+@STENCIL_PRECISIONS
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_stencil3_against_float64(rng, case, dtype, math):
-    if not torch.cuda.is_available():
-        pytest.skip("needs a GPU")
-    x_shape, w_shape, kw = CASES[case]
-    bias = case % 2 == 0
-    cfg = conv_config(x_shape, w_shape, (w_shape[0],) if bias else None, precision="tf32" if math else None, **kw)
-    tdt = TORCH_DTYPES[dtype]
-    cc = _plan.cc_of(torch.device("cuda"))
-    plans = {op: _plan.plan(cfg, tdt, cc, op, 0) for op in ("forward", "grad_input", "grad_weight")}
+    c = stencil_case(rng, (case, CASES[case]), dtype, math, 0)
+    (x_shape, w_shape, kw), cfg, plans, tdt = CASES[case], c.cfg, c.plans, c.tdt
     multiplier = w_shape[0] // x_shape[1]  # grad-input sums this many dy channels: the brick kernel
     assert (plans["forward"]["tile"], plans["grad_input"]["tile"], plans["grad_weight"]["tile"]) == (
         STREAM, STREAM if multiplier == 1 else TILE, WGRAD)
-    rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(tdt).double()  # noqa: E731
-    x, w, dy = rounded(x_shape), rounded(w_shape), rounded(cfg.y_shape)
-    b = rounded((w_shape[0],)) if bias else None
+    x, w, dy, b, attrs = c.x, c.w, c.dy, c.b, c.attrs
     dev = lambda t: t.to("cuda", tdt).contiguous()  # noqa: E731
-    stream = torch.cuda.current_stream().cuda_stream
-    attrs = (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, math, 0, stream)
     y = torch.full(cfg.y_shape, float("nan"), dtype=tdt, device="cuda")
     dx = torch.full(cfg.x_shape, float("nan"), dtype=tdt, device="cuda")
     _ext.torch_adapter.fwd(to_dlpack(dev(x)), to_dlpack(dev(w)), None if b is None else to_dlpack(dev(b)),
