@@ -14,7 +14,7 @@ for f in "$ROOT"/cuda/hopper/*.cu; do
   "$NVCC" "${flags[@]}" -gencode=arch=compute_90a,code=sm_90a -c "$f" -o "$objs/hopper_$(basename "$f").o"
 done
 for f in "$ROOT/cuda/dispatch.cc" "$ROOT/cuda/sm80/plan.cc" "$ROOT/cuda/hopper/hopper_rules.cc" "$ROOT/cuda/stencil/plan.cc"; do
-  "$NVCC" "${flags[@]}" -c "$f" -o "$objs/host_$(basename "$f").o"
+  "$NVCC" "${flags[@]}" -c "$f" -o "$objs/host_$(basename "$(dirname "$f")")_$(basename "$f").o"  # two plan.cc
 done
 "$NVCC" "${flags[@]}" -arch=sm_90 "$ROOT/tests/gpu/kernel_check.cu" "$ROOT"/cuda/*.cu "$ROOT"/cuda/sm80/*.cu "$ROOT"/cuda/stencil/*.cu \
   "$objs"/*.o -o "$OUT"
