@@ -84,8 +84,13 @@ def _worker(rank: int, port: int, backend: str, mode: str, out_path: str) -> Non
                 opt.step()
         state = {name: _full_params(m) for name, m in zip(("ref", "ours"), models)}
         torch.save(state, f"{out_path}.{rank}")
+        dist.barrier()  # no collective still in flight when the group goes
     finally:
         dist.destroy_process_group()
+    # The weights are on disk: leave without interpreter finalization, where gloo's worker threads can still abort
+    # the process (one CI run saw a gloo FSDP2 worker die with "terminate called without an active exception";
+    # pytorch/pytorch#179291 describes that teardown race). Errors above still propagate normally.
+    os._exit(0)
 
 
 BACKENDS = [
