@@ -76,15 +76,15 @@ View view_of(py::handle obj, const char* name, bool raw = false, bool channels_l
     bad(std::string(name) + " must live on the CPU or a CUDA device");
   if (channels_last && t->ndim < 3)
     bad(std::string(name) + " must have a batch, a channel and a spatial axis to be channels-last");
-  // Memory order: axis order[i] is the i-th slowest; channels-last moves the channel axis (1) last.
-  std::vector<int> order(t->ndim);
-  for (int i = 0; i < t->ndim; ++i) order[i] = channels_last ? (i == 0 ? 0 : (i == t->ndim - 1 ? 1 : i + 1)) : i;
-  v.shape.resize(t->ndim);
-  for (int i = 0; i < t->ndim; ++i) v.shape[i] = t->shape[order[i]];
+  // Memory order: axis(i) is the i-th slowest; channels-last moves the channel axis (1) last.
+  const int nd = t->ndim;
+  auto axis = [&](int i) { return channels_last ? (i == 0 ? 0 : (i == nd - 1 ? 1 : i + 1)) : i; };
+  v.shape.resize(nd);
+  for (int i = 0; i < nd; ++i) v.shape[i] = t->shape[axis(i)];
   if (t->strides) {  // must be compact in that order; strides of size-1 axes do not matter
     int64_t expect = 1;
-    for (int i = t->ndim - 1; i >= 0; --i) {
-      const int a = order[i];
+    for (int i = nd - 1; i >= 0; --i) {
+      const int a = axis(i);
       if (t->shape[a] != 1 && t->strides[a] != expect)
         bad(std::string(name) + (channels_last ? " must be compact in channels-last (channels_last_3d) order"
                                                : " must be contiguous"));

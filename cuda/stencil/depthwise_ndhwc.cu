@@ -42,7 +42,7 @@ struct Geo {
 // A thread: channel c = 32 * group + lane, output row oy = 4 * hblock + warp, outputs ox0 .. ox0 + kRun - 1 of each
 // plane of its block's D chunk. Source plane js (0 .. chunk + 1) meets output planes js - 2 .. js (tap kd = js - o);
 // output plane js - 2 is stored once source plane js is in. Each output sums its taps in the order (kd, kh, kw);
-// the taps come from shared memory (in registers they left too few for six blocks an SM).
+// the taps come from shared memory (in registers, with the two planes' rows, they spilled).
 template <typename T, bool BIAS>
 __global__ void __launch_bounds__(kLanes * kRows, 3) depthwise3_kernel(const T* __restrict__ src, const T* __restrict__ w,
                                                                     const T* __restrict__ bias, T* __restrict__ out,

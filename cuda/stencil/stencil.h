@@ -1,10 +1,11 @@
 // The stencil family: forward and grad-input of depthwise 3x3x3 layers (stride 1, dilation 1, one input and one
-// output channel per group) read and written channels-last (NDHWC / ODHWI), as channels_last_3d torch tensors and layout="NDHWC" JAX arrays
-// hold them, so such a layer runs with no layout transposes. Plain CUDA (no tensor cores: a depthwise layer is
-// memory-bound), any compute capability the extension is built for.
-//   forward     y = x (*) w + b: a warp's lanes are 32 consecutive channels, a thread owns R outputs along W of one
-//               H row and walks its block's D chunk source plane by source plane, each plane's three rows feeding
-//               the three output planes it meets (accumulators rotated every plane), the 27 taps in registers;
+// output channel per group) read and written channels-last (NDHWC / ODHWI), as channels_last_3d torch tensors and
+// layout="NDHWC" JAX arrays hold them, so such a layer runs with no layout transposes. Plain CUDA (no tensor cores:
+// a depthwise layer is memory-bound), any compute capability the extension is built for.
+//   forward     y = x (*) w + b: a warp's lanes are 32 consecutive channels, a thread owns kRun outputs along W of
+//               one H row and walks its block's D chunk source plane by source plane, each plane's three rows
+//               feeding the three output planes it meets (accumulators shifted every plane), the next plane's rows
+//               loaded while the current one is multiplied, the 27 taps in shared memory;
 //   grad-input  the same stencil on dy with the filter flipped (pad' = 2 - pad).
 // Grad-weight is not the family's: a channels-last kernel (27 sums a thread, each output row walked along W) ran
 // 2-2.6x slower than sm80's NCDHW one and lost to it even with the two transposes (docs/perf.md v11), so it was

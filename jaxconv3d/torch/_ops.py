@@ -88,12 +88,11 @@ def layout_for(cfg: ConvConfig, t: torch.Tensor, op: str, held: int) -> int:
 
 class _Launch(NamedTuple):
     """What one operation needs besides its tensors, worked out once per (operation, problem, dtype, device, caller's
-    layout): the layout the family reads and writes, the output's logical shape and memory format, the workspace
-    size, and the adapter's static arguments."""
+    layout): the layout the family reads and writes (and allocates the output in: channels_last_3d for NDHWC), the
+    output's logical shape, the workspace size, and the adapter's static arguments."""
 
     layout: int
     out_shape: tuple[int, ...]  # logical: (N, C, D, H, W) or (O, C/g, kD, kH, kW)
-    out_format: torch.memory_format  # channels_last_3d for NDHWC, contiguous for NCDHW
     workspace_bytes: int
     attrs: tuple  # stride, pad_lo, pad_hi, dilation, groups, math, layout
 
@@ -111,8 +110,7 @@ def _launch_of(op: str, cfg: ConvConfig, dtype: torch.dtype, device: torch.devic
     answer = _plan.plan(cfg, dtype, _plan.cc_of(device), op, held)
     layout = _plan.LAYOUTS[answer["layout"]]
     workspace = answer["workspace_bytes"] if device.type == "cuda" else 0
-    out_format = _CL if layout == _plan.NDHWC else _PLAIN
-    return _Launch(layout, tuple(getattr(cfg, _OUTPUT_SHAPE[op])), out_format, workspace, (*_attrs(cfg), layout))
+    return _Launch(layout, tuple(getattr(cfg, _OUTPUT_SHAPE[op])), workspace, (*_attrs(cfg), layout))
 
 
 def _physical(t: torch.Tensor, layout: int) -> torch.Tensor:
@@ -131,9 +129,9 @@ def _physical(t: torch.Tensor, layout: int) -> torch.Tensor:
 
 def _output(launch: _Launch, like: torch.Tensor) -> torch.Tensor:
     """An operation's output (like's dtype and device), allocated in the memory order its kernel writes."""
-    if launch.out_format is _PLAIN:
-        return like.new_empty(launch.out_shape)
-    return torch.empty(launch.out_shape, dtype=like.dtype, device=like.device, memory_format=launch.out_format)
+    if launch.layout == _plan.NDHWC:
+        return torch.empty(launch.out_shape, dtype=like.dtype, device=like.device, memory_format=_CL)
+    return like.new_empty(launch.out_shape)
 
 
 def _workspace(launch: _Launch, like: torch.Tensor):
