@@ -113,6 +113,7 @@ std::string conv_wgrad_cuda(const ConvProblem& p, DType t, MathMode m, const voi
   if (p.batch > 0 && (x == nullptr || dy == nullptr)) return "jaxconv3d cuda: null tensor pointer";
   if (is_hopper(pl)) return hopper::wgrad(p, t, m, x, dy, dw, workspace, workspace_bytes, stream);
   if (pl.family == "hopper_smallc") return hopper::wgrad_smallc(p, t, m, x, dy, dw, workspace, workspace_bytes, stream);
+  if (pl.family == "stencil") return stencil::wgrad(p, t, x, dy, dw, workspace, workspace_bytes, stream);
   return sm80::wgrad(p, t, kernel_of(pl), x, dy, dw, workspace, workspace_bytes, stream);
 }
 

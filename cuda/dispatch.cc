@@ -103,6 +103,7 @@ bool stencil_accepts(const Query& q) { return q.cc > 0 && stencil::accepts(q.op,
 void stencil_fill(const Query& q, Plan* pl) {
   pl->tile = stencil::tile(q.op);
   pl->layout = Layout::kNDHWC;
+  pl->workspace_bytes = stencil::workspace_bytes(q.op, q.p, q.t);
 }
 
 const Family kCpu{"cpu", cpu_accepts, cpu_fill, true, Layout::kNCDHW};
@@ -131,8 +132,8 @@ const Rule kRules[] = {
     {"JAXCONV3D_FAMILY=hopper", [](const Query&) { return forced("hopper"); }, &kHopper},
     {"JAXCONV3D_FAMILY=hopper_smallc", [](const Query&) { return forced("hopper_smallc"); }, &kHopperSmallC},
     {"JAXCONV3D_FAMILY=stencil", [](const Query&) { return forced("stencil"); }, &kStencil},
-    {"the forward or grad-input of a 3x3x3 stride-1 depthwise layer (one channel per group in and out) held "
-     "channels-last: stencil reads and writes it as it lies, with no layout transposes",
+    {"a 3x3x3 stride-1 depthwise layer (one channel per group in and out) held channels-last: stencil reads and "
+     "writes it as it lies, with no layout transposes",
      [](const Query& q) { return q.p.layout == Layout::kNDHWC; }, &kStencil},
     {"a first layer (under 16 input channels, at least 16 output channels) whose (channel, tap) columns fit in "
      "registers: hopper_smallc gathers its forward's and grad-weight's im2col straight into wgmma's A registers, "

@@ -1,14 +1,15 @@
-"""The stencil family (cuda/stencil/): forward and grad-input of 3x3x3 stride-1 dilation-1 depthwise layers of
-channel multiplier 1, read and written channels-last (NDHWC activations, a (C, 3, 3, 3, 1) filter) with no layout
-transposes (their grad-weight stays sm80's).
+"""The stencil family (cuda/stencil/): forward, grad-input and grad-weight of 3x3x3 stride-1 dilation-1 depthwise
+layers of channel multiplier 1, read and written channels-last (NDHWC activations, a (C, 3, 3, 3, 1) filter) with
+no layout transposes.
 
 Anywhere: the rule table gives it exactly those problems when the caller holds channels-last tensors, never NCDHW
-ones, float64 or anything strided, dilated, wider, more padded or with a channel multiplier. On a GPU: forward and
-grad-input straight through the DLPack adapter into NaN-poisoned channels_last_3d outputs (an unwritten element
-shows), every dtype it takes, against float64 F.conv3d and autograd from the raw arguments. The cases cut the
-block's 32 channels, 4 H rows, 8 W outputs and 16-plane D chunks at every edge and use padding 0 to 2 (asymmetric
-too), bias and one output position; the fronts (torch channels_last_3d, JAX layout="NDHWC") run a whole training
-step (the stencil's two operations and sm80's grad-weight) bitwise alike, twice."""
+ones, float64 or anything strided, dilated, wider, more padded or with a channel multiplier. On a GPU: all three
+operations straight through the DLPack adapter into NaN-poisoned channels_last_3d outputs (an unwritten element
+shows; grad-weight's workspace poisoned too), every dtype it takes, against float64 F.conv3d and autograd from the
+raw arguments. The cases cut the block's 32 / 64 channels, 4 H rows and 4 / 7 / 8 W outputs at every edge, run the
+three copy widths (16-byte and 4-byte cp.async, 16-bit element copies for an odd C), put several column segments in
+one block and use padding 0 to 2 (asymmetric too), bias and one output position; the fronts (torch
+channels_last_3d, JAX layout="NDHWC") run a whole training step bitwise alike, twice."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from jaxconv3d.reference import reference_and_grads
 
 CL = torch.channels_last_3d
 OPS = ("forward", "grad_input", "grad_weight")
-TILES = ("depthwise3_ndhwc_32x4x8_d16", "depthwise3_ndhwc_32x4x8_d16_flipped")
-OURS = ("stencil", "stencil", "sm80")  # channels-last grad-weight: sm80's kernel, through transposes
+TILES = ("depthwise3_ndhwc_staged", "depthwise3_ndhwc_staged_flipped", "depthwise3_ndhwc_staged_27sums")
+OURS = ("stencil",) * 3
 
 
 def families(x_shape, w_shape, kw, dtype="float32", layout=1, cc=90):
@@ -40,8 +41,10 @@ def test_rules_take_channels_last_depthwise_3x3x3_only():
             assert families(*suite, dtype=dtype, cc=cc) == OURS
         assert "stencil" not in families(*suite, cc=cc, layout=0)  # NCDHW holders keep the sm80 stencils
     cfg = conv_config(*suite[:2], None, **suite[2])
-    assert [_plan.plan(cfg, "float32", 90, op, 1)["tile"] for op in OPS[:2]] == list(TILES)
+    assert [_plan.plan(cfg, "float32", 90, op, 1)["tile"] for op in OPS] == list(TILES)
     assert [_plan.plan(cfg, "float32", 90, op, 1)["workspace_bytes"] for op in OPS[:2]] == [0, 0]
+    # grad-weight's partial sums: a float per (channel group, block, warp, tap, channel); ~512 blocks in all
+    assert 0 < _plan.plan(cfg, "float32", 90, "grad_weight", 1)["workspace_bytes"] <= 4 * 27 * 4 * 32 * (512 + 6)
     assert families(*suite, dtype="float64") == ("sm80",) * 3
     assert families(*suite, cc=0) == ("cpu",) * 3
     x, w = (2, 8, 9, 9, 9), (8, 1, 3, 3, 3)
@@ -57,14 +60,16 @@ def test_rules_take_channels_last_depthwise_3x3x3_only():
 
 
 CASES = [  # (x_shape, w_shape, kw): channel multiplier 1 throughout
-    ((2, 3, 17, 9, 19), (3, 1, 3, 3, 3), dict(padding=1, groups=3)),  # 3 of 32 lanes; W cut 8 + 8 + 3; D chunk + 1
+    ((2, 3, 17, 9, 19), (3, 1, 3, 3, 3), dict(padding=1, groups=3)),  # 3 of 32 lanes; W cut 8 + 8 + 3
     ((1, 40, 6, 7, 8), (40, 1, 3, 3, 3), dict(padding=0, groups=40)),  # two channel groups, 40 = 32 + 8
     ((2, 5, 5, 7, 9), (5, 1, 3, 3, 3), dict(padding=((0, 2), (2, 1), (1, 2)), groups=5)),  # asymmetric
     ((1, 33, 3, 3, 3), (33, 1, 3, 3, 3), dict(padding=0, groups=33)),  # one output position
     ((3, 64, 12, 10, 30), (64, 1, 3, 3, 3), dict(padding="same", groups=64)),  # H cut 4 + 4 + 2
-    ((1, 8, 35, 6, 5), (8, 1, 3, 3, 3), dict(padding=1, groups=8)),  # D chunks 16 + 16 + 3
+    ((1, 8, 35, 6, 5), (8, 1, 3, 3, 3), dict(padding=1, groups=8)),  # a long column, shared by blocks
     ((4, 16, 10, 13, 11), (16, 1, 3, 3, 3), dict(padding=2, groups=16)),  # padding 2: grad-input pad' = 0
     ((9, 32, 5, 17, 9), (32, 1, 3, 3, 3), dict(padding=(0, 1, 2), groups=32)),  # mixed padding, batch 9
+    ((2, 10, 9, 11, 13), (10, 1, 3, 3, 3), dict(padding=1, groups=10)),  # 16-bit pairs in 4-byte copies
+    ((16, 6, 20, 9, 14), (6, 1, 3, 3, 3), dict(padding=1, groups=6)),  # blocks of several column segments
 ]
 
 
@@ -82,10 +87,14 @@ def test_stencil_against_float64(rng, case, dtype, math):
     _ext.torch_adapter.fwd(to_dlpack(dev(x)), to_dlpack(dev(w)), None if b is None else to_dlpack(b.to("cuda", tdt)),
                            to_dlpack(y), None, *attrs)
     _ext.torch_adapter.dgrad(to_dlpack(dev(dy)), to_dlpack(dev(w)), to_dlpack(dx), None, *attrs)
+    dw = nan(cfg.w_shape)
+    ws = torch.full((c.plans["grad_weight"]["workspace_bytes"],), 255, dtype=torch.uint8, device="cuda")
+    _ext.torch_adapter.wgrad(to_dlpack(dev(x)), to_dlpack(dev(dy)), to_dlpack(dw), to_dlpack(ws), *attrs)
     ref = reference_and_grads(x, w, b, dy, **c.kw)
     bound = BOUNDS[dtype]  # FFMA in every mode: tf32 math is held to float32's bound
     assert_close(y, ref[0], bound, f"forward {CASES[case]} {dtype}")
     assert_close(dx, ref[1], bound, f"grad-input {CASES[case]} {dtype}")
+    assert_close(dw, ref[2], bound, f"grad-weight {CASES[case]} {dtype}")
 
 
 @pytest.mark.gpu

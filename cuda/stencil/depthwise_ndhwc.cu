@@ -5,7 +5,11 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
 #include <climits>
+#include <initializer_list>
+#include <cstdint>
 #include <type_traits>
 
 #include "stencil/stencil.h"
@@ -36,107 +40,394 @@ struct Geo {
   int C;
   int sd[3], od[3], P[3];
   int flip;
-  int wstrips, hblocks, cgroups, chunks;  // the grid, fastest first, then the batch
+  int wstrips, hblocks, cgroups;  // a column's place: W strip, H block, channel group, then the batch entry
+  i64 columns, per;               // columns (each all D planes) and output planes a block
 };
 
-// A thread: channel c = 32 * group + lane, output row oy = 4 * hblock + warp, outputs ox0 .. ox0 + kRun - 1 of each
-// plane of its block's D chunk. Source plane js (0 .. chunk + 1) meets output planes js - 2 .. js (tap kd = js - o);
-// output plane js - 2 is stored once source plane js is in. Each output sums its taps in the order (kd, kh, kw);
-// the taps come from shared memory (in registers, with the two planes' rows, they spilled).
-template <typename T, bool BIAS>
-__global__ void __launch_bounds__(kLanes * kRows, 3) depthwise3_kernel(const T* __restrict__ src, const T* __restrict__ w,
-                                                                    const T* __restrict__ bias, T* __restrict__ out,
-                                                                    const Geo g) {
-  unsigned b = blockIdx.x;
-  const int ws = int(b % unsigned(g.wstrips));
-  b /= unsigned(g.wstrips);
-  const int hb = int(b % unsigned(g.hblocks));
-  b /= unsigned(g.hblocks);
-  const int cg = int(b % unsigned(g.cgroups));
-  b /= unsigned(g.cgroups);
-  const int chunk = int(b % unsigned(g.chunks));
-  const i64 n = i64(b / unsigned(g.chunks));
+template <int V>
+using IC = std::integral_constant<int, V>;
 
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int c = cg * kLanes + lane;
-  const bool live = c < g.C && hb * kRows + warp < g.od[1];  // this thread computes (loads, stores)
-  const int oy = hb * kRows + warp, ox0 = ws * kRun, oz0 = chunk * kChunk;
-  const int zc = min(kChunk, g.od[0] - oz0);
-  const int cc = c < g.C ? c : 0;
-
-  __shared__ float s_w[27][kLanes];  // the group's taps (flipped for grad-input), [tap][lane]: no bank conflicts
-  for (int i = threadIdx.x; i < 27 * kLanes; i += kLanes * kRows) {
-    const int t = i / kLanes, ch = cg * kLanes + i % kLanes;
-    s_w[t][i % kLanes] = ch < g.C ? to_f(w[i64(ch) * 27 + (g.flip ? 26 - t : t)]) : 0.0f;
+// A lane's VEC consecutive channels of one element as raw bits (VEC = 2: one 32-bit word; zero bits read +0).
+template <typename T, int VEC>
+struct Elem {
+  using Word = typename std::conditional<VEC == 2 || sizeof(T) == 4, unsigned, unsigned short>::type;
+  static __device__ __forceinline__ unsigned load(const T* p) { return unsigned(__ldg(reinterpret_cast<const Word*>(p))); }
+  static __device__ __forceinline__ unsigned load_shared(const T* p) { return unsigned(*reinterpret_cast<const Word*>(p)); }
+  static __device__ __forceinline__ void unpack(unsigned b, float (&f)[VEC]) {
+    if constexpr (std::is_same<T, float>::value) {
+      f[0] = __uint_as_float(b);
+    } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+      f[0] = __uint_as_float(b << 16);
+      if constexpr (VEC == 2) f[1] = __uint_as_float(b & 0xffff0000u);
+    } else {
+      f[0] = __half2float(__ushort_as_half((unsigned short)(b & 0xffffu)));
+      if constexpr (VEC == 2) f[1] = __half2float(__ushort_as_half((unsigned short)(b >> 16)));
+    }
   }
-  __syncthreads();
-  float bv = 0.0f;
-  if constexpr (BIAS) bv = live ? to_f(bias[cc]) : 0.0f;
+  static __device__ __forceinline__ void store(T* p, const float (&f)[VEC]) {  // round to nearest even
+    if constexpr (VEC == 1) {
+      *p = from_f<T>(f[0]);
+    } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+      *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(f[0], f[1]);
+    } else {
+      *reinterpret_cast<__half2*>(p) = __floats2half2_rn(f[0], f[1]);
+    }
+  }
+};
 
-  const i64 s_h = i64(g.sd[2]) * g.C, s_d = i64(g.sd[1]) * s_h;
-  const i64 o_h = i64(g.od[2]) * g.C, o_d = i64(g.od[1]) * o_h;
-  const T* sn = src + n * i64(g.sd[0]) * s_d + cc;
-  T* on = out + n * i64(g.od[0]) * o_d + cc;
+// What a block works on (decoded from blockIdx) and a thread's place in it.
+struct Place {
+  int ox0, oy0, c0;  // first W output, first H row (the block's), first channel
+  i64 n;
+};
 
-  // acc[j]: output plane js - 2 + j while source plane js is added (tap kd = 2 - j); shifted down after each plane.
-  float acc[3][kRun];
-#pragma unroll
-  for (int j = 0; j < 3; ++j)
-#pragma unroll
-    for (int r = 0; r < kRun; ++r) acc[j][r] = 0.0f;
+// Column index b -> its W strip, H block, channel group and batch entry (fastest first).
+template <int CH, int RUN>
+__device__ __forceinline__ Place place(const Geo& g, i64 b) {
+  Place pl;
+  pl.ox0 = int(b % g.wstrips) * RUN;
+  b /= g.wstrips;
+  pl.oy0 = int(b % g.hblocks) * kRows;
+  b /= g.hblocks;
+  pl.c0 = int(b % g.cgroups) * CH;
+  pl.n = b / g.cgroups;
+  return pl;
+}
 
-  const T* s0 = sn + i64(ox0 - g.P[2]) * g.C;
-  // The three source rows of plane js this thread reads (zeros outside the source or past the chunk).
-  auto load_plane = [&](int js, float (&v)[3][kRun + 2]) {
-    const int sz = oz0 - g.P[0] + js;
-    const bool zok = live && js < zc + 2 && unsigned(sz) < unsigned(g.sd[0]);
+// A thread's part of the stencil: its VEC channels' 27 taps (flipped for grad-input) and bias, and the
+// accumulators of RUN outputs of the three output planes a source plane meets. Accumulator slot = output plane
+// mod 3, so a plane loop unrolled by 3 finds every slot at a compile-time register (nothing shifted). Each output
+// sums its taps in the order (kd, kh, kw): deterministic, the same order in every kernel of the family.
+template <typename T, int VEC, int RUN>
+struct Lane {
+  float tap[27][VEC], bv[VEC];
+  float acc[3][RUN][VEC];
+
+  __device__ __forceinline__ void init(const Geo& g, const T* w, const T* bias, int c, bool live) {
 #pragma unroll
-    for (int kh = 0; kh < 3; ++kh) {
-      const int sy = oy + kh - g.P[1];
-      const bool ok = zok && unsigned(sy) < unsigned(g.sd[1]);
-      const T* row = s0 + i64(ok ? sz : 0) * s_d + i64(ok ? sy : 0) * s_h;  // at W position ox0 - P2
+    for (int e = 0; e < VEC; ++e) {
 #pragma unroll
-      for (int i = 0; i < kRun + 2; ++i) {
-        const int sx = ox0 - g.P[2] + i;
-        v[kh][i] = ok && unsigned(sx) < unsigned(g.sd[2]) ? to_f(row[i * g.C]) : 0.0f;  // i * C < 2^31 (accepts)
+      for (int t = 0; t < 27; ++t) tap[t][e] = live ? to_f(w[i64(c + e) * 27 + (g.flip ? 26 - t : t)]) : 0.0f;
+      bv[e] = live && bias != nullptr ? to_f(bias[c + e]) : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < 3; ++j)
+#pragma unroll
+      for (int r = 0; r < RUN; ++r)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) acc[j][r][e] = 0.0f;
+  }
+  // Source row kh of plane js (js % 3 == PH): RUN + 2 values into the three output planes js - kd.
+  template <int PH>
+  __device__ __forceinline__ void row(int kh, const float (&v)[RUN + 2][VEC]) {
+#pragma unroll
+    for (int kd = 0; kd < 3; ++kd)
+#pragma unroll
+      for (int kw = 0; kw < 3; ++kw)
+#pragma unroll
+        for (int r = 0; r < RUN; ++r)
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) {
+            float& a = acc[(PH - kd + 3) % 3][r][e];
+            a = fmaf(tap[kd * 9 + kh * 3 + kw][e], v[r + kw][e], a);
+          }
+  }
+  // After source plane js (js % 3 == PH): output plane js - 2 is complete; store it (when js >= 2, into `orow`, the
+  // thread's output row of that plane at W position 0) and clear its slot for plane js + 1.
+  template <int PH>
+  __device__ __forceinline__ void retire(bool store, T* orow, int ox0, int width, int C) {
+    constexpr int SO = (PH + 1) % 3;
+    if (store) {
+#pragma unroll
+      for (int r = 0; r < RUN; ++r) {
+        if (ox0 + r < width) {
+          float f[VEC];
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) f[e] = acc[SO][r][e] + bv[e];
+          Elem<T, VEC>::store(orow + i64(ox0 + r) * C, f);
+        }
       }
     }
-  };
+#pragma unroll
+    for (int r = 0; r < RUN; ++r)
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) acc[SO][r][e] = 0.0f;
+  }
+};
 
-  // Plane js + 1's loads are in flight while plane js is multiplied. Slots of planes outside the chunk (o < 0 or
-  // o >= zc) collect products too but are never stored.
-  float cur[3][kRun + 2], nxt[3][kRun + 2];
-  load_plane(0, cur);
+// ---- staging: boxes of source planes copied into shared memory, kStages planes in flight.
+constexpr int kThreads = kLanes * kRows;
+constexpr int kStages = 3;  // = the accumulator rotation, so stage and slot indices are both js % 3
+
+template <int BYTES>
+__device__ __forceinline__ void cp_async(void* dst, const void* src, bool ok) {
+  const unsigned d = unsigned(__cvta_generic_to_shared(dst));
+  const int n = ok ? BYTES : 0;  // 0: nothing read, BYTES zeros written
+  if constexpr (BYTES == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(src), "n"(BYTES), "r"(n));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// A ROWS x COLS x CH box of one plane (rows from y0, columns from x0, channels from c0 of an H x W x C plane),
+// copied by a block's threads into shared memory [ROWS][COLS][CH]; elements outside the plane or past C read zero
+// (the zero padding). CB: bytes a copy moves with cp.async (16, or 4 where rows are not 16-byte aligned), or 0: one
+// element at a time through registers (16-bit rows of an odd C, or tensors not 4-byte aligned). A thread's copies
+// are q = threadIdx.x + kThreads k; where they are few, their offsets and in-plane bits are worked out once.
+template <typename T, int CB, int ROWS, int COLS, int CH>
+struct Box {
+  static constexpr int PER = CB == 0 ? 1 : CB / int(sizeof(T));  // channels a copy moves
+  static constexpr int COPIES = ROWS * COLS * (CH / PER);
+  static constexpr int NQ = (COPIES + kThreads - 1) / kThreads;
+  static constexpr bool kHeld = NQ <= 4;
+  i64 off[kHeld ? NQ : 1];
+  unsigned held = 0;
+  int y0, x0, c0, H, W, C;
+
+  __device__ __forceinline__ bool locate(int q, i64& o) const {
+    const int k = q % (CH / PER), pos = q / (CH / PER);
+    const int sy = y0 + pos / COLS, sx = x0 + pos % COLS, ch = c0 + k * PER;
+    const bool in = unsigned(sy) < unsigned(H) && unsigned(sx) < unsigned(W) && ch < C;
+    o = in ? (i64(sy) * W + sx) * C + ch : 0;
+    return in;
+  }
+  __device__ __forceinline__ void init(int y, int x, int c, int h, int w, int channels) {
+    y0 = y, x0 = x, c0 = c, H = h, W = w, C = channels;
+    held = 0;
+    if constexpr (kHeld) {
+#pragma unroll
+      for (int k = 0; k < NQ; ++k) {
+        const int q = threadIdx.x + k * kThreads;
+        off[k] = 0;
+        if (q < COPIES && locate(q, off[k])) held |= 1u << k;
+      }
+    }
+  }
+  // The box of `plane` (a pointer to its element (0, 0, 0); `live`: the plane lies inside the volume) into `dst`.
+  __device__ __forceinline__ void copy(T* dst, const T* plane, bool live, const T* any) const {
+    auto one = [&](int q, bool in, i64 o) {
+      if constexpr (CB == 0)
+        dst[q] = in ? plane[o] : from_f<T>(0.0f);
+      else
+        cp_async<CB>(reinterpret_cast<char*>(dst) + q * CB, in ? plane + o : any, in);
+    };
+    if constexpr (kHeld) {
+#pragma unroll
+      for (int k = 0; k < NQ; ++k) {
+        const int q = threadIdx.x + k * kThreads;
+        if (k + 1 < NQ || q < COPIES) one(q, live && (held >> k & 1u), off[k]);
+      }
+    } else {
 #pragma unroll 1
-  for (int js = 0; js < zc + 2; ++js) {
-    load_plane(js + 1, nxt);
+      for (int q = threadIdx.x; q < COPIES; q += kThreads) {
+        i64 o;
+        const bool in = locate(q, o) && live;
+        one(q, in, o);
+      }
+    }
+  }
+};
+
+// A block's share of a sequence of (column, output plane) pairs, planes [b * per, (b + 1) * per): one segment per
+// column it meets (each segment reads two halo planes more than it writes). Calls f(column, first plane, planes).
+template <typename F>
+__device__ __forceinline__ void for_segments(i64 b, i64 per, i64 columns, int planes, F&& f) {
+  i64 cur = b * per;
+  const i64 end = min(columns * planes, cur + per);
+#pragma unroll 1
+  while (cur < end) {
+    const int z = int(cur % planes), len = int(min(i64(planes - z), end - cur));
+    f(cur / planes, z, len);
+    cur += len;
+    __syncthreads();  // the next segment's first copies overwrite stages this one's last plane may still be read from
+  }
+}
+
+// ---- forward and grad-input. A thread: channels c0 + VEC lane .. + VEC - 1, output row oy0 + warp, outputs
+// ox0 .. ox0 + RUN - 1 of each plane of a segment; a column is one (W strip, H block, channel group, batch entry)
+// and all its D planes. The grid is one wave of blocks sharing the columns' planes evenly (they end together).
+// Each source plane's (4 + 2) rows x (RUN + 2) columns x CH channels come through shared memory; every warp reads
+// its three rows from there.
+template <typename T, int VEC, int RUN, int CB>
+__global__ void __launch_bounds__(kThreads, 4) depthwise3_kernel(const T* __restrict__ src, const T* __restrict__ w,
+                                                                 const T* __restrict__ bias, T* __restrict__ out,
+                                                                 const Geo g) {
+  constexpr int CH = kLanes * VEC, COLS = RUN + 2, ROWS = kRows + 2;
+  __shared__ __align__(16) T stage[kStages][ROWS][COLS][CH];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const i64 s_h = i64(g.sd[2]) * g.C, s_d = i64(g.sd[1]) * s_h;
+  const i64 o_h = i64(g.od[2]) * g.C, o_d = i64(g.od[1]) * o_h;
+
+  for_segments(blockIdx.x, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
+    const Place pl = place<CH, RUN>(g, column);
+    const int c = pl.c0 + lane * VEC, oy = pl.oy0 + warp;
+    const bool live = c < g.C && oy < g.od[1];  // computes and stores (every thread copies and synchronises)
+    Lane<T, VEC, RUN> ln;
+    ln.init(g, w, bias, live ? c : 0, live);
+    const T* sn = src + pl.n * i64(g.sd[0]) * s_d;
+    T* orow0 = out + pl.n * i64(g.od[0]) * o_d + i64(oy) * o_h + c;
+    Box<T, CB, ROWS, COLS, CH> box;
+    box.init(pl.oy0 - g.P[1], pl.ox0 - g.P[2], pl.c0, g.sd[1], g.sd[2], g.C);
+
+    auto issue = [&](int js, auto stage_index) {  // source plane js into its stage (a group even past the last:
+      const int sz = z - g.P[0] + js;               // the waits count groups)
+      const bool in = js < len + 2 && unsigned(sz) < unsigned(g.sd[0]);
+      box.copy(&stage[decltype(stage_index)::value][0][0][0], sn + i64(in ? sz : 0) * s_d, in, src);
+      cp_commit();
+    };
+    auto step = [&](int js, auto phase) {
+      constexpr int PH = decltype(phase)::value;  // js % 3: the stage and the accumulator rotation
+      cp_wait<kStages - 2>();                     // plane js's copies (this thread's) are in
+      __syncthreads();                            // everyone's; and everyone is done with plane js - 1's stage
+      issue(js + kStages - 1, IC<(PH + kStages - 1) % kStages>{});  // into the stage plane js - 1 used
+      if (live) {
 #pragma unroll
-    for (int kh = 0; kh < 3; ++kh)
+        for (int kh = 0; kh < 3; ++kh) {
+          float v[COLS][VEC];
 #pragma unroll
-      for (int j = 0; j < 3; ++j)
-#pragma unroll
-        for (int kw = 0; kw < 3; ++kw) {
-          const float wv = s_w[(2 - j) * 9 + kh * 3 + kw][lane];
-#pragma unroll
-          for (int r = 0; r < kRun; ++r) acc[j][r] = fmaf(wv, cur[kh][r + kw], acc[j][r]);
+          for (int i = 0; i < COLS; ++i)
+            Elem<T, VEC>::unpack(Elem<T, VEC>::load_shared(&stage[PH][warp + kh][i][lane * VEC]), v[i]);
+          ln.template row<PH>(kh, v);
         }
-    const int o = js - 2;  // complete: all three of its source planes are in
-    if (o >= 0 && live) {
-      T* orow = on + i64(oz0 + o) * o_d + i64(oy) * o_h;
-#pragma unroll
-      for (int r = 0; r < kRun; ++r)
-        if (ox0 + r < g.od[2]) orow[i64(ox0 + r) * g.C] = from_f<T>(acc[0][r] + bv);
+      }
+      ln.template retire<PH>(live && js >= 2, orow0 + i64(z + js - 2) * o_d, pl.ox0, g.od[2], g.C);
+    };
+    static_assert(kStages == 3, "the prologue fills kStages - 1 stages");
+    issue(0, IC<0>{});
+    issue(1, IC<1>{});
+#pragma unroll 1
+    for (int js = 0; js < len + 2; js += 3) {
+      step(js, IC<0>{});
+      if (js + 1 < len + 2) step(js + 1, IC<1>{});
+      if (js + 2 < len + 2) step(js + 2, IC<2>{});
     }
+    cp_wait<0>();
+  });
+}
+
+// ---- grad-weight: dw[c][kd][kh][kw] = sum over positions of dy[o] x[o + tap - pad]. A block owns one channel
+// group and a share of its (W strip, H block, batch entry) columns' planes; a thread sums its channels' 27 taps
+// over its row and strip of every dy plane it meets, x planes and dy planes both staged (x with its halo); dy plane
+// js - kd stays in registers (slot (js - kd) mod 3) while x plane js is in. Each warp's sums go to its own slot of
+// the workspace and a second kernel adds them up in a fixed order: deterministic.
+template <typename T, int VEC, int RUN, int CB>
+__global__ void __launch_bounds__(kThreads, 4) depthwise3_wgrad_kernel(const T* __restrict__ x, const T* __restrict__ dy,
+                                                                       float* __restrict__ part, const Geo g) {
+  constexpr int CH = kLanes * VEC, COLS = RUN + 2, ROWS = kRows + 2;
+  __shared__ __align__(16) T xs[kStages][ROWS][COLS][CH];
+  __shared__ __align__(16) T ds[kStages][kRows][RUN][CH];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int cg = int(blockIdx.x % unsigned(g.cgroups)), b = int(blockIdx.x / unsigned(g.cgroups));
+  const int c0 = cg * CH, c = c0 + lane * VEC;
+  const i64 s_d = i64(g.sd[1]) * g.sd[2] * g.C, o_d = i64(g.od[1]) * g.od[2] * g.C;
+
+  float acc[27][VEC];
 #pragma unroll
-    for (int r = 0; r < kRun; ++r) {
-      acc[0][r] = acc[1][r];
-      acc[1][r] = acc[2][r];
-      acc[2][r] = 0.0f;
+  for (int t = 0; t < 27; ++t)
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[t][e] = 0.0f;
+
+  for_segments(b, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
+    const int ox0 = int(column % g.wstrips) * RUN;
+    column /= g.wstrips;
+    const int oy0 = int(column % g.hblocks) * kRows;
+    const i64 n = column / g.hblocks;
+    const bool live = c < g.C && oy0 + warp < g.od[1];
+    const T* xn = x + n * i64(g.sd[0]) * s_d;
+    const T* dn = dy + n * i64(g.od[0]) * o_d;
+    Box<T, CB, ROWS, COLS, CH> xb;
+    xb.init(oy0 - g.P[1], ox0 - g.P[2], c0, g.sd[1], g.sd[2], g.C);
+    Box<T, CB, kRows, RUN, CH> db;
+    db.init(oy0, ox0, c0, g.od[1], g.od[2], g.C);
+    float dv[3][RUN][VEC];  // dy planes js, js - 1, js - 2 (those before the segment: zeros)
+#pragma unroll
+    for (int j = 0; j < 3; ++j)
+#pragma unroll
+      for (int r = 0; r < RUN; ++r)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) dv[j][r][e] = 0.0f;
+
+    auto issue = [&](int js, auto stage_index) {  // x plane js and dy plane js (zeros past the segment)
+      constexpr int S = decltype(stage_index)::value;
+      const int xz = z - g.P[0] + js;
+      const bool xin = js < len + 2 && unsigned(xz) < unsigned(g.sd[0]);
+      xb.copy(&xs[S][0][0][0], xn + i64(xin ? xz : 0) * s_d, xin, x);
+      db.copy(&ds[S][0][0][0], dn + i64(js < len ? z + js : 0) * o_d, js < len, dy);
+      cp_commit();
+    };
+    auto step = [&](int js, auto phase) {
+      constexpr int PH = decltype(phase)::value;
+      cp_wait<kStages - 2>();
+      __syncthreads();
+      issue(js + kStages - 1, IC<(PH + kStages - 1) % kStages>{});
+      if (live) {
+#pragma unroll
+        for (int r = 0; r < RUN; ++r)
+          Elem<T, VEC>::unpack(Elem<T, VEC>::load_shared(&ds[PH][warp][r][lane * VEC]), dv[PH][r]);
+#pragma unroll
+        for (int kh = 0; kh < 3; ++kh) {
+          float v[COLS][VEC];
+#pragma unroll
+          for (int i = 0; i < COLS; ++i)
+            Elem<T, VEC>::unpack(Elem<T, VEC>::load_shared(&xs[PH][warp + kh][i][lane * VEC]), v[i]);
+#pragma unroll
+          for (int kd = 0; kd < 3; ++kd)
+#pragma unroll
+            for (int kw = 0; kw < 3; ++kw)
+#pragma unroll
+              for (int r = 0; r < RUN; ++r)
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) {
+                  float& a = acc[kd * 9 + kh * 3 + kw][e];
+                  a = fmaf(dv[(PH - kd + 3) % 3][r][e], v[r + kw][e], a);
+                }
+        }
+      }
+    };
+    issue(0, IC<0>{});
+    issue(1, IC<1>{});
+#pragma unroll 1
+    for (int js = 0; js < len + 2; js += 3) {
+      step(js, IC<0>{});
+      if (js + 1 < len + 2) step(js + 1, IC<1>{});
+      if (js + 2 < len + 2) step(js + 2, IC<2>{});
     }
+    cp_wait<0>();
+  });
+
+  float* mine = part + ((i64(cg) * (gridDim.x / g.cgroups) + b) * kRows + warp) * 27 * CH + lane * VEC;
 #pragma unroll
-    for (int kh = 0; kh < 3; ++kh)
+  for (int t = 0; t < 27; ++t)
 #pragma unroll
-      for (int i = 0; i < kRun + 2; ++i) cur[kh][i] = nxt[kh][i];
+    for (int e = 0; e < VEC; ++e) mine[t * CH + e] = acc[t][e];
+}
+
+// dw[c][t] = the sum of the partial sums of c's group: its blocks' warps k = 0 .. K - 1 (K = blocks x 4) dealt to
+// kSlices threads (slice j: k = j, j + kSlices, ... in order), the slices then added in order: a fixed order.
+// A block: one tap, 32 channels.
+constexpr int kSlices = 8;
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kSlices) depthwise3_wgrad_reduce_kernel(const float* __restrict__ part,
+                                                                              T* __restrict__ dw, int C, int CH,
+                                                                              int blocks) {
+  __shared__ float sums[kSlices][32];
+  const int t = int(blockIdx.x % 27u), c = int(blockIdx.x / 27u) * 32 + (threadIdx.x & 31);
+  const int slice = threadIdx.x >> 5, K = blocks * kRows;
+  float s = 0.0f;
+  if (c < C) {
+    const float* p = part + i64(c / CH) * K * 27 * CH + t * CH + c % CH;
+    for (int k = slice; k < K; k += kSlices) s += p[i64(k) * 27 * CH];
+  }
+  sums[slice][threadIdx.x & 31] = s;
+  __syncthreads();
+  if (slice == 0 && c < C) {
+#pragma unroll
+    for (int j = 1; j < kSlices; ++j) s += sums[j][threadIdx.x];
+    dw[i64(c) * 27 + t] = from_f<T>(s);
   }
 }
 
@@ -147,9 +438,24 @@ std::string launch_error(const char* what) {
 
 int ceil_div(i64 a, i64 b) { return int((a + b - 1) / b); }
 
-template <typename T>
-std::string run_stencil(const ConvProblem& p, const void* src, const void* w, const void* bias, void* out, bool dgrad,
-                        cudaStream_t st) {
+// ---- host side: the shape of a launch.
+
+// How a launch reads its tensors: VEC channels a lane, CB bytes a copy (see Box).
+struct Access {
+  int vec, cb;
+};
+Access access_for(int C, size_t es, std::initializer_list<const void*> reads, std::initializer_list<const void*> all) {
+  uintptr_t r = 0, a = 0;
+  for (const void* p : reads) r |= reinterpret_cast<uintptr_t>(p);
+  for (const void* p : all) a |= reinterpret_cast<uintptr_t>(p);
+  const bool words = (C * es) % 4 == 0 && (a & 3) == 0;  // every element run 4-byte aligned
+  const bool rows16 = (C * es) % 16 == 0 && (r & 15) == 0;
+  if (es == 4) return {1, rows16 ? 16 : 4};
+  if (!words) return {1, 0};  // 16-bit, odd C or unaligned: element copies
+  return {2, rows16 ? 16 : 4};
+}
+
+Geo geo_of(const ConvProblem& p, bool dgrad) {  // dgrad: the grad-input stencil (dy -> dx, filter flipped)
   Geo g{};
   g.C = int(p.out_channels);
   for (int a = 0; a < 3; ++a) {
@@ -158,20 +464,120 @@ std::string run_stencil(const ConvProblem& p, const void* src, const void* w, co
     g.P[a] = int(dgrad ? 2 - p.pad_lo[a] : p.pad_lo[a]);
   }
   g.flip = dgrad ? 1 : 0;
-  g.wstrips = ceil_div(g.od[2], kRun);
   g.hblocks = ceil_div(g.od[1], kRows);
-  g.cgroups = ceil_div(g.C, kLanes);
-  g.chunks = ceil_div(g.od[0], kChunk);
-  const i64 blocks = i64(g.wstrips) * g.hblocks * g.cgroups * g.chunks * p.batch;
-  if (blocks > INT_MAX) return "stencil: problem too large for one grid";
+  return g;
+}
+
+// Blocks a device holds at once of `kernel`, per device ordinal (0 when it cannot say).
+template <typename K>
+int resident_blocks(K kernel) {
+  static std::atomic<int> cache[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
+  int n = cache[dev].load(std::memory_order_relaxed);
+  if (n == 0) {
+    int sms = 0, per_sm = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess)
+      return 0;
+    n = sms * per_sm;
+    cache[dev].store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+// Forward / grad-input: one wave of blocks over every column's planes, at least kMinPlanes planes a block.
+
+template <typename T, int VEC, int RUN, int CB>
+std::string launch_fwd(Geo g, i64 batch, const T* s, const T* w, const T* b, T* o, cudaStream_t st) {
+  const int slots = resident_blocks(depthwise3_kernel<T, VEC, RUN, CB>);
+  if (slots <= 0) {
+    cudaGetLastError();
+    return "stencil: cannot read the device's size";
+  }
+  g.wstrips = ceil_div(g.od[2], RUN);
+  g.cgroups = ceil_div(g.C, kLanes * VEC);
+  g.columns = i64(g.wstrips) * g.hblocks * g.cgroups * batch;
+  const i64 planes = g.columns * g.od[0];
+  const i64 blocks = std::min<i64>(slots, (planes + kMinPlanes - 1) / kMinPlanes);
+  g.per = (planes + blocks - 1) / blocks;
+  depthwise3_kernel<T, VEC, RUN, CB><<<unsigned(blocks), kThreads, 0, st>>>(s, w, b, o, g);
+  return "";
+}
+
+template <typename T, int VEC>
+std::string fwd_runs(const Geo& g, i64 batch, int cb, const T* s, const T* w, const T* b, T* o, cudaStream_t st) {
+  const int run = run_for(VEC, g.od[2]);  // stencil.h
+  if constexpr (VEC == 2) {
+    return cb == 16 ? launch_fwd<T, 2, 4, 16>(g, batch, s, w, b, o, st) : launch_fwd<T, 2, 4, 4>(g, batch, s, w, b, o, st);
+  } else if constexpr (sizeof(T) == 2) {  // element copies
+    return run == 7 ? launch_fwd<T, 1, 7, 0>(g, batch, s, w, b, o, st) : launch_fwd<T, 1, 8, 0>(g, batch, s, w, b, o, st);
+  } else if (cb == 16) {
+    return run == 7 ? launch_fwd<T, 1, 7, 16>(g, batch, s, w, b, o, st) : launch_fwd<T, 1, 8, 16>(g, batch, s, w, b, o, st);
+  } else {
+    return run == 7 ? launch_fwd<T, 1, 7, 4>(g, batch, s, w, b, o, st) : launch_fwd<T, 1, 8, 4>(g, batch, s, w, b, o, st);
+  }
+}
+
+template <typename T>
+std::string run_stencil(const ConvProblem& p, const void* src, const void* w, const void* bias, void* out, bool dgrad,
+                        cudaStream_t st) {
+  const Geo g = geo_of(p, dgrad);
+  const Access acc = access_for(g.C, sizeof(T), {src}, {src, out});
   const T* s = static_cast<const T*>(src);
   const T* wt = static_cast<const T*>(w);
+  const T* bs = static_cast<const T*>(bias);
   T* o = static_cast<T*>(out);
-  if (bias != nullptr)
-    depthwise3_kernel<T, true><<<unsigned(blocks), kLanes * kRows, 0, st>>>(s, wt, static_cast<const T*>(bias), o, g);
-  else
-    depthwise3_kernel<T, false><<<unsigned(blocks), kLanes * kRows, 0, st>>>(s, wt, nullptr, o, g);
-  return launch_error(dgrad ? "grad-input" : "forward");
+  std::string err;
+  if constexpr (sizeof(T) == 2) {
+    err = acc.vec == 2 ? fwd_runs<T, 2>(g, p.batch, acc.cb, s, wt, bs, o, st)
+                       : fwd_runs<T, 1>(g, p.batch, acc.cb, s, wt, bs, o, st);
+  } else {
+    err = fwd_runs<T, 1>(g, p.batch, acc.cb, s, wt, bs, o, st);
+  }
+  return err.empty() ? launch_error(dgrad ? "grad-input" : "forward") : err;
+}
+
+template <typename T, int VEC, int RUN, int CB>
+std::string launch_wgrad(const ConvProblem& p, const WgradShape& sh, const T* x, const T* dy, T* dw, float* part,
+                         cudaStream_t st) {
+  Geo g = geo_of(p, false);
+  g.wstrips = ceil_div(g.od[2], RUN);
+  g.cgroups = sh.cgroups;
+  g.columns = sh.columns;
+  g.per = sh.per;
+  depthwise3_wgrad_kernel<T, VEC, RUN, CB><<<unsigned(sh.cgroups * sh.blocks), kThreads, 0, st>>>(x, dy, part, g);
+  depthwise3_wgrad_reduce_kernel<T><<<27 * ceil_div(g.C, 32), 32 * kSlices, 0, st>>>(part, dw, g.C, kLanes * VEC,
+                                                                                     sh.blocks);
+  return "";
+}
+
+template <typename T>
+std::string run_wgrad(const ConvProblem& p, const void* x, const void* dy, void* dw, void* workspace,
+                      size_t workspace_bytes, cudaStream_t st) {
+  const Access acc = access_for(int(p.out_channels), sizeof(T), {x, dy}, {x, dy});
+  const WgradShape sh = wgrad_shape(p, acc.vec);
+  if (workspace == nullptr || workspace_bytes < wgrad_part_bytes(sh)) return "stencil: grad-weight workspace too small";
+  const T* xs = static_cast<const T*>(x);
+  const T* ds = static_cast<const T*>(dy);
+  T* o = static_cast<T*>(dw);
+  float* part = static_cast<float*>(workspace);
+  std::string err;
+  if constexpr (sizeof(T) == 2) {
+    if (acc.vec == 2)
+      err = acc.cb == 16 ? launch_wgrad<T, 2, 4, 16>(p, sh, xs, ds, o, part, st)
+                         : launch_wgrad<T, 2, 4, 4>(p, sh, xs, ds, o, part, st);
+    else
+      err = sh.run == 7 ? launch_wgrad<T, 1, 7, 0>(p, sh, xs, ds, o, part, st)
+                        : launch_wgrad<T, 1, 8, 0>(p, sh, xs, ds, o, part, st);
+  } else if (acc.cb == 16) {
+    err = sh.run == 7 ? launch_wgrad<T, 1, 7, 16>(p, sh, xs, ds, o, part, st)
+                      : launch_wgrad<T, 1, 8, 16>(p, sh, xs, ds, o, part, st);
+  } else {
+    err = sh.run == 7 ? launch_wgrad<T, 1, 7, 4>(p, sh, xs, ds, o, part, st)
+                      : launch_wgrad<T, 1, 8, 4>(p, sh, xs, ds, o, part, st);
+  }
+  return err.empty() ? launch_error("grad-weight") : err;
 }
 
 std::string run(const ConvProblem& p, DType t, const void* src, const void* w, const void* bias, void* out, bool dgrad,
@@ -193,6 +599,17 @@ std::string fwd(const ConvProblem& p, DType t, const void* x, const void* w, con
 
 std::string dgrad(const ConvProblem& p, DType t, const void* dy, const void* w, void* dx, void* stream) {
   return run(p, t, dy, w, nullptr, dx, true, stream);
+}
+
+std::string wgrad(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,
+                  size_t workspace_bytes, void* stream) {
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  switch (t) {
+    case DType::kF32: return run_wgrad<float>(p, x, dy, dw, workspace, workspace_bytes, st);
+    case DType::kBF16: return run_wgrad<__nv_bfloat16>(p, x, dy, dw, workspace, workspace_bytes, st);
+    case DType::kF16: return run_wgrad<__half>(p, x, dy, dw, workspace, workspace_bytes, st);
+    default: return "stencil: unsupported dtype";
+  }
 }
 
 }  // namespace stencil

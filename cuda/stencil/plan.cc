@@ -1,4 +1,5 @@
-// The stencil family's host-side answers (see stencil.h): which problems it takes and its kernel names.
+// The stencil family's host-side answers (see stencil.h): which problems it takes, its kernel names, the shape of
+// its grad-weight grid and workspace.
 #include <algorithm>
 
 #include "stencil/stencil.h"
@@ -6,8 +7,7 @@
 namespace jaxconv3d {
 namespace stencil {
 
-bool accepts(Op op, const ConvProblem& p, DType t) {
-  if (op == Op::kWgrad) return false;  // sm80's (stencil.h says why)
+bool accepts(Op, const ConvProblem& p, DType t) {
   if (p.layout != Layout::kNDHWC) return false;
   if (t != DType::kF32 && t != DType::kBF16 && t != DType::kF16) return false;
   if (p.in_per_group() != 1 || p.out_per_group() != 1) return false;  // depthwise, channel multiplier 1
@@ -22,11 +22,43 @@ bool accepts(Op op, const ConvProblem& p, DType t) {
 
 const char* tile(Op op) {
   switch (op) {
-    case Op::kFwd: return "depthwise3_ndhwc_32x4x8_d16";
-    case Op::kDgrad: return "depthwise3_ndhwc_32x4x8_d16_flipped";
-    case Op::kWgrad: return "";
+    case Op::kFwd: return "depthwise3_ndhwc_staged";
+    case Op::kDgrad: return "depthwise3_ndhwc_staged_flipped";
+    case Op::kWgrad: return "depthwise3_ndhwc_staged_27sums";
   }
   return "";
+}
+
+namespace {
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace
+
+int run_for(int vec, int64_t width) {
+  if (vec == 2) return 4;
+  return (7 - width % 7) % 7 < (8 - width % 8) % 8 ? 7 : 8;
+}
+
+WgradShape wgrad_shape(const ConvProblem& p, int vec) {
+  WgradShape s{};
+  s.vec = vec;
+  s.run = run_for(vec, p.out[2]);
+  s.cgroups = int(ceil_div(p.out_channels, kLanes * vec));
+  s.columns = ceil_div(p.out[2], s.run) * ceil_div(p.out[1], kRows) * p.batch;
+  const int64_t planes = s.columns * p.out[0];
+  s.blocks = int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(512, s.cgroups), ceil_div(planes, kMinPlanes))));
+  s.per = ceil_div(planes, s.blocks);
+  return s;
+}
+
+size_t wgrad_part_bytes(const WgradShape& s) {
+  return size_t(s.cgroups) * size_t(s.blocks) * kRows * 27 * kLanes * size_t(s.vec) * sizeof(float);
+}
+
+size_t workspace_bytes(Op op, const ConvProblem& p, DType t) {
+  if (op != Op::kWgrad) return 0;
+  // 16-bit tensors run two channels a lane where they are aligned and one where not: room for either
+  const size_t one = wgrad_part_bytes(wgrad_shape(p, 1));
+  return t == DType::kF32 ? one : std::max(one, wgrad_part_bytes(wgrad_shape(p, 2)));
 }
 
 }  // namespace stencil

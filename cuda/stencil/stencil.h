@@ -1,15 +1,17 @@
-// The stencil family: forward and grad-input of depthwise 3x3x3 layers (stride 1, dilation 1, one input and one
-// output channel per group) read and written channels-last (NDHWC / ODHWI), as channels_last_3d torch tensors and
-// layout="NDHWC" JAX arrays hold them, so such a layer runs with no layout transposes. Plain CUDA (no tensor cores:
-// a depthwise layer is memory-bound), any compute capability the extension is built for.
-//   forward     y = x (*) w + b: a warp's lanes are 32 consecutive channels, a thread owns kRun outputs along W of
-//               one H row and walks its block's D chunk source plane by source plane, each plane's three rows
-//               feeding the three output planes it meets (accumulators shifted every plane), the next plane's rows
-//               loaded while the current one is multiplied, the 27 taps in shared memory;
-//   grad-input  the same stencil on dy with the filter flipped (pad' = 2 - pad).
-// Grad-weight is not the family's: a channels-last kernel (27 sums a thread, each output row walked along W) ran
-// 2-2.6x slower than sm80's NCDHW one and lost to it even with the two transposes (docs/perf.md v11), so it was
-// removed and the rule table hands channels-last grad-weight to sm80.
+// The stencil family: forward, grad-input and grad-weight of depthwise 3x3x3 layers (stride 1, dilation 1, one
+// input and one output channel per group) read and written channels-last (NDHWC / ODHWI), as channels_last_3d torch
+// tensors and layout="NDHWC" JAX arrays hold them, so such a layer runs with no layout transposes. Plain CUDA FFMA
+// (no tensor cores: a depthwise layer has no channel reduction), any GPU from sm_80 (cp.async).
+//   forward     y = x (*) w + b: a warp's lanes are 32 (float32) or 64 (16-bit, two a lane) consecutive channels,
+//               a block's 4 warps 4 output rows; a thread owns RUN outputs along W (7 or 8; 16-bit pairs 4). Each
+//               source plane's (4 + 2) x (RUN + 2) x channels box is copied into shared memory with cp.async, three
+//               planes in flight, and every warp reads its three rows from there; accumulators of the three output
+//               planes a source plane meets rotate by unrolling (no moves). The grid is one wave of blocks sharing
+//               every column's (W strip, H block, channel group, batch entry) D planes evenly;
+//   grad-input  the same stencil on dy with the filter flipped (pad' = 2 - pad);
+//   grad-weight the same walk over x planes, dy's planes staged too, a thread summing its channels' 27 taps; each
+//               warp's sums to a workspace slot, then added up in a fixed order by a second kernel (deterministic;
+//               the block count comes from the problem alone, not the device).
 // This header is plain C++ (the dispatcher includes it without nvcc); the kernels are in depthwise_ndhwc.cu.
 #pragma once
 
@@ -22,20 +24,34 @@
 namespace jaxconv3d {
 namespace stencil {
 
-constexpr int kLanes = 32;   // channels a block covers (a warp's lanes)
-constexpr int kRows = 4;     // H rows a block covers (one warp each)
-constexpr int kRun = 8;      // W outputs a thread owns
-constexpr int kChunk = 16;   // D output planes a block walks
+constexpr int kLanes = 32;  // a warp's lanes: channels (two a lane for 16-bit pairs)
+constexpr int kRows = 4;    // H rows a block covers (one warp each)
+constexpr int kMinPlanes = 8;  // output planes a block at least (a column segment reads two halo planes more)
 
-// Whether the family runs `op` (forward or grad-input) on p in dtype t (layout, shape, strides, groups and extents;
-// any math mode: the kernels are float32 FFMA, accurate in every mode). No workspace.
+// The run a thread owns along W: 4 for 16-bit pairs (vec = 2); else of 7 and 8, the one leaving fewer idle outputs.
+int run_for(int vec, int64_t width);
+
+// Grad-weight's grid: blocks per channel group from the problem alone (the workspace is sized before the launch,
+// and the order of the sums must not depend on the device), about 512 in all, at least kMinPlanes planes each.
+struct WgradShape {
+  int vec, run, cgroups, blocks;  // channels a lane, W outputs a thread, channel groups, blocks per group
+  int64_t columns, per;           // (W strip, H block, batch entry) columns of a group; dy planes a block
+};
+WgradShape wgrad_shape(const ConvProblem& p, int vec);
+size_t wgrad_part_bytes(const WgradShape& s);  // the workspace: a float per (group, block, warp, tap, channel)
+
+// Whether the family runs `op` on p in dtype t (layout, shape, strides, groups and extents; any math mode: the
+// kernels are float32 FFMA, accurate in every mode).
 bool accepts(Op op, const ConvProblem& p, DType t);
-// Its kernel's name for explain().
+// Its kernel's name for explain(), and its workspace (grad-weight's partial sums; the others none).
 const char* tile(Op op);
+size_t workspace_bytes(Op op, const ConvProblem& p, DType t);
 
 // The launches (depthwise_ndhwc.cu; an error string, empty on success). Tensors are NDHWC / ODHWI.
 std::string fwd(const ConvProblem& p, DType t, const void* x, const void* w, const void* bias, void* y, void* stream);
 std::string dgrad(const ConvProblem& p, DType t, const void* dy, const void* w, void* dx, void* stream);
+std::string wgrad(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,
+                  size_t workspace_bytes, void* stream);
 
 }  // namespace stencil
 }  // namespace jaxconv3d
