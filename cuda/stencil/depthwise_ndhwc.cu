@@ -75,6 +75,27 @@ struct Elem {
   }
 };
 
+// Calls f(kd, kw, r, e) for every tap depth kd, tap column kw, output r of a thread's run and channel e of its VEC:
+// the order every sum of the family adds its products in.
+template <int RUN, int VEC, typename F>
+__device__ __forceinline__ void each_product(F&& f) {
+#pragma unroll
+  for (int kd = 0; kd < 3; ++kd)
+#pragma unroll
+    for (int kw = 0; kw < 3; ++kw)
+#pragma unroll
+      for (int r = 0; r < RUN; ++r)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) f(kd, kw, r, e);
+}
+
+// A lane's VEC channels of N consecutive elements of a shared-memory row of CH-channel elements, as floats.
+template <typename T, int VEC, int N, int CH>
+__device__ __forceinline__ void read_row(const T* p, float (&v)[N][VEC]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) Elem<T, VEC>::unpack(Elem<T, VEC>::load_shared(p + i * CH), v[i]);
+}
+
 // What a block works on (decoded from blockIdx) and a thread's place in it.
 struct Place {
   int ox0, oy0, c0;  // first W output, first H row (the block's), first channel
@@ -120,31 +141,27 @@ struct Lane {
   // Source row kh of plane js (js % 3 == PH): RUN + 2 values into the three output planes js - kd.
   template <int PH>
   __device__ __forceinline__ void row(int kh, const float (&v)[RUN + 2][VEC]) {
-#pragma unroll
-    for (int kd = 0; kd < 3; ++kd)
-#pragma unroll
-      for (int kw = 0; kw < 3; ++kw)
-#pragma unroll
-        for (int r = 0; r < RUN; ++r)
-#pragma unroll
-          for (int e = 0; e < VEC; ++e) {
-            float& a = acc[(PH - kd + 3) % 3][r][e];
-            a = fmaf(tap[kd * 9 + kh * 3 + kw][e], v[r + kw][e], a);
-          }
+    each_product<RUN, VEC>([&](int kd, int kw, int r, int e) {
+      float& a = acc[(PH - kd + 3) % 3][r][e];
+      a = fmaf(tap[kd * 9 + kh * 3 + kw][e], v[r + kw][e], a);
+    });
   }
   // After source plane js (js % 3 == PH): output plane js - 2 is complete; store it (when js >= 2, into `orow`, the
-  // thread's output row of that plane at W position 0) and clear its slot for plane js + 1.
+  // thread's output row of that plane at W position 0) and clear its slot for plane js + 1. Strips wholly inside
+  // the row store without a check each.
   template <int PH>
   __device__ __forceinline__ void retire(bool store, T* orow, int ox0, int width, int C) {
     constexpr int SO = (PH + 1) % 3;
     if (store) {
+      T* p = orow + i64(ox0) * C;
+      const bool whole = ox0 + RUN <= width;
 #pragma unroll
-      for (int r = 0; r < RUN; ++r) {
-        if (ox0 + r < width) {
+      for (int r = 0; r < RUN; ++r, p += C) {
+        if (whole || ox0 + r < width) {
           float f[VEC];
 #pragma unroll
           for (int e = 0; e < VEC; ++e) f[e] = acc[SO][r][e] + bv[e];
-          Elem<T, VEC>::store(orow + i64(ox0 + r) * C, f);
+          Elem<T, VEC>::store(p, f);
         }
       }
     }
@@ -206,13 +223,14 @@ struct Box {
       }
     }
   }
-  // The box of `plane` (a pointer to its element (0, 0, 0); `live`: the plane lies inside the volume) into `dst`.
-  __device__ __forceinline__ void copy(T* dst, const T* plane, bool live, const T* any) const {
+  // The box of `plane` (a pointer to its element (0, 0, 0), inside the tensor; `live`: the plane lies inside the
+  // volume) into `dst`. Copies outside read nothing but still name an address inside the tensor (offset 0).
+  __device__ __forceinline__ void copy(T* dst, const T* plane, bool live) const {
     auto one = [&](int q, bool in, i64 o) {
       if constexpr (CB == 0)
         dst[q] = in ? plane[o] : from_f<T>(0.0f);
       else
-        cp_async<CB>(reinterpret_cast<char*>(dst) + q * CB, in ? plane + o : any, in);
+        cp_async<CB>(reinterpret_cast<char*>(dst) + q * CB, plane + o, in);
     };
     if constexpr (kHeld) {
 #pragma unroll
@@ -246,6 +264,31 @@ __device__ __forceinline__ void for_segments(i64 b, i64 per, i64 columns, int pl
   }
 }
 
+// One segment's plane pipeline over source planes js = 0 .. len + 1: planes 0 and 1 issued, then for each js: wait
+// for its copies and everyone's (which also frees plane js - 1's stage), issue plane js + 2 into that stage, and
+// run body(js, phase), phase = js % 3 a compile-time constant (its stage and accumulator slot); nothing left in
+// flight at the end. issue(j, stage) must commit one group a call, even past the last plane: the waits count groups.
+template <typename Issue, typename Body>
+__device__ __forceinline__ void pipeline(int len, Issue&& issue, Body&& body) {
+  static_assert(kStages == 3, "the prologue fills kStages - 1 stages; the phase is js % 3");
+  auto step = [&](int js, auto phase) {
+    constexpr int PH = decltype(phase)::value;
+    cp_wait<kStages - 2>();
+    __syncthreads();
+    issue(js + kStages - 1, IC<(PH + kStages - 1) % kStages>{});
+    body(js, phase);
+  };
+  issue(0, IC<0>{});
+  issue(1, IC<1>{});
+#pragma unroll 1
+  for (int js = 0; js < len + 2; js += 3) {
+    step(js, IC<0>{});
+    if (js + 1 < len + 2) step(js + 1, IC<1>{});
+    if (js + 2 < len + 2) step(js + 2, IC<2>{});
+  }
+  cp_wait<0>();
+}
+
 // ---- forward and grad-input. A thread: channels c0 + VEC lane .. + VEC - 1, output row oy0 + warp, outputs
 // ox0 .. ox0 + RUN - 1 of each plane of a segment; a column is one (W strip, H block, channel group, batch entry)
 // and all its D planes. The grid is one wave of blocks sharing the columns' planes evenly (they end together).
@@ -272,39 +315,24 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise3_kernel(const T* __rest
     Box<T, CB, ROWS, COLS, CH> box;
     box.init(pl.oy0 - g.P[1], pl.ox0 - g.P[2], pl.c0, g.sd[1], g.sd[2], g.C);
 
-    auto issue = [&](int js, auto stage_index) {  // source plane js into its stage (a group even past the last:
-      const int sz = z - g.P[0] + js;               // the waits count groups)
+    auto issue = [&](int js, auto stage_index) {  // source plane js into its stage
+      const int sz = z - g.P[0] + js;
       const bool in = js < len + 2 && unsigned(sz) < unsigned(g.sd[0]);
-      box.copy(&stage[decltype(stage_index)::value][0][0][0], sn + i64(in ? sz : 0) * s_d, in, src);
+      box.copy(&stage[decltype(stage_index)::value][0][0][0], sn + i64(in ? sz : 0) * s_d, in);
       cp_commit();
     };
-    auto step = [&](int js, auto phase) {
+    pipeline(len, issue, [&](int js, auto phase) {
       constexpr int PH = decltype(phase)::value;  // js % 3: the stage and the accumulator rotation
-      cp_wait<kStages - 2>();                     // plane js's copies (this thread's) are in
-      __syncthreads();                            // everyone's; and everyone is done with plane js - 1's stage
-      issue(js + kStages - 1, IC<(PH + kStages - 1) % kStages>{});  // into the stage plane js - 1 used
       if (live) {
 #pragma unroll
         for (int kh = 0; kh < 3; ++kh) {
           float v[COLS][VEC];
-#pragma unroll
-          for (int i = 0; i < COLS; ++i)
-            Elem<T, VEC>::unpack(Elem<T, VEC>::load_shared(&stage[PH][warp + kh][i][lane * VEC]), v[i]);
+          read_row<T, VEC, COLS, CH>(&stage[PH][warp + kh][0][lane * VEC], v);
           ln.template row<PH>(kh, v);
         }
       }
       ln.template retire<PH>(live && js >= 2, orow0 + i64(z + js - 2) * o_d, pl.ox0, g.od[2], g.C);
-    };
-    static_assert(kStages == 3, "the prologue fills kStages - 1 stages");
-    issue(0, IC<0>{});
-    issue(1, IC<1>{});
-#pragma unroll 1
-    for (int js = 0; js < len + 2; js += 3) {
-      step(js, IC<0>{});
-      if (js + 1 < len + 2) step(js + 1, IC<1>{});
-      if (js + 2 < len + 2) step(js + 2, IC<2>{});
-    }
-    cp_wait<0>();
+    });
   });
 }
 
@@ -354,48 +382,25 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise3_wgrad_kernel(const T* 
       constexpr int S = decltype(stage_index)::value;
       const int xz = z - g.P[0] + js;
       const bool xin = js < len + 2 && unsigned(xz) < unsigned(g.sd[0]);
-      xb.copy(&xs[S][0][0][0], xn + i64(xin ? xz : 0) * s_d, xin, x);
-      db.copy(&ds[S][0][0][0], dn + i64(js < len ? z + js : 0) * o_d, js < len, dy);
+      xb.copy(&xs[S][0][0][0], xn + i64(xin ? xz : 0) * s_d, xin);
+      db.copy(&ds[S][0][0][0], dn + i64(js < len ? z + js : 0) * o_d, js < len);
       cp_commit();
     };
-    auto step = [&](int js, auto phase) {
+    pipeline(len, issue, [&](int, auto phase) {
       constexpr int PH = decltype(phase)::value;
-      cp_wait<kStages - 2>();
-      __syncthreads();
-      issue(js + kStages - 1, IC<(PH + kStages - 1) % kStages>{});
       if (live) {
-#pragma unroll
-        for (int r = 0; r < RUN; ++r)
-          Elem<T, VEC>::unpack(Elem<T, VEC>::load_shared(&ds[PH][warp][r][lane * VEC]), dv[PH][r]);
+        read_row<T, VEC, RUN, CH>(&ds[PH][warp][0][lane * VEC], dv[PH]);
 #pragma unroll
         for (int kh = 0; kh < 3; ++kh) {
           float v[COLS][VEC];
-#pragma unroll
-          for (int i = 0; i < COLS; ++i)
-            Elem<T, VEC>::unpack(Elem<T, VEC>::load_shared(&xs[PH][warp + kh][i][lane * VEC]), v[i]);
-#pragma unroll
-          for (int kd = 0; kd < 3; ++kd)
-#pragma unroll
-            for (int kw = 0; kw < 3; ++kw)
-#pragma unroll
-              for (int r = 0; r < RUN; ++r)
-#pragma unroll
-                for (int e = 0; e < VEC; ++e) {
-                  float& a = acc[kd * 9 + kh * 3 + kw][e];
-                  a = fmaf(dv[(PH - kd + 3) % 3][r][e], v[r + kw][e], a);
-                }
+          read_row<T, VEC, COLS, CH>(&xs[PH][warp + kh][0][lane * VEC], v);
+          each_product<RUN, VEC>([&](int kd, int kw, int r, int e) {
+            float& a = acc[kd * 9 + kh * 3 + kw][e];
+            a = fmaf(dv[(PH - kd + 3) % 3][r][e], v[r + kw][e], a);
+          });
         }
       }
-    };
-    issue(0, IC<0>{});
-    issue(1, IC<1>{});
-#pragma unroll 1
-    for (int js = 0; js < len + 2; js += 3) {
-      step(js, IC<0>{});
-      if (js + 1 < len + 2) step(js + 1, IC<1>{});
-      if (js + 2 < len + 2) step(js + 2, IC<2>{});
-    }
-    cp_wait<0>();
+    });
   });
 
   float* mine = part + ((i64(cg) * (gridDim.x / g.cgroups) + b) * kRows + warp) * 27 * CH + lane * VEC;
