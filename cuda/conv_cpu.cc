@@ -28,7 +28,9 @@ namespace {
 constexpr int kThreadsPerCore = 4;
 
 int cpu_threads() {
-  const unsigned hw_count = std::thread::hardware_concurrency();
+  // Read once: glibc answers hardware_concurrency() by reading /sys on every call (a few microseconds, more than a
+  // tiny problem's whole kernel).
+  static const unsigned hw_count = std::thread::hardware_concurrency();
   const int hw = hw_count == 0 ? 1 : static_cast<int>(std::min<unsigned>(hw_count, 1u << 16));
   const char* env = std::getenv("JAXCONV3D_CPU_THREADS");
   if (env == nullptr || *env == '\0') return hw;

@@ -204,74 +204,176 @@ Workspace workspace(const Call& c, const View& like, Op op, const ConvProblem& p
   return w;
 }
 
-void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap, py::handle ws_cap, Triple stride,
-         Triple pad_lo, Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout,
-         uintptr_t stream) {
-  const bool cl = channels_last_layout(layout);
+// The static arguments every convolution entry takes, in the order the torch front passes them.
+struct Attrs {
+  Triple stride, pad_lo, pad_hi, dilation;
+  int64_t groups, math, layout;
+};
+
+// One operation, checked and ready to launch. Each entry point prepares all its operations before it launches any,
+// so a bad call (whichever operation it concerns) is refused before a kernel runs.
+struct Prepared {
+  enum class Kind { kFwd, kDgrad, kWgrad, kBgrad } kind = Kind::kFwd;
+  Call call;
+  ConvProblem p;
+  DType dtype = DType::kF32;
+  MathMode math = MathMode::kAccurate;
+  const void* in0 = nullptr;  // x (forward, grad-weight) or dy (grad-input, grad-bias)
+  const void* in1 = nullptr;  // w (forward, grad-input) or dy (grad-weight)
+  const void* bias = nullptr;
+  void* out = nullptr;
+  Workspace ws;
+};
+
+std::string launch(const Prepared& o, bool cuda, void* stream) {
+  const ConvProblem& p = o.p;
+  switch (o.kind) {
+    case Prepared::Kind::kFwd:
+      return cuda ? conv_fwd_cuda(p, o.dtype, o.math, o.in0, o.in1, o.bias, o.out, o.ws.data, o.ws.bytes, stream)
+                  : conv_fwd_cpu(p, o.dtype, o.in0, o.in1, o.bias, o.out);
+    case Prepared::Kind::kDgrad:
+      return cuda ? conv_dgrad_cuda(p, o.dtype, o.math, o.in0, o.in1, o.out, o.ws.data, o.ws.bytes, stream)
+                  : conv_dgrad_cpu(p, o.dtype, o.in0, o.in1, o.out);
+    case Prepared::Kind::kWgrad:
+      return cuda ? conv_wgrad_cuda(p, o.dtype, o.math, o.in0, o.in1, o.out, o.ws.data, o.ws.bytes, stream)
+                  : conv_wgrad_cpu(p, o.dtype, o.in0, o.in1, o.out);
+    case Prepared::Kind::kBgrad:
+      return cuda ? conv_bgrad_cuda(p, o.dtype, o.in0, o.out, stream) : conv_bgrad_cpu(p, o.dtype, o.in0, o.out);
+  }
+  return "unknown operation";
+}
+
+// Launches prepared operations in order on one device (one GIL release, one device switch); stops at the first
+// error. Operations of one call must share the device (each was checked against its own operands already).
+void run_all(std::initializer_list<const Prepared*> ops, uintptr_t stream) {
+  const Prepared* first = nullptr;
+  for (const Prepared* o : ops) {
+    if (o == nullptr) continue;
+    if (first == nullptr) first = o;
+    else if (o->call.cuda != first->call.cuda || o->call.device != first->call.device)
+      bad("all tensors must be on one device");
+  }
+  if (first == nullptr) return;
+  run(first->call, [&](bool cuda) {
+    for (const Prepared* o : ops) {
+      if (o == nullptr) continue;
+      std::string err = launch(*o, cuda, as_stream(stream));
+      if (!err.empty()) return err;
+    }
+    return std::string();
+  });
+}
+
+Prepared prepare_fwd(py::handle x_cap, py::handle w_cap, py::handle b_cap, py::handle y_cap, py::handle ws_cap,
+                     const Attrs& a) {
+  const bool cl = channels_last_layout(a.layout);
   View x = view_of(x_cap, "input", false, cl), w = view_of(w_cap, "weight", false, cl),
        y = view_of(y_cap, "output", false, cl);
   View b;
   const bool has_bias = !b_cap.is_none();
   if (has_bias) b = view_of(b_cap, "bias");
-  const Call c = has_bias ? check_operands({{&x, "input"}, {&w, "weight"}, {&b, "bias"}, {&y, "output"}}, 3)
-                          : check_operands({{&x, "input"}, {&w, "weight"}, {&y, "output"}}, 2);
-  const ConvProblem p =
-      problem(dims5(x, "input"), dims5(w, "weight"), dims5(y, "output"), stride, pad_lo, pad_hi, dilation, groups,
-              layout);
-  if (has_bias && (b.shape.size() != 1 || b.shape[0] != p.out_channels)) bad("bias must have shape (out_channels,)");
-  const MathMode m = math_mode(math);
-  const void* bias = has_bias ? b.data : nullptr;
-  const Workspace ws = workspace(c, x, Op::kFwd, p, m, ws_cap);
-  run(c, [&](bool cuda) {
-    return cuda ? conv_fwd_cuda(p, x.dtype, m, x.data, w.data, bias, y.data, ws.data, ws.bytes, as_stream(stream))
-                : conv_fwd_cpu(p, x.dtype, x.data, w.data, bias, y.data);
-  });
+  Prepared o{Prepared::Kind::kFwd};
+  o.call = has_bias ? check_operands({{&x, "input"}, {&w, "weight"}, {&b, "bias"}, {&y, "output"}}, 3)
+                    : check_operands({{&x, "input"}, {&w, "weight"}, {&y, "output"}}, 2);
+  o.p = problem(dims5(x, "input"), dims5(w, "weight"), dims5(y, "output"), a.stride, a.pad_lo, a.pad_hi, a.dilation,
+                a.groups, a.layout);
+  if (has_bias && (b.shape.size() != 1 || b.shape[0] != o.p.out_channels)) bad("bias must have shape (out_channels,)");
+  o.math = math_mode(a.math);
+  o.dtype = x.dtype;
+  o.in0 = x.data;
+  o.in1 = w.data;
+  o.bias = has_bias ? b.data : nullptr;
+  o.out = y.data;
+  o.ws = workspace(o.call, x, Op::kFwd, o.p, o.math, ws_cap);
+  return o;
+}
+
+// Grad-input (dy, w -> dx) and grad-weight (x, dy -> dw) take the same call: two inputs and an output in
+// `a.layout`. They differ in which of the three carries make_problem's x, w and y shapes.
+Prepared prepare_grad(Prepared::Kind kind, py::handle in0_cap, py::handle in1_cap, py::handle out_cap,
+                      py::handle ws_cap, const Attrs& a) {
+  const bool dgrad = kind == Prepared::Kind::kDgrad;
+  const char* in0_name = dgrad ? "grad_output" : "input";
+  const char* in1_name = dgrad ? "weight" : "grad_output";
+  const char* out_name = dgrad ? "grad_input" : "grad_weight";
+  const bool cl = channels_last_layout(a.layout);
+  View in0 = view_of(in0_cap, in0_name, false, cl), in1 = view_of(in1_cap, in1_name, false, cl),
+       out = view_of(out_cap, out_name, false, cl);
+  Prepared o{kind};
+  o.call = check_operands({{&in0, in0_name}, {&in1, in1_name}, {&out, out_name}}, 2);
+  const auto x = dgrad ? dims5(out, out_name) : dims5(in0, in0_name);
+  const auto w = dgrad ? dims5(in1, in1_name) : dims5(out, out_name);
+  const auto y = dgrad ? dims5(in0, in0_name) : dims5(in1, in1_name);
+  o.p = problem(x, w, y, a.stride, a.pad_lo, a.pad_hi, a.dilation, a.groups, a.layout);
+  o.math = math_mode(a.math);
+  o.dtype = in0.dtype;
+  o.in0 = in0.data;
+  o.in1 = in1.data;
+  o.out = out.data;
+  o.ws = workspace(o.call, in0, dgrad ? Op::kDgrad : Op::kWgrad, o.p, o.math, ws_cap);
+  return o;
+}
+
+Prepared prepare_bgrad(py::handle dy_cap, py::handle db_cap) {
+  View dy = view_of(dy_cap, "grad_output"), db = view_of(db_cap, "grad_bias");
+  Prepared o{Prepared::Kind::kBgrad};
+  o.call = check_operands({{&dy, "grad_output"}, {&db, "grad_bias"}}, 1);
+  const auto ys = dims5(dy, "grad_output");
+  if (db.shape.size() != 1 || db.shape[0] != ys[1]) bad("grad_bias must have shape (out_channels,)");
+  const std::string err = make_bias_problem(ys.data(), &o.p);
+  if (!err.empty()) bad(err);
+  o.dtype = dy.dtype;
+  o.in0 = dy.data;
+  o.out = db.data;
+  return o;
+}
+
+void fwd(py::handle x_cap, py::handle w_cap, py::object b_cap, py::handle y_cap, py::handle ws_cap, Triple stride,
+         Triple pad_lo, Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout,
+         uintptr_t stream) {
+  const Prepared o =
+      prepare_fwd(x_cap, w_cap, b_cap, y_cap, ws_cap, {stride, pad_lo, pad_hi, dilation, groups, math, layout});
+  run_all({&o}, stream);
 }
 
 void dgrad(py::handle dy_cap, py::handle w_cap, py::handle dx_cap, py::handle ws_cap, Triple stride, Triple pad_lo,
            Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout, uintptr_t stream) {
-  const bool cl = channels_last_layout(layout);
-  View dy = view_of(dy_cap, "grad_output", false, cl), w = view_of(w_cap, "weight", false, cl),
-       dx = view_of(dx_cap, "grad_input", false, cl);
-  const Call c = check_operands({{&dy, "grad_output"}, {&w, "weight"}, {&dx, "grad_input"}}, 2);
-  const ConvProblem p = problem(dims5(dx, "grad_input"), dims5(w, "weight"), dims5(dy, "grad_output"), stride,
-                                pad_lo, pad_hi, dilation, groups, layout);
-  const MathMode m = math_mode(math);
-  const Workspace ws = workspace(c, dy, Op::kDgrad, p, m, ws_cap);
-  run(c, [&](bool cuda) {
-    return cuda ? conv_dgrad_cuda(p, dy.dtype, m, dy.data, w.data, dx.data, ws.data, ws.bytes, as_stream(stream))
-                : conv_dgrad_cpu(p, dy.dtype, dy.data, w.data, dx.data);
-  });
+  const Prepared o = prepare_grad(Prepared::Kind::kDgrad, dy_cap, w_cap, dx_cap, ws_cap,
+                                  {stride, pad_lo, pad_hi, dilation, groups, math, layout});
+  run_all({&o}, stream);
 }
 
 void wgrad(py::handle x_cap, py::handle dy_cap, py::handle dw_cap, py::handle ws_cap, Triple stride, Triple pad_lo,
            Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t layout, uintptr_t stream) {
-  const bool cl = channels_last_layout(layout);
-  View x = view_of(x_cap, "input", false, cl), dy = view_of(dy_cap, "grad_output", false, cl),
-       dw = view_of(dw_cap, "grad_weight", false, cl);
-  const Call c = check_operands({{&x, "input"}, {&dy, "grad_output"}, {&dw, "grad_weight"}}, 2);
-  const ConvProblem p = problem(dims5(x, "input"), dims5(dw, "grad_weight"), dims5(dy, "grad_output"), stride,
-                                pad_lo, pad_hi, dilation, groups, layout);
-  const MathMode m = math_mode(math);
-  const Workspace ws = workspace(c, x, Op::kWgrad, p, m, ws_cap);
-  run(c, [&](bool cuda) {
-    return cuda ? conv_wgrad_cuda(p, x.dtype, m, x.data, dy.data, dw.data, ws.data, ws.bytes, as_stream(stream))
-                : conv_wgrad_cpu(p, x.dtype, x.data, dy.data, dw.data);
-  });
+  const Prepared o = prepare_grad(Prepared::Kind::kWgrad, x_cap, dy_cap, dw_cap, ws_cap,
+                                  {stride, pad_lo, pad_hi, dilation, groups, math, layout});
+  run_all({&o}, stream);
 }
 
 void bgrad(py::handle dy_cap, py::handle db_cap, uintptr_t stream) {
-  View dy = view_of(dy_cap, "grad_output"), db = view_of(db_cap, "grad_bias");
-  const Call c = check_operands({{&dy, "grad_output"}, {&db, "grad_bias"}}, 1);
-  const auto ys = dims5(dy, "grad_output");
-  if (db.shape.size() != 1 || db.shape[0] != ys[1]) bad("grad_bias must have shape (out_channels,)");
-  ConvProblem p;
-  const std::string err = make_bias_problem(ys.data(), &p);
-  if (!err.empty()) bad(err);
-  run(c, [&](bool cuda) {
-    return cuda ? conv_bgrad_cuda(p, dy.dtype, dy.data, db.data, as_stream(stream))
-                : conv_bgrad_cpu(p, dy.dtype, dy.data, db.data);
-  });
+  const Prepared o = prepare_bgrad(dy_cap, db_cap);
+  run_all({&o}, stream);
+}
+
+// A convolution's first-order backward in one crossing: grad-input (dy_input, w -> dx, in `input_layout`),
+// grad-weight (x, dy_weight -> dw, in `weight_layout`) and grad-bias (dy_bias, row-major -> db), each skipped where
+// its output is None. The two convolutions may read different layouts (their families may differ), hence a dy
+// capsule each (the same capsule where the memory is the same). They run one after the other on the stream, so one
+// workspace (of the larger planned size) serves both. All three are checked before the first one launches.
+void bwd(py::handle dy_input, py::handle w_cap, py::handle dx_cap, py::handle x_cap, py::handle dy_weight,
+         py::handle dw_cap, py::handle dy_bias, py::handle db_cap, py::handle ws_cap, Triple stride, Triple pad_lo,
+         Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t input_layout, int64_t weight_layout,
+         uintptr_t stream) {
+  const bool has_d = !dx_cap.is_none(), has_w = !dw_cap.is_none(), has_b = !db_cap.is_none();
+  Prepared d, w, b;
+  if (has_d)
+    d = prepare_grad(Prepared::Kind::kDgrad, dy_input, w_cap, dx_cap, ws_cap,
+                     {stride, pad_lo, pad_hi, dilation, groups, math, input_layout});
+  if (has_w)
+    w = prepare_grad(Prepared::Kind::kWgrad, x_cap, dy_weight, dw_cap, ws_cap,
+                     {stride, pad_lo, pad_hi, dilation, groups, math, weight_layout});
+  if (has_b) b = prepare_bgrad(dy_bias, db_cap);
+  run_all({has_d ? &d : nullptr, has_w ? &w : nullptr, has_b ? &b : nullptr}, stream);
 }
 
 // Copies a CUDA tensor into another of the same logical shape (outer, C, spatial...) whose memory moves the channel
@@ -305,6 +407,11 @@ void bind_torch_adapter(py::module_& m) {
   m.def("wgrad", &wgrad, "x"_a, "dy"_a, "dw"_a, "workspace"_a, "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a,
         "groups"_a, "math"_a, "layout"_a, "stream"_a, "Grad-weight into the torch-allocated dw.");
   m.def("bgrad", &bgrad, "dy"_a, "db"_a, "stream"_a, "Grad-bias into the torch-allocated db.");
+  m.def("bwd", &bwd, "dy_input"_a, "w"_a, "dx"_a, "x"_a, "dy_weight"_a, "dw"_a, "dy_bias"_a, "db"_a, "workspace"_a,
+        "stride"_a, "pad_lo"_a, "pad_hi"_a, "dilation"_a, "groups"_a, "math"_a, "input_layout"_a, "weight_layout"_a,
+        "stream"_a,
+        "Grad-input, grad-weight and grad-bias (each skipped where its output is None) in one call, all checked first; "
+        "one workspace capsule (or None) serves both convolutions.");
   m.def("convert_layout", &convert_layout, "src"_a, "dst"_a, "to_channels_last"_a, "stream"_a,
         "Row-major <-> channels-last copy of a CUDA tensor (same logical shape) on the given stream.");
 }

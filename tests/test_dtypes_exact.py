@@ -205,7 +205,9 @@ class _RecordingAdapter:
         fn = getattr(self.real, name)
 
         def call(*args):
-            if name not in ("bgrad", "convert_layout"):
+            if name == "bwd":  # (dy, w, dx, x, dy, dw, ..., math, input_layout, weight_layout, stream): one entry
+                self.maths.extend(args[-4] for out in (args[2], args[5]) if out is not None)  # per convolution run
+            elif name not in ("bgrad", "convert_layout"):
                 self.maths.append(args[-3])  # (..., groups, math, layout, stream)
             return fn(*args)
 

@@ -58,6 +58,68 @@ def test_non_contiguous_inputs(device, layout):
         assert_close(a, r, 1e-5, layout)
 
 
+class _CountingAdapter:
+    """Stands in for the C++ adapter of the torch door and counts its calls by entry point."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, {}
+
+    def __getattr__(self, name):
+        fn = getattr(self.real, name)
+
+        def call(*args):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return fn(*args)
+
+        return call
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("memory", [torch.contiguous_format, torch.channels_last_3d])
+def test_first_order_backward_is_one_crossing(device, memory, monkeypatch):
+    """A training step's backward runs grad-input, grad-weight and grad-bias in one adapter call, for every subset of
+    operands that require grad, bitwise equal to the three operations run on their own (dx in dy's memory format,
+    dw in w's)."""
+    from jaxconv3d._params import conv_config
+    from jaxconv3d.torch import _ops
+
+    x = torch.randn(2, 4, 6, 7, 8, device=device).contiguous(memory_format=memory)
+    w = torch.randn(6, 2, 3, 3, 3, device=device).contiguous(memory_format=memory)
+    b = torch.randn(6, device=device)
+    cfg = conv_config(x.shape, w.shape, b.shape, **KW)
+    for need in [(True, True, True), (True, False, False), (False, True, True), (False, True, False),
+                 (False, False, True)]:
+        leaves = [t.detach().requires_grad_(r) for t, r in zip((x, w, b), need)]
+        y = jt.conv3d(*leaves, **KW)
+        g = torch.randn_like(y)
+        counting = _CountingAdapter(_ops._adapter)
+        monkeypatch.setattr(_ops, "_adapter", counting)
+        y.backward(g)
+        monkeypatch.undo()
+        assert counting.calls == {"bwd": 1}, (need, counting.calls)
+        want = (_ops.dgrad(g, w, cfg), _ops.wgrad(x, g, cfg, memory == torch.channels_last_3d), _ops.bgrad(g))
+        for leaf, r, ref in zip(leaves, need, want):
+            assert (leaf.grad is not None) == r
+            if r:
+                assert torch.equal(leaf.grad, ref) and leaf.grad.stride() == ref.stride()
+
+
+def test_backward_checks_every_operation_before_launching_any():
+    """The one-crossing backward refuses a bad grad-bias before grad-input and grad-weight have written anything."""
+    from torch.utils.dlpack import to_dlpack
+
+    from jaxconv3d import _ext
+
+    x, w, dy = torch.randn(1, 2, 5, 5, 5), torch.randn(3, 2, 3, 3, 3), torch.randn(1, 3, 3, 3, 3)
+    dx, dw = torch.full_like(x, float("nan")), torch.full_like(w, float("nan"))
+    wrong_db = torch.empty(4)
+    attrs = ((1, 1, 1), (0, 0, 0), (0, 0, 0), (1, 1, 1), 1, 0, 0, 0, 0)  # ..., groups, math, layouts, stream
+    caps = [to_dlpack(t) for t in (dy, w, dx, x, dy, dw, dy, wrong_db)]
+    with pytest.raises(ValueError, match="grad_bias must have shape"):
+        _ext.torch_adapter.bwd(*caps, None, *attrs)
+    assert dx.isnan().all() and dw.isnan().all()
+
+
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
 @pytest.mark.parametrize("padding", [1, (1, 2, 0), "same", "valid"])
 def test_module_matches_nn_conv3d(padding_mode, padding):

@@ -135,11 +135,19 @@ _VALIDATED: dict = {}
 _VALIDATED_MAX = 4096
 
 
-def _plain_arg(v: Any) -> bool:
-    """An int, a string, None or a tuple of ints: arguments whose equality implies equal meaning (True == 1 and
-    1.0 == 1 would not, so bools, floats, lists and pairs never take the fast path; they are validated every call)."""
-    t = type(v)
-    return t is int or t is str or v is None or (t is tuple and all(type(e) is int for e in v))
+def _plain_args(args: tuple) -> bool:
+    """Whether every argument is an int, a string, None or a tuple of ints: arguments whose equality implies equal
+    meaning (True == 1 and 1.0 == 1 would not, so bools, floats, lists and pairs never take the fast path; they are
+    validated every call). Plain loops: this runs on every call, and generator frames cost more than the checks."""
+    for v in args:
+        t = type(v)
+        if t is tuple:
+            for e in v:
+                if type(e) is not int:
+                    return False
+        elif not (t is int or t is str or v is None):
+            return False
+    return True
 
 
 def _repeat_key(input: Any, weight: Any, bias: Any, args: tuple) -> tuple | None:
@@ -147,7 +155,7 @@ def _repeat_key(input: Any, weight: Any, bias: Any, args: tuple) -> tuple | None
         return None
     if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() or torch._C._is_any_autocast_enabled():
         return None
-    if not all(_plain_arg(a) for a in args):
+    if not _plain_args(args):
         return None
     if bias is None:
         return (input.shape, weight.shape, input.dtype, weight.dtype, input.device, weight.device, args)

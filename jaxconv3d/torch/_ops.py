@@ -102,11 +102,18 @@ _OUTPUT_SHAPE = {"forward": "y_shape", "grad_input": "x_shape", "grad_weight": "
 
 def _launch(op: str, cfg: ConvConfig, like: torch.Tensor, held: int) -> _Launch:
     """The _Launch of `op` for tensors like `like`; JAXCONV3D_FAMILY is part of the key (the C++ door reads it too)."""
-    return _launch_of(op, cfg, like.dtype, like.device, held, os.environ.get("JAXCONV3D_FAMILY", ""))
+    return _launch_of(op, cfg, like.dtype, like.device, held, _family())
+
+
+def _family() -> str:
+    """JAXCONV3D_FAMILY as it is now (a test or a user may change it between calls; the C++ door reads it per launch
+    too), a cache key only."""
+    return os.environ.get("JAXCONV3D_FAMILY", "")
 
 
 @functools.lru_cache(maxsize=4096)
-def _launch_of(op: str, cfg: ConvConfig, dtype: torch.dtype, device: torch.device, held: int, family: str) -> _Launch:
+def _launch_of(op: str, cfg: ConvConfig, dtype: torch.dtype, device: torch.device, held: int,
+               family: str) -> _Launch:
     answer = _plan.plan(cfg, dtype, _plan.cc_of(device), op, held)
     layout = _plan.LAYOUTS[answer["layout"]]
     workspace = answer["workspace_bytes"] if device.type == "cuda" else 0
@@ -136,9 +143,14 @@ def _output(launch: _Launch, like: torch.Tensor) -> torch.Tensor:
 
 def _workspace(launch: _Launch, like: torch.Tensor):
     """The operation's scratch as a byte capsule, or None where its family needs none."""
-    if not launch.workspace_bytes:
+    return _workspace_of(launch.workspace_bytes, like)
+
+
+def _workspace_of(nbytes: int, like: torch.Tensor):
+    """`nbytes` of scratch on like's device as a byte capsule, or None for none."""
+    if not nbytes:
         return None
-    return _to_dlpack(torch.empty(launch.workspace_bytes, dtype=torch.uint8, device=like.device))
+    return _to_dlpack(torch.empty(nbytes, dtype=torch.uint8, device=like.device))
 
 
 def _in_format(t: torch.Tensor, cl: bool) -> torch.Tensor:
@@ -160,7 +172,7 @@ def fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: ConvConfi
         layout = launch.layout
         _adapter.fwd(
             _cap(_physical(x, layout)), _cap(_physical(w, layout)), None if b is None else _cap(_contig(b)),
-            _cap(y), _workspace(launch, x), *launch.attrs, _stream(x),
+            _fresh_cap(y), _workspace(launch, x), *launch.attrs, _stream(x),
         )
     return _in_format(y, cl)
 
@@ -172,7 +184,7 @@ def dgrad(dy: torch.Tensor, w: torch.Tensor, cfg: ConvConfig) -> torch.Tensor:
     if cfg.batch:
         layout = launch.layout
         _adapter.dgrad(
-            _cap(_physical(dy, layout)), _cap(_physical(w, layout)), _cap(dx), _workspace(launch, dy),
+            _cap(_physical(dy, layout)), _cap(_physical(w, layout)), _fresh_cap(dx), _workspace(launch, dy),
             *launch.attrs, _stream(dy),
         )
     return _in_format(dx, cl)
@@ -187,7 +199,7 @@ def wgrad(x: torch.Tensor, dy: torch.Tensor, cfg: ConvConfig, cl: bool = False) 
     dw = _output(launch, x)
     layout = launch.layout
     _adapter.wgrad(
-        _cap(_physical(x, layout)), _cap(_physical(dy, layout)), _cap(dw), _workspace(launch, x), *launch.attrs,
+        _cap(_physical(x, layout)), _cap(_physical(dy, layout)), _fresh_cap(dw), _workspace(launch, x), *launch.attrs,
         _stream(x),
     )
     return _in_format(dw, cl)
@@ -197,8 +209,52 @@ def bgrad(dy: torch.Tensor) -> torch.Tensor:
     db = torch.empty((dy.shape[1],), dtype=dy.dtype, device=dy.device)
     if dy.shape[0] == 0:
         return db.zero_()
-    _adapter.bgrad(_cap(_contig(dy)), _cap(db), _stream(dy))
+    _adapter.bgrad(_cap(_contig(dy)), _fresh_cap(db), _stream(dy))
     return db
+
+
+def conv_grads(gy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, cfg: ConvConfig, need_dx: bool, need_dw: bool,
+               need_db: bool) -> tuple:
+    """(dx, dw, db) of y = conv3d(x, w) + b for the cotangent gy, each None where not needed: what dgrad, wgrad and
+    bgrad return (dx in gy's memory format, dw in w's), computed in one adapter call. A training step's backward
+    pays one crossing (one GIL release, one device switch) instead of three and one capsule per distinct tensor; a
+    dy that both convolutions read in one layout is converted (if at all) once, and one workspace serves both (they
+    run one after the other on the stream). The door checks all three before it launches any."""
+    if not cfg.batch:  # nothing to launch: the single operations know what an empty batch gives
+        return (dgrad(gy, w, cfg) if need_dx else None, wgrad(x, gy, cfg, channels_last(w)) if need_dw else None,
+                bgrad(gy) if need_db else None)
+    family, gy_cl = _family(), channels_last(gy)
+    to_input = _launch_of("grad_input", cfg, gy.dtype, gy.device, int(gy_cl), family)
+    to_weight = _launch_of("grad_weight", cfg, gy.dtype, gy.device, int(channels_last(x)), family)
+    gy_input = _physical(gy, to_input.layout) if need_dx else None
+    gy_weight = (gy_input if gy_input is not None and to_weight.layout == to_input.layout
+                 else _physical(gy, to_weight.layout)) if need_dw else None
+    dx = _output(to_input, gy) if need_dx else None
+    dw = _output(to_weight, gy) if need_dw else None
+    db = gy.new_empty((cfg.out_channels,)) if need_db else None
+    workspace = max(to_input.workspace_bytes if need_dx else 0, to_weight.workspace_bytes if need_dw else 0)
+    dy_input, dy_weight, dy_bias = _capsules(gy_input, gy_weight, _contig(gy) if need_db else None)
+    _adapter.bwd(
+        dy_input, _cap(_physical(w, to_input.layout)) if need_dx else None, _fresh_cap(dx),
+        _cap(_physical(x, to_weight.layout)) if need_dw else None, dy_weight, _fresh_cap(dw), dy_bias, _fresh_cap(db),
+        _workspace_of(workspace, gy),
+        *to_input.attrs, to_weight.layout, _stream(gy),  # attrs end with grad-input's layout; grad-weight's follows
+    )
+    return (None if dx is None else _in_format(dx, gy_cl), None if dw is None else _in_format(dw, channels_last(w)),
+            db)
+
+
+def _capsules(*tensors: torch.Tensor | None) -> list:
+    """Capsules of `tensors` (None stays None), one per distinct tensor: the door only borrows capsules, so a dy
+    that several operations read in the same memory order is exported once."""
+    made: dict = {}
+    return [None if t is None else made.get(id(t)) or made.setdefault(id(t), _cap(t)) for t in tensors]
+
+
+def _fresh_cap(t: torch.Tensor | None):
+    """The capsule of an output we just allocated (None stays None): a plain tensor, with no negative bit or autograd
+    history to strip, so it skips _cap's checks."""
+    return None if t is None else _to_dlpack(t)
 
 
 # ---- torch.func: batching rules (a vmapped axis folds into the batch N when only activations carry it, else into
@@ -321,9 +377,9 @@ class ConvFunction(_Operation):
         need = ctx.needs_input_grad
         if not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
             # A first-order backward: nothing will differentiate these gradients, so the operations run directly
-            # (no autograd nodes to build). create_graph=True and torch.func transforms take the Functions below.
-            return (dgrad(gy, w, cfg) if need[0] else None, wgrad(x, gy, cfg, channels_last(w)) if need[1] else None,
-                    bgrad(gy) if ctx.has_bias and need[2] else None, None)
+            # (no autograd nodes to build), all three in one adapter call. create_graph=True and torch.func
+            # transforms take the Functions below.
+            return (*conv_grads(gy, x, w, cfg, need[0], need[1], ctx.has_bias and need[2]), None)
         dx = InputGrad.apply(gy, w, cfg) if need[0] else None
         dw = WeightGrad.apply(x, gy, cfg) if need[1] else None
         db = BiasGrad.apply(gy) if ctx.has_bias and need[2] else None
