@@ -5,14 +5,28 @@ Each mutation below is one small edit (a sign, an index, a swapped pair, a dropp
 handling, the autodiff rules or a front. For each, in a temporary copy of the repository (the working tree is never
 touched): apply it, rebuild the extension if C++ changed (CPU-only build, JAXCONV3D_CUDA=OFF), run the test suite
 (`pytest -x -q`, fast targeted files first, with a timeout), record caught / survived, restore the file. CUDA
-mutations need a GPU machine: without --gpu they are listed as "GPU run needed" and not counted.
+mutations (cuda=True) are listed there as pending and not counted.
+
+GPU mode (--gpu, on an sm_90 machine) evaluates the CUDA mutations only (--cpu-too adds the CPU ones, full suite
+each). The copy gets a Ninja CUDA build (-DCMAKE_CUDA_ARCHITECTURES=90 unless the CMAKE_ARGS environment variable,
+as scripts/setup.sh uses it, names architectures; -j cpu_count), so a mutation rebuilds one translation unit and
+relinks (~10-30 s on 16 cores; cuda/sm80/common.cuh is in seven sm80 units, smallc_geom.cuh in the three
+first-layer ones), and a restored file is recompiled together with the next mutation's. Each CUDA mutation names
+targeted GPU selections (`tests`: pytest node ids, or "file -k expr") that reach its code on an H100; they run first
+on the unmutated build (a selection failing there is dropped and said), then per mutation in order with -x and
+--timeout (default 150 s) until one fails (caught); a mutation surviving them all faces the broad GPU suite too only
+with --broad. Results merge into docs/mutation-report-gpu.txt (--gpu-report): one entry per CUDA mutation, the
+entries of ids not run this time kept from the previous runs, so two runs with complementary --only lists make one
+report; its last line is `mutation score: caught/total` over the CUDA mutations evaluated so far.
+docs/mutation-report.txt (the CPU run) is not touched by --gpu. --deadline stops starting mutations after that many
+seconds so a run under a hard time limit still writes its report. The GPU machine's driver is .device/mutate_gpu.sh.
 
     scripts/py scripts/mutate.py                      # all CPU-side mutations; report to docs/mutation-report.txt
     scripts/py scripts/mutate.py --only K1,P2         # some of them
-    scripts/py scripts/mutate.py --list               # what would be applied
-    scripts/py scripts/mutate.py --gpu                # on a GPU machine: CUDA build, CUDA mutations evaluated too
+    scripts/py scripts/mutate.py --list               # what would be applied (and each CUDA mutation's GPU tests)
+    scripts/py scripts/mutate.py --gpu --only C1,C2   # on a GPU machine: those CUDA mutations, merged report
 
-Prints `mutation score: caught/total`. Run on demand, not in CI (about 30-40 minutes on 2 CPU cores).
+Prints `mutation score: caught/total`. Run on demand, not in CI (CPU: about 30-40 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -22,6 +36,8 @@ import dataclasses
 import datetime
 import os
 import shutil
+import re
+import shlex
 import site
 import subprocess
 import sys
@@ -44,14 +60,15 @@ class Mutation:
     edits: tuple  # ((find, replace), ...): each `find` must occur exactly once in the file
     what: str
     cuda: bool = False
+    tests: tuple = ()  # CUDA mutations: targeted GPU selections (a pytest node id, or "file -k expr"), tried in order
 
     @property
     def cxx(self) -> bool:
         return self.path.endswith((".cc", ".h", ".cu"))
 
 
-def M(id, path, find, replace, what, cuda=False, more=()):
-    return Mutation(id, path, ((find, replace), *more), what, cuda)
+def M(id, path, find, replace, what, cuda=False, more=(), tests=()):
+    return Mutation(id, path, ((find, replace), *more), what, cuda, tuple(tests))
 
 
 CPU = "cuda/conv_cpu.cc"
@@ -60,6 +77,15 @@ PARAMS = "jaxconv3d/_params.py"
 AUTODIFF = "jaxconv3d/_autodiff.py"
 OPS = "jaxconv3d/torch/_ops.py"
 LIB = "jaxconv3d/torch/_library.py"
+# GPU test selections
+CONV = "tests/test_conv.py::test_matches_float64_reference"
+EXACT = "tests/test_dtypes_exact.py"
+KERNELS = "tests/test_kernels.py"
+FRONTS = "tests/test_property_fronts.py::test_fronts_property"
+DEPTHWISE = "tests/test_depthwise.py::test_stencil3_against_float64"
+SMALLC = "tests/test_smallc.py"
+DISPATCH = "tests/test_dispatch.py::test_every_family_on_every_case_it_accepts"
+HOPPER = "tests/test_hopper_paths.py::test_hopper_kernels_against_float64"
 
 MUTATIONS = [
     # ---- CPU kernels
@@ -130,14 +156,14 @@ MUTATIONS = [
     M("Z1", AUTODIFF, "return jnp.zeros(shape_of(cfg), arrays[0].dtype)",
       "return jnp.ones(shape_of(cfg), arrays[0].dtype)",
       "JAX: an empty batch gives ones for the weight and bias gradients"),
-    M("H1", "cuda/ffi_handlers.cc", 'read_triple(a.pad_hi, "pad_hi", pad_hi)',
+    M("F2", "cuda/ffi_handlers.cc", 'read_triple(a.pad_hi, "pad_hi", pad_hi)',
       'read_triple(a.pad_lo, "pad_hi", pad_hi)',
       "JAX door (C++): pad_hi read from pad_lo"),
     M("D1", "cuda/dlpack_adapter.cc", "if (t->shape[a] != 1 && t->strides[a] != expect)",
       "if (false && t->strides[a] != expect)", "torch door (C++): tensors not compact in the layout's order accepted"),
     # ---- torch autodiff rules and front
-    M("T1", OPS, "return (dgrad(gy, w, cfg) if need[0] else None,",
-      "return (dgrad(gy, w, cfg) if need[0] and need[1] else None,",
+    M("T1", OPS, "return (*conv_grads(gy, x, w, cfg, need[0], need[1],",
+      "return (*conv_grads(gy, x, w, cfg, need[0] and need[1], need[1],",
       "torch eager: dx skipped when the weights are frozen"),
     M("T2", OPS, "d_w = WeightGrad.apply(c, dy, ctx.cfg) if", "d_w = -WeightGrad.apply(c, dy, ctx.cfg) if",
       "torch eager: grad-input's backward rule, weight term negated"),
@@ -161,39 +187,97 @@ MUTATIONS = [
       "if (p.out_channels > 64) return false;", "first-layer grad-input on registers accepts strided problems"),
     M("R2", "cuda/sm80/plan.cc", "if (p.kernel[a] != 3 || p.stride[a] != 1 || p.dilation[a] != 1) return false;",
       "if (p.kernel[a] != 3 || p.stride[a] != 1) return false;", "3x3x3 depthwise kernels accept dilated problems"),
-    # ---- CUDA kernels (evaluated only with --gpu on a GPU machine)
+    # ---- CUDA kernels (evaluated only with --gpu on a GPU machine). Each names the GPU tests that reach the mutated
+    # code on an H100 (sm_90; what the rule table picks there, or the family a test forces with JAXCONV3D_FAMILY).
     M("C1", "cuda/sm80/wgrad.cu", "for (int s = 0; s < S; ++s) v += ws[(i64)s * wel + e];",
-      "for (int s = 1; s < S; ++s) v += ws[(i64)s * wel + e];", "grad-weight split reduction drops split 0", True),
+      "for (int s = 1; s < S; ++s) v += ws[(i64)s * wel + e];", "grad-weight split reduction drops split 0", True,
+      # k7_pad3 / same_dilated: sm80 wgrad_16x256 with 3 / 2 splits; c32: float32-accurate wgrad_32x256, split
+      tests=(f"{CONV}[k7_pad3-torch-float32-cuda]", f"{CONV}[same_dilated-jax-float32-cuda]",
+             "tests/test_dynamic_range.py -k 'cuda and c32 and ties'")),
     M("C2", "cuda/sm80/wgrad.cu", "*ke = *kb + chunk < P ? *kb + chunk : P;", "*ke = *kb + chunk;",
-      "grad-weight split range not clipped to P", True),
+      "grad-weight split range not clipped to P", True,
+      # P not a multiple of the rounded chunk (positions past P read past x and dy): valid_k357 (P 125),
+      # stride3_odd_channels (135), asym_pad_dilation (360 in 2 splits of 192), same_dilated (336 in 2 of 176)
+      tests=("tests/test_conv.py -k 'cuda and float32 and (valid_k357 or stride3_odd or asym_pad or same_dilated)'",)),
     M("C3", "cuda/sm80/common.cuh", "return __float2bfloat16(static_cast<float>(v));", "return __float2bfloat16_rz(static_cast<float>(v));",
-      "CUDA bfloat16 results truncated", True),
+      "CUDA bfloat16 results truncated", True,
+      # the JAX front's arrays live on the GPU: sm80 gemm_ffma / wgrad results held to correct rounding
+      tests=(f"{EXACT}::test_results_correctly_rounded[jax-bfloat16]",
+             f"{EXACT}::test_rounding_to_nearest_even[jax-bfloat16]")),
     M("C4", "cuda/sm80/plan.cc", "s->base[a] = -(int)p.pad_lo[a];", "s->base[a] = -(int)p.pad_hi[a];",
-      "stencil kernel offsets by the high padding", True),
+      "stencil kernel offsets by the high padding", True,
+      # sm80 `stencil` forward (depthwise, not 3x3x3 stride 1) with pad_lo != pad_hi: only the property tests draw it
+      tests=(f"{KERNELS}::test_property_cuda[float32-0]", f"{FRONTS}[cuda-torch-float32]")),
     M("C5", "cuda/sm80/plan.cc", "if (t == DType::kF32) return m == MathMode::kTF32;",
-      "if (t == DType::kF32) return true;", "float32 always on TF32 tensor cores", True),
+      "if (t == DType::kF32) return true;", "float32 always on TF32 tensor cores", True,
+      # sm80 gemm with more than 32 columns in float32: the 33-channel grad-input (gemm_ffma_128x64)
+      tests=(f"{KERNELS}::test_more_than_2_31_elements", f"{FRONTS}[cuda-torch-float32]")),
     M("C6", "cuda/sm80/bgrad.cu", "for (int w = 0; w < 8; ++w) s += s_red[w];", "for (int w = 0; w < 7; ++w) s += s_red[w];",
-      "grad-bias block reduction drops the last warp", True),
+      "grad-bias block reduction drops the last warp", True,
+      # grad-bias checked with more than 224 positions a channel (k3_pad1: 336)
+      tests=(f"{CONV}[k3_pad1-torch-float32-cuda]", f"{CONV}[k3_pad1-jax-float32-cuda]")),
     M("H1", "cuda/hopper/conv_tma.cuh", "Mma<float, BN, 0, 0>::run(part, ab, bs, 1);", "(void)bs;",
-      "Hopper 3xTF32 drops the big*small product", True),
+      "Hopper 3xTF32 drops the big*small product", True,
+      tests=(f"{HOPPER}[dense_3xtf32]", "tests/test_dynamic_range.py -k 'cuda and c32 and torch'")),
     M("H2", "cuda/hopper/conv_wgrad.cuh", "for (int k = 0; k < splits; ++k) s += partial",
-      "for (int k = 1; k < splits; ++k) s += partial", "Hopper grad-weight reduction drops split 0", True),
+      "for (int k = 1; k < splits; ++k) s += partial", "Hopper grad-weight reduction drops split 0", True,
+      tests=(f"{HOPPER}[dense_bf16]", f"{HOPPER}[strided_bf16]")),
     M("G1", "cuda/sm80/plan.cc", "s->P[a] = int(dgrad ? 2 - p.pad_lo[a] : p.pad_lo[a]);",
-      "s->P[a] = int(p.pad_lo[a]);", "3x3x3 depthwise grad-input offset by pad instead of 2 - pad", True),
+      "s->P[a] = int(p.pad_lo[a]);", "3x3x3 depthwise grad-input offset by pad instead of 2 - pad", True,
+      # padding 0 and asymmetric cases (pad 1 makes 2 - pad == pad)
+      tests=(f"{DEPTHWISE}[1-float32]", f"{DEPTHWISE}[2-float32]")),
     M("G2", "cuda/sm80/wgrad_dw3.cu", "for (int w = 0; w < kThreads / 32; ++w) v += red[w][tid];",
       "for (int w = 1; w < kThreads / 32; ++w) v += red[w][tid];",
-      "3x3x3 depthwise grad-weight drops the first warp's sums", True),
+      "3x3x3 depthwise grad-weight drops the first warp's sums", True,
+      tests=(f"{DEPTHWISE}[0-float32]", f"{DEPTHWISE}[6-float32]")),
     M("G3", "cuda/hopper/conv_smallc_dgrad.cuh", "slot -= slot >= a.span[0] ? a.span[0] : 0;", "",
-      "first-layer grad-input: the dx ring slot not wrapped", True),
+      "first-layer grad-input: the dx ring slot not wrapped", True,
+      tests=(f"{SMALLC} -k 'test_kernels_against_float64 and bfloat16 and NCDHW'",)),
     M("G4", "cuda/sm80/stencil3_stream.cu", "const int z = s - 2;", "const int z = s - 1;",
-      "streaming depthwise stencil stores an output plane before its last source plane", True),
+      "streaming depthwise stencil stores an output plane before its last source plane", True,
+      tests=(f"{DEPTHWISE}[0-float32]", f"{DEPTHWISE}[7-float32]")),
     M("H3", "cuda/hopper/conv_tma.cuh", "tile >= a->cls[c + 1].first_tile", "tile > a->cls[c + 1].first_tile",
-      "strided grad-input: each residue class's first tile computed as the previous class's", True),
+      "strided grad-input: each residue class's first tile computed as the previous class's", True,
+      tests=(f"{HOPPER}[strided_bf16]", f"{HOPPER}[strided_3xtf32]")),
     M("H4", "cuda/hopper/conv_tma.cuh", "res_base + 2 * (iter % a->cls[0].ktiles) * Cfg::kRegionB",
       "res_base + 2 * ((iter + 1) % a->cls[0].ktiles) * Cfg::kRegionB",
-      "resident filter: each K-tile multiplied by the next K-tile's taps", True),
+      "resident filter: each K-tile multiplied by the next K-tile's taps", True,
+      # tap-pair forwards with the filter in shared memory and more than one K-tile: the strided 32-channel layer,
+      # and the folded first layers under JAXCONV3D_FAMILY=hopper (k3_pad1: 2 K-tiles, valid_k357: 8)
+      tests=(f"{HOPPER}[strided_bf16]", f"{DISPATCH}[k3_pad1-False-None-bfloat16-hopper]",
+             f"{DISPATCH}[valid_k357-True-None-bfloat16-hopper]")),
     M("H5", "cuda/hopper/conv_wgrad_bf16x3.cuh", "Mma<__nv_bfloat16, BN, 1, 1>::run(acc, a_lo, b_hi, 1);", "",
-      "TF32 grad-weight from bf16 parts drops the x_lo * dy_hi product", True),
+      "TF32 grad-weight from bf16 parts drops the x_lo * dy_hi product", True,
+      tests=(f"{HOPPER}[dense_tf32_bf16x3]",)),
+    # ---- added with the GPU evaluation: the channels-last stencil family's rules and the first-layer kernels
+    M("N1", "cuda/stencil/plan.cc", "if (p.kernel[a] != 3 || p.stride[a] != 1 || p.dilation[a] != 1) return false;",
+      "if (p.kernel[a] != 3 || p.stride[a] != 1) return false;",
+      "channels-last depthwise stencil accepts dilated layers (its kernel reads undilated taps)", True,
+      # the rule table's own test (host C++, so the CPU suite sees it too; no GPU test runs a dilated channels-last
+      # depthwise layer), then the property test's channels-last calls on the GPU
+      tests=("tests/test_stencil_cl.py::test_rules_take_channels_last_depthwise_3x3x3_only",
+             f"{FRONTS}[cuda-torch-float32]")),
+    M("N2", "cuda/hopper/conv_smallc.cuh",
+      "smallc_mma<T, SPLIT, 64>(acc, ab[ks], as[SPLIT ? ks : 0], big, small, ks > 0 ? 1 : 0);",
+      "if (ks < NKS - 1) smallc_mma<T, SPLIT, 64>(acc, ab[ks], as[SPLIT ? ks : 0], big, small, ks > 0 ? 1 : 0);",
+      "first-layer forward drops its last wgmma k-step", True,
+      tests=(f"{SMALLC}::test_kernels_against_float64[0-bfloat16-NCDHW]",
+             f"{SMALLC}::test_kernels_against_float64[0-float32-NDHWC]")),
+    M("N3", "cuda/hopper/smallc_geom.cuh", "e.w = j2 * dil[2];", "e.w = j2;",
+      "first-layer kernels: the W tap displacement ignores the dilation", True,
+      # case 13: dilation (3, 1, 2); smallc_geom.cuh is in all three first-layer kernels' translation units
+      tests=(f"{SMALLC}::test_kernels_against_float64[13-bfloat16-NCDHW]",
+             f"{SMALLC}::test_kernels_against_float64[13-float32-NDHWC]")),
+    M("N4", "cuda/stencil/depthwise_ndhwc.cu", "for (int j = 1; j < kSlices; ++j) s += sums[j][threadIdx.x];",
+      "for (int j = 1; j < kSlices - 1; ++j) s += sums[j][threadIdx.x];",
+      "channels-last depthwise grad-weight: the reduction drops its last slice", True,
+      # case 0: 39 blocks of 4 warps sum into each tap, so every slice holds partial sums
+      tests=("tests/test_stencil_cl.py::test_stencil_against_float64[0-float32]",
+             "tests/test_stencil_cl.py::test_stencil_against_float64[8-bfloat16]")),
+    M("N5", "cuda/stencil/depthwise_ndhwc.cu", "constexpr int SO = (PH + 1) % 3;", "constexpr int SO = (PH + 2) % 3;",
+      "channels-last depthwise forward / grad-input: a plane stored from the wrong accumulator slot", True,
+      tests=("tests/test_stencil_cl.py::test_stencil_against_float64[0-float32]",
+             "tests/test_stencil_cl.py::test_stencil_against_float64[8-bfloat16]")),
 ]
 
 
@@ -234,9 +318,12 @@ class Sandbox:
     def _configure(self) -> None:
         import pybind11
 
+        extra = shlex.split(os.environ.get("CMAKE_ARGS", ""))  # as scripts/setup.sh passes it to scikit-build-core
+        if self.cuda and not any(a.startswith("-DCMAKE_CUDA_ARCHITECTURES") for a in extra):
+            extra.append("-DCMAKE_CUDA_ARCHITECTURES=90")  # the GPU box; CMakeLists' default builds 80 and 90
         cmd = ["cmake", "-S", str(self.dir), "-B", str(self.build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
                f"-DJAXCONV3D_CUDA={'ON' if self.cuda else 'OFF'}", f"-DPython_EXECUTABLE={sys.executable}",
-               f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"]
+               f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", *extra]
         out = run(cmd, env=self.env)
         if out.returncode:
             raise SystemExit(f"cmake configure failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
@@ -244,32 +331,54 @@ class Sandbox:
             raise SystemExit("the unmutated copy does not build")
 
     def rebuild(self) -> bool:
-        out = run(["cmake", "--build", str(self.build)], env=self.env)
+        """Incremental Ninja build (only the touched translation units and the link)."""
+        start = time.time()
+        out = run(["cmake", "--build", str(self.build), "-j", str(os.cpu_count() or 2)], env=self.env)
+        self.build_seconds = time.time() - start
         if out.returncode:
+            self.build_log = (out.stdout + out.stderr)[-3000:]
             return False
         for so in self.build.glob("_ext*.so"):
             shutil.copy(so, self.dir / "jaxconv3d" / so.name)
         return True
 
-    def test(self, timeout: float) -> tuple[str, str, float]:
-        """('passed' | 'failed' | 'timeout', first failing test, seconds)."""
-        tests = sorted(p.name for p in (self.dir / "tests").glob("test_*.py"))
-        order = [t for t in FIRST if t in tests] + [t for t in tests if t not in FIRST]
-        cmd = [self.python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-W", "ignore::UserWarning",
-               *[f"tests/{t}" for t in order]]
+    def _pytest(self, args: list[str], timeout: float, where: str = "") -> tuple[str, str, float, str]:
+        """Run pytest in the copy: (status, first failing test, seconds, last line of its output); status is 'passed',
+        'failed', 'timeout' or, for an exit status of 5, 'empty' (nothing collected)."""
+        cmd = [self.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::UserWarning", *args]
         start = time.time()
         try:
             out = run(cmd, cwd=self.dir, env=self.env, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return "timeout", "", time.time() - start
+            return "timeout", "", time.time() - start, ""
         seconds = time.time() - start
+        summary = (out.stdout.strip().splitlines() or [""])[-1]
+        if out.returncode == 5:
+            return "empty", "", seconds, summary
         if out.returncode == 0:
-            return "passed", "", seconds
+            return "passed", "", seconds, summary
         failed = [line.split(" ", 1)[1] for line in out.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
-        first = failed[0] if failed else (out.stdout.strip().splitlines() or ["(crashed)"])[-1]
+        first = failed[0] if failed else (summary or "(crashed)")
         if out.returncode < 0:
-            first = f"crashed (signal {-out.returncode})"
-        return "failed", first[:150], seconds
+            first = f"crashed (signal {-out.returncode}){where}"
+        return "failed", first[:150], seconds, summary
+
+    def test(self, timeout: float) -> tuple[str, str, float]:
+        """('passed' | 'failed' | 'timeout', first failing test, seconds)."""
+        tests = sorted(p.name for p in (self.dir / "tests").glob("test_*.py"))
+        order = [t for t in FIRST if t in tests] + [t for t in tests if t not in FIRST]
+        status, first, seconds, _ = self._pytest(["-x", *[f"tests/{t}" for t in order]], timeout)
+        return ("failed" if status == "empty" else status), first, seconds
+
+    def test_selection(self, selection: str, timeout: float, stop_first: bool = True) -> tuple[str, str, float]:
+        """One GPU selection ("tests/x.py::test[id]", several node ids, or "tests/x.py -k 'expr'"), -x."""
+        args = [*(["-x"] if stop_first else []), *shlex.split(selection)]
+        status, first, seconds, summary = self._pytest(args, timeout, where=f" in {selection}")
+        if status == "empty":  # nothing collected: a stale selection is an error in the table, not a catch
+            return "empty", f"no test collected by {selection}", seconds
+        if status == "passed" and " skipped" in summary and " passed" not in summary:
+            return "empty", f"every test of {selection} skipped (no GPU?)", seconds
+        return status, first, seconds
 
 
 def apply(sandbox: Sandbox, m: Mutation) -> str:
@@ -285,21 +394,196 @@ def apply(sandbox: Sandbox, m: Mutation) -> str:
     return original
 
 
+# --gpu --broad: after a CUDA mutation survives its targeted selections, these GPU tests run too (-x, -m gpu).
+BROAD = ("tests/test_kernels.py tests/test_conv.py tests/test_dispatch.py tests/test_smallc.py tests/test_depthwise.py "
+         "tests/test_stencil_cl.py tests/test_hopper_paths.py tests/test_dynamic_range.py tests/test_cuda.py -m gpu")
+GPU_REPORT = ROOT / "docs" / "mutation-report-gpu.txt"
+_ENTRY = re.compile(r"^(\S+)\s+(caught|SURVIVED|pending|build failed|no test)\b")
+
+
+def merge_gpu_report(path: Path, header: str, entries: dict) -> list:
+    """The GPU report's lines: its previous entries (one block per mutation id: the result line and its "by" line)
+    with this run's replacing those of the same id, in table order, then `mutation score: caught/total`."""
+    old = {}
+    if path.exists():
+        current = None
+        for line in path.read_text().splitlines():
+            m = _ENTRY.match(line)
+            if m:
+                current = m.group(1)
+                old[current] = [line]
+            elif current and line.startswith(" " * 16):
+                old[current].append(line)
+            else:
+                current = None
+    old.update(entries)
+    lines = [header, ""]
+    caught = total = 0
+    for m in MUTATIONS:
+        if not m.cuda:
+            continue
+        block = old.get(m.id) or [f"{m.id:4} {'pending':9} {'':6} {m.path}: {m.what}  [not run yet]"]
+        lines += block
+        status = _ENTRY.match(block[0]).group(2)
+        total += status in ("caught", "SURVIVED")
+        caught += status == "caught"
+    pending = sum(1 for m in MUTATIONS if m.cuda and (m.id not in old or _ENTRY.match(old[m.id][0]).group(2)
+                                                      not in ("caught", "SURVIVED")))
+    lines += ["", f"mutation score: {caught}/{total}" + (f" ({pending} CUDA mutations not evaluated)" if pending else "")]
+    return lines
+
+
+def main_gpu(args, chosen) -> int:
+    """--gpu: the CUDA mutations, each against its targeted GPU selections (see the module docstring)."""
+    if not args.cpu_too:
+        chosen = [m for m in chosen if m.cuda]
+    start_all = time.time()
+    base = Path(tempfile.mkdtemp(prefix="jaxconv3d-mutate-"))
+    entries, lines = {}, []
+    caught = total = 0
+
+    def out(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    commit = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip() or "unknown"
+    if run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT).stdout.strip():
+        commit += " + uncommitted changes"
+    try:
+        t0 = time.time()
+        sandbox = Sandbox(base, cuda=True)
+        print(f"sandbox CUDA build: {time.time() - t0:.0f} s", flush=True)
+        for m in chosen:  # every mutation applies to the current source before anything runs
+            (sandbox.dir / m.path).write_text(apply(sandbox, m))
+        # Baseline: every targeted selection once on the unmutated build; one that fails there is dropped (and said).
+        selections = list(dict.fromkeys(sel for m in chosen if m.cuda for sel in m.tests))
+        bad, base_secs = set(), 0.0
+        node_ids = [sel for sel in selections if " " not in sel]
+        if node_ids:  # one process for every node id (pytest starts once); junit XML says which passed
+            xml = base / "baseline.xml"
+            _, _, secs = sandbox.test_selection(" ".join(node_ids) + f" --junitxml={xml}", args.timeout * 4,
+                                                stop_first=False)
+            base_secs += secs
+            passed = set()
+            if xml.exists():
+                import xml.etree.ElementTree as ET
+
+                for case in ET.parse(xml).iter("testcase"):
+                    if not any(child.tag in ("failure", "error", "skipped") for child in case):
+                        passed.add(case.get("classname", "").replace(".", "/") + ".py::" + case.get("name", ""))
+            for sel in node_ids:
+                if sel not in passed:
+                    bad.add(sel)
+                    print(f"baseline: {sel}: failed, skipped or not run", flush=True)
+        for sel in (sel for sel in selections if " " in sel):
+            status, first, secs = sandbox.test_selection(sel, args.timeout, stop_first=False)
+            base_secs += secs
+            if status != "passed":
+                bad.add(sel)
+                print(f"baseline: {sel}: {status} {first}", flush=True)
+        try:
+            cards = run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]).stdout.strip().replace("\n", ", ")
+        except OSError:
+            cards = ""
+        header = (f"jaxconv3d mutation report, GPU run, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
+                  f"UTC, commit {commit}, {cards or 'GPU'} (targeted GPU selections, pytest -x, seed {TEST_SEED}"
+                  f"{', then the broad GPU suite' if args.broad else ''}); ids run: {','.join(m.id for m in chosen)}; "
+                  f"unmutated selections pass in {base_secs:.0f} s" + (f" ({len(bad)} failing, dropped)" if bad else ""))
+        out(header)
+        out()
+        dirty = None  # a restored file whose object is still the mutated one: rebuilt with the next mutation
+        for m in chosen:
+            if args.deadline and time.time() - start_all > args.deadline:
+                out(f"{m.id:4} not run: past --deadline {args.deadline:.0f} s")
+                continue
+            tests = [sel for sel in m.tests if sel not in bad] if m.cuda else []
+            original = apply(sandbox, m)
+            first, secs = "", 0.0
+            try:
+                if not sandbox.rebuild():
+                    result = "build failed"
+                    first = sandbox.build_log.strip().splitlines()[-1][:150] if sandbox.build_log.strip() else ""
+                elif m.cuda and not tests:
+                    result, first = "no test", "every targeted selection failed or skipped on the unmutated build"
+                else:
+                    build_secs = sandbox.build_seconds
+                    result = "no test"
+                    runs = tests + ([BROAD] if args.broad else []) if m.cuda else []
+                    for sel in runs:
+                        status, first1, secs1 = sandbox.test_selection(sel, args.timeout)
+                        secs += secs1
+                        if status == "empty":
+                            first = first1
+                            continue
+                        result = "SURVIVED"
+                        if status != "passed":
+                            result = "caught"
+                            first = first1 or ("timed out: " + sel if status == "timeout" else sel)
+                            break
+                    if not m.cuda:
+                        status, first, secs = sandbox.test(args.timeout)
+                        result = "SURVIVED" if status == "passed" else "caught"
+                    first = (first + f" (build {build_secs:.0f} s)").strip() if first else f"(build {build_secs:.0f} s)"
+            finally:
+                (sandbox.dir / m.path).write_text(original)  # rebuilt together with the next mutation's change
+            if result in ("caught", "SURVIVED"):
+                total += 1
+                caught += result == "caught"
+            block = [f"{m.id:4} {result:9} {secs:5.0f}s  {m.path}: {m.what}"] + ([f"{'':16}by {first}"] if first else [])
+            for line in block:
+                out(line)
+            if m.cuda:
+                entries[m.id] = block
+                report = Path(args.gpu_report)  # after every mutation: a run cut off by a hard limit keeps its results
+                report.write_text("\n".join(merge_gpu_report(report, header, entries)) + "\n")
+        out()
+        out(f"this run: {caught}/{total} caught in {time.time() - start_all:.0f} s")
+    finally:
+        if args.keep:
+            print(f"copy kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    report = Path(args.gpu_report)
+    merged = merge_gpu_report(report, header, entries)
+    report.write_text("\n".join(merged) + "\n")
+    print(merged[-1])
+    return 0 if caught == total else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated mutation ids")
-    ap.add_argument("--gpu", action="store_true", help="CUDA build; evaluate the CUDA mutations too")
-    ap.add_argument("--timeout", type=float, default=1200, help="seconds per test run (default 1200)")
+    ap.add_argument("--gpu", action="store_true",
+                    help="CUDA build (Ninja, CMAKE_ARGS, sm_90 unless CMAKE_ARGS names architectures); evaluate the "
+                         "CUDA mutations on their targeted GPU selections; report merged into docs/mutation-report-gpu.txt")
+    ap.add_argument("--cpu-too", action="store_true", help="with --gpu: the CPU-side mutations too (full suite each)")
+    ap.add_argument("--broad", action="store_true",
+                    help="with --gpu: a mutation that survives its targeted selections also faces the broad GPU suite")
+    ap.add_argument("--deadline", type=float, default=0,
+                    help="with --gpu: start no mutation after this many seconds (the rest are left as they were)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per test run (default 1200; with --gpu 150 per targeted selection)")
     ap.add_argument("--report", default=str(ROOT / "docs" / "mutation-report.txt"))
+    ap.add_argument("--gpu-report", default=str(GPU_REPORT))
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
     args = ap.parse_args(argv)
+    if args.timeout is None:
+        args.timeout = 150 if args.gpu else 1200
 
-    chosen = [m for m in MUTATIONS if not args.only or m.id in args.only.split(",")]
+    ids = args.only.split(",") if args.only else []
+    unknown = [i for i in ids if i not in {m.id for m in MUTATIONS}]
+    if unknown:
+        raise SystemExit(f"unknown mutation ids: {','.join(unknown)}")
+    chosen = [m for m in MUTATIONS if not ids or m.id in ids]
     if args.list:
         for m in chosen:
-            print(f"{m.id:4} {m.path:28} {'(CUDA) ' if m.cuda else ''}{m.what}")
+            print(f"{m.id:4} {m.path:34} {'(CUDA) ' if m.cuda else ''}{m.what}")
+            for sel in m.tests:
+                print(f"{'':10}gpu: {sel}")
         return 0
+    if args.gpu:
+        return main_gpu(args, chosen)
     base = Path(tempfile.mkdtemp(prefix="jaxconv3d-mutate-"))
     lines = []
     caught = total = 0
@@ -312,7 +596,7 @@ def main(argv=None) -> int:
     if run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT).stdout.strip():
         commit += " + uncommitted changes"
     try:
-        sandbox = Sandbox(base, cuda=args.gpu)
+        sandbox = Sandbox(base, cuda=False)
         for m in chosen:  # every mutation applies to the current source before anything runs
             sandbox_text = apply(sandbox, m)
             (sandbox.dir / m.path).write_text(sandbox_text)
@@ -320,12 +604,12 @@ def main(argv=None) -> int:
         if status != "passed":
             raise SystemExit(f"the unmutated suite does not pass ({status}: {first}); fix that first")
         out(f"jaxconv3d mutation report, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-            f"commit {commit}, {'GPU' if args.gpu else 'CPU'} suite (pytest -x, seed {TEST_SEED}); "
+            f"commit {commit}, CPU suite (pytest -x, seed {TEST_SEED}); "
             f"unmutated suite passes in {secs:.0f} s")
         out()
         pending = []
         for m in chosen:
-            if m.cuda and not args.gpu:
+            if m.cuda:
                 pending.append(m)
                 continue
             original = apply(sandbox, m)
@@ -348,7 +632,7 @@ def main(argv=None) -> int:
             if first:
                 out(f"{'':16}by {first}")
         for m in pending:
-            out(f"{m.id:4} {'pending':9} {'':6} {m.path}: {m.what}  [GPU run needed]")
+            out(f"{m.id:4} {'pending':9} {'':6} {m.path}: {m.what}  [GPU run: docs/mutation-report-gpu.txt]")
         out()
         gpu_note = f" ({len(pending)} CUDA mutations need a GPU run)" if pending else ""
         out(f"mutation score: {caught}/{total}{gpu_note}")
