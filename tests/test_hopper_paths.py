@@ -72,14 +72,25 @@ def test_hopper_kernels_against_float64(rng, name):
         n = answer[op]["workspace_bytes"]
         return to_dlpack(torch.full((n,), 255, dtype=torch.uint8, device="cuda")) if n else None
 
+    # Each operation whose plan reads channels-last tensors (the Hopper ones; float32-accurate grad-weight, for one,
+    # is sm80's, which the torch front reaches through layout transposes) runs through the adapter as they lie.
     y, dx, dw = nan(cfg.y_shape), nan(cfg.x_shape), nan(cfg.w_shape)
-    _ext.torch_adapter.fwd(to_dlpack(dev(x)), to_dlpack(dev(w)), to_dlpack(b.to("cuda", tdt)), to_dlpack(y),
-                           workspace("forward"), *attrs)
-    _ext.torch_adapter.dgrad(to_dlpack(dev(dy)), to_dlpack(dev(w)), to_dlpack(dx), workspace("grad_input"), *attrs)
-    _ext.torch_adapter.wgrad(to_dlpack(dev(x)), to_dlpack(dev(dy)), to_dlpack(dw), workspace("grad_weight"), *attrs)
+    runs = {
+        "forward": lambda: _ext.torch_adapter.fwd(to_dlpack(dev(x)), to_dlpack(dev(w)), to_dlpack(b.to("cuda", tdt)),
+                                                  to_dlpack(y), workspace("forward"), *attrs),
+        "grad_input": lambda: _ext.torch_adapter.dgrad(to_dlpack(dev(dy)), to_dlpack(dev(w)), to_dlpack(dx),
+                                                       workspace("grad_input"), *attrs),
+        "grad_weight": lambda: _ext.torch_adapter.wgrad(to_dlpack(dev(x)), to_dlpack(dev(dy)), to_dlpack(dw),
+                                                        workspace("grad_weight"), *attrs),
+    }
+    ran = [op for op in OPS if answer[op]["layout"] == "NDHWC"]
+    assert set(expected) <= set(ran), (expected, ran)
+    for op in ran:
+        runs[op]()
     ref = reference_and_grads(x, w, b, dy, **kw)
     bound = BOUNDS["tf32" if math else dtype]
     for op, out, r in zip(OPS, (y, dx, dw), ref[:3]):
-        assert_close(out, r, bound, f"{name} {op} ({answer[op]['family']}: {answer[op]['tile']})")
+        if op in ran:
+            assert_close(out, r, bound, f"{name} {op} ({answer[op]['family']}: {answer[op]['tile']})")
     for op in expected:
         assert answer[op]["family"] == "hopper", (op, answer[op])

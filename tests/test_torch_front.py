@@ -96,7 +96,9 @@ def test_first_order_backward_is_one_crossing(device, memory, monkeypatch):
         monkeypatch.setattr(_ops, "_adapter", counting)
         y.backward(g)
         monkeypatch.undo()
-        assert counting.calls == {"bwd": 1}, (need, counting.calls)
+        # one convolution crossing; layout conversions (a channels-last caller on an NCDHW kernel) are not crossings
+        convs = {k: v for k, v in counting.calls.items() if k != "convert_layout"}
+        assert convs == {"bwd": 1}, (need, counting.calls)
         want = (_ops.dgrad(g, w, cfg), _ops.wgrad(x, g, cfg, memory == torch.channels_last_3d), _ops.bgrad(g))
         for leaf, r, ref in zip(leaves, need, want):
             assert (leaf.grad is not None) == r
