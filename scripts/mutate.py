@@ -199,7 +199,7 @@ MUTATIONS = [
       # P not a multiple of the rounded chunk (positions past P read past x and dy): valid_k357 (P 125),
       # stride3_odd_channels (135), asym_pad_dilation (360 in 2 splits of 192), same_dilated (336 in 2 of 176)
       tests=("tests/test_conv.py -k 'cuda and float32 and (valid_k357 or stride3_odd or asym_pad or same_dilated)'",)),
-    M("C3", "cuda/sm80/common.cuh", "return __float2bfloat16(static_cast<float>(v));", "return __float2bfloat16_rz(static_cast<float>(v));",
+    M("C3", "cuda/device_common.cuh", "return __float2bfloat16(static_cast<float>(v));", "return __float2bfloat16_rz(static_cast<float>(v));",
       "CUDA bfloat16 results truncated", True,
       # the JAX front's arrays live on the GPU: sm80 gemm_ffma / wgrad results held to correct rounding
       tests=(f"{EXACT}::test_results_correctly_rounded[jax-bfloat16]",
@@ -433,22 +433,42 @@ def merge_gpu_report(path: Path, header: str, entries: dict) -> list:
     return lines
 
 
+def commit_label() -> str:
+    """HEAD's short hash, marked where tracked files differ from it."""
+    commit = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip() or "unknown"
+    if run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT).stdout.strip():
+        commit += " + uncommitted changes"
+    return commit
+
+
+class Log:
+    """Prints each line as it comes and keeps them for the report."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+
+def release(base: Path, keep: bool) -> None:
+    """Remove the scratch copy (or say where it is kept)."""
+    if keep:
+        print(f"copy kept in {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main_gpu(args, chosen) -> int:
     """--gpu: the CUDA mutations, each against its targeted GPU selections (see the module docstring)."""
     if not args.cpu_too:
         chosen = [m for m in chosen if m.cuda]
     start_all = time.time()
     base = Path(tempfile.mkdtemp(prefix="jaxconv3d-mutate-"))
-    entries, lines = {}, []
+    entries, out = {}, Log()
     caught = total = 0
-
-    def out(line=""):
-        print(line, flush=True)
-        lines.append(line)
-
-    commit = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip() or "unknown"
-    if run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT).stdout.strip():
-        commit += " + uncommitted changes"
+    commit = commit_label()
     try:
         t0 = time.time()
         sandbox = Sandbox(base, cuda=True)
@@ -539,10 +559,7 @@ def main_gpu(args, chosen) -> int:
         out()
         out(f"this run: {caught}/{total} caught in {time.time() - start_all:.0f} s")
     finally:
-        if args.keep:
-            print(f"copy kept in {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        release(base, args.keep)
     report = Path(args.gpu_report)
     merged = merge_gpu_report(report, header, entries)
     report.write_text("\n".join(merged) + "\n")
@@ -585,16 +602,9 @@ def main(argv=None) -> int:
     if args.gpu:
         return main_gpu(args, chosen)
     base = Path(tempfile.mkdtemp(prefix="jaxconv3d-mutate-"))
-    lines = []
+    out = Log()
     caught = total = 0
-
-    def out(line=""):
-        print(line, flush=True)
-        lines.append(line)
-
-    commit = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip()
-    if run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT).stdout.strip():
-        commit += " + uncommitted changes"
+    commit = commit_label()
     try:
         sandbox = Sandbox(base, cuda=False)
         for m in chosen:  # every mutation applies to the current source before anything runs
@@ -637,12 +647,9 @@ def main(argv=None) -> int:
         gpu_note = f" ({len(pending)} CUDA mutations need a GPU run)" if pending else ""
         out(f"mutation score: {caught}/{total}{gpu_note}")
     finally:
-        if args.keep:
-            print(f"copy kept in {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        release(base, args.keep)
     if not args.only:
-        Path(args.report).write_text("\n".join(lines) + "\n")
+        Path(args.report).write_text("\n".join(out.lines) + "\n")
     return 0 if caught == total else 1
 
 

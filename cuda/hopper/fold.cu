@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "hopper/fold.cuh"
-#include "hopper/launch.cuh"
+#include "launch_common.cuh"
 #include "hopper/pipeline.cuh"
 
 namespace jaxconv3d {

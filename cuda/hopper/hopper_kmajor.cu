@@ -8,7 +8,7 @@
 #include "hopper/conv_tma.cuh"
 #include "hopper/fold.cuh"
 #include "hopper/hopper_rules.h"
-#include "hopper/launch.cuh"
+#include "launch_common.cuh"
 
 namespace jaxconv3d {
 namespace hopper {

@@ -6,7 +6,7 @@
 #include "hopper/conv_smallc_wgrad.cuh"
 #include "hopper/hopper_conv.h"
 #include "hopper/hopper_rules.h"
-#include "hopper/launch.cuh"
+#include "launch_common.cuh"
 
 namespace jaxconv3d {
 namespace hopper {

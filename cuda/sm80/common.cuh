@@ -1,6 +1,7 @@
 // Shared by the sm80 family's kernels (implicit-GEMM forward / grad-input, depthwise stencil, grad-weight,
-// grad-bias): element conversions, the geometry passed by value, 64-bit div/mod, shared-memory and cp.async
-// helpers, and the host-side launch check. Each .cu of the family includes it; everything is inline or templated.
+// grad-bias): the geometry passed by value, 64-bit div/mod and shared-memory helpers; element conversions and
+// cp.async come from device_common.cuh, the launch check from launch_common.cuh. Each .cu of the family includes
+// it; everything is inline or templated.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,6 +16,8 @@
 #include <type_traits>
 
 #include "conv_problem.h"
+#include "device_common.cuh"
+#include "launch_common.cuh"
 #include "sm80/plan.h"
 
 namespace jaxconv3d {
@@ -27,25 +30,6 @@ constexpr int kTapCap = 256;           // taps held in the shared tap table of t
 
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
-
-template <typename D, typename S>
-__device__ __forceinline__ D cvt(S v) {
-  if constexpr (std::is_same<D, S>::value) {
-    return v;
-  } else if constexpr (std::is_same<S, __nv_bfloat16>::value) {
-    return static_cast<D>(__bfloat162float(v));
-  } else if constexpr (std::is_same<S, __half>::value) {
-    return static_cast<D>(__half2float(v));
-  } else if constexpr (std::is_same<D, __nv_bfloat16>::value) {
-    return __float2bfloat16(static_cast<float>(v));
-  } else if constexpr (std::is_same<D, __half>::value) {
-    return __float2half(static_cast<float>(v));
-  } else {
-    return static_cast<D>(v);
-  }
-}
-
-template <typename T> __device__ __forceinline__ T zero_of() { return cvt<T>(0.0f); }
 
 __host__ __device__ inline int gcd_int(int a, int b) {
   while (b) { int t = a % b; a = b; b = t; }
@@ -84,22 +68,6 @@ __device__ __forceinline__ void lds_vec(Acc (&dst)[N], const Acc* p) {
       dst[i] = v.x; dst[i + 1] = v.y;
     }
   }
-}
-
-// 4-byte cp.async (sm_80+) with zero fill: copies `bytes` (4 or 0) bytes from gsrc and zero-fills the rest.
-__device__ __forceinline__ void cp_async4(void* sdst, const void* gsrc, int bytes) {
-  const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(sdst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(sa), "l"(gsrc), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-inline std::string launch_error(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess) return "";
-  return std::string("jaxconv3d cuda: ") + what + " launch failed: " + cudaGetErrorString(e);
 }
 
 inline ConvGeo make_geo(const ConvProblem& p) {

@@ -1,6 +1,6 @@
-// The stencil family's kernels (see stencil.h): forward and grad-input of a depthwise 3x3x3 layer (stride 1,
-// dilation 1, channel multiplier 1) on NDHWC activations and a (C, 3, 3, 3, 1) filter. Every sum runs in one fixed
-// order: deterministic.
+// The stencil family's kernels (see stencil.h): forward, grad-input and grad-weight of a depthwise 3x3x3 layer
+// (stride 1, dilation 1, channel multiplier 1) on NDHWC activations and a (C, 3, 3, 3, 1) filter. Every sum runs in
+// one fixed order: deterministic.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "device_common.cuh"
+#include "launch_common.cuh"
 #include "stencil/stencil.h"
 
 namespace jaxconv3d {
@@ -20,18 +22,15 @@ namespace {
 
 using i64 = long long;
 
-template <typename T>
-__device__ __forceinline__ float to_f(T v) {
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) return __bfloat162float(v);
-  else if constexpr (std::is_same<T, __half>::value) return __half2float(v);
-  else return v;
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f(float v) {  // round to nearest even
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) return __float2bfloat16(v);
-  else if constexpr (std::is_same<T, __half>::value) return __float2half(v);
-  else return v;
+// Zeroes a float array of any rank (a register array: every index compile-time).
+template <typename A>
+__device__ __forceinline__ void zero(A& a) {
+  if constexpr (std::is_array<A>::value) {
+#pragma unroll
+    for (auto& e : a) zero(e);
+  } else {
+    a = 0.0f;
+  }
 }
 
 // One stencil launch: output q (per axis), tap t in 0..2 reads source q + t - P with tap weight w[t] (forward) or
@@ -47,11 +46,11 @@ struct Geo {
 template <int V>
 using IC = std::integral_constant<int, V>;
 
-// A lane's VEC consecutive channels of one element as raw bits (VEC = 2: one 32-bit word; zero bits read +0).
+// A lane's VEC consecutive channels of one shared-memory element as raw bits (VEC = 2: one 32-bit word; zero
+// bits read +0), unpacked to floats; and stored back rounded.
 template <typename T, int VEC>
 struct Elem {
   using Word = typename std::conditional<VEC == 2 || sizeof(T) == 4, unsigned, unsigned short>::type;
-  static __device__ __forceinline__ unsigned load(const T* p) { return unsigned(__ldg(reinterpret_cast<const Word*>(p))); }
   static __device__ __forceinline__ unsigned load_shared(const T* p) { return unsigned(*reinterpret_cast<const Word*>(p)); }
   static __device__ __forceinline__ void unpack(unsigned b, float (&f)[VEC]) {
     if constexpr (std::is_same<T, float>::value) {
@@ -66,7 +65,7 @@ struct Elem {
   }
   static __device__ __forceinline__ void store(T* p, const float (&f)[VEC]) {  // round to nearest even
     if constexpr (VEC == 1) {
-      *p = from_f<T>(f[0]);
+      *p = cvt<T>(f[0]);
     } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
       *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(f[0], f[1]);
     } else {
@@ -96,22 +95,23 @@ __device__ __forceinline__ void read_row(const T* p, float (&v)[N][VEC]) {
   for (int i = 0; i < N; ++i) Elem<T, VEC>::unpack(Elem<T, VEC>::load_shared(p + i * CH), v[i]);
 }
 
-// What a block works on (decoded from blockIdx) and a thread's place in it.
+// Where a column lies: a block's first W output, first H row, first channel, batch entry.
 struct Place {
-  int ox0, oy0, c0;  // first W output, first H row (the block's), first channel
+  int ox0, oy0, c0;
   i64 n;
 };
 
-// Column index b -> its W strip, H block, channel group and batch entry (fastest first).
+// Column index b -> its W strip, H block, channel group (of `groups`; grad-weight's columns are one group's: 1)
+// and batch entry, fastest first.
 template <int CH, int RUN>
-__device__ __forceinline__ Place place(const Geo& g, i64 b) {
+__device__ __forceinline__ Place place(const Geo& g, i64 b, int groups) {
   Place pl;
   pl.ox0 = int(b % g.wstrips) * RUN;
   b /= g.wstrips;
   pl.oy0 = int(b % g.hblocks) * kRows;
   b /= g.hblocks;
-  pl.c0 = int(b % g.cgroups) * CH;
-  pl.n = b / g.cgroups;
+  pl.c0 = int(b % groups) * CH;
+  pl.n = b / groups;
   return pl;
 }
 
@@ -128,15 +128,10 @@ struct Lane {
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
 #pragma unroll
-      for (int t = 0; t < 27; ++t) tap[t][e] = live ? to_f(w[i64(c + e) * 27 + (g.flip ? 26 - t : t)]) : 0.0f;
-      bv[e] = live && bias != nullptr ? to_f(bias[c + e]) : 0.0f;
+      for (int t = 0; t < 27; ++t) tap[t][e] = live ? cvt<float>(w[i64(c + e) * 27 + (g.flip ? 26 - t : t)]) : 0.0f;
+      bv[e] = live && bias != nullptr ? cvt<float>(bias[c + e]) : 0.0f;
     }
-#pragma unroll
-    for (int j = 0; j < 3; ++j)
-#pragma unroll
-      for (int r = 0; r < RUN; ++r)
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) acc[j][r][e] = 0.0f;
+    zero(acc);
   }
   // Source row kh of plane js (js % 3 == PH): RUN + 2 values into the three output planes js - kd.
   template <int PH>
@@ -165,29 +160,13 @@ struct Lane {
         }
       }
     }
-#pragma unroll
-    for (int r = 0; r < RUN; ++r)
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) acc[SO][r][e] = 0.0f;
+    zero(acc[SO]);
   }
 };
 
 // ---- staging: boxes of source planes copied into shared memory, kStages planes in flight.
 constexpr int kThreads = kLanes * kRows;
 constexpr int kStages = 3;  // = the accumulator rotation, so stage and slot indices are both js % 3
-
-template <int BYTES>
-__device__ __forceinline__ void cp_async(void* dst, const void* src, bool ok) {
-  const unsigned d = unsigned(__cvta_generic_to_shared(dst));
-  const int n = ok ? BYTES : 0;  // 0: nothing read, BYTES zeros written
-  if constexpr (BYTES == 16)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
-  else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(src), "n"(BYTES), "r"(n));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // A ROWS x COLS x CH box of one plane (rows from y0, columns from x0, channels from c0 of an H x W x C plane),
 // copied by a block's threads into shared memory [ROWS][COLS][CH]; elements outside the plane or past C read zero
@@ -228,7 +207,7 @@ struct Box {
   __device__ __forceinline__ void copy(T* dst, const T* plane, bool live) const {
     auto one = [&](int q, bool in, i64 o) {
       if constexpr (CB == 0)
-        dst[q] = in ? plane[o] : from_f<T>(0.0f);
+        dst[q] = in ? plane[o] : cvt<T>(0.0f);
       else
         cp_async<CB>(reinterpret_cast<char*>(dst) + q * CB, plane + o, in);
     };
@@ -273,7 +252,7 @@ __device__ __forceinline__ void pipeline(int len, Issue&& issue, Body&& body) {
   static_assert(kStages == 3, "the prologue fills kStages - 1 stages; the phase is js % 3");
   auto step = [&](int js, auto phase) {
     constexpr int PH = decltype(phase)::value;
-    cp_wait<kStages - 2>();
+    cp_async_wait<kStages - 2>();
     __syncthreads();
     issue(js + kStages - 1, IC<(PH + kStages - 1) % kStages>{});
     body(js, phase);
@@ -286,7 +265,7 @@ __device__ __forceinline__ void pipeline(int len, Issue&& issue, Body&& body) {
     if (js + 1 < len + 2) step(js + 1, IC<1>{});
     if (js + 2 < len + 2) step(js + 2, IC<2>{});
   }
-  cp_wait<0>();
+  cp_async_wait<0>();
 }
 
 // ---- forward and grad-input. A thread: channels c0 + VEC lane .. + VEC - 1, output row oy0 + warp, outputs
@@ -305,7 +284,7 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise3_kernel(const T* __rest
   const i64 o_h = i64(g.od[2]) * g.C, o_d = i64(g.od[1]) * o_h;
 
   for_segments(blockIdx.x, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
-    const Place pl = place<CH, RUN>(g, column);
+    const Place pl = place<CH, RUN>(g, column, g.cgroups);
     const int c = pl.c0 + lane * VEC, oy = pl.oy0 + warp;
     const bool live = c < g.C && oy < g.od[1];  // computes and stores (every thread copies and synchronises)
     Lane<T, VEC, RUN> ln;
@@ -319,7 +298,7 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise3_kernel(const T* __rest
       const int sz = z - g.P[0] + js;
       const bool in = js < len + 2 && unsigned(sz) < unsigned(g.sd[0]);
       box.copy(&stage[decltype(stage_index)::value][0][0][0], sn + i64(in ? sz : 0) * s_d, in);
-      cp_commit();
+      cp_async_commit();
     };
     pipeline(len, issue, [&](int js, auto phase) {
       constexpr int PH = decltype(phase)::value;  // js % 3: the stage and the accumulator rotation
@@ -353,16 +332,12 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise3_wgrad_kernel(const T* 
   const i64 s_d = i64(g.sd[1]) * g.sd[2] * g.C, o_d = i64(g.od[1]) * g.od[2] * g.C;
 
   float acc[27][VEC];
-#pragma unroll
-  for (int t = 0; t < 27; ++t)
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) acc[t][e] = 0.0f;
+  zero(acc);
 
   for_segments(b, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
-    const int ox0 = int(column % g.wstrips) * RUN;
-    column /= g.wstrips;
-    const int oy0 = int(column % g.hblocks) * kRows;
-    const i64 n = column / g.hblocks;
+    const Place pl = place<CH, RUN>(g, column, 1);
+    const int ox0 = pl.ox0, oy0 = pl.oy0;
+    const i64 n = pl.n;
     const bool live = c < g.C && oy0 + warp < g.od[1];
     const T* xn = x + n * i64(g.sd[0]) * s_d;
     const T* dn = dy + n * i64(g.od[0]) * o_d;
@@ -371,12 +346,7 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise3_wgrad_kernel(const T* 
     Box<T, CB, kRows, RUN, CH> db;
     db.init(oy0, ox0, c0, g.od[1], g.od[2], g.C);
     float dv[3][RUN][VEC];  // dy planes js, js - 1, js - 2 (those before the segment: zeros)
-#pragma unroll
-    for (int j = 0; j < 3; ++j)
-#pragma unroll
-      for (int r = 0; r < RUN; ++r)
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) dv[j][r][e] = 0.0f;
+    zero(dv);
 
     auto issue = [&](int js, auto stage_index) {  // x plane js and dy plane js (zeros past the segment)
       constexpr int S = decltype(stage_index)::value;
@@ -384,7 +354,7 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise3_wgrad_kernel(const T* 
       const bool xin = js < len + 2 && unsigned(xz) < unsigned(g.sd[0]);
       xb.copy(&xs[S][0][0][0], xn + i64(xin ? xz : 0) * s_d, xin);
       db.copy(&ds[S][0][0][0], dn + i64(js < len ? z + js : 0) * o_d, js < len);
-      cp_commit();
+      cp_async_commit();
     };
     pipeline(len, issue, [&](int, auto phase) {
       constexpr int PH = decltype(phase)::value;
@@ -432,13 +402,8 @@ __global__ void __launch_bounds__(32 * kSlices) depthwise3_wgrad_reduce_kernel(c
   if (slice == 0 && c < C) {
 #pragma unroll
     for (int j = 1; j < kSlices; ++j) s += sums[j][threadIdx.x];
-    dw[i64(c) * 27 + t] = from_f<T>(s);
+    dw[i64(c) * 27 + t] = cvt<T>(s);
   }
-}
-
-std::string launch_error(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? "" : std::string("stencil: ") + what + " launch failed: " + cudaGetErrorString(e);
 }
 
 int ceil_div(i64 a, i64 b) { return int((a + b - 1) / b); }
@@ -473,32 +438,15 @@ Geo geo_of(const ConvProblem& p, bool dgrad) {  // dgrad: the grad-input stencil
   return g;
 }
 
-// Blocks a device holds at once of `kernel`, per device ordinal (0 when it cannot say).
-template <typename K>
-int resident_blocks(K kernel) {
-  static std::atomic<int> cache[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
-  int n = cache[dev].load(std::memory_order_relaxed);
-  if (n == 0) {
-    int sms = 0, per_sm = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess)
-      return 0;
-    n = sms * per_sm;
-    cache[dev].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
 // Forward / grad-input: one wave of blocks over every column's planes, at least kMinPlanes planes a block.
 
 template <typename T, int VEC, int RUN, int CB>
 std::string launch_fwd(Geo g, i64 batch, const T* s, const T* w, const T* b, T* o, cudaStream_t st) {
-  const int slots = resident_blocks(depthwise3_kernel<T, VEC, RUN, CB>);
+  static std::atomic<int> per_sm[64][1];
+  const int slots = resident_blocks(depthwise3_kernel<T, VEC, RUN, CB>, kThreads, 0, 0, per_sm) * sm_count();
   if (slots <= 0) {
     cudaGetLastError();
-    return "stencil: cannot read the device's size";
+    return "stencil: cannot read how many blocks the device holds";
   }
   g.wstrips = ceil_div(g.od[2], RUN);
   g.cgroups = ceil_div(g.C, kLanes * VEC);
@@ -510,17 +458,16 @@ std::string launch_fwd(Geo g, i64 batch, const T* s, const T* w, const T* b, T* 
   return "";
 }
 
-template <typename T, int VEC>
-std::string fwd_runs(const Geo& g, i64 batch, int cb, const T* s, const T* w, const T* b, T* o, cudaStream_t st) {
-  const int run = run_for(VEC, g.od[2]);  // stencil.h
-  if constexpr (VEC == 2) {
-    return cb == 16 ? launch_fwd<T, 2, 4, 16>(g, batch, s, w, b, o, st) : launch_fwd<T, 2, 4, 4>(g, batch, s, w, b, o, st);
-  } else if constexpr (sizeof(T) == 2) {  // element copies
-    return run == 7 ? launch_fwd<T, 1, 7, 0>(g, batch, s, w, b, o, st) : launch_fwd<T, 1, 8, 0>(g, batch, s, w, b, o, st);
-  } else if (cb == 16) {
-    return run == 7 ? launch_fwd<T, 1, 7, 16>(g, batch, s, w, b, o, st) : launch_fwd<T, 1, 8, 16>(g, batch, s, w, b, o, st);
+// Calls f(IC<VEC>, IC<RUN>, IC<CB>) with the kernel instantiation that reads tensors as `a` says, RUN = run_for:
+// 16-bit pairs (4 outputs a thread) or element copies, float32 16- or 4-byte copies.
+template <typename T, typename F>
+std::string with_variant(const Access& a, int run, F&& f) {
+  if constexpr (sizeof(T) == 2) {
+    if (a.vec == 2) return a.cb == 16 ? f(IC<2>{}, IC<4>{}, IC<16>{}) : f(IC<2>{}, IC<4>{}, IC<4>{});
+    return run == 7 ? f(IC<1>{}, IC<7>{}, IC<0>{}) : f(IC<1>{}, IC<8>{}, IC<0>{});
   } else {
-    return run == 7 ? launch_fwd<T, 1, 7, 4>(g, batch, s, w, b, o, st) : launch_fwd<T, 1, 8, 4>(g, batch, s, w, b, o, st);
+    if (a.cb == 16) return run == 7 ? f(IC<1>{}, IC<7>{}, IC<16>{}) : f(IC<1>{}, IC<8>{}, IC<16>{});
+    return run == 7 ? f(IC<1>{}, IC<7>{}, IC<4>{}) : f(IC<1>{}, IC<8>{}, IC<4>{});
   }
 }
 
@@ -533,14 +480,10 @@ std::string run_stencil(const ConvProblem& p, const void* src, const void* w, co
   const T* wt = static_cast<const T*>(w);
   const T* bs = static_cast<const T*>(bias);
   T* o = static_cast<T*>(out);
-  std::string err;
-  if constexpr (sizeof(T) == 2) {
-    err = acc.vec == 2 ? fwd_runs<T, 2>(g, p.batch, acc.cb, s, wt, bs, o, st)
-                       : fwd_runs<T, 1>(g, p.batch, acc.cb, s, wt, bs, o, st);
-  } else {
-    err = fwd_runs<T, 1>(g, p.batch, acc.cb, s, wt, bs, o, st);
-  }
-  return err.empty() ? launch_error(dgrad ? "grad-input" : "forward") : err;
+  const std::string err = with_variant<T>(acc, run_for(acc.vec, g.od[2]), [&](auto vec, auto run, auto cb) {
+    return launch_fwd<T, decltype(vec)::value, decltype(run)::value, decltype(cb)::value>(g, p.batch, s, wt, bs, o, st);
+  });
+  return err.empty() ? launch_error(dgrad ? "stencil grad-input" : "stencil forward") : err;
 }
 
 template <typename T, int VEC, int RUN, int CB>
@@ -567,22 +510,10 @@ std::string run_wgrad(const ConvProblem& p, const void* x, const void* dy, void*
   const T* ds = static_cast<const T*>(dy);
   T* o = static_cast<T*>(dw);
   float* part = static_cast<float*>(workspace);
-  std::string err;
-  if constexpr (sizeof(T) == 2) {
-    if (acc.vec == 2)
-      err = acc.cb == 16 ? launch_wgrad<T, 2, 4, 16>(p, sh, xs, ds, o, part, st)
-                         : launch_wgrad<T, 2, 4, 4>(p, sh, xs, ds, o, part, st);
-    else
-      err = sh.run == 7 ? launch_wgrad<T, 1, 7, 0>(p, sh, xs, ds, o, part, st)
-                        : launch_wgrad<T, 1, 8, 0>(p, sh, xs, ds, o, part, st);
-  } else if (acc.cb == 16) {
-    err = sh.run == 7 ? launch_wgrad<T, 1, 7, 16>(p, sh, xs, ds, o, part, st)
-                      : launch_wgrad<T, 1, 8, 16>(p, sh, xs, ds, o, part, st);
-  } else {
-    err = sh.run == 7 ? launch_wgrad<T, 1, 7, 4>(p, sh, xs, ds, o, part, st)
-                      : launch_wgrad<T, 1, 8, 4>(p, sh, xs, ds, o, part, st);
-  }
-  return err.empty() ? launch_error("grad-weight") : err;
+  const std::string err = with_variant<T>(acc, sh.run, [&](auto vec, auto run, auto cb) {
+    return launch_wgrad<T, decltype(vec)::value, decltype(run)::value, decltype(cb)::value>(p, sh, xs, ds, o, part, st);
+  });
+  return err.empty() ? launch_error("stencil grad-weight") : err;
 }
 
 std::string run(const ConvProblem& p, DType t, const void* src, const void* w, const void* bias, void* out, bool dgrad,

@@ -1,13 +1,21 @@
-// Host helpers shared by the Hopper family's launchers: per-device one-time kernel set-up and the SM count.
+// Host helpers shared by the CUDA families' launchers (hopper, stencil, sm80): per-device one-time kernel set-up,
+// resident blocks and the SM count (asked of the runtime once per device), and the launch check.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 namespace jaxconv3d {
-namespace hopper {
+
+// "" after a good launch; else what failed and the runtime's reason.
+inline std::string launch_error(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess) return "";
+  return std::string("jaxconv3d cuda: ") + what + " launch failed: " + cudaGetErrorString(e);
+}
 
 // Raises `kernel`'s dynamic shared-memory limit to `bytes` once per device (`done`: the caller's per-kernel flags,
 // one bit per device), so calls after the first cost no driver round trip.
@@ -49,5 +57,4 @@ inline int sm_count() {
   return sms;
 }
 
-}  // namespace hopper
 }  // namespace jaxconv3d
