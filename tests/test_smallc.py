@@ -99,6 +99,32 @@ def test_all_three_operations_of_a_stride_1_first_layer():
 
 
 @pytest.mark.parametrize(
+    "x_shape,w_shape,kw,halo",
+    [
+        # the seed layer channels-last in 16 bits: 4 x 32 bricks of one plane, 16 x 62 x 16 x 2 = 31744 of them
+        ((16, 64, 64, 64, 3), (3, 3, 3, 3, 64), dict(dtype="bfloat16"), "regs_halo_wgmma_128x64x128_split512"),
+        ((2, 9, 9, 9, 3), (3, 3, 3, 3, 64), dict(dtype="float16", stride=(2, 2, 1)), "regs_halo_wgmma_128x64x128"),
+        ((2, 9, 9, 9, 3), (3, 3, 3, 3, 64), dict(dtype="bfloat16", stride=(1, 1, 2)), None),  # W stride
+        ((2, 9, 9, 9, 3), (3, 3, 3, 3, 20), dict(dtype="bfloat16"), None),  # dy rows of 40 bytes
+        # float32: 2 x 32 bricks (64 positions), 3xTF32 or TF32; rows of 80 bytes are whole 16-byte chunks
+        ((2, 9, 9, 9, 3), (3, 3, 3, 3, 64), {}, "regs_halo_wgmma_128x64x64_3xtf32"),
+        ((2, 9, 9, 9, 3), (3, 3, 3, 3, 20), dict(precision="tf32"), "regs_halo_wgmma_128x64x64_split"),
+        ((2, 9, 9, 9, 3), (3, 3, 3, 3, 18), {}, None),  # float32 rows of 72 bytes
+        ((2, 9, 9, 9, 4), (7, 7, 7, 4, 16), dict(dtype="bfloat16", padding=3), None),  # halo of 4 x 7 x 10 x 38
+    ],
+)
+def test_channels_last_grad_weight_takes_the_halo_form(x_shape, w_shape, kw, halo):
+    gw = jaxconv3d.explain(x_shape, w_shape, layout="NDHWC", cc=90, **kw)["grad_weight"]
+    if halo is None:
+        assert gw["family"] != FAMILY or not gw["tile"].startswith("regs_halo"), gw
+    else:
+        assert gw["family"] == FAMILY and gw["tile"].startswith(halo), gw
+    ncdhw = (x_shape[0], x_shape[4]) + x_shape[1:4]
+    assert not jaxconv3d.explain(ncdhw, (w_shape[4], w_shape[3]) + w_shape[:3], cc=90, **kw)["grad_weight"][
+        "tile"].startswith("regs_halo")
+
+
+@pytest.mark.parametrize(
     "x_shape,w_shape,kw,expected",
     [
         # the seed layer: 8 x 16 bricks (10 x 18 halo'd: three 64-row tiles), 512 of them: D in one piece
@@ -195,6 +221,15 @@ CASES = [  # (x_shape, w_shape, conv kwargs)
     ((1, 1, 9, 10, 11), (16, 1, 5, 5, 5), dict(padding=2)),
     ((1, 2, 30, 6, 7), (48, 2, 3, 2, 2), dict(dilation=(3, 1, 2), padding=((4, 1), (0, 1), (2, 2)))),
     ((1, 3, 12, 5, 40), (32, 3, 1, 3, 3), dict(padding=((0, 2), (1, 1), (2, 0)))),
+    # grad-weight: 2050 tiles, five a split (the software pipeline's steady state and a short last split)
+    ((1, 3, 40, 40, 41), (64, 3, 3, 3, 3), dict(padding=1)),
+    # forward: a second block of 8 output channels (one 16-byte chunk a position in the 16-bit NDHWC stage)
+    ((2, 3, 6, 7, 5), (72, 3, 3, 3, 3), dict(padding=1)),
+    # grad-weight's halo'd form (16-bit NDHWC): strided D and H with a W edge brick; one row block (K = 18) over
+    # three W bricks; three row blocks (K = 192) with asymmetric padding
+    ((2, 3, 11, 13, 40), (16, 3, 3, 3, 3), dict(stride=(2, 2, 1), padding=(0, 1, 2))),
+    ((1, 2, 5, 9, 70), (24, 2, 1, 3, 3), dict(padding=1)),
+    ((1, 3, 6, 9, 35), (32, 3, 4, 4, 4), dict(padding=((1, 2), (2, 1), (0, 3)))),
 ]
 
 
@@ -248,3 +283,35 @@ def test_random_first_layers(monkeypatch, dtype, math):
             assert_close(out, ref, BOUNDS["tf32" if math else dtype], f"{op} {case} layout {layout} {dtype} {math}")
 
     run()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("offset", [0, 1, 3], ids=["aligned", "1_element_off", "3_elements_off"])
+def test_halo_grad_weight_with_a_misaligned_dy_takes_the_register_form(rng, offset, dtype):
+    """The halo'd grad-weight copies dy 16 bytes at a time: a dy that starts off a 16-byte boundary is run by the
+    register form, inside the same workspace, with the same result."""
+    if not hopper_gpu():
+        pytest.skip("needs a compute capability 9.0 GPU")
+    x_shape, w_shape, kw = (2, 3, 10, 11, 40), (16, 3, 3, 3, 3), dict(padding=1)
+    cfg = conv_config(x_shape, w_shape, None, **kw)
+    tdt = TORCH_DTYPES[dtype]
+    plan = _plan.plan(cfg, tdt, 90, "grad_weight", 1)
+    assert plan["family"] == FAMILY and plan["tile"].startswith("regs_halo")
+    rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(tdt).double()  # noqa: E731
+    x, w, dy = rounded(x_shape), rounded(w_shape), rounded(cfg.y_shape)
+    ref = reference_and_grads(x, w, None, dy, **kw)[2]
+    n, c, d, h, wd = cfg.y_shape
+    storage = torch.empty(n * c * d * h * wd + offset, dtype=tdt, device="cuda")
+    dy_dev = storage[offset:].view(n, d, h, wd, c).permute(0, 4, 1, 2, 3)  # channels-last, `offset` elements in
+    dy_dev.copy_(dy)
+    assert dy_dev.is_contiguous(memory_format=torch.channels_last_3d)
+    assert dy_dev.data_ptr() % 16 == storage.element_size() * offset % 16
+    xd = x.to("cuda", tdt).contiguous(memory_format=torch.channels_last_3d)
+    dw = torch.full(w_shape, float("nan"), dtype=tdt, device="cuda").contiguous(
+        memory_format=torch.channels_last_3d)
+    ws = torch.full((plan["workspace_bytes"],), 255, dtype=torch.uint8, device="cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+    attrs = (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, 0, 1, stream)
+    _ext.torch_adapter.wgrad(to_dlpack(xd), to_dlpack(dy_dev), to_dlpack(dw), to_dlpack(ws), *attrs)
+    assert_close(dw, ref, BOUNDS[dtype], f"grad_weight {dtype}, dy {offset} elements off")

@@ -10,7 +10,9 @@
 // read-only cache, with a per-column table (source offset, tap displacement along D, H, W): a gather is an add and a
 // load where both of a thread's rows have their whole window inside x, plus three bounds checks elsewhere. The
 // fragment stays in registers while every N block is multiplied; NCDHW results go through a shared-memory stage
-// (16-byte stores along a channel), NDHWC results straight from the accumulators. Either layout: the table and the
+// (16-byte stores along a channel), 16-bit NDHWC results through the same stage transposed (16-byte stores along a
+// position's channels), float32 NDHWC results straight from the accumulators (a lane's two channels already fill
+// 8 bytes). Either layout: the table and the
 // strides carry it, so NCDHW tensors need no transposes around the call.
 // SPLIT (float32 accurate, 3xTF32): A and the filter are split into big = tf32(v) (round to nearest) and
 // small = v - big (read by the tensor cores as tf32), and the product accumulates small*big + big*small + big*big.
@@ -33,6 +35,8 @@ struct SmallCArgs {
   int pairs;          // y's channels are contiguous, O is even and y aligned: two channels per store
   int planar_vec;     // NCDHW with S a multiple of 16 bytes and y 16-byte aligned: tiles inside one sample store
                       // 16 bytes of a channel at a time (through the shared-memory stage)
+  int row_vec;        // 16-bit NDHWC with O a multiple of 8 and y 16-byte aligned: 16 bytes of a position's channels
+                      // at a time (through the same stage)
   uint32_t S;         // out[0] * out[1] * out[2]
   FastDiv div_s;      // by S
 };
@@ -170,6 +174,35 @@ __global__ void __launch_bounds__(128, SPLIT ? 3 : 4) conv_smallc_kernel(const _
         }
         __syncthreads();
         continue;
+      }
+      if constexpr (sizeof(T) == 2) {
+        if (a.row_vec) {
+          // 16-bit NDHWC: a position's channels of this N block are contiguous in y (128 bytes for a whole
+          // block). Transposed through shared memory ([position][channel], rows padded by 16 bytes: conflict-free
+          // both ways), then 16 bytes per store, a quarter-warp per position.
+          constexpr int RB = Cfg::kStageRowBytes;
+          const uint32_t stage = fil + a.nblocks * Cfg::kNBlockBytes;
+#pragma unroll
+          for (int i = 0; i < 32; i += 2) {
+            const int c = 8 * (i / 4) + 2 * tig, r = warp * 16 + gid + 8 * ((i / 2) % 2);
+            T pr[2] = {from_float<T>(acc[i] + sbias[nb * 64 + c]), from_float<T>(acc[i + 1] + sbias[nb * 64 + c + 1])};
+            st_shared(stage + r * RB + c * 2, *reinterpret_cast<uint32_t*>(pr));
+          }
+          __syncthreads();
+          const int chunks = min(64, g.O - nb * 64) / 8;  // O is a multiple of 8
+          for (int i = tid; i < 64 * 8; i += 128) {
+            const int r = i / 8, q = i % 8;
+            const uint32_t m = tile * 64 + r;
+            if (q < chunks && m < g.M) {
+              uint4 v;
+              asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                           : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(stage + r * RB + q * 16));
+              __stcs(reinterpret_cast<uint4*>(y + i64(m) * g.O + nb * 64 + q * 8), v);
+            }
+          }
+          __syncthreads();
+          continue;
+        }
       }
       const int o0 = nb * 64 + 2 * tig;
 #pragma unroll

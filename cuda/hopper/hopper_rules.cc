@@ -259,12 +259,28 @@ bool smallc_plan(const ConvProblem& p, DType t, MathMode m, SmallC* s) {
   return smallc_filter_bytes(*s) <= size_t(kSmallCFilterBytes);
 }
 
-bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s) {
+bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s, bool halo) {
   if (!smallc_fits(p, t) || smallc_k(p) > smallc_k_limit(t) || p.out_channels > 64) return false;
   s->rb = int(ceil_div(smallc_k(p), 64));
   s->split = split_tf32(t, m);
-  s->tile = 32;  // positions per tile: four tf32 or two 16-bit wgmma k-steps
-  s->tiles = ceil_div(positions(p), s->tile);
+  const int64_t span[3] = {(p.kernel[0] - 1) * p.dilation[0] + 1, (p.kernel[1] - 1) * p.dilation[1] + 1,
+                           (p.kernel[2] - 1) * p.dilation[2] + 1};
+  const int64_t es = dtype_size(t);
+  s->bh = es == 2 ? kSmallCHaloBH : kSmallCHaloBH / 2;
+  s->hd = int(span[0]);
+  s->hh = int((s->bh - 1) * p.stride[1] + span[1]);
+  s->hw = int(ceil_div(kSmallCHaloBW - 1 + span[2], 2) * 2);
+  s->halo = halo && p.layout == Layout::kNDHWC && p.stride[2] == 1 && (p.out_channels * es) % 16 == 0 &&
+            p.in_channels * s->hd * s->hh * s->hw <= kSmallCHaloElems;
+  if (s->halo) {  // bricks of one output plane
+    s->tile = s->bh * kSmallCHaloBW;
+    s->tiles_h = ceil_div(p.out[1], s->bh);
+    s->tiles_w = ceil_div(p.out[2], kSmallCHaloBW);
+    s->tiles = p.batch * p.out[0] * s->tiles_h * s->tiles_w;
+  } else {
+    s->tile = 32;  // positions per tile: four tf32 or two 16-bit wgmma k-steps
+    s->tiles = ceil_div(positions(p), s->tile);
+  }
   s->tiles_per_split = std::max<int64_t>(1, ceil_div(s->tiles, kSmallCWgradSplits));
   s->splits = ceil_div(s->tiles, s->tiles_per_split);
   return true;
@@ -337,9 +353,9 @@ std::string tile_dgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
 }
 
 size_t smallc_wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {
-  SmallCWgrad s;
-  if (!smallc_wgrad_plan(p, t, m, &s)) return 0;
-  return align256(size_t(s.splits) * size_t(s.rb * 64) * 64 * 4);
+  SmallCWgrad s, r;
+  if (!smallc_wgrad_plan(p, t, m, &s) || !smallc_wgrad_plan(p, t, m, &r, false)) return 0;
+  return align256(size_t(std::max(s.splits, r.splits)) * size_t(s.rb * 64) * 64 * 4);
 }
 
 bool accepts_wgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
@@ -350,7 +366,7 @@ bool accepts_wgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
 std::string tile_wgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
   SmallCWgrad s;
   if (!smallc_wgrad_plan(p, t, m, &s)) return "";
-  return "regs_im2col_wgmma_" + std::to_string(64 * s.rb) + "x64x" +
+  return std::string(s.halo ? "regs_halo_wgmma_" : "regs_im2col_wgmma_") + std::to_string(64 * s.rb) + "x64x" +
          std::to_string(s.tile) + (s.split ? "_3xtf32" : "") + "_split" + std::to_string(s.splits);
 }
 

@@ -90,13 +90,25 @@ size_t smallc_filter_bytes(const SmallC& s);
 // at most 64 output channels (a second block's accumulators and dy tile spilled registers), positions in tiles of
 // `tile` split into at most kSmallCWgradSplits contiguous ranges: a pure function of the problem, so the summation
 // order never depends on the card.
+// Channels-last layers with unit W stride and dy's channel rows a multiple of 16 bytes take the halo'd form
+// instead (conv_smallc_wgrad_halo.cuh): tiles are bh x kSmallCHaloBW bricks of one output plane (bh =
+// kSmallCHaloBH for 16-bit, half that for float32), dy's rows copied 16 bytes at a time, x's halo'd brick staged
+// once per tile in shared memory and the fragments read from it, while the halo holds at most kSmallCHaloElems
+// elements.
 constexpr int64_t kSmallCWgradSplits = 512;
+constexpr int kSmallCHaloBH = 4, kSmallCHaloBW = 32;
+constexpr int64_t kSmallCHaloElems = 4096;
 struct SmallCWgrad {
   int rb = 0, tile = 0;
   int64_t tiles = 0, tiles_per_split = 0, splits = 0;
   bool split = false;  // 3xTF32
+  bool halo = false;   // the halo'd form, with its brick grid and halo extents (H, W padded to even, D = span)
+  int64_t tiles_h = 0, tiles_w = 0;
+  int bh = 0, hh = 0, hw = 0, hd = 0;
 };
-bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s);
+// `halo`: whether the halo'd form may be chosen (its launcher falls back to the register form for a dy that is not
+// 16-byte aligned, so the workspace covers both).
+bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s, bool halo = true);
 
 // A first layer's grad-input on registers (conv_smallc_dgrad.cuh), stride 1: per plane of dy, the tensor cores form
 // P = dy^T W (dy positions x (channel, tap) columns, the whole 64-channel reduction, columns padded to nr) over a

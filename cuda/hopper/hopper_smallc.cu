@@ -19,13 +19,14 @@ std::string launch(const SmallCArgs& a, cudaStream_t stream) {
   }
   auto kernel = conv_smallc_kernel<T, SPLIT, NKS>;
   using Cfg = SmallCCfg<T, SPLIT>;
-  const int smem = Cfg::smem_bytes(a.nblocks, a.planar_vec != 0);
+  const bool stage = a.planar_vec || a.row_vec;
+  const int smem = Cfg::smem_bytes(a.nblocks, stage);
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, Cfg::smem_bytes(kSmallCMaxBlocks, true), smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   static std::atomic<int> per_sm_cache[64][2 * (kSmallCMaxBlocks + 1)];  // slot: the smem size's (blocks, stage)
   const int per_sm =
-      resident_blocks(kernel, 128, smem, size_t(2 * a.nblocks + (a.planar_vec != 0)), per_sm_cache);
+      resident_blocks(kernel, 128, smem, size_t(2 * a.nblocks + stage), per_sm_cache);
   if (per_sm <= 0) return "hopper: the first-layer kernel does not fit a multiprocessor";
   const unsigned grid = unsigned(std::min<int64_t>(a.tiles, int64_t(per_sm) * sm_count()));
   kernel<<<grid, 128, smem, stream>>>(a);
@@ -51,6 +52,7 @@ std::string fwd_smallc(const ConvProblem& p, DType t, MathMode m, const void* x,
   a.S = uint32_t(S);
   a.div_s = FastDiv(uint32_t(S));
   a.planar_vec = !last && (S * dtype_size(t)) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  a.row_vec = last && dtype_size(t) == 2 && p.out_channels % 8 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
     case DType::kF32: return s.split ? launch<float, true>(a, st) : launch<float, false>(a, st);

@@ -1,9 +1,11 @@
-// Launcher of the first-layer grad-weight on registers (conv_smallc_wgrad.cuh): one block per split of the
-// positions, then the fixed-order reduction of the splits' partial sums into dw.
+// Launcher of the first-layer grad-weight (conv_smallc_wgrad.cuh's register form, conv_smallc_wgrad_halo.cuh's
+// halo'd form for channels-last layers): one block per split of the positions, then the fixed-order
+// reduction of the splits' partial sums into dw.
 #include <atomic>
 #include <string>
 
 #include "hopper/conv_smallc_wgrad.cuh"
+#include "hopper/conv_smallc_wgrad_halo.cuh"
 #include "hopper/hopper_conv.h"
 #include "hopper/hopper_rules.h"
 #include "launch_common.cuh"
@@ -34,6 +36,40 @@ std::string launch_blocks(const SmallCWgrad& s, const SmallCWgradArgs& a, cudaSt
   return launch<T, SPLIT, 1>(a, splits, stream);
 }
 
+// The halo'd form: RB warpgroups, buffers sized by the halo.
+template <typename Kernel>
+std::string launch_halo(Kernel kernel, int es, int rb, const SmallCWgradHaloArgs& a, int splits,
+                        std::atomic<uint64_t>& smem_set, cudaStream_t stream) {
+  const auto bytes = [es](uint32_t copy, uint32_t halo) {
+    return es == 2 ? SmallCHaloCfg<2>::smem_bytes(copy, halo) : SmallCHaloCfg<4>::smem_bytes(copy, halo);
+  };
+  cudaError_t e = allow_smem(kernel, bytes(uint32_t(kSmallCHaloElems * es), uint32_t(kSmallCHaloElems)), smem_set);
+  if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
+  kernel<<<unsigned(splits), 128 * rb, bytes(a.copy_bytes, a.halo), stream>>>(a);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
+}
+
+template <typename T, int RB>
+std::string launch_halo_rb(const SmallCWgrad& s, const SmallCWgradHaloArgs& a, cudaStream_t stream) {
+  static std::atomic<uint64_t> smem_set[2] = {0, 0};
+  if constexpr (sizeof(T) == 2) {
+    return launch_halo(conv_smallc_wgrad_halo_kernel<T, RB>, 2, RB, a, int(s.splits), smem_set[0], stream);
+  } else {
+    return s.split ? launch_halo(conv_smallc_wgrad_halo_f32_kernel<true, RB>, 4, RB, a, int(s.splits), smem_set[1], stream)
+                   : launch_halo(conv_smallc_wgrad_halo_f32_kernel<false, RB>, 4, RB, a, int(s.splits), smem_set[0], stream);
+  }
+}
+
+template <typename T>
+std::string launch_halo_blocks(const SmallCWgrad& s, const SmallCWgradHaloArgs& a, cudaStream_t stream) {
+  if constexpr (sizeof(T) == 2) {  // three row blocks: K > 128, 16-bit only (float32 stops at 96)
+    if (s.rb == 3) return launch_halo_rb<T, 3>(s, a, stream);
+  }
+  if (s.rb == 2) return launch_halo_rb<T, 2>(s, a, stream);
+  return launch_halo_rb<T, 1>(s, a, stream);
+}
+
 template <typename T>
 std::string reduce(const SmallCWgrad& s, const ConvProblem& p, const float* partial, void* dw, cudaStream_t stream) {
   const int O = int(p.out_channels), K = int(p.in_channels * p.taps());
@@ -43,39 +79,66 @@ std::string reduce(const SmallCWgrad& s, const ConvProblem& p, const float* part
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }
 
+// f(T{}) for t's element type.
+template <typename F>
+std::string with_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::kF32: return f(float{});
+    case DType::kBF16: return f(__nv_bfloat16{});
+    case DType::kF16: return f(__half{});
+    default: return "hopper: unsupported dtype";
+  }
+}
+
 }  // namespace
 
 std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
                          void* workspace, size_t workspace_bytes, void* stream) {
   SmallCWgrad s;
-  if (!smallc_wgrad_plan(p, t, m, &s)) return "hopper: first-layer grad-weight problem not accepted";
+  // The halo'd form copies dy's rows 16 bytes at a time: a dy that is not 16-byte aligned takes the register form
+  // (the workspace covers both).
+  const bool aligned = reinterpret_cast<uintptr_t>(dy) % 16 == 0;
+  if (!smallc_wgrad_plan(p, t, m, &s, aligned)) return "hopper: first-layer grad-weight problem not accepted";
   if (workspace_bytes < smallc_wgrad_workspace_bytes(p, t, m) || (s.splits > 0 && workspace == nullptr))
     return "hopper: first-layer grad-weight workspace too small";
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  SmallCWgradArgs a{};
+  SmallCWgradArgs a{};  // the register form
   a.g = smallc_geom(p);
   a.x = x; a.dy = dy;
   a.partial = static_cast<float*>(workspace);
   a.tiles = uint32_t(s.tiles);
   a.tiles_per_split = uint32_t(s.tiles_per_split);
-  std::string err;
-  if (s.splits > 0) {  // no positions (batch 0): dw is only zeroed by the reduction
-    switch (t) {
-      case DType::kF32:
+  SmallCWgradHaloArgs h{};  // the halo'd form
+  if (s.halo) {
+    h.g = smallc_geom(p);
+    h.x = x; h.dy = dy;
+    h.partial = static_cast<float*>(workspace);
+    h.tiles = uint32_t(s.tiles);
+    h.tiles_per_split = uint32_t(s.tiles_per_split);
+    h.tiles_h = int(s.tiles_h); h.tiles_w = int(s.tiles_w);
+    h.hd = s.hd; h.hh = s.hh; h.hw = s.hw;
+    h.halo = uint32_t(p.in_channels * s.hd * s.hh * s.hw);
+    h.copy_bytes = uint32_t(h.halo * dtype_size(t) + 15) / 16 * 16;
+    h.div_tw = FastDiv(uint32_t(s.tiles_w));
+    h.div_th = FastDiv(uint32_t(s.tiles_h));
+    h.div_od = FastDiv(uint32_t(p.out[0]));
+    h.div_hw = FastDiv(uint32_t(s.hw));
+  }
+  const float* partial = a.partial;
+  return with_dtype(t, [&](auto tag) -> std::string {
+    using T = decltype(tag);
+    std::string err;
+    if (s.splits > 0 && s.halo) {
+      err = launch_halo_blocks<T>(s, h, st);
+    } else if (s.splits > 0) {  // no positions (batch 0): dw is only zeroed by the reduction
+      if constexpr (sizeof(T) == 4) {
         err = s.split ? launch_blocks<float, true>(s, a, st) : launch_blocks<float, false>(s, a, st);
-        break;
-      case DType::kBF16: err = launch_blocks<__nv_bfloat16, false>(s, a, st); break;
-      case DType::kF16: err = launch_blocks<__half, false>(s, a, st); break;
-      default: return "hopper: unsupported dtype";
+      } else {
+        err = launch_blocks<T, false>(s, a, st);
+      }
     }
-  }
-  if (!err.empty()) return err;
-  switch (t) {
-    case DType::kF32: return reduce<float>(s, p, a.partial, dw, st);
-    case DType::kBF16: return reduce<__nv_bfloat16>(s, p, a.partial, dw, st);
-    case DType::kF16: return reduce<__half>(s, p, a.partial, dw, st);
-    default: return "hopper: unsupported dtype";
-  }
+    return err.empty() ? reduce<T>(s, p, partial, dw, st) : err;
+  });
 }
 
 }  // namespace hopper

@@ -63,6 +63,14 @@ template <int N> __device__ __forceinline__ void fence_regs(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
+// The same for a register fragment: materialised here, so the compiler neither sinks its computation between the
+// wgmmas that read it (ptxas would then inject warpgroup arrives, C7519) nor reuses its registers before the wait.
+template <int R, int C> __device__ __forceinline__ void fence_regs(uint32_t (&d)[R][C]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i)
+#pragma unroll
+    for (int j = 0; j < C; ++j) asm volatile("" : "+r"(d[i][j])::"memory");
+}
 
 // floor(n / d) and n % d for 0 <= n < 2^32 and 1 <= d < 2^31 (Granlund-Montgomery round-up multiplier).
 struct FastDiv {
