@@ -91,6 +91,9 @@ def test_hopper_kernels_against_float64(rng, name):
     bound = BOUNDS["tf32" if math else dtype]
     for op, out, r in zip(OPS, (y, dx, dw), ref[:3]):
         if op in ran:
-            assert_close(out, r, bound, f"{name} {op} ({answer[op]['family']}: {answer[op]['tile']})")
+            # TF32 grad-weight from bfloat16 parts: three bf16 products carry ~16 bits, far inside single TF32's bound
+            # (dropping one of them costs ~2^-9 and would pass that)
+            tight = 2e-4 if "bf16x3" in answer[op]["tile"] else bound
+            assert_close(out, r, tight, f"{name} {op} ({answer[op]['family']}: {answer[op]['tile']})")
     for op in expected:
         assert answer[op]["family"] == "hopper", (op, answer[op])
