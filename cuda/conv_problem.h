@@ -59,14 +59,15 @@ struct ConvProblem {
   int64_t x_elements() const { return batch * in_channels * in_spatial(); }
   int64_t y_elements() const { return batch * out_channels * out_spatial(); }
   int64_t w_elements() const { return out_channels * in_per_group() * taps(); }
+  // Extent of the dilated kernel along `axis`: (kernel - 1) * dilation + 1.
+  int64_t span(int axis) const { return dilation[axis] * (kernel[axis] - 1) + 1; }
 
   // Output extent along `axis` implied by the input, kernel, stride, padding and dilation (PyTorch rule).
   // Returns <= 0 when the dilated kernel does not fit the padded input.
   int64_t implied_out(int axis) const {
-    const int64_t span = dilation[axis] * (kernel[axis] - 1) + 1;
     const int64_t padded = in[axis] + pad_lo[axis] + pad_hi[axis];
-    if (padded < span) return 0;
-    return (padded - span) / stride[axis] + 1;
+    if (padded < span(axis)) return 0;
+    return (padded - span(axis)) / stride[axis] + 1;
   }
 
   // Empty string when consistent; otherwise a message naming the offending field and the rule.

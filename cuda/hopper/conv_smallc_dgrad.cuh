@@ -71,9 +71,8 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T>::kThreads, 1)
   using Bits = std::conditional_t<sizeof(T) == 2, uint16_t, uint32_t>;
   constexpr int NKS = Cfg::kSteps, WORDS = Cfg::kWords, NT = Cfg::kThreads, PS = NR + 1;
   constexpr int KBLOCK = NR * 128, PART = Cfg::kKBlocks * KBLOCK;
-  extern __shared__ unsigned char smem_raw[];
   const uint32_t fil = dynamic_smem_base();
-  unsigned char* base = smem_raw + (fil - uint32_t(__cvta_generic_to_shared(smem_raw)));
+  unsigned char* base = shared_ptr<unsigned char>(fil);
   float* P = reinterpret_cast<float*>(base + a.p_off);
   float* ring = reinterpret_cast<float*>(base + a.ring_off);
   const int tid = threadIdx.x;

@@ -17,17 +17,14 @@
 // meets a padded position.
 #pragma once
 
-#include "hopper/smallc_geom.cuh"
+#include "hopper/conv_smallc_wgrad.cuh"
 
 namespace jaxconv3d {
 namespace hopper {
 
-struct SmallCWgradHaloArgs {
-  SmallCGeom g;
-  const void* x;   // NDHWC
-  const void* dy;  // NDHWC, 16-byte aligned, O a multiple of 8 (16-bit) or 4 (float32)
-  float* partial;  // [splits][RB * 64][64]
-  uint32_t tiles, tiles_per_split;
+// The register form's arguments (x and dy NDHWC, dy 16-byte aligned with rows of whole 16-byte chunks; the same
+// partial-sum layout), plus the brick grid and the halo.
+struct SmallCWgradHaloArgs : SmallCWgradArgs {
   int tiles_h, tiles_w;
   int hd, hh, hw;       // halo extents: D (span), H, W (even)
   uint32_t halo;        // elements of one copy: C * hd * hh * hw (<= kSmallCHaloElems)
@@ -48,14 +45,6 @@ struct SmallCHaloCfg {
   __host__ __device__ static int table_offset(uint32_t copy_bytes) { return kDyBytes + 2 * kCopies * int(copy_bytes); }
   __host__ __device__ static int smem_bytes(uint32_t copy_bytes, uint32_t halo) { return table_offset(copy_bytes) + int(halo) * 8 + 1024; }
 };
-
-// A generic pointer to shared-memory address `addr` that the compiler knows is shared (loads with immediate
-// offsets, ordered by the barriers like any other access).
-template <typename E>
-__device__ __forceinline__ const E* shared_ptr(uint32_t addr) {
-  extern __shared__ unsigned char smem_raw[];
-  return reinterpret_cast<const E*>(smem_raw + (addr - uint32_t(__cvta_generic_to_shared(smem_raw))));
-}
 
 struct HaloBrick { int n, od, oh0, ow0; };
 

@@ -245,7 +245,7 @@ static bool smallc_fits(const ConvProblem& p, DType t) {
   if (positions(p) > (int64_t(1) << 32) - 128 || p.out_spatial() >= (int64_t(1) << 31)) return false;
   int64_t reach = p.in_channels * p.in_spatial();
   const int64_t sd[3] = {p.in[1] * p.in[2], p.in[2], 1};
-  for (int d = 0; d < 3; ++d) reach += (p.kernel[d] - 1) * p.dilation[d] * sd[d] * p.in_channels;
+  for (int d = 0; d < 3; ++d) reach += (p.span(d) - 1) * sd[d] * p.in_channels;
   return reach < (int64_t(1) << 31);
 }
 static int64_t smallc_k(const ConvProblem& p) { return p.in_channels * p.taps(); }
@@ -263,13 +263,11 @@ bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s
   if (!smallc_fits(p, t) || smallc_k(p) > smallc_k_limit(t) || p.out_channels > 64) return false;
   s->rb = int(ceil_div(smallc_k(p), 64));
   s->split = split_tf32(t, m);
-  const int64_t span[3] = {(p.kernel[0] - 1) * p.dilation[0] + 1, (p.kernel[1] - 1) * p.dilation[1] + 1,
-                           (p.kernel[2] - 1) * p.dilation[2] + 1};
   const int64_t es = dtype_size(t);
   s->bh = es == 2 ? kSmallCHaloBH : kSmallCHaloBH / 2;
-  s->hd = int(span[0]);
-  s->hh = int((s->bh - 1) * p.stride[1] + span[1]);
-  s->hw = int(ceil_div(kSmallCHaloBW - 1 + span[2], 2) * 2);
+  s->hd = int(p.span(0));
+  s->hh = int((s->bh - 1) * p.stride[1] + p.span(1));
+  s->hw = int(ceil_div(kSmallCHaloBW - 1 + p.span(2), 2) * 2);
   s->halo = halo && p.layout == Layout::kNDHWC && p.stride[2] == 1 && (p.out_channels * es) % 16 == 0 &&
             p.in_channels * s->hd * s->hh * s->hw <= kSmallCHaloElems;
   if (s->halo) {  // bricks of one output plane
@@ -289,7 +287,8 @@ bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s
 // The dx brick: the th x tw (H, W) brick whose halo'd dy brick, (th + span_h - 1) x (tw + span_w - 1), fits
 // kSmallCDgradRows positions with the fewest 64-row tiles over the whole plane; ties go to the brick that covers
 // the fewest positions past the plane's edges, then to the wider one (longer runs of dx along W).
-static bool smallc_dgrad_brick(const ConvProblem& p, int64_t span_h, int64_t span_w, SmallCDgrad* s) {
+static bool smallc_dgrad_brick(const ConvProblem& p, SmallCDgrad* s) {
+  const int64_t span_h = p.span(1), span_w = p.span(2);
   int64_t best = -1, best_cover = 0;
   for (int64_t tw = 1; tw <= std::min<int64_t>(p.in[2], 64); ++tw) {
     const int64_t twd = tw + span_w - 1;
@@ -315,12 +314,9 @@ bool smallc_dgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCDgrad* s
   const int64_t K = smallc_k(p);
   if (K > 128 || p.in_channels >= 16) return false;
   s->nr = K <= 32 ? 32 : K <= 64 ? 64 : K <= 88 ? 88 : 128;
-  int64_t span[3];
-  for (int d = 0; d < 3; ++d) {
-    span[d] = (p.kernel[d] - 1) * p.dilation[d] + 1;
-    if (p.in[d] >= (int64_t(1) << 30) || p.out[d] >= (int64_t(1) << 30) || span[d] > 64) return false;
-  }
-  if (!smallc_dgrad_brick(p, span[1], span[2], s)) return false;
+  for (int d = 0; d < 3; ++d)
+    if (p.in[d] >= (int64_t(1) << 30) || p.out[d] >= (int64_t(1) << 30) || p.span(d) > 64) return false;
+  if (!smallc_dgrad_brick(p, s)) return false;
   s->split = split_tf32(t, m);
   s->tiles_h = ceil_div(p.in[1], s->th);
   s->tiles_w = ceil_div(p.in[2], s->tw);
@@ -328,10 +324,10 @@ bool smallc_dgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCDgrad* s
   const int64_t want = columns > 0 ? ceil_div(kSmallCDgradTargetBlocks, columns) : 1;
   // Enough blocks to fill the card, but chunks of at least twice the D halo (at most 1.5x the planes of dy).
   s->dz = std::max(ceil_div(p.in[0], std::max<int64_t>(1, std::min<int64_t>(want, p.in[0]))),
-                   std::min<int64_t>(p.in[0], 2 * (span[0] - 1)));
+                   std::min<int64_t>(p.in[0], 2 * (p.span(0) - 1)));
   s->dchunks = ceil_div(p.in[0], s->dz);
   s->blocks = columns * s->dchunks;
-  const size_t ring = size_t(span[0]) * size_t(p.in_channels) * size_t(s->th) * size_t(s->tw) * 4;
+  const size_t ring = size_t(p.span(0)) * size_t(p.in_channels) * size_t(s->th) * size_t(s->tw) * 4;
   const size_t fixed = 1024 + smallc_dgrad_filter_bytes(s->nr, s->split, dtype_size(t)) + ring;
   const size_t limit = kSmallCDgradSmemLimit;
   s->pbufs = fixed + 2 * smallc_dgrad_p_bytes(s->nr) <= limit ? 2 : 1;

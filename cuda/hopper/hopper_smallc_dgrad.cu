@@ -50,7 +50,7 @@ std::string dgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* 
   for (int d = 0; d < 3; ++d) {
     a.in[d] = int(p.in[d]); a.out[d] = int(p.out[d]); a.pad[d] = int(p.pad_lo[d]);
     a.dil[d] = int(p.dilation[d]); a.k[d] = int(p.kernel[d]);
-    a.span[d] = int((p.kernel[d] - 1) * p.dilation[d] + 1);
+    a.span[d] = int(p.span(d));
   }
   a.th = s.th; a.tw = s.tw;
   a.thd = s.th + a.span[1] - 1; a.twd = s.tw + a.span[2] - 1;

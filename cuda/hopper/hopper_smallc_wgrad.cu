@@ -4,7 +4,6 @@
 #include <atomic>
 #include <string>
 
-#include "hopper/conv_smallc_wgrad.cuh"
 #include "hopper/conv_smallc_wgrad_halo.cuh"
 #include "hopper/hopper_conv.h"
 #include "hopper/hopper_rules.h"
@@ -108,13 +107,9 @@ std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* 
   a.partial = static_cast<float*>(workspace);
   a.tiles = uint32_t(s.tiles);
   a.tiles_per_split = uint32_t(s.tiles_per_split);
-  SmallCWgradHaloArgs h{};  // the halo'd form
+  SmallCWgradHaloArgs h{};  // the halo'd form: the same, with its bricks and halo
   if (s.halo) {
-    h.g = smallc_geom(p);
-    h.x = x; h.dy = dy;
-    h.partial = static_cast<float*>(workspace);
-    h.tiles = uint32_t(s.tiles);
-    h.tiles_per_split = uint32_t(s.tiles_per_split);
+    static_cast<SmallCWgradArgs&>(h) = a;
     h.tiles_h = int(s.tiles_h); h.tiles_w = int(s.tiles_w);
     h.hd = s.hd; h.hh = s.hh; h.hw = s.hw;
     h.halo = uint32_t(p.in_channels * s.hd * s.hh * s.hw);
@@ -124,7 +119,6 @@ std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* 
     h.div_od = FastDiv(uint32_t(p.out[0]));
     h.div_hw = FastDiv(uint32_t(s.hw));
   }
-  const float* partial = a.partial;
   return with_dtype(t, [&](auto tag) -> std::string {
     using T = decltype(tag);
     std::string err;
@@ -137,7 +131,7 @@ std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* 
         err = launch_blocks<T, false>(s, a, st);
       }
     }
-    return err.empty() ? reduce<T>(s, p, partial, dw, st) : err;
+    return err.empty() ? reduce<T>(s, p, a.partial, dw, st) : err;
   });
 }
 

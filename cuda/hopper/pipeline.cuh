@@ -34,6 +34,14 @@ __device__ __forceinline__ uint32_t dynamic_smem_base() {
   return (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
 }
 
+// A generic pointer to dynamic shared-memory address `addr` that the compiler knows is shared (loads and stores with
+// immediate offsets, ordered by the barriers like any other access).
+template <typename E>
+__device__ __forceinline__ E* shared_ptr(uint32_t addr) {
+  extern __shared__ unsigned char smem_raw[];
+  return reinterpret_cast<E*>(smem_raw + (addr - uint32_t(__cvta_generic_to_shared(smem_raw))));
+}
+
 // Matrix descriptor: 128-byte swizzle, `lbo`/`sbo` in bytes (K-major: LBO unused (1), SBO = 1024 between 8-row
 // groups; MN-major: LBO = stride between 64-wide M/N blocks, SBO = 1024 between 8-row K groups).
 // `layout`: the descriptor's swizzle field, 1 = 128-byte rows (the family's default), 2 = 64-byte rows.

@@ -152,7 +152,7 @@ inline SmallCGeom smallc_geom(const ConvProblem& p) {
   for (int d = 0; d < 3; ++d) {
     g.out[d] = int(p.out[d]); g.in[d] = int(p.in[d]); g.stride[d] = int(p.stride[d]);
     g.pad[d] = int(p.pad_lo[d]); g.dil[d] = int(p.dilation[d]); g.k[d] = int(p.kernel[d]);
-    g.span[d] = int((p.kernel[d] - 1) * p.dilation[d] + 1);
+    g.span[d] = int(p.span(d));
   }
   const int64_t hw = p.in[1] * p.in[2];
   g.xs_n = C * p.in_spatial();
