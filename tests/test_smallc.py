@@ -89,7 +89,7 @@ def test_all_three_operations_of_a_stride_1_first_layer():
     # 64-row tiles), and 2 samples x 1 brick make too few blocks: D is cut into chunks, of 4 planes at least (twice
     # the D halo)
     assert (gi["tile"], gi["layout"], gi["workspace_bytes"]) == (
-        "regs_dy_wgmma_192x88x64_3xtf32_taps_summed_brick9x9_dz4", "NCDHW", 0)
+        "regs_dy_wgmma_192x88x64_3xtf32_taps_summed_brick9x9_dz4_ps89", "NCDHW", 0)
     gw = answer["grad_weight"]
     # 2 x 7^3 positions in 22 tiles of 32, one a split; each split's partial sums: 128 (channel, tap) rows x 64
     assert gw["tile"] == "regs_im2col_wgmma_128x64x32_3xtf32_split22" and gw["layout"] == "NCDHW"
@@ -128,9 +128,18 @@ def test_channels_last_grad_weight_takes_the_halo_form(x_shape, w_shape, kw, hal
     "x_shape,w_shape,kw,expected",
     [
         # the seed layer: 8 x 16 bricks (10 x 18 halo'd: three 64-row tiles), 512 of them: D in one piece
-        ((16, 3, 64, 64, 64), (64, 3, 3, 3, 3), dict(padding=1), "regs_dy_wgmma_192x88x64_taps_summed_brick16x8_dz64"),
-        ((1, 1, 32, 32, 32), (16, 1, 3, 3, 3), dict(padding=1), "regs_dy_wgmma_192x32x64_taps_summed_brick16x8_dz4"),
-        ((2, 4, 9, 9, 9), (32, 4, 2, 3, 4), {}, "regs_dy_wgmma_192x128x64_taps_summed_brick9x9_dz2"),  # K = 96
+        ((16, 3, 64, 64, 64), (64, 3, 3, 3, 3), dict(padding=1),
+         "regs_dy_wgmma_192x88x64_taps_summed_brick16x8_dz64_ps89"),
+        # P's row stride: 16-bit channels-last with an odd C takes the odd stride = C (mod 32); float32 keeps nr + 1
+        # (layout NDHWC: x (N, D, H, W, C), w DHWIO)
+        ((16, 64, 64, 64, 3), (3, 3, 3, 3, 64), dict(padding=1, layout="NDHWC"),
+         "regs_dy_wgmma_192x88x64_taps_summed_brick16x8_dz64_ps99"),
+        ((16, 64, 64, 64, 3), (3, 3, 3, 3, 64), dict(padding=1, layout="NDHWC", dtype="float32"),
+         "regs_dy_wgmma_192x88x64_3xtf32_taps_summed_brick16x8_dz64_ps89"),
+        ((2, 9, 9, 9, 2), (3, 3, 3, 2, 64), dict(padding=1, layout="NDHWC"),  # even C: nr + 1
+         "regs_dy_wgmma_192x64x64_taps_summed_brick9x9_dz4_ps65"),
+        ((1, 1, 32, 32, 32), (16, 1, 3, 3, 3), dict(padding=1), "regs_dy_wgmma_192x32x64_taps_summed_brick16x8_dz4_ps33"),
+        ((2, 4, 9, 9, 9), (32, 4, 2, 3, 4), {}, "regs_dy_wgmma_192x128x64_taps_summed_brick9x9_dz2_ps129"),  # K = 96
         ((2, 3, 9, 9, 9), (64, 3, 3, 3, 3), dict(stride=(1, 1, 2)), None),  # strided: the folded GEMM
         ((2, 3, 9, 9, 9), (65, 3, 3, 3, 3), {}, None),  # more than 64 output channels
         ((2, 5, 9, 9, 9), (64, 5, 3, 3, 3), {}, None),  # K = 135 > 128
@@ -230,6 +239,8 @@ CASES = [  # (x_shape, w_shape, conv kwargs)
     ((2, 3, 11, 13, 40), (16, 3, 3, 3, 3), dict(stride=(2, 2, 1), padding=(0, 1, 2))),
     ((1, 2, 5, 9, 70), (24, 2, 1, 3, 3), dict(padding=1)),
     ((1, 3, 6, 9, 35), (32, 3, 4, 4, 4), dict(padding=((1, 2), (2, 1), (0, 3)))),
+    # grad-input: P's channels-last row stride for three channels (16-bit: 99 floats), with D, H and W dilated
+    ((2, 3, 11, 12, 20), (8, 3, 3, 3, 3), dict(dilation=(2, 1, 2), padding=((1, 3), (1, 1), (2, 2)))),
 ]
 
 

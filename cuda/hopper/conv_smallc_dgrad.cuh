@@ -8,7 +8,7 @@
 //     positions of plane pd): its A fragment comes straight from dy into registers (64 channels of the reduction,
 //     one thread's 16 channels contiguous in an NDHWC row: 16-byte loads), the filter, transposed, is B in shared
 //     memory for the whole kernel; the next plane's fragment loads are in flight during this plane's products;
-//   - P goes to shared memory (rows of NR + 1 floats: an odd stride, conflict-free along W), two buffers where they
+//   - P goes to shared memory (rows of a.ps floats, odd: smallc_dgrad_p_stride), two buffers where they
 //     fit, so one barrier a plane suffices and a warpgroup's products overlap the others' tap sums;
 //   - each thread owns (at most two) dx items (channel, qh, qw) and, for each kd, sums P's kh x kw entries in a fixed
 //     order into a ring of span_d dx planes in shared memory; the plane pd - pad_d then has all its terms and is
@@ -38,6 +38,7 @@ struct SmallCDgradArgs {
   i64 xs_n, xs_c, xs_d, xs_h, xs_w;  // dx strides
   int p_off, ring_off;               // P and the ring: byte offsets into the aligned dynamic shared memory
   int pbufs;                         // P buffers (1 or 2)
+  int ps;                            // P's row stride (floats, odd: smallc_dgrad_p_stride)
 };
 
 template <typename T>
@@ -69,7 +70,8 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T>::kThreads, 1)
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = SmallCDgradCfg<T>;
   using Bits = std::conditional_t<sizeof(T) == 2, uint16_t, uint32_t>;
-  constexpr int NKS = Cfg::kSteps, WORDS = Cfg::kWords, NT = Cfg::kThreads, PS = NR + 1;
+  constexpr int NKS = Cfg::kSteps, WORDS = Cfg::kWords, NT = Cfg::kThreads;
+  const int PS = a.ps;
   constexpr int KBLOCK = NR * 128, PART = Cfg::kKBlocks * KBLOCK;
   const uint32_t fil = dynamic_smem_base();
   unsigned char* base = shared_ptr<unsigned char>(fil);
@@ -109,7 +111,7 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T>::kThreads, 1)
   // Which brick position a fragment row (warp, gid, h) holds is ours to choose (P's rows follow it): NCDHW keeps
   // a warp's rows 16 consecutive positions (8 along W per load: whole sectors); NDHWC, whose rows are separate
   // 16-byte loads anyway, spreads a store's 8 gids over rows {0, 1, 8, 9, 16, 17, 24, 25} (+ 2h, 4 (warp % 2),
-  // 32 (warp / 2)), which with P's odd stride (25 mod 32 banks for NR = 88) puts the 32 lanes' stores in 32 banks.
+  // 32 (warp / 2)), which with P's odd stride puts the 32 lanes' stores in 32 banks.
   auto brick_row = [&](int h) {
     return wg * 64 + (a.channels_last ? (gid % 2) + 8 * (gid / 2) + 2 * h + 4 * (warp % 2) + 32 * (warp / 2)
                                       : warp * 16 + gid + 8 * h);

@@ -308,6 +308,12 @@ static bool smallc_dgrad_brick(const ConvProblem& p, SmallCDgrad* s) {
   return best > 0;
 }
 
+int smallc_dgrad_p_stride(int nr, int64_t channels, bool channels_last, int64_t esize) {
+  const int c = int(channels);
+  if (esize != 2 || !channels_last || c < 2 || c % 2 == 0) return nr + 1;
+  return nr + 1 + ((c - (nr + 1)) % 32 + 32) % 32;
+}
+
 bool smallc_dgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCDgrad* s) {
   if (!(t == DType::kF32 || t == DType::kBF16 || t == DType::kF16) || p.groups != 1) return false;
   if (p.stride[0] != 1 || p.stride[1] != 1 || p.stride[2] != 1 || p.out_channels > 64) return false;
@@ -330,8 +336,9 @@ bool smallc_dgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCDgrad* s
   const size_t ring = size_t(p.span(0)) * size_t(p.in_channels) * size_t(s->th) * size_t(s->tw) * 4;
   const size_t fixed = 1024 + smallc_dgrad_filter_bytes(s->nr, s->split, dtype_size(t)) + ring;
   const size_t limit = kSmallCDgradSmemLimit;
-  s->pbufs = fixed + 2 * smallc_dgrad_p_bytes(s->nr) <= limit ? 2 : 1;
-  s->smem = fixed + s->pbufs * smallc_dgrad_p_bytes(s->nr);
+  s->ps = smallc_dgrad_p_stride(s->nr, p.in_channels, p.layout == Layout::kNDHWC, dtype_size(t));
+  s->pbufs = fixed + 2 * smallc_dgrad_p_bytes(s->ps) <= limit ? 2 : 1;
+  s->smem = fixed + s->pbufs * smallc_dgrad_p_bytes(s->ps);
   return ring <= (48u << 10) && s->smem <= limit && s->blocks < (int64_t(1) << 31);
 }
 
@@ -345,7 +352,7 @@ std::string tile_dgrad_smallc(const ConvProblem& p, DType t, MathMode m) {
   if (!smallc_dgrad_plan(p, t, m, &s)) return "";
   return "regs_dy_wgmma_" + std::to_string(kSmallCDgradRows) + "x" + std::to_string(s.nr) + "x64" +
          (s.split ? "_3xtf32" : "") + "_taps_summed_brick" + std::to_string(s.tw) + "x" + std::to_string(s.th) +
-         "_dz" + std::to_string(s.dz);
+         "_dz" + std::to_string(s.dz) + "_ps" + std::to_string(s.ps);
 }
 
 size_t smallc_wgrad_workspace_bytes(const ConvProblem& p, DType t, MathMode m) {

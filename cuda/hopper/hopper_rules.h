@@ -118,10 +118,11 @@ bool smallc_wgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCWgrad* s
 constexpr int kSmallCDgradWarpgroups = 3;
 constexpr int kSmallCDgradRows = 64 * kSmallCDgradWarpgroups;
 constexpr int kSmallCDgradItems = 2 * 128 * kSmallCDgradWarpgroups;  // dx items (channel, h, w): two a thread
-constexpr int64_t kSmallCDgradTargetBlocks = 264;
-constexpr int kSmallCDgradSmemLimit = 226 << 10;  // dynamic: the 227 KB a block may opt into, less its static table  // two waves of 132 multiprocessors before D is chunked
+constexpr int64_t kSmallCDgradTargetBlocks = 264;  // two waves of 132 multiprocessors before D is chunked
+constexpr int kSmallCDgradSmemLimit = 226 << 10;   // dynamic: the 227 KB a block may opt into, less its static table
 struct SmallCDgrad {
   int nr = 0;             // P's columns: 32, 64, 88 or 128 (C * taps rounded up)
+  int ps = 0;             // P's row stride (floats): smallc_dgrad_p_stride
   int th = 0, tw = 0;     // dx brick (H, W)
   int64_t tiles_h = 0, tiles_w = 0;
   int64_t dz = 0, dchunks = 0;  // dx planes per block, chunks along D
@@ -131,13 +132,17 @@ struct SmallCDgrad {
   bool split = false;     // 3xTF32
 };
 bool smallc_dgrad_plan(const ConvProblem& p, DType t, MathMode m, SmallCDgrad* s);
+// P's row stride, in floats: odd, so the fragment stores (a warp's 8 row groups x 4 column pairs) fall in 32 banks.
+// 16-bit channels-last with an odd C > 1 takes the odd stride = C (mod 32): a warp's tap-sum reads, 32 consecutive
+// (w, c) items of a W row, then land in consecutive banks (nr + 1 left C = 3 two-way conflicted). Measured on kb54
+// (docs/perf.md v14): bf16 -5 %, float32 (3xTF32, not bound on these reads) no gain, so float32 keeps nr + 1.
+int smallc_dgrad_p_stride(int nr, int64_t channels, bool channels_last, int64_t esize);
 // Its shared memory: the filter (big, and small for 3xTF32: 64 channels of K, 128-byte swizzled rows, nr rows per
-// 128 bytes of K), then P (pbufs x kSmallCDgradRows rows of nr + 1 floats: an odd stride), then the ring of dx
-// planes.
+// 128 bytes of K), then P (pbufs x kSmallCDgradRows rows of ps floats), then the ring of dx planes.
 inline size_t smallc_dgrad_filter_bytes(int nr, bool split, int64_t esize) {
   return size_t(split ? 2 : 1) * size_t(esize == 2 ? 1 : 2) * size_t(nr) * 128;
 }
-inline size_t smallc_dgrad_p_bytes(int nr) { return size_t(kSmallCDgradRows) * size_t(nr + 1) * 4; }
+inline size_t smallc_dgrad_p_bytes(int ps) { return size_t(kSmallCDgradRows) * size_t(ps) * 4; }
 
 }  // namespace hopper
 }  // namespace jaxconv3d

@@ -60,7 +60,8 @@ std::string dgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* 
   a.xs_n = C * Si; a.xs_c = last ? 1 : Si;
   a.xs_d = (last ? C : 1) * p.in[1] * p.in[2]; a.xs_h = (last ? C : 1) * p.in[2]; a.xs_w = last ? C : 1;
   a.p_off = int(smallc_dgrad_filter_bytes(s.nr, s.split, dtype_size(t)));
-  a.ring_off = a.p_off + s.pbufs * int(smallc_dgrad_p_bytes(s.nr));
+  a.ring_off = a.p_off + s.pbufs * int(smallc_dgrad_p_bytes(s.ps));
+  a.ps = s.ps;
   a.pbufs = s.pbufs;
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
