@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(128 * RB, RB == 3 ? 1 : 2) conv_smallc_wgrad_k
           const int4 w = s_win[j];
           r.i0 = w.x; r.i1 = w.y; r.i2 = w.z;
         }
-        return smallc_gather(xb, r, col[h], g, decltype(checked)::value, true);
+        return smallc_gather(xb + r.xbase, r, col[h], g, decltype(checked)::value, true);
       };
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {

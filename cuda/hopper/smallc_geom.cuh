@@ -64,16 +64,26 @@ __device__ __forceinline__ SmallCRow smallc_row(const SmallCGeom& g, uint32_t m)
   return r;
 }
 
-// x at (row r, column e); `checked`: bounds-check the window (rows that are not interior), `col_ok`: the column is
-// inside K (only the last k-step's can be past it, and an interior row reads unchecked memory there).
+// The same pointer with its derivation hidden from the optimizer: offsets added to it stay 32-bit indices scaled
+// onto it (one IMAD.WIDE an element) instead of being merged back into 64-bit index arithmetic (a sign extension,
+// a 64-bit add and a shift an element).
+template <typename E>
+__device__ __forceinline__ const E* opaque_ptr(const E* p) {
+  asm("" : "+l"(p));
+  return p;
+}
+
+// x at (row r, column e), `rp` = opaque_ptr(x + r.xbase) (the row's window start, formed once per row);
+// `checked`: bounds-check the window (rows that are not interior), `col_ok`: the column is inside K (only the last
+// k-step's can be past it, and an interior row reads unchecked memory there).
 template <typename Bits>
-__device__ __forceinline__ Bits smallc_gather(const Bits* x, const SmallCRow& r, const int4& e, const SmallCGeom& g,
+__device__ __forceinline__ Bits smallc_gather(const Bits* rp, const SmallCRow& r, const int4& e, const SmallCGeom& g,
                                               bool checked, bool col_ok) {
   bool ok = col_ok;
   if (checked)
     ok = ok && unsigned(r.i0 + e.y) < unsigned(g.in[0]) && unsigned(r.i1 + e.z) < unsigned(g.in[1]) &&
          unsigned(r.i2 + e.w) < unsigned(g.in[2]);
-  return ok ? __ldg(x + r.xbase + e.x) : Bits(0);
+  return ok ? __ldg(rp + e.x) : Bits(0);
 }
 
 __device__ __forceinline__ uint32_t tf32_rna(float v) {
