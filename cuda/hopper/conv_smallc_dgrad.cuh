@@ -71,7 +71,9 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T>::kThreads, 1)
   using Cfg = SmallCDgradCfg<T>;
   using Bits = std::conditional_t<sizeof(T) == 2, uint16_t, uint32_t>;
   constexpr int NKS = Cfg::kSteps, WORDS = Cfg::kWords, NT = Cfg::kThreads;
-  const int PS = a.ps;
+  // P's row stride: the rule's (a.ps) for 16-bit; float32 always takes nr + 1, kept a constant (as a run-time value
+  // its kernels measured ~4 % slower: docs/perf.md v14).
+  const int PS = sizeof(T) == 2 ? a.ps : NR + 1;
   constexpr int KBLOCK = NR * 128, PART = Cfg::kKBlocks * KBLOCK;
   const uint32_t fil = dynamic_smem_base();
   unsigned char* base = shared_ptr<unsigned char>(fil);
