@@ -2,11 +2,15 @@
 // resident blocks and the SM count (asked of the runtime once per device), and the launch check.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <atomic>
 #include <cstdint>
 #include <string>
+
+#include "conv_problem.h"
 
 namespace jaxconv3d {
 
@@ -15,6 +19,18 @@ inline std::string launch_error(const char* what) {
   const cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess) return "";
   return std::string("jaxconv3d cuda: ") + what + " launch failed: " + cudaGetErrorString(e);
+}
+
+// f(T{}) for t's element type among float32, bfloat16 and float16 (a launcher's dtype switch); `unsupported` for any
+// other dtype.
+template <typename F>
+std::string with_float_dtype(DType t, F&& f, const char* unsupported) {
+  switch (t) {
+    case DType::kF32: return f(float{});
+    case DType::kBF16: return f(__nv_bfloat16{});
+    case DType::kF16: return f(__half{});
+    default: return unsupported;
+  }
 }
 
 // Raises `kernel`'s dynamic shared-memory limit to `bytes` once per device (`done`: the caller's per-kernel flags,

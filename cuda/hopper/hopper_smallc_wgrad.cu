@@ -78,17 +78,6 @@ std::string reduce(const SmallCWgrad& s, const ConvProblem& p, const float* part
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }
 
-// f(T{}) for t's element type.
-template <typename F>
-std::string with_dtype(DType t, F&& f) {
-  switch (t) {
-    case DType::kF32: return f(float{});
-    case DType::kBF16: return f(__nv_bfloat16{});
-    case DType::kF16: return f(__half{});
-    default: return "hopper: unsupported dtype";
-  }
-}
-
 }  // namespace
 
 std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
@@ -119,7 +108,7 @@ std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* 
     h.div_od = FastDiv(uint32_t(p.out[0]));
     h.div_hw = FastDiv(uint32_t(s.hw));
   }
-  return with_dtype(t, [&](auto tag) -> std::string {
+  return with_float_dtype(t, [&](auto tag) -> std::string {
     using T = decltype(tag);
     std::string err;
     if (s.splits > 0 && s.halo) {
@@ -132,7 +121,7 @@ std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* 
       }
     }
     return err.empty() ? reduce<T>(s, p, a.partial, dw, st) : err;
-  });
+  }, "hopper: unsupported dtype");
 }
 
 }  // namespace hopper

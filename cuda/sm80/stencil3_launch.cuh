@@ -3,6 +3,7 @@
 #pragma once
 
 #include <type_traits>
+#include <utility>
 
 #include "sm80/common.cuh"
 #include "sm80/plan.h"
@@ -64,12 +65,8 @@ std::string launch_stencil3(Stencil3Plan plan, K kernel, int threads, const Conv
 // f(T{}) for the dtypes the 3x3x3 stencils take.
 template <typename F>
 std::string for_stencil3_dtype(DType t, F&& f) {
-  switch (t) {
-    case DType::kF32: return f(float{});
-    case DType::kBF16: return f(__nv_bfloat16{});
-    case DType::kF16: return f(__half{});
-    default: return "jaxconv3d cuda: the 3x3x3 depthwise stencil takes float32, bfloat16 and float16";
-  }
+  return with_float_dtype(t, std::forward<F>(f),
+                          "jaxconv3d cuda: the 3x3x3 depthwise stencil takes float32, bfloat16 and float16");
 }
 
 }  // namespace sm80
