@@ -5,47 +5,71 @@ step's CUDA-event time: where a step's time goes, and how much of it is not kern
 
 Each argument is CONFIG:PRECISION:LAYOUT[:bias] (a suite configuration; fp32 or bf16; cl or ncdhw). Needs a GPU.
 """
-import sys, collections, statistics
+
+from __future__ import annotations
+
+import collections
+import statistics
+import sys
+
 import torch
-from torch.profiler import profile, ProfilerActivity
+from torch.profiler import ProfilerActivity, profile
+
 import jaxconv3d.torch as jt
 from jaxconv3d import workloads
 
-cases = {c.name: c for c in workloads.load_suite()[0]}
-DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-def run(name, prec, cl, steps=5, bias=False):
-    case = cases[name]
-    fmt = torch.channels_last_3d if cl else torch.contiguous_format
-    g = torch.Generator(device="cuda").manual_seed(0)
-    mk = lambda s: torch.randn(s, generator=g, device="cuda", dtype=DT[prec]).contiguous(memory_format=fmt)
-    x = mk(case.x_shape).requires_grad_(True); w = (mk(case.w_shape) * 0.1).requires_grad_(True)
-    b = torch.randn(case.out_channels, device="cuda", dtype=DT[prec]).requires_grad_(True) if bias else None
-    conv = lambda: jt.conv3d(x, w, b, **case.conv_kwargs)
-    with torch.no_grad():
-        dy = mk(conv().shape)
+
+def step_kernels(case, dtype: torch.dtype, channels_last: bool, bias: bool, steps: int = 5) -> None:
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def make(shape, scale=1.0):
+        return (torch.randn(shape, generator=gen, device="cuda", dtype=dtype) * scale).contiguous(memory_format=fmt)
+
+    x = make(case.x_shape).requires_grad_(True)
+    w = make(case.w_shape, 0.1).requires_grad_(True)
+    b = torch.randn(case.out_channels, device="cuda", dtype=dtype).requires_grad_(True) if bias else None
     leaves = [t for t in (x, w, b) if t is not None]
-    step = lambda: torch.autograd.grad(conv(), leaves, dy)
-    for _ in range(3): step()
-    torch.cuda.synchronize()
-    ts = []
+    with torch.no_grad():
+        dy = make(jt.conv3d(x, w, b, **case.conv_kwargs).shape)
+
+    def step():
+        return torch.autograd.grad(jt.conv3d(x, w, b, **case.conv_kwargs), leaves, dy)
+
+    for _ in range(3):
+        step()
+    times = []
     for _ in range(10):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record(); step(); e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps): step()
+        for _ in range(steps):
+            step()
         torch.cuda.synchronize()
-    agg = collections.defaultdict(float); cnt = collections.Counter()
+    ms, calls = collections.defaultdict(float), collections.Counter()
     for ev in prof.events():
         if ev.device_type == torch.autograd.DeviceType.CUDA:
-            agg[ev.name] += ev.device_time_total / 1000.0 / steps; cnt[ev.name] += 1
-    print(f"== {name} {prec} {'cl' if cl else 'ncdhw'} bias={bias}: step (CUDA events, median of 10) {statistics.median(ts):.3f} ms; kernels per step:")
-    tot = 0
-    for k, v in sorted(agg.items(), key=lambda kv: -kv[1]):
-        tot += v
-        print(f"   {v:8.3f} ms  x{cnt[k]//steps}  {k[:150]}")
-    print(f"   {tot:8.3f} ms  total kernel time")
+            ms[ev.name] += ev.device_time_total / 1e3 / steps
+            calls[ev.name] += 1
+    print(f"== {case.name} {dtype} {'cl' if channels_last else 'ncdhw'} bias={bias}: step (CUDA events, median of "
+          f"10) {statistics.median(times):.3f} ms; kernels per step:")
+    for name, t in sorted(ms.items(), key=lambda kv: -kv[1]):
+        print(f"   {t:8.3f} ms  x{calls[name] // steps}  {name[:150]}")
+    print(f"   {sum(ms.values()):8.3f} ms  total kernel time")
 
-for spec in sys.argv[1:]:
-    parts = spec.split(":")
-    run(parts[0], parts[1], parts[2] == "cl", bias=len(parts) > 3 and parts[3] == "bias")
+
+def main() -> None:
+    cases = {c.name: c for c in workloads.load_suite()[0]}
+    for spec in sys.argv[1:]:
+        name, prec, layout, *rest = spec.split(":")
+        step_kernels(cases[name], DTYPES[prec], layout == "cl", rest == ["bias"])
+
+
+if __name__ == "__main__":
+    main()
