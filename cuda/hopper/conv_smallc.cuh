@@ -9,10 +9,11 @@
 // lane % 4 and + 4 for tf32, 2 * (lane % 4) + {0, 1, 8, 9} for 16-bit) straight from global memory through the
 // read-only cache, with a per-column table (source offset, tap displacement along D, H, W): a gather is an add and a
 // load where both of a thread's rows have their whole window inside x, plus three bounds checks elsewhere. The
-// fragment stays in registers while every N block is multiplied; NCDHW results go through a shared-memory stage
-// (16-byte stores along a channel), 16-bit NDHWC results through the same stage transposed (16-byte stores along a
-// position's channels), float32 NDHWC results straight from the accumulators (a lane's two channels already fill
-// 8 bytes). Either layout: the table and the
+// fragment stays in registers while every N block is multiplied. 16-bit results of either layout leave a tile at a
+// time: written into a 128-byte-swizzled shared-memory stage, then one TMA store (ncu kb54 bf16: -20 % against
+// 16-byte stores from a padded stage, docs/perf.md v16). Float32 NCDHW results go through a padded stage (16-byte
+// stores along a channel), float32 NDHWC results straight from the accumulators (a lane's two channels already fill
+// 8 bytes); so do tiles the map cannot take (an NCDHW tile across two samples). Either layout: the table and the
 // strides carry it, so NCDHW tensors need no transposes around the call.
 // SPLIT (float32 accurate, 3xTF32): A and the filter are split into big = tf32(v) (round to nearest) and
 // small = v - big (read by the tensor cores as tf32), and the product accumulates small*big + big*small + big*big.
@@ -20,6 +21,7 @@
 #pragma once
 
 #include "hopper/smallc_geom.cuh"
+#include "hopper/tma.cuh"
 
 namespace jaxconv3d {
 namespace hopper {
@@ -35,8 +37,8 @@ struct SmallCArgs {
   int pairs;          // y's channels are contiguous, O is even and y aligned: two channels per store
   int planar_vec;     // NCDHW with S a multiple of 16 bytes and y 16-byte aligned: tiles inside one sample store
                       // 16 bytes of a channel at a time (through the shared-memory stage)
-  int row_vec;        // 16-bit NDHWC with O a multiple of 8 and y 16-byte aligned: 16 bytes of a position's channels
-                      // at a time (through the same stage)
+  int tma_store;      // 16-bit results through a 128-byte-swizzled stage and one TMA store of the 64 x 64 tile:
+                      // 1 = NDHWC (map over [M][O]), 2 = NCDHW (map over [N][O][S], tiles inside one sample)
   uint32_t S;         // out[0] * out[1] * out[2]
   FastDiv div_s;      // by S
 };
@@ -59,10 +61,56 @@ struct SmallCCfg {
   }
 };
 
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// A 16-bit 64 x 64 result tile (accumulator element i: row 16 * warp + gid + 8 * ((i / 2) % 2), column
+// 8 * (i / 4) + 2 * tig + i % 2) stored by one TMA store from `stage` (1024-byte aligned, 8 KB): 64 rows of 128 bytes
+// whose 16-byte chunks are swizzled by row % 8 (the map's 128-byte swizzle), so the warps' shared stores are
+// conflict-free. NDHWC (tma_store 1): rows are positions, a store is a lane's two adjacent channels; NCDHW (2):
+// rows are channels, a store is one element. The previous tile's store must have read the stage first.
+template <typename T>
+__device__ __forceinline__ void smallc_store_tile_tma(float (&acc)[32], const SmallCArgs& a, const CUtensorMap& ymap,
+                                                      uint32_t stage, const float* bias, uint32_t m0, uint32_t n0,
+                                                      int nb) {
+  const int tid = threadIdx.x, warp = tid >> 5, gid = (tid & 31) >> 2, tig = tid & 3;
+  if (tid == 0) tma_store_wait_read();
+  __syncthreads();
+  if (a.bias) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) acc[i] += bias[8 * (i / 4) + 2 * tig + i % 2];
+  }
+  if (a.tma_store == 1) {
+    const uint32_t base = stage + (warp * 16 + gid) * 128 + 4 * tig;
+#pragma unroll
+    for (int i = 0; i < 32; i += 2) {
+      const int nt = i / 4, h = (i / 2) % 2;
+      T pr[2] = {from_float<T>(acc[i]), from_float<T>(acc[i + 1])};
+      st_shared(base + h * 8 * 128 + ((nt ^ gid) << 4), *reinterpret_cast<uint32_t*>(pr));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int c = 8 * (i / 4) + 2 * tig + i % 2, r = warp * 16 + gid + 8 * ((i / 2) % 2);
+      st_shared(stage + c * 128 + (((r >> 3) ^ (c & 7)) << 4) + (r & 7) * 2, from_float<T>(acc[i]));
+    }
+  }
+  fence_proxy_async();  // the generic-proxy stores, read by the TMA store (async proxy)
+  __syncthreads();
+  if (tid == 0) {
+    if (a.tma_store == 1) {
+      tma_store_2d(&ymap, stage, nb * 64, int(m0));
+    } else {
+      tma_store_3d(&ymap, stage, int(m0 - n0 * a.S), nb * 64, int(n0));
+    }
+    tma_store_commit();
+  }
+}
+#endif
+
 // NKS: the problem's k-steps (1..kMaxSteps), a template argument so the A fragment takes only the registers it needs
 // and the wgmmas are straight-line code.
 template <typename T, bool SPLIT, int NKS>
-__global__ void __launch_bounds__(128, SPLIT ? 3 : 4) conv_smallc_kernel(const __grid_constant__ SmallCArgs a) {
+__global__ void __launch_bounds__(128, SPLIT ? 3 : 4) conv_smallc_kernel(const __grid_constant__ SmallCArgs a,
+                                                                  const __grid_constant__ CUtensorMap ymap) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = SmallCCfg<T, SPLIT>;
   constexpr int STEP = Cfg::kStep, KP = NKS * STEP;  // K padded to whole k-steps
@@ -157,6 +205,12 @@ __global__ void __launch_bounds__(128, SPLIT ? 3 : 4) conv_smallc_kernel(const _
       // Accumulator element i: row 16 * warp + gid + 8 * ((i / 2) % 2), column 8 * (i / 4) + 2 * tig + i % 2.
       // Streaming stores: the result passes through L2 once, x should stay there.
       const uint32_t m0 = tile * 64, n0 = a.div_s.div(m0);
+      if constexpr (sizeof(T) == 2) {
+        if (a.tma_store == 1 || (a.tma_store == 2 && m0 + 63 < g.M && a.div_s.div(m0 + 63) == n0)) {
+          smallc_store_tile_tma<T>(acc, a, ymap, fil + a.nblocks * Cfg::kNBlockBytes, sbias + nb * 64, m0, n0, nb);
+          continue;
+        }
+      }
       if (a.planar_vec && m0 + 63 < g.M && a.div_s.div(m0 + 63) == n0) {
         // NCDHW, the tile inside one sample: each channel's 64 positions are contiguous in y. Transposed through
         // shared memory ([channel][position], rows padded by 16 bytes: conflict-free both ways), then 16 bytes
@@ -181,35 +235,6 @@ __global__ void __launch_bounds__(128, SPLIT ? 3 : 4) conv_smallc_kernel(const _
         }
         __syncthreads();
         continue;
-      }
-      if constexpr (sizeof(T) == 2) {
-        if (a.row_vec) {
-          // 16-bit NDHWC: a position's channels of this N block are contiguous in y (128 bytes for a whole
-          // block). Transposed through shared memory ([position][channel], rows padded by 16 bytes: conflict-free
-          // both ways), then 16 bytes per store, a quarter-warp per position.
-          constexpr int RB = Cfg::kStageRowBytes;
-          const uint32_t stage = fil + a.nblocks * Cfg::kNBlockBytes;
-#pragma unroll
-          for (int i = 0; i < 32; i += 2) {
-            const int c = 8 * (i / 4) + 2 * tig, r = warp * 16 + gid + 8 * ((i / 2) % 2);
-            T pr[2] = {from_float<T>(acc[i] + sbias[nb * 64 + c]), from_float<T>(acc[i + 1] + sbias[nb * 64 + c + 1])};
-            st_shared(stage + r * RB + c * 2, *reinterpret_cast<uint32_t*>(pr));
-          }
-          __syncthreads();
-          const int chunks = min(64, g.O - nb * 64) / 8;  // O is a multiple of 8
-          for (int i = tid; i < 64 * 8; i += 128) {
-            const int r = i / 8, q = i % 8;
-            const uint32_t m = tile * 64 + r;
-            if (q < chunks && m < g.M) {
-              uint4 v;
-              asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                           : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(stage + r * RB + q * 16));
-              __stcs(reinterpret_cast<uint4*>(y + i64(m) * g.O + nb * 64 + q * 8), v);
-            }
-          }
-          __syncthreads();
-          continue;
-        }
       }
       const int o0 = nb * 64 + 2 * tig;
 #pragma unroll
@@ -236,6 +261,7 @@ __global__ void __launch_bounds__(128, SPLIT ? 3 : 4) conv_smallc_kernel(const _
       }
     }
   }
+  if (a.tma_store && tid == 0) tma_store_wait_all();
 #endif
 }
 
