@@ -241,6 +241,11 @@ CASES = [  # (x_shape, w_shape, conv kwargs)
     ((1, 3, 6, 9, 35), (32, 3, 4, 4, 4), dict(padding=((1, 2), (2, 1), (0, 3)))),
     # grad-input: P's channels-last row stride for three channels (16-bit: 99 floats), with D, H and W dilated
     ((2, 3, 11, 12, 20), (8, 3, 3, 3, 3), dict(dilation=(2, 1, 2), padding=((1, 3), (1, 1), (2, 2)))),
+    # grad-weight's halo'd form (16-bit NDHWC) walks a split's bricks along D through a ring of planes: 1110 bricks,
+    # three a split, D columns of 37 (splits cross columns; one new plane a brick); then D stride 2 and dilation 2
+    # (span 5, two new planes a brick) with padding planes at both ends, 684 bricks in pairs
+    ((5, 3, 37, 9, 35), (16, 3, 3, 3, 3), dict(padding=1)),
+    ((3, 3, 75, 9, 35), (16, 3, 3, 3, 3), dict(stride=(2, 1, 1), dilation=(2, 1, 1), padding=((2, 2), (1, 1), (1, 1)))),
 ]
 
 

@@ -3,18 +3,20 @@
 // the same GEMM and split plan as conv_smallc_wgrad.cuh's register form, with what made that form slow removed:
 //   - a tile is a bh x 32 brick of one output plane (128 positions for 16-bit, 64 for float32) instead of 32
 //     positions: one or two barriers per brick;
-//   - x's halo'd brick (channels x span_d x hh x hw, planar) is loaded once per tile into shared memory through a
-//     per-element table of offsets built once (no index arithmetic per tile, no bounds checks for bricks whose halo
-//     lies inside x); every fragment element is then a shared load at a per-thread base plus a constant, instead of
-//     a global gather with 64-bit addresses;
+//   - x's halo'd brick (channels x span_d x hh x hw, planar) is in shared memory, copied through a per-element table
+//     of offsets built once (no index arithmetic per tile, no bounds checks for bricks whose halo lies inside x);
+//     every fragment element is then a shared load at a per-thread base plus a constant, instead of a global
+//     gather with 64-bit addresses;
 //   - dy's rows (a position's channels, 16-byte chunks) are copied with cp.async: 16-bit as they are, into a
 //     128-byte-swizzled tile that wgmma reads MN-major; float32 into a staging tile, then split (3xTF32) and
 //     transposed into K-major tiles by the block (TF32 reads K-major only);
-//   - the next tile's dy rows and halo are loaded into the other buffers while this tile's products run.
-// 16-bit: the halo is kept twice, as it is and shifted by one element, so a fragment word (two positions adjacent
-// along W) is one aligned 32-bit load. A^T rows (columns k of A) past K read nothing (zeros); positions past the
-// plane's H or W edge are masked to zero in the fragment (their dy rows are zero-filled too), so an Inf in x never
-// meets a padded position.
+//   - the next tile's dy rows and halo are loaded into free buffers while this tile's fragments and products run.
+// 16-bit: a split walks its bricks along D and keeps the halo as a ring of D planes, so a brick copies only the
+// planes the brick below it did not (one of three for a 3x3x3 stride-1 layer: ncu kb54 -16 %, docs/perf.md v16);
+// each plane is kept twice, as it is and shifted by one element, so a fragment word (two positions adjacent along
+// W) is one aligned 32-bit load. float32: two whole halos, bricks walked W fastest. A^T rows (columns k of A) past
+// K read nothing (zeros); positions past the plane's H or W edge are masked to zero in the fragment (their dy rows
+// are zero-filled too), so an Inf in x never meets a padded position.
 #pragma once
 
 #include "hopper/conv_smallc_wgrad.cuh"
@@ -28,17 +30,22 @@ struct SmallCWgradHaloArgs : SmallCWgradArgs {
   int tiles_h, tiles_w;
   int hd, hh, hw;       // halo extents: D (span), H, W (even)
   uint32_t halo;        // elements of one copy: C * hd * hh * hw (<= kSmallCHaloElems)
-  uint32_t copy_bytes;  // one copy of the halo, rounded to 16 bytes
+  uint32_t copy_bytes;  // one copy of the halo, rounded to 16 bytes (16-bit: hd planes of plane_bytes)
   FastDiv div_tw, div_th, div_od, div_hw;  // decode a tile (by tiles_w, tiles_h, out[0]) and a halo element (by hw)
+  uint32_t plane;        // 16-bit: elements of one D plane of the halo, C * hh * hw
+  uint32_t plane_bytes;  // one copy of a plane, rounded to 16 bytes
 };
 
 // Shared memory of the two forms (bytes past the 1024-byte-aligned base).
 template <int ES>
 struct SmallCHaloCfg {
   static constexpr int kBH = ES == 2 ? kSmallCHaloBH : kSmallCHaloBH / 2, kBW = kSmallCHaloBW, kTile = kBH * kBW;
-  static constexpr int kCopies = ES == 2 ? 2 : 1;  // 16-bit: the halo and its one-element shift
+  // Halo buffers: 2 kCopies copies of copy_bytes. 16-bit: the ring's 2 hd plane slots, each the plane and its
+  // one-element shift; float32: two halos.
+  static constexpr int kCopies = ES == 2 ? 2 : 1;
   // 16-bit: two dy tiles, a 128-byte row per position. float32: two staging tiles (a 256-byte row per position,
   // padded by 16 bytes: conflict-free column reads) and the split K-major tiles (big, small), 32 positions a row.
+  // The offset table follows the halo buffers: one entry per element of a plane (16-bit) or of the halo.
   static constexpr int kStageRow = 64 * 4 + 16;
   static constexpr int kDyBytes = ES == 2 ? 2 * kTile * kRowBytes : 2 * kTile * kStageRow + 2 * (kTile / 32) * 64 * kRowBytes;
   __host__ __device__ static constexpr int halo_offset() { return kDyBytes; }
@@ -60,28 +67,32 @@ __device__ __forceinline__ HaloBrick halo_brick(const SmallCWgradHaloArgs& a, ui
 
 // Each halo element's offset in x from the brick's window origin and its (d, h, w) for the bounds: the same for
 // every tile, so a tile's copy is a table read, an add and a load per element.
-__device__ __forceinline__ void halo_table(const SmallCWgradHaloArgs& a, uint32_t table, int tid, int nt) {
+// `planes`: the D planes the table covers, `count` its entries: a.hd and a.halo (the whole halo), or 1 and a.plane
+// (one plane, for the ring of planes).
+__device__ __forceinline__ void halo_table(const SmallCWgradHaloArgs& a, uint32_t table, int tid, int nt,
+                                           int planes, uint32_t count) {
   const SmallCGeom& g = a.g;
-  for (uint32_t e = tid; e < a.halo; e += nt) {
+  for (uint32_t e = tid; e < count; e += nt) {
     const uint32_t row = a.div_hw.div(e);
-    const int ww = int(e - row * uint32_t(a.hw)), hh = int(row % uint32_t(a.hh)), dd = int((row / a.hh) % a.hd),
-              c = int(row / uint32_t(a.hh * a.hd));
+    const int ww = int(e - row * uint32_t(a.hw)), hh = int(row % uint32_t(a.hh)), dd = int((row / a.hh) % planes),
+              c = int(row / uint32_t(a.hh * planes));
     const int off = c * g.xs_c + dd * g.xs_d + hh * g.xs_h + ww * g.xs_w, where = dd | (hh << 8) | (ww << 16);
     asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(table + e * 8), "r"(off), "r"(where) : "memory");
   }
 }
 
 // The block's split of the tiles, [begin, end), once the element table is built and visible.
-__device__ __forceinline__ uint2 halo_start(const SmallCWgradHaloArgs& a, uint32_t table, int tid, int nt) {
-  halo_table(a, table, tid, nt);
+__device__ __forceinline__ uint2 halo_start(const SmallCWgradHaloArgs& a, uint32_t table, int tid, int nt,
+                                            int planes, uint32_t count) {
+  halo_table(a, table, tid, nt, planes, count);
   const uint32_t begin = blockIdx.x * a.tiles_per_split;
   __syncthreads();
   return make_uint2(begin, min(a.tiles, begin + a.tiles_per_split));
 }
 
-// Brick bk's halo'd x (zeros outside x) into the halo buffer at hb (and its shifted copy copy_bytes further on when
-// COPIES = 2), consecutive threads on consecutive elements of a halo row.
-template <typename E, int COPIES>
+// Brick bk's halo'd x (zeros outside x) into the halo buffer at hb (float32), consecutive threads on consecutive
+// elements of a halo row.
+template <typename E>
 __device__ __forceinline__ void halo_copy(const SmallCWgradHaloArgs& a, const HaloBrick& bk, uint32_t table,
                                           uint32_t hb, int tid, int nt) {
   const SmallCGeom& g = a.g;
@@ -100,9 +111,6 @@ __device__ __forceinline__ void halo_copy(const SmallCWgradHaloArgs& a, const Ha
              unsigned(ih0 + ((where >> 8) & 0xFF)) < unsigned(g.in[1]) && unsigned(iw0 + (where >> 16)) < unsigned(g.in[2]);
       const E v = ok ? __ldg(origin + off) : E(0);
       st_shared(hb + e * sizeof(E), v);
-      if constexpr (COPIES == 2) {
-        if (e > 0) st_shared(hb + a.copy_bytes + (e - 1) * sizeof(E), v);
-      }
     }
   };
   if (inside) {
@@ -167,7 +175,70 @@ __device__ __forceinline__ void halo_store_partials(float* partial, const float*
 #define JAXCONV3D_HALO_SM90 1
 #endif
 
-// 16-bit: 128-position bricks, eight k-steps; fragment words from the halo and its shifted copy.
+// ---- 16-bit: the halo as a ring of D planes, tiles walked along D
+// A split's tiles run D fastest (halo_brick_d): the brick above in D (stride s_d < span_d) needs all but s_d of the
+// planes this one has, so only the new planes are copied. Plane slots: a ring of 2 span_d, each slot two copies
+// (as it is, and shifted by one element). A tile's plane j (input plane od s_d - pad_d + j) sits in slot
+// (vb + j) mod 2 span_d; the next tile's vb moves by s_d along the same column (its planes past span_d - s_d are
+// new) and by span_d at a new column (every plane new). The new planes' slots never hold the current tile's.
+
+// Tile t, D fastest: t = ((n tiles_h + th) tiles_w + tw) out[0] + od.
+__device__ __forceinline__ HaloBrick halo_brick_d(const SmallCWgradHaloArgs& a, uint32_t t, int bh, int bw) {
+  HaloBrick b;
+  const uint32_t t1 = a.div_od.div(t), t2 = a.div_tw.div(t1), n = a.div_th.div(t2);
+  b.od = int(t - t1 * uint32_t(a.g.out[0]));
+  b.ow0 = int(t1 - t2 * uint32_t(a.tiles_w)) * bw;
+  b.oh0 = int(t2 - n * uint32_t(a.tiles_h)) * bh;
+  b.n = int(n);
+  return b;
+}
+
+// Planes j0 .. span_d - 1 of brick bk's halo into their ring slots (vb + j) mod ring: zeros outside x.
+__device__ __forceinline__ void halo_copy_planes(const SmallCWgradHaloArgs& a, const HaloBrick& bk, uint32_t table,
+                                                 uint32_t ring_base, int vb, int j0, int tid, int nt) {
+  const SmallCGeom& g = a.g;
+  const int ring = 2 * a.hd;
+  const int id0 = bk.od * g.stride[0] - g.pad[0], ih0 = bk.oh0 * g.stride[1] - g.pad[1], iw0 = bk.ow0 - g.pad[2];
+  const bool inside_hw = ih0 >= 0 && iw0 >= 0 && ih0 + a.hh <= g.in[1] && iw0 + a.hw <= g.in[2];
+  for (int j = j0; j < a.hd; ++j) {
+    int slot = vb + j;
+    slot -= slot >= ring ? ring : 0;
+    const uint32_t dst = ring_base + uint32_t(slot) * 2 * a.plane_bytes;
+    const int ip = id0 + j;
+    const bool plane_ok = unsigned(ip) < unsigned(g.in[0]);  // else a padding plane: zeros
+    const uint16_t* origin = static_cast<const uint16_t*>(a.x) +
+                             (i64(bk.n) * g.xs_n + i64(ip) * g.xs_d + i64(ih0) * g.xs_h + i64(iw0) * g.xs_w);
+    auto copy = [&](auto checked) {
+      for (uint32_t e = tid; e < a.plane; e += nt) {
+        int off, where;
+        asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(off), "=r"(where) : "r"(table + e * 8));
+        bool ok = true;
+        if constexpr (decltype(checked)::value)
+          ok = plane_ok && unsigned(ih0 + ((where >> 8) & 0xFF)) < unsigned(g.in[1]) &&
+               unsigned(iw0 + (where >> 16)) < unsigned(g.in[2]);
+        const uint16_t v = ok ? __ldg(origin + off) : uint16_t(0);
+        st_shared(dst + e * 2, v);
+        if (e > 0) st_shared(dst + a.plane_bytes + (e - 1) * 2, v);
+      }
+    };
+    if (inside_hw && plane_ok) {
+      copy(std::false_type{});
+    } else {
+      copy(std::true_type{});
+    }
+  }
+}
+
+// Row k = (tap, channel) of A^T (ODHWI order): its D plane (j0 dil_d) and its element offset within a plane of the
+// halo (0 past K).
+__device__ __forceinline__ int2 halo_row_plane_offset(const SmallCWgradHaloArgs& a, int k) {
+  const SmallCGeom& g = a.g;
+  if (k >= g.K) return make_int2(0, 0);
+  const int c = k % g.C, tap = k / g.C;
+  const int j2 = tap % g.k[2], j1 = (tap / g.k[2]) % g.k[1], j0 = tap / (g.k[2] * g.k[1]);
+  return make_int2(j0 * g.dil[0], c * a.hh * a.hw + j1 * g.dil[1] * a.hw + j2 * g.dil[2]);
+}
+
 template <typename T, int RB>
 __global__ void __launch_bounds__(128 * RB, RB == 3 ? 1 : 2)
     conv_smallc_wgrad_halo_kernel(const __grid_constant__ SmallCWgradHaloArgs a) {
@@ -178,40 +249,62 @@ __global__ void __launch_bounds__(128 * RB, RB == 3 ? 1 : 2)
   const SmallCGeom& g = a.g;
   const uint32_t base = dynamic_smem_base();
   auto dy_tile = [&](int b) { return base + uint32_t(b) * KT * kRowBytes; };
-  auto halo_of = [&](int b) { return base + Cfg::halo_offset() + uint32_t(b) * 2 * a.copy_bytes; };
+  const uint32_t ring_base = base + Cfg::halo_offset();
   const uint32_t table = base + Cfg::table_offset(a.copy_bytes);
+  const int ring = 2 * a.hd;
   const HaloLane l;
   const int tid = l.tid, tig = l.tig;
   const uint16_t* dyb = static_cast<const uint16_t*>(a.dy);
 
-  // This thread's two A^T rows: their byte offset in a halo buffer, in the copy where a word starting at the row's
-  // element is 4-byte aligned (position offsets are even).
+  // This thread's two A^T rows: their byte offset within a slot, in the copy where a word starting at the row's
+  // element is 4-byte aligned (position offsets are even; below 2^24), and their D plane (the top 8 bits).
   uint32_t rowaddr[2];
   const bool rowok[2] = {l.row(0) < g.K, l.row(1) < g.K};
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int off = halo_row_offset(a, l.row(h));
-    rowaddr[h] = (off % 2 == 0 ? uint32_t(off) * 2 : a.copy_bytes + uint32_t(off - 1) * 2) + 4 * tig;
+    const int2 po = halo_row_plane_offset(a, l.row(h));
+    rowaddr[h] = ((po.y % 2 == 0 ? uint32_t(po.y) * 2 : a.plane_bytes + uint32_t(po.y - 1) * 2) + 4 * tig) |
+                 (uint32_t(po.x) << 24);
   }
   const uint32_t prow = uint32_t(g.stride[1] * a.hw) * 2;  // bytes between the halo rows of brick rows
   using Chunks = DyChunks<KT, BW, 8, NT>;
-  auto load = [&](const HaloBrick& bk, int b) {
+  auto load_dy = [&](const HaloBrick& bk, int b) {
     Chunks::load(g, dyb, bk, tid, [&](int r, int q) { return dy_tile(b) + swz(r, q); });
-    halo_copy<uint16_t, 2>(a, bk, table, halo_of(b), tid, NT);
   };
 
   float sum[32] = {};
-  const auto [t_begin, t_end] = halo_start(a, table, tid, NT);
-  HaloBrick bk = halo_brick(a, t_begin, BH, BW);
-  if (t_begin < t_end) load(bk, 0);
+  const auto [t_begin, t_end] = halo_start(a, table, tid, NT, 1, a.plane);
+  HaloBrick bk = halo_brick_d(a, t_begin, BH, BW);
+  int vb = 0;  // the current tile's plane 0 slot
+  if (t_begin < t_end) {
+    load_dy(bk, 0);
+    halo_copy_planes(a, bk, table, ring_base, vb, 0, tid, NT);
+  }
   cp_async_wait<0>();
   fence_proxy_async();  // cp.async and st.shared are generic-proxy writes; wgmma reads through the async proxy
   __syncthreads();
   int buf = 0;
   for (uint32_t t = t_begin; t < t_end; ++t, buf ^= 1) {
-    // The fragment: per k-step, brick row ks / 2, this thread's positions 16 (ks % 2) + 2 tig + {0, 1} and + 8.
+    // This tile's plane slots, then the next tile's dy into the other buffer and its new planes into slots this
+    // tile does not read (before this tile's fragments, so that the copy does not hold registers beside them).
     const int vh = g.out[1] - bk.oh0, vw = g.out[2] - bk.ow0;  // positions inside the plane: ph < vh, pw < vw
-    const uint32_t hb = halo_of(buf);
+    uint32_t rb[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      int slot = vb + int(rowaddr[h] >> 24);
+      slot -= slot >= ring ? ring : 0;
+      rb[h] = ring_base + uint32_t(slot) * 2 * a.plane_bytes + (rowaddr[h] & 0xFFFFFFu);
+    }
+    if (t + 1 < t_end) {
+      const HaloBrick nb = halo_brick_d(a, t + 1, BH, BW);
+      const bool column = nb.od == bk.od + 1 && g.stride[0] < a.hd;  // same (n, H, W) brick, sharing planes
+      const int shift = column ? g.stride[0] : a.hd;
+      vb += shift;
+      vb -= vb >= ring ? ring : 0;
+      load_dy(nb, buf ^ 1);
+      halo_copy_planes(a, nb, table, ring_base, vb, a.hd - shift, tid, NT);
+    }
+    // The fragment: per k-step, brick row ks / 2, this thread's positions 16 (ks % 2) + 2 tig + {0, 1} and + 8.
     uint32_t af[KS][4];
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
@@ -220,7 +313,7 @@ __global__ void __launch_bounds__(128 * RB, RB == 3 ? 1 : 2)
       for (int q = 0; q < 4; ++q) {  // q: row h = q % 2, positions + 8 (q / 2)
         const int h = q % 2;
         uint32_t v = 0;
-        if (rowok[h]) asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(hb + rowaddr[h] + koff + (q / 2) * 16));
+        if (rowok[h]) asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(rb[h] + koff + (q / 2) * 16));
         af[ks][q] = v;
       }
     }
@@ -248,16 +341,13 @@ __global__ void __launch_bounds__(128 * RB, RB == 3 ? 1 : 2)
       }
     }
     wgmma_commit();
-    if (t + 1 < t_end) {  // into the other buffers: last read by the previous tile's products
-      bk = halo_brick(a, t + 1, BH, BW);
-      load(bk, buf ^ 1);
-    }
     wgmma_wait<0>();
     fence_regs(sum);
-    fence_regs(af);  // the products read af until here: the loads above must not reuse its registers
+    fence_regs(af);  // the products read af until here
     cp_async_wait<0>();
     fence_proxy_async();
-    __syncthreads();  // the next tile's buffers are written and visible; this tile's are free
+    __syncthreads();  // the next tile's dy and planes are written and visible; this tile's dy buffer is free
+    if (t + 1 < t_end) bk = halo_brick_d(a, t + 1, BH, BW);
   }
   halo_store_partials<RB>(a.partial, sum, l);
 #endif
@@ -290,7 +380,7 @@ __global__ void __launch_bounds__(128 * RB, 2) conv_smallc_wgrad_halo_f32_kernel
   using Chunks = DyChunks<KT, BW, 16, NT>;
   auto load = [&](const HaloBrick& bk, int b) {
     Chunks::load(g, dyf, bk, tid, [&](int r, int q) { return stage(b) + r * SR + q * 16; });
-    halo_copy<float, 1>(a, bk, table, halo_of(b), tid, NT);
+    halo_copy<float>(a, bk, table, halo_of(b), tid, NT);
   };
   // Staging tile b -> the K-major split tiles: a lane per position p, a warp per four channels at a time (channel
   // groups o4 = warp + i NW keep the warp's parity, so a channel row's swizzle term is fixed per thread and j).
@@ -316,7 +406,7 @@ __global__ void __launch_bounds__(128 * RB, 2) conv_smallc_wgrad_halo_f32_kernel
   };
 
   float sum[32] = {};
-  const auto [t_begin, t_end] = halo_start(a, table, tid, NT);
+  const auto [t_begin, t_end] = halo_start(a, table, tid, NT, a.hd, a.halo);
   HaloBrick bk = halo_brick(a, t_begin, BH, BW);
   if (t_begin < t_end) load(bk, 0);
   cp_async_wait<0>();

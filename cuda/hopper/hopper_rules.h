@@ -92,9 +92,9 @@ size_t smallc_filter_bytes(const SmallC& s);
 // order never depends on the card.
 // Channels-last layers with unit W stride and dy's channel rows a multiple of 16 bytes take the halo'd form
 // instead (conv_smallc_wgrad_halo.cuh): tiles are bh x kSmallCHaloBW bricks of one output plane (bh =
-// kSmallCHaloBH for 16-bit, half that for float32), dy's rows copied 16 bytes at a time, x's halo'd brick staged
-// once per tile in shared memory and the fragments read from it, while the halo holds at most kSmallCHaloElems
-// elements.
+// kSmallCHaloBH for 16-bit, half that for float32; 16-bit splits walk them along D), dy's rows copied 16 bytes at
+// a time, x's halo'd brick in shared memory (16-bit: a ring of D planes, only a brick's new planes copied) and the
+// fragments read from it, while the halo holds at most kSmallCHaloElems elements.
 constexpr int64_t kSmallCWgradSplits = 512;
 constexpr int kSmallCHaloBH = 4, kSmallCHaloBW = 32;
 constexpr int64_t kSmallCHaloElems = 4096;

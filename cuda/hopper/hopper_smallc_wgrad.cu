@@ -36,15 +36,18 @@ std::string launch_blocks(const SmallCWgrad& s, const SmallCWgradArgs& a, cudaSt
 }
 
 // The halo'd form: RB warpgroups, buffers sized by the halo.
+// `table`: the offset table's entries (the whole halo, or one plane for the 16-bit ring); the ring's slots round each
+// plane to 16 bytes, so the bound allows for that.
 template <typename Kernel>
-std::string launch_halo(Kernel kernel, int es, int rb, const SmallCWgradHaloArgs& a, int splits,
+std::string launch_halo(Kernel kernel, int es, int rb, const SmallCWgradHaloArgs& a, uint32_t table, int splits,
                         std::atomic<uint64_t>& smem_set, cudaStream_t stream) {
   const auto bytes = [es](uint32_t copy, uint32_t halo) {
     return es == 2 ? SmallCHaloCfg<2>::smem_bytes(copy, halo) : SmallCHaloCfg<4>::smem_bytes(copy, halo);
   };
-  cudaError_t e = allow_smem(kernel, bytes(uint32_t(kSmallCHaloElems * es), uint32_t(kSmallCHaloElems)), smem_set);
+  const uint32_t most = uint32_t(kSmallCHaloElems * es + 16 * kSmallCHaloElems / kSmallCHaloBW);
+  cudaError_t e = allow_smem(kernel, bytes(most, uint32_t(kSmallCHaloElems)), smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
-  kernel<<<unsigned(splits), 128 * rb, bytes(a.copy_bytes, a.halo), stream>>>(a);
+  kernel<<<unsigned(splits), 128 * rb, bytes(a.copy_bytes, table), stream>>>(a);
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
 }
@@ -53,10 +56,10 @@ template <typename T, int RB>
 std::string launch_halo_rb(const SmallCWgrad& s, const SmallCWgradHaloArgs& a, cudaStream_t stream) {
   static std::atomic<uint64_t> smem_set[2] = {0, 0};
   if constexpr (sizeof(T) == 2) {
-    return launch_halo(conv_smallc_wgrad_halo_kernel<T, RB>, 2, RB, a, int(s.splits), smem_set[0], stream);
+    return launch_halo(conv_smallc_wgrad_halo_kernel<T, RB>, 2, RB, a, a.plane, int(s.splits), smem_set[0], stream);
   } else {
-    return s.split ? launch_halo(conv_smallc_wgrad_halo_f32_kernel<true, RB>, 4, RB, a, int(s.splits), smem_set[1], stream)
-                   : launch_halo(conv_smallc_wgrad_halo_f32_kernel<false, RB>, 4, RB, a, int(s.splits), smem_set[0], stream);
+    return s.split ? launch_halo(conv_smallc_wgrad_halo_f32_kernel<true, RB>, 4, RB, a, a.halo, int(s.splits), smem_set[1], stream)
+                   : launch_halo(conv_smallc_wgrad_halo_f32_kernel<false, RB>, 4, RB, a, a.halo, int(s.splits), smem_set[0], stream);
   }
 }
 
@@ -102,7 +105,10 @@ std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* 
     h.tiles_h = int(s.tiles_h); h.tiles_w = int(s.tiles_w);
     h.hd = s.hd; h.hh = s.hh; h.hw = s.hw;
     h.halo = uint32_t(p.in_channels * s.hd * s.hh * s.hw);
-    h.copy_bytes = uint32_t(h.halo * dtype_size(t) + 15) / 16 * 16;
+    h.plane = uint32_t(p.in_channels * s.hh * s.hw);
+    h.plane_bytes = uint32_t(h.plane * dtype_size(t) + 15) / 16 * 16;
+    // 16-bit: the ring of planes (conv_smallc_wgrad_halo.cuh) where float32 keeps whole halos
+    h.copy_bytes = dtype_size(t) == 2 ? uint32_t(s.hd) * h.plane_bytes : uint32_t(h.halo * dtype_size(t) + 15) / 16 * 16;
     h.div_tw = FastDiv(uint32_t(s.tiles_w));
     h.div_th = FastDiv(uint32_t(s.tiles_h));
     h.div_od = FastDiv(uint32_t(p.out[0]));
