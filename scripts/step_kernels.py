@@ -9,7 +9,6 @@ Each argument is CONFIG:PRECISION:LAYOUT[:bias] (a suite configuration; fp32 or 
 from __future__ import annotations
 
 import collections
-import statistics
 import sys
 
 import torch
@@ -17,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import jaxconv3d.torch as jt
 from jaxconv3d import workloads
+from op_times import median_ms  # scripts/ is on the path when run as a script
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -38,16 +38,7 @@ def step_kernels(case, dtype: torch.dtype, channels_last: bool, bias: bool, step
     def step():
         return torch.autograd.grad(jt.conv3d(x, w, b, **case.conv_kwargs), leaves, dy)
 
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(10):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+    step_ms = median_ms(step, 10)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             step()
@@ -58,7 +49,7 @@ def step_kernels(case, dtype: torch.dtype, channels_last: bool, bias: bool, step
             ms[ev.name] += ev.device_time_total / 1e3 / steps
             calls[ev.name] += 1
     print(f"== {case.name} {dtype} {'cl' if channels_last else 'ncdhw'} bias={bias}: step (CUDA events, median of "
-          f"10) {statistics.median(times):.3f} ms; kernels per step:")
+          f"10) {step_ms:.3f} ms; kernels per step:")
     for name, t in sorted(ms.items(), key=lambda kv: -kv[1]):
         print(f"   {t:8.3f} ms  x{calls[name] // steps}  {name[:150]}")
     print(f"   {sum(ms.values()):8.3f} ms  total kernel time")

@@ -97,11 +97,6 @@ std::string transpose_filter(const ConvProblem& p, DType t, const void* w, void*
 
 // ---- TMA path
 
-CUtensorMapDataType tma_type(DType t) {
-  return t == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                           : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
-}
-
 template <typename T, int BN, bool SPLIT = false, int TG = 1, bool RES = false>
 std::string launch_tma(const CUtensorMap& ma, const CUtensorMap& mb, const CUtensorMap& mc, const TmaArgs& a,
                        cudaStream_t stream) {

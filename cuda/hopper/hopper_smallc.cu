@@ -42,7 +42,7 @@ std::string result_map(const ConvProblem& p, DType t, void* y, SmallCArgs* a, CU
   a->tma_store = 0;
   const uint64_t O = uint64_t(p.out_channels), S = uint64_t(p.out_spatial()), N = uint64_t(p.batch), M = a->g.M;
   if (dtype_size(t) != 2 || reinterpret_cast<uintptr_t>(y) % 16 != 0) return "";
-  const CUtensorMapDataType type = t == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const CUtensorMapDataType type = tma_type(t);
   const uint32_t box[3] = {64, 64, 1}, step[3] = {1, 1, 1};
   if (p.layout == Layout::kNDHWC && O % 8 == 0 && M < (1ull << 31)) {
     const uint64_t dims[2] = {O, M}, strides[1] = {O * 2};

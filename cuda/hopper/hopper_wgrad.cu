@@ -80,9 +80,7 @@ std::string wgrad_maps(const ConvProblem& p, DType t, const Brick& br, const voi
                        CUtensorMap* mdy) {
   const uint64_t es = uint64_t(dtype_size(t));
   const uint32_t box_channels = uint32_t(128 / es);  // one 128-byte swizzled row
-  const CUtensorMapDataType type = t == DType::kBF16  ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                   : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
-                                                      : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+  const CUtensorMapDataType type = tma_type(t);
   const int bw = 1 << br.bw_log, bh = 1 << br.bh_log, bd = 1 << br.bd_log;
   const uint64_t xd[5] = {uint64_t(p.in_channels), uint64_t(p.in[2]), uint64_t(p.in[1]), uint64_t(p.in[0]),
                           uint64_t(p.batch)};

@@ -21,6 +21,11 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
 
 }  // namespace
 
+CUtensorMapDataType tma_type(DType t) {
+  return t == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                           : t == DType::kF16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+}
+
 std::string make_tensor_map(CUtensorMap* map, CUtensorMapDataType type, int rank, const void* base,
                             const uint64_t* dims, const uint64_t* strides_bytes, const uint32_t* box,
                             const uint32_t* step, int swizzle_bytes) {

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "conv_problem.h"
+
 namespace jaxconv3d {
 namespace hopper {
 
@@ -19,6 +21,9 @@ namespace hopper {
 std::string make_tensor_map(CUtensorMap* map, CUtensorMapDataType type, int rank, const void* base,
                             const uint64_t* dims, const uint64_t* strides_bytes, const uint32_t* box,
                             const uint32_t* step, int swizzle_bytes = 128);
+
+// The tensor-map element type of a float32, bfloat16 or float16 tensor.
+CUtensorMapDataType tma_type(DType t);
 
 // ---- device
 
