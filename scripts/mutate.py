@@ -287,6 +287,10 @@ MUTATIONS = [
       # case 21: 1110 bricks, three a split, D columns of 37: splits cross columns
       tests=(f"{SMALLC}::test_kernels_against_float64[21-bfloat16-NDHWC]",
              f"{SMALLC}::test_kernels_against_float64[21-float16-NDHWC]")),
+    M("N9", "cuda/hopper/conv_smallc_dgrad.cuh", "store_p(acc, buf ^ 1);", "store_p(acc, buf);",
+      "first-layer grad-input (16-bit, two P buffers): the next plane's products stored over this plane's", True,
+      tests=(f"{SMALLC}::test_kernels_against_float64[0-bfloat16-NDHWC]",
+             f"{SMALLC}::test_kernels_against_float64[15-float16-NDHWC]")),
     M("N7", "cuda/hopper/conv_smallc_wgrad_halo.cuh",
       "toff[j] = j * kRowBytes + (uint32_t((p / 4) ^ (4 * (w & 1) + j)) << 4) + (p % 4) * 4;",
       "toff[j] = j * kRowBytes + (uint32_t((p / 4) ^ (4 * (w & 1))) << 4) + (p % 4) * 4;",

@@ -9,7 +9,9 @@
 //     one thread's 16 channels contiguous in an NDHWC row: 16-byte loads), the filter, transposed, is B in shared
 //     memory for the whole kernel; the next plane's fragment loads are in flight during this plane's products;
 //   - P goes to shared memory (rows of a.ps floats, odd: smallc_dgrad_p_stride), two buffers where they
-//     fit, so one barrier a plane suffices and a warpgroup's products overlap the others' tap sums;
+//     fit, so one barrier a plane suffices and a warpgroup's products overlap the others' tap sums; 16-bit with two
+//     buffers (OVERLAP) goes further: plane pd + 1's wgmma run while this thread sums plane pd's taps, and plane
+//     pd + 2's fragment loads are in flight meanwhile;
 //   - each thread owns (at most two) dx items (channel, qh, qw) and, for each kd, sums P's kh x kw entries in a fixed
 //     order into a ring of span_d dx planes in shared memory; the plane pd - pad_d then has all its terms and is
 //     stored.
@@ -64,7 +66,7 @@ __device__ __forceinline__ int dgrad_k_byte(int o) {
   }
 }
 
-template <typename T, bool SPLIT, int NR>
+template <typename T, bool SPLIT, int NR, bool OVERLAP = false>
 __global__ void __launch_bounds__(SmallCDgradCfg<T>::kThreads, 1)
     conv_smallc_dgrad_kernel(const __grid_constant__ SmallCDgradArgs a) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -199,6 +201,106 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T>::kThreads, 1)
   const bool taps9 = k12 == 9;
   // Every warpgroup runs its products, even on a tile past the brick's rows (zeros: its rows are never read):
   // a wgmma under a branch on the thread index made ptxas serialize the 3xTF32 chains.
+  // P = this thread's fragment (raw, 16-bit) times the filter, stored into P buffer `b`.
+  auto products = [&](float (&acc)[NR / 2]) {
+    static_assert(!OVERLAP || sizeof(T) == 2, "the overlapped loop is 16-bit: its fragment is raw itself");
+    uint32_t ab[NKS][4];
+#pragma unroll
+    for (int ks = 0; ks < NKS; ++ks)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) ab[ks][i] = raw[i % 2][2 * ks + i / 2];  // register i: row i % 2, K half i / 2
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < NKS; ++ks) {
+      const uint32_t off = (ks / 4) * KBLOCK + (ks % 4) * 32;
+      smallc_mma<T, false, NR>(acc, ab[ks], ab[ks], smem_desc(fil + off, 16, 1024), 0, ks > 0 ? 1 : 0);
+    }
+    wgmma_commit();
+  };
+  auto copy_frag = [](uint32_t (&dst)[2][WORDS], const uint32_t (&src)[2][WORDS]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int q = 0; q < WORDS; ++q) dst[h][q] = src[h][q];
+  };
+  // Accumulator element i: row 16 * warp + gid + 8 * ((i / 2) % 2), column 8 * (i / 4) + 2 * tig + i % 2.
+  auto store_p = [&](const float (&acc)[NR / 2], int b) {
+    float* Pb = P + b * (kSmallCDgradRows * PS);
+    float* prow[2] = {Pb + brick_row(0) * PS + 2 * tig, Pb + brick_row(1) * PS + 2 * tig};
+#pragma unroll
+    for (int i = 0; i < NR / 2; ++i) prow[(i / 2) % 2][8 * (i / 4) + i % 2] = acc[i];
+  };
+  auto tap_sums = [&](int pd, const float* Pb) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      if (pb[i] < 0) continue;
+      const char* src = reinterpret_cast<const char*>(Pb) + pb[i];
+      for (int kd = 0; kd < a.k[0]; ++kd) {
+        const int qd = pd - a.pad[0] + kd * a.dil[0];
+        if (qd < qa || qd >= qb) continue;
+        const char* at = src + kd * colstep;
+        float s = 0.0f;
+        if (taps9) {
+#pragma unroll
+          for (int j = 0; j < 9; ++j) s += term(at, toff[j]);
+        } else {
+          for (int j = 0; j < k12; ++j) s += term(at, toff[j]);
+        }
+        int slot = slot0 + kd * a.dil[0];
+        slot -= slot >= a.span[0] ? a.span[0] : 0;
+        ring[slot * items + tid + i * NT] += s;
+      }
+    }
+  };
+  auto finish_plane = [&](int pd) {  // dx plane pd - pad_d has had its last term (kd = 0): store it, clear its slot
+    const int qd = pd - a.pad[0];
+    if (qd >= qa && qd < qb) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        if (pb[i] < 0) continue;
+        float& v = ring[slot0 * items + tid + i * NT];
+        dx[xo[i] + qd * a.xs_d] = from_float<T>(v);
+        v = 0.0f;
+      }
+    }
+    slot0 = slot0 + 1 == a.span[0] ? 0 : slot0 + 1;
+  };
+  if constexpr (OVERLAP) {
+    // 16-bit, two P buffers: plane pd + 1's products run on the tensor cores during plane pd's tap sums (one
+    // barrier a plane: P[buf] holds plane pd; P[buf ^ 1], last read by plane pd - 1's tap sums before the barrier,
+    // takes plane pd + 1's products after them).
+    const int pa = max(pd_first, 0), pz = min(pd_last, a.out[0] - 1);  // the planes of dy that exist
+    float acc[NR / 2];
+    if (pa <= pz) {
+      load(pa, raw);
+      if (pa < pz) load(pa + 1, nxt);
+      products(acc);
+      wgmma_wait<0>();
+      fence_regs(acc);
+      if (pa < pz) copy_frag(raw, nxt);
+      store_p(acc, 0);
+    }
+    for (int pd = pd_first; pd <= pd_last; ++pd) {
+      if (pd >= pa && pd <= pz) {
+        __syncthreads();  // P[buf] holds plane pd; P[buf ^ 1] is free
+        const bool more = pd < pz;
+        if (more) {
+          if (pd + 1 < pz) load(pd + 2, nxt);  // in flight during the products and the tap sums
+          products(acc);
+        }
+        tap_sums(pd, P + buf * (kSmallCDgradRows * PS));
+        if (more) {
+          wgmma_wait<0>();
+          fence_regs(acc);
+          if (pd + 1 < pz) copy_frag(raw, nxt);
+          store_p(acc, buf ^ 1);
+        }
+        buf ^= 1;
+      }
+      finish_plane(pd);
+    }
+    return;
+  }
   load(pd_first, raw);
   for (int pd = pd_first; pd <= pd_last; ++pd) {
     if (pd >= 0 && pd < a.out[0]) {
@@ -238,41 +340,12 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T>::kThreads, 1)
         wgmma_wait<0>();
         fence_regs(acc);
         if constexpr (sizeof(T) == 2) {
-          if (pd < pd_last) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-#pragma unroll
-              for (int q = 0; q < WORDS; ++q) raw[h][q] = nxt[h][q];
-            }
-          }
+          if (pd < pd_last) copy_frag(raw, nxt);
         }
-        // Accumulator element i: row 16 * warp + gid + 8 * ((i / 2) % 2), column 8 * (i / 4) + 2 * tig + i % 2.
-        float* prow[2] = {Pb + brick_row(0) * PS + 2 * tig, Pb + brick_row(1) * PS + 2 * tig};
-#pragma unroll
-        for (int i = 0; i < NR / 2; ++i) prow[(i / 2) % 2][8 * (i / 4) + i % 2] = acc[i];
+        store_p(acc, buf);
       }
       __syncthreads();
-      // The tap sums: for each kd, dx plane pd - pad_d + kd * dil_d (inside this chunk) gains P's kh x kw terms.
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        if (pb[i] < 0) continue;
-        const char* src = reinterpret_cast<const char*>(Pb) + pb[i];
-        for (int kd = 0; kd < a.k[0]; ++kd) {
-          const int qd = pd - a.pad[0] + kd * a.dil[0];
-          if (qd < qa || qd >= qb) continue;
-          const char* at = src + kd * colstep;
-          float s = 0.0f;
-          if (taps9) {
-#pragma unroll
-            for (int j = 0; j < 9; ++j) s += term(at, toff[j]);
-          } else {
-            for (int j = 0; j < k12; ++j) s += term(at, toff[j]);
-          }
-          int slot = slot0 + kd * a.dil[0];
-          slot -= slot >= a.span[0] ? a.span[0] : 0;
-          ring[slot * items + tid + i * NT] += s;
-        }
-      }
+      tap_sums(pd, Pb);  // for each kd, dx plane pd - pad_d + kd * dil_d (inside this chunk) gains P's terms
       if (a.pbufs == 1) {
         __syncthreads();  // P is rewritten by the next plane
       } else {
@@ -281,18 +354,7 @@ __global__ void __launch_bounds__(SmallCDgradCfg<T>::kThreads, 1)
     } else if (pd < pd_last) {
       load(pd + 1, raw);
     }
-    // dx plane pd - pad_d has had its last term (kd = 0): store it and clear its ring slot.
-    const int qd = pd - a.pad[0];
-    if (qd >= qa && qd < qb) {
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        if (pb[i] < 0) continue;
-        float& v = ring[slot0 * items + tid + i * NT];
-        dx[xo[i] + qd * a.xs_d] = from_float<T>(v);
-        v = 0.0f;
-      }
-    }
-    slot0 = slot0 + 1 == a.span[0] ? 0 : slot0 + 1;
+    finish_plane(pd);
   }
 #endif
 }

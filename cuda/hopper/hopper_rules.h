@@ -127,7 +127,7 @@ struct SmallCDgrad {
   int64_t tiles_h = 0, tiles_w = 0;
   int64_t dz = 0, dchunks = 0;  // dx planes per block, chunks along D
   int64_t blocks = 0;
-  int pbufs = 0;          // P buffers: 2 (a plane's products overlap the last plane's tap sums) where they fit
+  int pbufs = 0;          // P buffers: 2 where they fit (16-bit: the next plane's products overlap the tap sums)
   size_t smem = 0;        // dynamic shared memory (bytes, with the alignment slack)
   bool split = false;     // 3xTF32
 };

@@ -15,6 +15,9 @@ namespace {
 template <typename T, bool SPLIT, int NR>
 std::string launch(const SmallCDgradArgs& a, const SmallCDgrad& s, cudaStream_t stream) {
   auto kernel = conv_smallc_dgrad_kernel<T, SPLIT, NR>;
+  if constexpr (sizeof(T) == 2) {  // two P buffers: the next plane's products overlap this plane's tap sums
+    if (s.pbufs == 2) kernel = conv_smallc_dgrad_kernel<T, SPLIT, NR, true>;
+  }
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, kSmallCDgradSmemLimit, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
