@@ -1,9 +1,10 @@
 """`jaxconv3d bench`: time ours (through torch in NCDHW and channels_last_3d, and through JAX) against torch/cuDNN
 (NCDHW and channels_last_3d) and XLA, forward and forward+backward.
 
-Every implementation is timed by one timer (`timing.LoopTimer`): a loop of back-to-back calls between two full
-synchronisations (JAX's `block_until_ready`, then `torch.cuda.synchronize()`), read on the host clock and divided
-by the number of calls, one count for every implementation of a pass (the loop of the fastest lasts >= 1 ms). Each implementation is warmed
+Every implementation is timed by one timer (`timing.LoopTimer`): loops of back-to-back calls between two full
+synchronisations (JAX's `block_until_ready`, then `torch.cuda.synchronize()`), read on the host clock; a sample is a
+loop of k calls and one of 2k, (T(2k) - T(k)) / k a call, one k for every implementation of a pass (the fastest's
+k-loop lasts >= 2.5 ms). Each implementation is warmed
 up first (jit compilation, cudnn.benchmark's algorithm choice); then each repetition times every (implementation,
 pass) once, in an order shuffled per repetition with a fixed seed (`interleaved_order`), so that clock or thermal
 drift spreads over everyone. Each figure is the median over the repetitions. The last result of every timed loop
@@ -68,6 +69,7 @@ class Unit:
     calls: int = 0  # per timed loop
     next_set: int = 0  # where the next loop starts in the rotation of input sets
     samples_ms: list[float] = dataclasses.field(default_factory=list)
+    loop_samples_ms: list[float] = dataclasses.field(default_factory=list)  # T(2k) / 2k beside each sample
     error: str | None = None
     wrong_result: bool = False
 
@@ -76,7 +78,8 @@ class Unit:
         entry: dict[str, Any] = {}
         error = self.error or (None if self.samples_ms and self.check.passed else "no checked result")
         if error is None:
-            entry.update(median_ms=statistics.median(self.samples_ms), samples_ms=self.samples_ms)
+            entry.update(median_ms=statistics.median(self.samples_ms), samples_ms=self.samples_ms,
+                         loop_median_ms=statistics.median(self.loop_samples_ms))
         else:
             entry.update(error=error, wrong_result=self.wrong_result)
         if self.calls:
@@ -96,12 +99,13 @@ def time_once(unit: Unit, timer: LoopTimer, references: Sequence[dict]) -> None:
     """One timed loop of `unit`, then the check of its last result; errors are recorded, not raised."""
     first = unit.next_set
     try:
-        ms, result = timer.loop(unit.fn, unit.input_sets, unit.calls, first)
+        sample = timer.sample(unit.fn, unit.input_sets, unit.calls, first)
     except Exception as error:  # noqa: BLE001 - one failing implementation must not end the run
         unit.error = f"{type(error).__name__}: {error}"
         return
-    unit.next_set = (first + unit.calls) % len(unit.input_sets)
-    last = (first + unit.calls - 1) % len(unit.input_sets)
+    result = sample.result
+    unit.next_set = (first + sample.calls) % len(unit.input_sets)
+    last = (first + sample.calls - 1) % len(unit.input_sets)
     try:
         errors = result_errors(result, unit.pass_name, references[last], timer.torch_device, unit.impl)
     except ValueError as error:  # a result of the wrong shape, or a missing gradient: wrong
@@ -114,7 +118,8 @@ def time_once(unit: Unit, timer: LoopTimer, references: Sequence[dict]) -> None:
     if not unit.check.passed:
         unit.wrong_result, unit.error = True, f"wrong result: {unit.check.failure_text()}"
         return
-    unit.samples_ms.append(ms)
+    unit.samples_ms.append(sample.ms)
+    unit.loop_samples_ms.append(sample.loop_ms)
 
 
 def warm_up(unit: Unit, timer: LoopTimer) -> None:

@@ -1,20 +1,27 @@
 """The one timer of `jaxconv3d bench`: every implementation (ours through torch or JAX, torch/cuDNN, XLA) is timed
 by the same code, with the same clock and the same synchronisation.
 
-A measurement is a loop of `calls` back-to-back calls between two full synchronisations, read on the host clock:
+A loop is `k` back-to-back calls between two full synchronisations, read on the host clock:
 
-    synchronise; t0 = perf_counter(); result = fn(ops) x calls; synchronise(result); t1 = perf_counter()
-    time per call = (t1 - t0) / calls
+    synchronise; t0 = perf_counter(); result = fn(ops) x k; synchronise(result); t1 = perf_counter()
+
+and a sample is two such loops in a row, of k and 2k calls: time per call = (T(2k) - T(k)) / k. A loop's time is
+a fixed cost F (the first call's host latency, with the GPU idle until its first kernel arrives, and the final
+synchronisation: 0.3-1 ms between the bench's interleaved calls, docs/perf.md v15) plus k calls of steady state;
+the difference cancels F, leaving what a call costs in a training loop, dispatch included where the host is the
+slower side. (Up to v16 a sample was T(k) / k with the k-loop >= 5 ms: F / k stayed in, the same milliseconds for
+everyone, about 10 % of a 1 ms call and 1 % of a 6 ms one, which pulled every ratio towards 1.) The plain loop
+estimate T(2k) / 2k is kept beside each sample (`loop_ms`) for comparison with earlier runs.
 
 "Synchronise" waits for everything queued so far, whichever framework queued it: first `jax.block_until_ready` on
 the JAX arrays of the result (JAX dispatches asynchronously, on its own threads and stream), then
 `torch.cuda.synchronize()`, a device-wide wait that also covers XLA's streams (torch and XLA share the device's
 primary context). The host clock after a full synchronisation sees JAX and torch work alike; no stream's events
-can miss another stream's kernels. `calls` is one count for every implementation of a pass: `calls_per_loop` finds
+can miss another stream's kernels. `k` is one count for every implementation of a pass: `calls_per_loop` finds
 each one's (1, 2, 5, 10, 20, ... until one loop lasts at least `min_loop_ms`) and the bench gives all of them the
-largest (`bench.share_calls`), so the synchronisation and the first call's host latency are amortised over the same
-number of calls for everyone. Operands rotate among several input sets from call to call
-(`input_set_count`, sized from the card's L2 cache) so that no call finds its inputs left in L2 by the previous one.
+largest (`bench.share_calls`), so every implementation's sample spans the same number of calls. Operands rotate
+among several input sets from call to call (`input_set_count`, sized from the card's L2 cache) so that no call
+finds its inputs left in L2 by the previous one.
 """
 
 from __future__ import annotations
@@ -31,15 +38,17 @@ from .workloads import ConvCase, Precision
 
 DEFAULT_L2_BYTES = 50 * 2**20  # H100's L2: used on the CPU and when the card does not say
 MAX_INPUT_SETS = 16
-# A loop of at least 5 ms: the synchronisation before it and its first call's host latency (0.3-0.5 ms on an H100
-# host between the bench's interleaved calls, ours and cuDNN's alike: docs/perf.md v15) weigh at most ~10 %.
-MIN_LOOP_MS = 5.0
+# The k-loop lasts at least 2.5 ms and the 2k-loop 5 ms: long enough that the host's jitter in the fixed cost they
+# share (0.3-1 ms, docs/perf.md v15) moves a sample by a few percent at most.
+MIN_LOOP_MS = 2.5
 MAX_LOOP_CALLS = 1000
 DESCRIPTION = (
-    "host clock (time.perf_counter) around a loop of back-to-back calls between two full synchronisations "
-    "(jax.block_until_ready on the loop's last result, then torch.cuda.synchronize on a GPU); time per call = "
-    "loop time / calls; calls per loop: 1, 2, 5, 10, ... until the fastest implementation's loop lasts >= "
-    "{min_loop_ms} ms, the same count for every implementation of a pass; the same timer for every implementation"
+    "host clock (time.perf_counter) around loops of back-to-back calls between two full synchronisations "
+    "(jax.block_until_ready on the loop's last result, then torch.cuda.synchronize on a GPU); a sample is a loop of "
+    "k calls and then one of 2k, time per call = (T(2k) - T(k)) / k (the loops' fixed cost, first-call latency and "
+    "synchronisation, cancels; loop_ms = T(2k) / 2k is kept beside it); k: 1, 2, 5, 10, ... until the fastest "
+    "implementation's k-loop lasts >= {min_loop_ms} ms, the same k for every implementation of a pass; the same "
+    "timer for every implementation"
 )
 
 
@@ -61,6 +70,16 @@ def input_set_count(case: ConvCase, precision: Precision, l2_bytes: int) -> int:
         return 1
     per_set = forward_inputs + itemsize * math.prod(p.y_shape)  # + dy, read by the backward pass
     return min(MAX_INPUT_SETS, max(2, math.ceil(2 * l2_bytes / per_set)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One timed sample (`LoopTimer.sample`)."""
+
+    ms: float  # per call: (T(2k) - T(k)) / k, the loops' fixed cost cancelled
+    loop_ms: float  # T(2k) / 2k: the loop estimate of v16 and before, fixed cost spread over 2k calls
+    result: Any  # the last call's
+    calls: int  # calls made (3k): where the rotation of input sets goes on
 
 
 @dataclasses.dataclass
@@ -92,6 +111,13 @@ class LoopTimer:
             result = fn(input_sets[(first + i) % len(input_sets)])
         self.synchronize(result)
         return (self.clock() - start) * 1e3 / calls, result
+
+    def sample(self, fn: Callable, input_sets: Sequence[Any], calls: int, first: int = 0) -> "Sample":
+        """A loop of `calls` calls and then one of 2 x `calls`, on input sets first, first + 1, ... (3 x `calls` in
+        all): the steady-state time per call, (T(2k) - T(k)) / k, and the plain loop estimate T(2k) / 2k."""
+        short_ms, _ = self.loop(fn, input_sets, calls, first)
+        long_ms, result = self.loop(fn, input_sets, 2 * calls, first + calls)
+        return Sample((2 * long_ms - short_ms), long_ms, result, 3 * calls)
 
     def calls_per_loop(self, fn: Callable, input_sets: Sequence[Any]) -> int:
         """The first of 1, 2, 5, 10, 20, 50, ... (at most max_calls) whose loop lasts at least min_loop_ms."""

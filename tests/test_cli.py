@@ -40,7 +40,7 @@ def test_bench_writes_positive_timings(tmp_path):
     for passes in result["times"].values():
         for pass_name in workloads.PASSES:
             entry = passes[pass_name]
-            assert entry["median_ms"] > 0 and entry["calls_per_loop"] >= 1
+            assert entry["median_ms"] > 0 and entry["loop_median_ms"] > 0 and entry["calls_per_loop"] >= 1
             assert len(entry["samples_ms"]) == 2
             assert entry["check"]["passed"] and entry["check"]["calls_checked"] == 2
     ops = result["times"]["xla"]["fwd_bwd"]["check"]["errors"]
@@ -63,21 +63,29 @@ def _bench_one(tmp_path, *extra):
 
 
 def test_bench_times_everyone_with_one_timer(tmp_path, monkeypatch):
-    # A clock that advances one second per reading: a loop then lasts one tick whatever runs in it, so every
-    # implementation's every sample is exactly 1000 ms / 1 call if (and only if) it was timed by this timer.
-    ticks = itertools.count()
-    made = []
+    # A clock that reads the number of calls made so far (seconds): a loop of k calls then lasts k seconds whatever
+    # runs in it, so every implementation's every sample is exactly 1000 ms a call (and its loop estimate too) if
+    # (and only if) it was timed by this timer.
+    made, calls = [], [0]
+    timed_pass_functions = bench.pass_functions
+
+    def counting(impl, conv):
+        def count(fn):
+            return lambda ops: (calls.__setitem__(0, calls[0] + 1), fn(ops))[1]
+        return {name: count(fn) for name, fn in timed_pass_functions(impl, conv).items()}
 
     def one_timer(torch_device):
-        made.append(timing.LoopTimer(torch_device, clock=lambda: float(next(ticks))))
+        made.append(timing.LoopTimer(torch_device, clock=lambda: float(calls[0])))
         return made[-1]
 
+    monkeypatch.setattr(bench, "pass_functions", counting)
     monkeypatch.setattr(bench, "LoopTimer", one_timer)
     code, result = _bench_one(tmp_path)
     assert code == 0 and len(made) == 1
     for passes in result["times"].values():
         for entry in passes.values():
             assert entry["samples_ms"] == [1000.0, 1000.0] and entry["calls_per_loop"] == 1
+            assert entry["loop_median_ms"] == 1000.0
 
 
 def test_loop_timer_synchronises_and_divides_by_calls():
@@ -87,6 +95,17 @@ def test_loop_timer_synchronises_and_divides_by_calls():
     ms, last = timer.loop(lambda ops: seen.append(ops) or ops, ["a", "b", "c"], calls=5, first=2)
     assert ms == 100.0 and seen == ["c", "a", "b", "c", "a"] and last == "a"
     assert list(timing._one_two_five(60)) == [1, 2, 5, 10, 20, 50, 60]
+
+
+def test_a_sample_cancels_the_loops_fixed_cost():
+    # 0.3 s of fixed cost a loop (first-call latency, synchronisation) and 0.1 s a call: the 5-call loop lasts
+    # 0.8 s, the 10-call loop 1.3 s. The sample is 100 ms a call; the loop estimate keeps 30 ms of the fixed cost.
+    ticks = iter([10.0, 10.8, 20.0, 21.3])
+    timer = timing.LoopTimer(torch.device("cpu"), clock=lambda: next(ticks))
+    seen = []
+    sample = timer.sample(lambda ops: seen.append(ops) or ops, ["a", "b", "c"], calls=5, first=2)
+    assert sample.ms == pytest.approx(100.0) and sample.loop_ms == pytest.approx(130.0)
+    assert sample.calls == 15 and seen == ["c", "a", "b"] * 5 and sample.result == "b"
 
 
 def test_interleaved_order_is_a_reproducible_shuffle_per_repetition():
@@ -107,7 +126,8 @@ def test_interleaved_order_is_a_reproducible_shuffle_per_repetition():
     timer = timing.LoopTimer(torch.device("cpu"), min_loop_ms=0.0)
     bench.measure_units(units, timer, [reference], reps=3, seed=7)
     warm_up = [i for i in range(4) for _ in range(bench.WARMUP_CALLS + 1)]  # + the one calibration loop
-    assert log == warm_up + [i for rep in range(3) for i in bench.interleaved_order(4, rep, seed=7)]
+    # each sample: a loop of one call, then one of two
+    assert log == warm_up + [i for rep in range(3) for i in bench.interleaved_order(4, rep, seed=7) for _ in range(3)]
     assert all(unit.check.passed and len(unit.samples_ms) == 3 for unit in units)
 
 
