@@ -291,6 +291,12 @@ MUTATIONS = [
       "first-layer grad-input (16-bit, two P buffers): the next plane's products stored over this plane's", True,
       tests=(f"{SMALLC}::test_kernels_against_float64[0-bfloat16-NDHWC]",
              f"{SMALLC}::test_kernels_against_float64[15-float16-NDHWC]")),
+    M("N10", "cuda/hopper/conv_smallc_wgrad.cuh", "for (int j = 1; j < kReduceChunks; ++j) t += sums[j][o];",
+      "for (int j = 1; j < kReduceChunks - 1; ++j) t += sums[j][o];",
+      "first-layer grad-weight reduction drops its last chunk of splits", True,
+      # case 0: 60 bricks, one a split: chunk 15 holds splits 15, 31, 47
+      tests=(f"{SMALLC}::test_kernels_against_float64[0-bfloat16-NDHWC]",
+             f"{SMALLC}::test_kernels_against_float64[0-float32-NCDHW]")),
     M("N7", "cuda/hopper/conv_smallc_wgrad_halo.cuh",
       "toff[j] = j * kRowBytes + (uint32_t((p / 4) ^ (4 * (w & 1) + j)) << 4) + (p % 4) * 4;",
       "toff[j] = j * kRowBytes + (uint32_t((p / 4) ^ (4 * (w & 1))) << 4) + (p % 4) * 4;",

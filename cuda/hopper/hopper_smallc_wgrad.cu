@@ -75,7 +75,7 @@ std::string launch_halo_blocks(const SmallCWgrad& s, const SmallCWgradHaloArgs& 
 template <typename T>
 std::string reduce(const SmallCWgrad& s, const ConvProblem& p, const float* partial, void* dw, cudaStream_t stream) {
   const int O = int(p.out_channels), K = int(p.in_channels * p.taps());
-  smallc_wgrad_reduce_kernel<T><<<unsigned((O * K + 255) / 256), 256, 0, stream>>>(
+  smallc_wgrad_reduce_kernel<T><<<unsigned(K), 64 * kReduceChunks, 0, stream>>>(
       partial, static_cast<T*>(dw), int(s.splits), O, K, s.rb * 64);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
