@@ -5,7 +5,8 @@ A loop is `k` back-to-back calls between two full synchronisations, read on the 
 
     synchronise; t0 = perf_counter(); result = fn(ops) x k; synchronise(result); t1 = perf_counter()
 
-and a sample is two such loops in a row, of k and 2k calls: time per call = (T(2k) - T(k)) / k. A loop's time is
+and a sample is one untimed call and then two such loops in a row, of k and 2k calls, Python's garbage collector
+paused: time per call = (T(2k) - T(k)) / k. A loop's time is
 a fixed cost F (the first call's host latency, with the GPU idle until its first kernel arrives, and the final
 synchronisation: 0.3-1 ms between the bench's interleaved calls, docs/perf.md v15) plus k calls of steady state;
 the difference cancels F, leaving what a call costs in a training loop, dispatch included where the host is the
@@ -27,6 +28,7 @@ finds its inputs left in L2 by the previous one.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -44,8 +46,8 @@ MIN_LOOP_MS = 2.5
 MAX_LOOP_CALLS = 1000
 DESCRIPTION = (
     "host clock (time.perf_counter) around loops of back-to-back calls between two full synchronisations "
-    "(jax.block_until_ready on the loop's last result, then torch.cuda.synchronize on a GPU); a sample is a loop of "
-    "k calls and then one of 2k, time per call = (T(2k) - T(k)) / k (the loops' fixed cost, first-call latency and "
+    "(jax.block_until_ready on the loop's last result, then torch.cuda.synchronize on a GPU); a sample is one untimed "
+    "call, a loop of k calls and then one of 2k (garbage collector paused), time per call = (T(2k) - T(k)) / k (the loops' fixed cost, first-call latency and "
     "synchronisation, cancels; loop_ms = T(2k) / 2k is kept beside it); k: 1, 2, 5, 10, ... until the fastest "
     "implementation's k-loop lasts >= {min_loop_ms} ms, the same k for every implementation of a pass; the same "
     "timer for every implementation"
@@ -79,7 +81,7 @@ class Sample:
     ms: float  # per call: (T(2k) - T(k)) / k, the loops' fixed cost cancelled
     loop_ms: float  # T(2k) / 2k: the loop estimate of v16 and before, fixed cost spread over 2k calls
     result: Any  # the last call's
-    calls: int  # calls made (3k): where the rotation of input sets goes on
+    calls: int  # calls made (3k + 1): where the rotation of input sets goes on
 
 
 @dataclasses.dataclass
@@ -113,11 +115,22 @@ class LoopTimer:
         return (self.clock() - start) * 1e3 / calls, result
 
     def sample(self, fn: Callable, input_sets: Sequence[Any], calls: int, first: int = 0) -> "Sample":
-        """A loop of `calls` calls and then one of 2 x `calls`, on input sets first, first + 1, ... (3 x `calls` in
-        all): the steady-state time per call, (T(2k) - T(k)) / k, and the plain loop estimate T(2k) / 2k."""
-        short_ms, _ = self.loop(fn, input_sets, calls, first)
-        long_ms, result = self.loop(fn, input_sets, 2 * calls, first + calls)
-        return Sample((2 * long_ms - short_ms), long_ms, result, 3 * calls)
+        """One untimed call, then a loop of `calls` calls and one of 2 x `calls`, on input sets first, first + 1, ...
+        (3 x `calls` + 1 in all), Python's garbage collector paused: the steady-state time per call,
+        (T(2k) - T(k)) / k, and the plain loop estimate T(2k) / 2k. The untimed call puts both loops behind a call
+        of the same implementation: without it the k-loop alone came right after another implementation's calls,
+        paid a larger first-call latency than the 2k-loop, and the difference fell below the GPU's own time
+        (v17: kb54 bf16 ours:torch:cl forward+backward 0.919 ms against 0.994 ms of kernels)."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self.synchronize(fn(input_sets[first % len(input_sets)]))
+            short_ms, _ = self.loop(fn, input_sets, calls, first + 1)
+            long_ms, result = self.loop(fn, input_sets, 2 * calls, first + 1 + calls)
+        finally:
+            if enabled:
+                gc.enable()
+        return Sample((2 * long_ms - short_ms), long_ms, result, 3 * calls + 1)
 
     def calls_per_loop(self, fn: Callable, input_sets: Sequence[Any]) -> int:
         """The first of 1, 2, 5, 10, 20, 50, ... (at most max_calls) whose loop lasts at least min_loop_ms."""

@@ -100,12 +100,13 @@ def test_loop_timer_synchronises_and_divides_by_calls():
 def test_a_sample_cancels_the_loops_fixed_cost():
     # 0.3 s of fixed cost a loop (first-call latency, synchronisation) and 0.1 s a call: the 5-call loop lasts
     # 0.8 s, the 10-call loop 1.3 s. The sample is 100 ms a call; the loop estimate keeps 30 ms of the fixed cost.
+    # The untimed call before them takes the first input set.
     ticks = iter([10.0, 10.8, 20.0, 21.3])
     timer = timing.LoopTimer(torch.device("cpu"), clock=lambda: next(ticks))
     seen = []
     sample = timer.sample(lambda ops: seen.append(ops) or ops, ["a", "b", "c"], calls=5, first=2)
     assert sample.ms == pytest.approx(100.0) and sample.loop_ms == pytest.approx(130.0)
-    assert sample.calls == 15 and seen == ["c", "a", "b"] * 5 and sample.result == "b"
+    assert sample.calls == 16 and seen == ["c"] + ["a", "b", "c"] * 5 and sample.result == "c"
 
 
 def test_interleaved_order_is_a_reproducible_shuffle_per_repetition():
@@ -126,8 +127,8 @@ def test_interleaved_order_is_a_reproducible_shuffle_per_repetition():
     timer = timing.LoopTimer(torch.device("cpu"), min_loop_ms=0.0)
     bench.measure_units(units, timer, [reference], reps=3, seed=7)
     warm_up = [i for i in range(4) for _ in range(bench.WARMUP_CALLS + 1)]  # + the one calibration loop
-    # each sample: a loop of one call, then one of two
-    assert log == warm_up + [i for rep in range(3) for i in bench.interleaved_order(4, rep, seed=7) for _ in range(3)]
+    # each sample: an untimed call, a loop of one call, then one of two
+    assert log == warm_up + [i for rep in range(3) for i in bench.interleaved_order(4, rep, seed=7) for _ in range(4)]
     assert all(unit.check.passed and len(unit.samples_ms) == 3 for unit in units)
 
 
