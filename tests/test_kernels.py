@@ -143,6 +143,33 @@ def test_bitwise_deterministic(rng, device):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7, 9), (1, 4, 16, 16, 64), (1, 2, 32, 64, 64), (3, 2, 1, 1, 8),
+                                   (1, 1, 37, 41, 43)])
+def test_bgrad_against_float64_whatever_the_address(rng, dtype, shape):
+    """The CUDA grad-bias against float64, and bitwise the same for the same dy at a 16-byte-aligned address (whole
+    16-byte loads where the rows allow) and one element further on (element loads): one summation order. Shapes:
+    rows not a multiple of a 16-byte chunk, a whole row of chunks, the four-chunk main loop, a one-position plane
+    per channel with a batch of three, an odd row of 65231."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    tdt = TORCH_DTYPES[dtype]
+    dy = torch.as_tensor(rng.standard_normal(shape)).to(tdt)
+    aligned = dy.cuda()
+    shifted = torch.empty(dy.numel() + 1, dtype=tdt, device="cuda")[1:].view(shape)
+    shifted.copy_(aligned)
+    got = []
+    for t in (aligned, shifted):
+        db = poisoned((shape[1],), tdt, "cuda")
+        ADAPTER.bgrad(to_dlpack(t), to_dlpack(db), stream_of("cuda"))
+        got.append(db.cpu())
+    assert torch.equal(got[0], got[1]), f"{shape} {dtype}: the sum depends on dy's address"
+    ref = dy.double()
+    assert_close_scaled(got[0], ref.sum(dim=(0, 2, 3, 4)), ref.abs().sum(dim=(0, 2, 3, 4)), BOUNDS[dtype],
+                        f"db {shape} {dtype}")
+
+
+@pytest.mark.gpu
 def test_more_than_2_31_elements():
     """64-bit indexing: an input of 2^31 + 2^25 elements (8.1 GiB) in float32 gives the right output at its far end."""
     free, _ = torch.cuda.mem_get_info()
