@@ -112,17 +112,15 @@ def _guard_empty(call: Callable, shape_of: Callable[[ConvConfig], tuple]) -> Cal
     return run
 
 
-def _operation(call: Callable, in_roles, out_role, shape_of, grouped: bool, op: str | None = None) -> Callable:
-    """An FFI call with its sharding rule, its zero-batch guard and its batching rule, innermost first. `op`: the
-    dispatcher's name for it, whose family's layout orders the halo copies of a spatially sharded call."""
-    layout = None if op is None else (lambda cfg, dtype: _ffi.reads_channels_last(cfg, dtype, op))
-    partitioned = batch_partitioned(call, in_roles, out_role, layout)
+def _operation(call: Callable, in_roles, out_role, shape_of, grouped: bool) -> Callable:
+    """An FFI call with its sharding rule, its zero-batch guard and its batching rule, innermost first."""
+    partitioned = batch_partitioned(call, in_roles, out_role)
     return _batched_op(_guard_empty(partitioned, shape_of), in_roles, out_role, grouped, shape_of)
 
 
-_fwd = _operation(_ffi.fwd, (ACT, FILT, BIAS), ACT, lambda c: c.y_shape, True, "forward")
-_dgrad = _operation(_ffi.dgrad, (ACT, FILT), ACT, lambda c: c.x_shape, True, "grad_input")
-_wgrad = _operation(_ffi.wgrad, (ACT, ACT), FILT, lambda c: c.w_shape, True, "grad_weight")
+_fwd = _operation(_ffi.fwd, (ACT, FILT, BIAS), ACT, lambda c: c.y_shape, True)
+_dgrad = _operation(_ffi.dgrad, (ACT, FILT), ACT, lambda c: c.x_shape, True)
+_wgrad = _operation(_ffi.wgrad, (ACT, ACT), FILT, lambda c: c.w_shape, True)
 _bgrad = _operation(lambda dy, cfg: _ffi.bgrad(dy), (ACT,), BIAS, lambda c: (c.out_channels,), False)
 
 

@@ -118,11 +118,6 @@ def _layout(cfg: ConvConfig, dtype, op: str) -> tuple[int, int]:
     return _plan.LAYOUTS[answer["layout"]], answer["workspace_bytes"]
 
 
-def reads_channels_last(cfg: ConvConfig, dtype, op: str) -> bool:
-    """Whether the family the dispatcher picks for `op` reads and writes its activations NDHWC."""
-    return _layout(cfg, dtype, op)[0] == _plan.NDHWC
-
-
 def _to(a: jax.Array, layout: int) -> jax.Array:
     """A logical (outer, C, D, H, W) array as the kernels want it: NDHWC moves the channel axis last."""
     return jnp.moveaxis(a, 1, -1) if layout == _plan.NDHWC else a

@@ -137,33 +137,6 @@ def exchange_transpose(g, h: Halo):
     return own
 
 
-_TO_NDHWC, _TO_NCDHW = (0, 2, 3, 4, 1), (0, 4, 1, 2, 3)
-
-
-def in_kernel_order(a, halos: Sequence[Halo], channels_last: bool, step: Callable):
-    """step(a, halos) on a logical (N, C, D, H, W) slab, run where the kernel reads NDHWC on a channels-last copy:
-    a transpose of its own (XLA's tiled transpose), the halo rows then copied whole, and the transposes around it
-    cancelling against the FFI call's own. Left to XLA, the concatenation and the call's transpose fuse into one
-    strided copy (v17: 0.63 ms, twice a step, per device for a 1 x 32 x 256^3 bf16 volume over 4 H200s)."""
-    if not channels_last or not halos:
-        return step(a, halos)
-    t = jax.lax.optimization_barrier(jnp.transpose(a, _TO_NDHWC))
-    t = step(t, [dataclasses.replace(h, dim=_TO_NDHWC.index(h.dim)) for h in halos])
-    return jnp.transpose(jax.lax.optimization_barrier(t), _TO_NCDHW)
-
-
-def _exchanged(a, halos):
-    for h in halos:
-        a = exchange(a, h)
-    return a
-
-
-def _returned(a, halos):
-    for h in reversed(halos):
-        a = exchange_transpose(a, h)
-    return a
-
-
 def local_config(cfg: ConvConfig, halos: Sequence[Halo], batch: int) -> ConvConfig:
     """The problem every device solves on its extended slab (no padding along the exchanged axes)."""
     ins, outs, lo, hi = (list(v) for v in (cfg.in_spatial, cfg.out_spatial, cfg.pad_lo, cfg.pad_hi))
@@ -269,11 +242,9 @@ def _sharding_rule(in_roles, out_role, op_spaces):
     return rule
 
 
-def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str,
-                      channels_last: Callable | None = None) -> Callable:
+def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str) -> Callable:
     """Wrap `call(*arrays, cfg)` so activations sharded along the batch and/or spatial axes stay sharded under
-    jit (the name predates spatial sharding). `channels_last(cfg, dtype)`: whether call's kernel reads NDHWC (the
-    halo copies then run in that order, `in_kernel_order`)."""
+    jit (the name predates spatial sharding)."""
     n_args = len(in_roles)
     op_spaces = _SPACES[(tuple(in_roles), out_role)]
     spaces_in, space_out = op_spaces
@@ -299,12 +270,15 @@ def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str,
 
         def lower(*arrays):
             local = local_config(cfg, halos, next(a.shape[0] for a, r in zip(arrays, in_roles) if r == ACT))
-            cl = bool(halos) and channels_last is not None and channels_last(local, arrays[0].dtype)
-            arrays = [in_kernel_order(a, halos, cl, _exchanged) if space == X else a
-                      for a, space in zip(arrays, spaces_in)]
+            arrays = list(arrays)
+            for i, space in enumerate(spaces_in):
+                if space == X:
+                    for h in halos:
+                        arrays[i] = exchange(arrays[i], h)
             out = call(*arrays, local)
             if space_out == X:
-                out = in_kernel_order(out, halos, cl, _returned)
+                for h in reversed(halos):
+                    out = exchange_transpose(out, h)
             return jax.lax.psum(out, reduce_axes) if reduce_axes else out
 
         return mesh, lower, out_sharding, arg_shardings
