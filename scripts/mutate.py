@@ -84,6 +84,13 @@ KERNELS = "tests/test_kernels.py"
 FRONTS = "tests/test_property_fronts.py::test_fronts_property"
 DEPTHWISE = "tests/test_depthwise.py::test_stencil3_against_float64"
 SMALLC = "tests/test_smallc.py"
+
+
+def smallc(*ids: str) -> tuple[str, ...]:
+    """test_smallc's float64 check for these parametrisations ("case-dtype-layout")."""
+    return tuple(f"{SMALLC}::test_kernels_against_float64[{i}]" for i in ids)
+
+
 DISPATCH = "tests/test_dispatch.py::test_every_family_on_every_case_it_accepts"
 HOPPER = "tests/test_hopper_paths.py::test_hopper_kernels_against_float64"
 
@@ -261,13 +268,11 @@ MUTATIONS = [
       "smallc_mma<T, SPLIT, 64>(acc, ab[ks], as[SPLIT ? ks : 0], big, small, ks > 0 ? 1 : 0);",
       "if (ks < NKS - 1) smallc_mma<T, SPLIT, 64>(acc, ab[ks], as[SPLIT ? ks : 0], big, small, ks > 0 ? 1 : 0);",
       "first-layer forward drops its last wgmma k-step", True,
-      tests=(f"{SMALLC}::test_kernels_against_float64[0-bfloat16-NCDHW]",
-             f"{SMALLC}::test_kernels_against_float64[0-float32-NDHWC]")),
+      tests=smallc("0-bfloat16-NCDHW", "0-float32-NDHWC")),
     M("N3", "cuda/hopper/smallc_geom.cuh", "e.w = j2 * dil[2];", "e.w = j2;",
       "first-layer kernels: the W tap displacement ignores the dilation", True,
       # case 13: dilation (3, 1, 2); smallc_geom.cuh is in all three first-layer kernels' translation units
-      tests=(f"{SMALLC}::test_kernels_against_float64[13-bfloat16-NCDHW]",
-             f"{SMALLC}::test_kernels_against_float64[13-float32-NDHWC]")),
+      tests=smallc("13-bfloat16-NCDHW", "13-float32-NDHWC")),
     M("N4", "cuda/stencil/depthwise_ndhwc.cu", "for (int j = 1; j < kSlices; ++j) s += sums[j][threadIdx.x];",
       "for (int j = 1; j < kSlices - 1; ++j) s += sums[j][threadIdx.x];",
       "channels-last depthwise grad-weight: the reduction drops its last slice", True,
@@ -278,25 +283,21 @@ MUTATIONS = [
       "if (e > 0) st_shared(dst + a.plane_bytes + (e - 1) * 2, v);",
       "if (e > 0) st_shared(dst + a.plane_bytes + e * 2, v);",
       "halo'd first-layer grad-weight (16-bit): the halo's shifted copy not shifted", True,
-      tests=(f"{SMALLC}::test_kernels_against_float64[0-bfloat16-NDHWC]",
-             f"{SMALLC}::test_kernels_against_float64[15-float16-NDHWC]")),
+      tests=smallc("0-bfloat16-NDHWC", "15-float16-NDHWC")),
     M("N8", "cuda/hopper/conv_smallc_wgrad_halo.cuh",
       "const bool column = nb.od == bk.od + 1 && g.stride[0] < a.hd;",
       "const bool column = g.stride[0] < a.hd;",
       "halo'd first-layer grad-weight (16-bit): a split's next D column keeps the previous column's planes", True,
       # case 21: 1110 bricks, three a split, D columns of 37: splits cross columns
-      tests=(f"{SMALLC}::test_kernels_against_float64[21-bfloat16-NDHWC]",
-             f"{SMALLC}::test_kernels_against_float64[21-float16-NDHWC]")),
+      tests=smallc("21-bfloat16-NDHWC", "21-float16-NDHWC")),
     M("N9", "cuda/hopper/conv_smallc_dgrad.cuh", "store_p(acc, buf ^ 1);", "store_p(acc, buf);",
       "first-layer grad-input (16-bit, two P buffers): the next plane's products stored over this plane's", True,
-      tests=(f"{SMALLC}::test_kernels_against_float64[0-bfloat16-NDHWC]",
-             f"{SMALLC}::test_kernels_against_float64[15-float16-NDHWC]")),
+      tests=smallc("0-bfloat16-NDHWC", "15-float16-NDHWC")),
     M("N10", "cuda/hopper/conv_smallc_wgrad.cuh", "for (int j = 1; j < kReduceChunks; ++j) t += sums[j][o];",
       "for (int j = 1; j < kReduceChunks - 1; ++j) t += sums[j][o];",
       "first-layer grad-weight reduction drops its last chunk of splits", True,
       # case 0: 60 bricks, one a split: chunk 15 holds splits 15, 31, 47
-      tests=(f"{SMALLC}::test_kernels_against_float64[0-bfloat16-NDHWC]",
-             f"{SMALLC}::test_kernels_against_float64[0-float32-NCDHW]")),
+      tests=smallc("0-bfloat16-NDHWC", "0-float32-NCDHW")),
     M("B1", "cuda/sm80/bgrad.cu", "const bool vec = Osp % V == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0;",
       "const bool vec = reinterpret_cast<uintptr_t>(p) % 16 == 0;",
       "grad-bias: whole 16-byte loads on rows that are not a whole number of chunks", True,
@@ -305,8 +306,7 @@ MUTATIONS = [
       "toff[j] = j * kRowBytes + (uint32_t((p / 4) ^ (4 * (w & 1) + j)) << 4) + (p % 4) * 4;",
       "toff[j] = j * kRowBytes + (uint32_t((p / 4) ^ (4 * (w & 1))) << 4) + (p % 4) * 4;",
       "halo'd first-layer grad-weight (float32): the split dy tile's swizzle ignores the channel row's low bits", True,
-      tests=(f"{SMALLC}::test_kernels_against_float64[0-float32-NDHWC]",
-             f"{SMALLC}::test_kernels_against_float64[15-tf32-NDHWC]")),
+      tests=smallc("0-float32-NDHWC", "15-tf32-NDHWC")),
     M("N5", "cuda/stencil/depthwise_ndhwc.cu", "constexpr int SO = (PH + 1) % 3;", "constexpr int SO = (PH + 2) % 3;",
       "channels-last depthwise forward / grad-input: a plane stored from the wrong accumulator slot", True,
       tests=("tests/test_stencil_cl.py::test_stencil_against_float64[0-float32]",
