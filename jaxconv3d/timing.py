@@ -6,13 +6,13 @@ A loop is `k` back-to-back calls between two full synchronisations, read on the 
     synchronise; t0 = perf_counter(); result = fn(ops) x k; synchronise(result); t1 = perf_counter()
 
 and a sample is one untimed call and then two such loops in a row, of k and 2k calls, Python's garbage collector
-paused: time per call = (T(2k) - T(k)) / k. A loop's time is
-a fixed cost F (the first call's host latency, with the GPU idle until its first kernel arrives, and the final
-synchronisation: 0.3-1 ms between the bench's interleaved calls, docs/perf.md v15) plus k calls of steady state;
-the difference cancels F, leaving what a call costs in a training loop, dispatch included where the host is the
-slower side. (Up to v16 a sample was T(k) / k with the k-loop >= 5 ms: F / k stayed in, the same milliseconds for
-everyone, about 10 % of a 1 ms call and 1 % of a 6 ms one, which pulled every ratio towards 1.) The plain loop
-estimate T(2k) / 2k is kept beside each sample (`loop_ms`) for comparison with earlier runs.
+paused: time per call = (T(2k) - T(k)) / k. A loop's time is a fixed cost F (the first call's host latency, with the
+GPU idle until its first kernel arrives, and the final synchronisation: 0.3-1 ms between the bench's interleaved
+calls, docs/perf.md v15) plus k calls of steady state; the difference cancels F, leaving what a call costs in a
+training loop, dispatch included where the host is the slower side. (Up to v16 a sample was T(k) / k with the
+k-loop >= 5 ms: F / k stayed in, the same milliseconds for everyone, about 10 % of a 1 ms call and 1 % of a 6 ms
+one, which pulled every ratio towards 1.) The plain loop estimate T(2k) / 2k is kept beside each sample
+(`loop_ms`) for comparison with earlier runs.
 
 "Synchronise" waits for everything queued so far, whichever framework queued it: first `jax.block_until_ready` on
 the JAX arrays of the result (JAX dispatches asynchronously, on its own threads and stream), then
@@ -47,8 +47,9 @@ MAX_LOOP_CALLS = 1000
 DESCRIPTION = (
     "host clock (time.perf_counter) around loops of back-to-back calls between two full synchronisations "
     "(jax.block_until_ready on the loop's last result, then torch.cuda.synchronize on a GPU); a sample is one untimed "
-    "call, a loop of k calls and then one of 2k (garbage collector paused), time per call = (T(2k) - T(k)) / k (the loops' fixed cost, first-call latency and "
-    "synchronisation, cancels; loop_ms = T(2k) / 2k is kept beside it); k: 1, 2, 5, 10, ... until the fastest "
+    "call, a loop of k calls and then one of 2k (garbage collector paused), time per call = (T(2k) - T(k)) / k (the "
+    "loops' fixed cost, first-call latency and synchronisation, cancels; loop_ms = T(2k) / 2k is kept beside it); "
+    "k: 1, 2, 5, 10, ... until the fastest "
     "implementation's k-loop lasts >= {min_loop_ms} ms, the same k for every implementation of a pass; the same "
     "timer for every implementation"
 )

@@ -78,8 +78,9 @@ std::string bgrad_impl(const ConvProblem& p, const void* dy, void* db, cudaStrea
   using Acc = typename AccOf<T>::type;
   for (i64 o0 = 0; o0 < p.out_channels; o0 += INT_MAX / 2) {
     const i64 nb = std::min<i64>(INT_MAX / 2, p.out_channels - o0);
-    bgrad_kernel<T, Acc><<<(unsigned)nb, kBgradThreads, 0, st>>>(static_cast<const T*>(dy), static_cast<T*>(db), p.batch,
-                                                      (int)p.out_channels, p.out_spatial(), (int)o0);
+    const T* src = static_cast<const T*>(dy);
+    bgrad_kernel<T, Acc><<<(unsigned)nb, kBgradThreads, 0, st>>>(src, static_cast<T*>(db), p.batch,
+                                                                  (int)p.out_channels, p.out_spatial(), (int)o0);
     const std::string e = launch_error("bgrad");
     if (!e.empty()) return e;
   }
