@@ -70,6 +70,7 @@ class Unit:
     next_set: int = 0  # where the next loop starts in the rotation of input sets
     samples_ms: list[float] = dataclasses.field(default_factory=list)
     loop_samples_ms: list[float] = dataclasses.field(default_factory=list)  # T(2k) / 2k beside each sample
+    fallback_samples: int = 0  # samples that are the loop estimate (host noise outweighed k calls: LoopTimer.sample)
     error: str | None = None
     wrong_result: bool = False
 
@@ -80,6 +81,8 @@ class Unit:
         if error is None:
             entry.update(median_ms=statistics.median(self.samples_ms), samples_ms=self.samples_ms,
                          loop_median_ms=statistics.median(self.loop_samples_ms))
+            if self.fallback_samples:
+                entry.update(fallback_samples=self.fallback_samples)
         else:
             entry.update(error=error, wrong_result=self.wrong_result)
         if self.calls:
@@ -120,6 +123,7 @@ def time_once(unit: Unit, timer: LoopTimer, references: Sequence[dict]) -> None:
         return
     unit.samples_ms.append(sample.ms)
     unit.loop_samples_ms.append(sample.loop_ms)
+    unit.fallback_samples += sample.fallback
 
 
 def warm_up(unit: Unit, timer: LoopTimer) -> None:

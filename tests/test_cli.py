@@ -109,6 +109,20 @@ def test_a_sample_cancels_the_loops_fixed_cost():
     assert sample.calls == 16 and seen == ["c"] + ["a", "b", "c"] * 5 and sample.result == "c"
 
 
+def test_a_sample_whose_long_loop_is_not_longer_is_measured_again():
+    # Host noise: the first try's 10-call loop (0.7 s) is shorter than its 5-call loop (0.9 s): measured again; the
+    # second try is sane (0.8 s, 1.3 s). Three insane tries in a row give the loop estimate, flagged.
+    ticks = iter([0.0, 0.9, 1.0, 1.7, 10.0, 10.8, 20.0, 21.3])
+    timer = timing.LoopTimer(torch.device("cpu"), clock=lambda: next(ticks))
+    sample = timer.sample(lambda ops: ops, ["a", "b"], calls=5)
+    assert sample.ms == pytest.approx(100.0) and not sample.fallback and sample.calls == 32
+    ticks = iter([0.0, 1.0, 2.0, 2.5] * timing.PAIR_TRIES)
+    timer = timing.LoopTimer(torch.device("cpu"), clock=lambda: next(ticks))
+    sample = timer.sample(lambda ops: ops, ["a", "b"], calls=5)
+    assert sample.fallback and sample.ms == sample.loop_ms == pytest.approx(50.0)
+    assert sample.calls == 16 * timing.PAIR_TRIES
+
+
 def test_interleaved_order_is_a_reproducible_shuffle_per_repetition():
     orders = [bench.interleaved_order(12, rep, seed=0) for rep in range(6)]
     assert all(sorted(order) == list(range(12)) for order in orders)
@@ -124,7 +138,7 @@ def test_interleaved_order_is_a_reproducible_shuffle_per_repetition():
         for i in range(4)
     ]
     reference = {"forward": torch.zeros(1)}
-    timer = timing.LoopTimer(torch.device("cpu"), min_loop_ms=0.0)
+    timer = timing.LoopTimer(torch.device("cpu"), min_loop_ms=0.0, clock=lambda: float(len(log)))  # a call a second
     bench.measure_units(units, timer, [reference], reps=3, seed=7)
     warm_up = [i for i in range(4) for _ in range(bench.WARMUP_CALLS + 1)]  # + the one calibration loop
     # each sample: an untimed call, a loop of one call, then one of two
