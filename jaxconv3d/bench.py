@@ -2,9 +2,9 @@
 (NCDHW and channels_last_3d) and XLA, forward and forward+backward.
 
 Every implementation is timed by one timer (`timing.LoopTimer`): loops of back-to-back calls between two full
-synchronisations (JAX's `block_until_ready`, then `torch.cuda.synchronize()`), read on the host clock; a sample is a
-loop of k calls and one of 2k, (T(2k) - T(k)) / k a call, one k for every implementation of a pass (the fastest's
-k-loop lasts >= 2.5 ms). Each implementation is warmed
+synchronisations (JAX's `block_until_ready`, then `torch.cuda.synchronize()`), read on the host clock; a sample is
+an untimed call, a loop of k calls and one of 2k, (T(2k) - T(k)) / k a call, one k for every implementation of a
+pass (the fastest's k-loop lasts >= 2.5 ms). Each implementation is warmed
 up first (jit compilation, cudnn.benchmark's algorithm choice); then each repetition times every (implementation,
 pass) once, in an order shuffled per repetition with a fixed seed (`interleaved_order`), so that clock or thermal
 drift spreads over everyone. Each figure is the median over the repetitions. The last result of every timed loop

@@ -49,10 +49,10 @@ DESCRIPTION = (
     "host clock (time.perf_counter) around loops of back-to-back calls between two full synchronisations "
     "(jax.block_until_ready on the loop's last result, then torch.cuda.synchronize on a GPU); a sample is one untimed "
     "call, a loop of k calls and then one of 2k (garbage collector paused), time per call = (T(2k) - T(k)) / k (the "
-    "loops' fixed cost, first-call latency and synchronisation, cancels; loop_ms = T(2k) / 2k is kept beside it); "
-    "k: 1, 2, 5, 10, ... until the fastest "
-    "implementation's k-loop lasts >= {min_loop_ms} ms, the same k for every implementation of a pass; the same "
-    "timer for every implementation"
+    "loops' fixed cost, first-call latency and synchronisation, cancels; loop_ms = T(2k) / 2k is kept beside it; a "
+    "2k-loop no longer than its k-loop is measured again, at most {tries} times, then the sample is loop_ms); k: 1, "
+    "2, 5, 10, ... until the fastest implementation's k-loop lasts >= {min_loop_ms} ms, the same k for every "
+    "implementation of a pass; the same timer for every implementation"
 )
 
 
@@ -99,7 +99,7 @@ class LoopTimer:
 
     @property
     def description(self) -> str:
-        return DESCRIPTION.format(min_loop_ms=self.min_loop_ms)
+        return DESCRIPTION.format(min_loop_ms=self.min_loop_ms, tries=PAIR_TRIES)
 
     def synchronize(self, result: Any = None) -> None:
         """Returns once all work queued so far has finished: JAX's (asynchronous dispatch) and the device's."""

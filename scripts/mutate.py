@@ -91,6 +91,11 @@ def smallc(*ids: str) -> tuple[str, ...]:
     return tuple(f"{SMALLC}::test_kernels_against_float64[{i}]" for i in ids)
 
 
+def stencil_cl(*ids: str) -> tuple[str, ...]:
+    """test_stencil_cl's float64 check for these parametrisations ("case-dtype")."""
+    return tuple(f"tests/test_stencil_cl.py::test_stencil_against_float64[{i}]" for i in ids)
+
+
 DISPATCH = "tests/test_dispatch.py::test_every_family_on_every_case_it_accepts"
 HOPPER = "tests/test_hopper_paths.py::test_hopper_kernels_against_float64"
 
@@ -277,8 +282,7 @@ MUTATIONS = [
       "for (int j = 1; j < kSlices - 1; ++j) s += sums[j][threadIdx.x];",
       "channels-last depthwise grad-weight: the reduction drops its last slice", True,
       # case 0: 39 blocks of 4 warps sum into each tap, so every slice holds partial sums
-      tests=("tests/test_stencil_cl.py::test_stencil_against_float64[0-float32]",
-             "tests/test_stencil_cl.py::test_stencil_against_float64[8-bfloat16]")),
+      tests=stencil_cl("0-float32", "8-bfloat16")),
     M("N6", "cuda/hopper/conv_smallc_wgrad_halo.cuh",
       "if (e > 0) st_shared(dst + a.plane_bytes + (e - 1) * 2, v);",
       "if (e > 0) st_shared(dst + a.plane_bytes + e * 2, v);",
@@ -309,8 +313,7 @@ MUTATIONS = [
       tests=smallc("0-float32-NDHWC", "15-tf32-NDHWC")),
     M("N5", "cuda/stencil/depthwise_ndhwc.cu", "constexpr int SO = (PH + 1) % 3;", "constexpr int SO = (PH + 2) % 3;",
       "channels-last depthwise forward / grad-input: a plane stored from the wrong accumulator slot", True,
-      tests=("tests/test_stencil_cl.py::test_stencil_against_float64[0-float32]",
-             "tests/test_stencil_cl.py::test_stencil_against_float64[8-bfloat16]")),
+      tests=stencil_cl("0-float32", "8-bfloat16")),
 ]
 
 
