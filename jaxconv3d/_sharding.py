@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from typing import Callable, Sequence
 
 import jax
@@ -126,14 +127,101 @@ def exchange_transpose(g, h: Halo):
     if h.hi < 0:
         own = _pad_to(own, h.dim, 0, -h.hi)
 
-    def add_rows(own, received, start):
-        rows = _slice(own, h.dim, start, start + received.shape[h.dim]) + received
-        return jax.lax.dynamic_update_slice_in_dim(own, rows, start, h.dim)
-
     if h.lo:  # my left halo belongs to the left neighbour's last rows
-        own = add_rows(own, _shift(_slice(g, h.dim, 0, h.lo), h, up=False), h.n - h.lo)
+        own = _add_rows(own, _shift(_slice(g, h.dim, 0, h.lo), h, up=False), h.n - h.lo, h.dim)
     if h.hi > 0:  # my right halo belongs to the right neighbour's first rows
-        own = add_rows(own, _shift(_slice(g, h.dim, h.window - h.hi, h.window), h, up=True), 0)
+        own = _add_rows(own, _shift(_slice(g, h.dim, h.window - h.hi, h.window), h, up=True), 0, h.dim)
+    return own
+
+
+def _add_rows(own, rows, start: int, dim: int):
+    """own with `rows` added to its rows start, start + 1, ... along dim (in place)."""
+    added = _slice(own, dim, start, start + rows.shape[dim]) + rows
+    return jax.lax.dynamic_update_slice_in_dim(own, added, start, dim)
+
+
+# ---- one sharded axis without the extended slab: the slab's own call plus thin calls for the halo rows' terms
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A convolution over a slab extended by one halo, as the slab's own call (the halos as zero padding) plus a
+    thin call per halo: its rows then zeros (lo) or zeros then its rows (hi), for the output rows they reach. Each
+    term of the extended slab's sums reads one row, of the slab or of one halo, so the three calls' results add up
+    to it: the slab with its halo (1 x 32 x 66 x 256 x 256 bf16 for D over 4) is never built, nor its gradient
+    sliced."""
+
+    own: ConvConfig
+    lo: ConvConfig | None  # input rows: the lo halo, then lo_zeros zeros; output rows 0 .. lo_rows
+    lo_zeros: int
+    lo_rows: int
+    hi: ConvConfig | None  # input rows: hi_zeros zeros, then the hi halo; output rows hi_first .. the slab's end
+    hi_zeros: int
+    hi_first: int
+
+
+def split_plan(window: ConvConfig, h: Halo) -> Split | None:
+    """The Split of `window` (local_config's problem on the extended slab), or None where the halos are not all
+    read (padding past the filter's span) or the slab is cropped (negative hi): those keep the extended slab."""
+    a = h.dim - 2
+    s, span = window.stride[a], window.dilation[a] * (window.kernel[a] - 1) + 1
+    if h.hi < 0 or h.lo >= span or h.hi >= span or not (h.lo or h.hi):
+        return None
+    out = h.n // s
+
+    def along(length: int, rows: int, lo: int, hi: int) -> ConvConfig:
+        put = lambda t, v: tuple(v if i == a else e for i, e in enumerate(t))  # noqa: E731
+        return window.replace(in_spatial=put(window.in_spatial, length), out_spatial=put(window.out_spatial, rows),
+                              pad_lo=put(window.pad_lo, lo), pad_hi=put(window.pad_hi, hi))
+
+    lo_cfg, lo_zeros, lo_rows = None, 0, 0
+    if h.lo:  # output rows r with r s < lo read the lo halo
+        lo_rows = -(-h.lo // s)
+        length = (lo_rows - 1) * s + span
+        lo_cfg, lo_zeros = along(length, lo_rows, 0, 0), length - h.lo
+    hi_cfg, hi_zeros, hi_first = None, 0, out
+    if h.hi:  # output rows r with r s + span - 1 >= lo + n read the hi halo
+        hi_first = max(0, -(-(h.lo + h.n - span + 1) // s))
+        length = h.window - hi_first * s
+        hi_cfg, hi_zeros = along(length, out - hi_first, 0, 0), length - h.hi
+    return Split(along(h.n, out, h.lo, h.hi), lo_cfg, lo_zeros, lo_rows, hi_cfg, hi_zeros, hi_first)
+
+
+def split_call(call: Callable, arrays, roles, spaces, out_role: str, space_out: str, sp: Split, h: Halo):
+    """call on the slab's own rows plus the thin calls of `sp`, combined: grad-input sends the halo rows'
+    gradients to their owners (exchange_transpose's job); forward and grad-weight add the halo rows' terms."""
+    d, out = h.dim, h.n // (sp.own.stride[h.dim - 2])
+
+    def thin(cfg, y_rows, x_part):
+        parts = []
+        for arr, role, space in zip(arrays, roles, spaces):
+            if role == BIAS:
+                parts.append(jnp.zeros((0,), arr.dtype))  # the bias belongs to the slab's own call
+            elif role == ACT:
+                parts.append(x_part if space == X else _slice(arr, d, *y_rows))
+            else:
+                parts.append(arr)
+        return call(*parts, cfg)
+
+    own = call(*arrays, sp.own)
+    if space_out == X:
+        if sp.lo is not None:
+            g = thin(sp.lo, (0, sp.lo_rows), None)
+            own = _add_rows(own, _shift(_slice(g, d, 0, h.lo), h, up=False), h.n - h.lo, d)
+        if sp.hi is not None:
+            g = thin(sp.hi, (sp.hi_first, out), None)
+            width = g.shape[d]
+            own = _add_rows(own, _shift(_slice(g, d, width - h.hi, width), h, up=True), 0, d)
+        return own
+    x = next(arr for arr, role, space in zip(arrays, roles, spaces) if role == ACT and space == X)
+    if sp.lo is not None:
+        halo = _shift(_slice(x, d, h.n - h.lo, h.n), h, up=True)
+        part = thin(sp.lo, (0, sp.lo_rows), _pad_to(halo, d, 0, sp.lo_zeros))
+        own = _add_rows(own, part, 0, d) if out_role == ACT else own + part
+    if sp.hi is not None:
+        halo = _shift(_slice(x, d, 0, h.hi), h, up=False)
+        part = thin(sp.hi, (sp.hi_first, out), _pad_to(halo, d, sp.hi_zeros, 0))
+        own = _add_rows(own, part, sp.hi_first, d) if out_role == ACT else own + part
     return own
 
 
@@ -270,6 +358,12 @@ def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str) ->
 
         def lower(*arrays):
             local = local_config(cfg, halos, next(a.shape[0] for a, r in zip(arrays, in_roles) if r == ACT))
+            sp = split_plan(local, halos[0]) if len(halos) == 1 and (X in spaces_in or space_out == X) else None
+            if os.environ.get("JAXCONV3D_AB_OLD"):  # AB-TEMP: the extended slab, for the A/B run; remove before merging
+                sp = None
+            if sp is not None:
+                out = split_call(call, arrays, in_roles, spaces_in, out_role, space_out, sp, halos[0])
+                return jax.lax.psum(out, reduce_axes) if reduce_axes else out
             arrays = list(arrays)
             for i, space in enumerate(spaces_in):
                 if space == X:
