@@ -10,7 +10,8 @@ batch and along any of D, H, W:
   neighbours the rows its output window reads beyond its slab (`ppermute`, only the halo's width), convolves the
   extended slab with our kernel, and keeps its slab of the output. Grad-input runs the kernel on the local output
   gradient and sends the halo part of the result back to its owner, which adds it (the transpose of the exchange);
-  grad-weight runs on the exchanged slab;
+  grad-weight runs on the exchanged slab. With one sharded axis the extended slab is not built (`split_plan`): the
+  kernel runs on the slab and on one thin input per halo, whose results add up to the extended slab's;
 - grad-weight and grad-bias (reductions over batch and space) finish with a psum over the mesh axes involved.
 
 A spatial axis sharded over P devices is halo-exchanged when its plan is well defined: the input length L and the
@@ -29,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from typing import Callable, Sequence
 
 import jax
@@ -359,8 +359,6 @@ def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str) ->
         def lower(*arrays):
             local = local_config(cfg, halos, next(a.shape[0] for a, r in zip(arrays, in_roles) if r == ACT))
             sp = split_plan(local, halos[0]) if len(halos) == 1 and (X in spaces_in or space_out == X) else None
-            if os.environ.get("JAXCONV3D_AB_OLD"):  # AB-TEMP: the extended slab, for the A/B run; remove before merging
-                sp = None
             if sp is not None:
                 out = split_call(call, arrays, in_roles, spaces_in, out_role, space_out, sp, halos[0])
                 return jax.lax.psum(out, reduce_axes) if reduce_axes else out
