@@ -356,12 +356,10 @@ def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str) ->
         mesh, batch, halos, arg_shardings, out_sharding = shardings(cfg, mesh, arg_shapes, result_shape)
         reduce_axes = tuple(batch) + tuple(a for h in halos for a in h.axes) if out_role != ACT else ()
 
-        def lower(*arrays):
-            local = local_config(cfg, halos, next(a.shape[0] for a, r in zip(arrays, in_roles) if r == ACT))
+        def local_result(arrays, local):
             sp = split_plan(local, halos[0]) if len(halos) == 1 and (X in spaces_in or space_out == X) else None
             if sp is not None:
-                out = split_call(call, arrays, in_roles, spaces_in, out_role, space_out, sp, halos[0])
-                return jax.lax.psum(out, reduce_axes) if reduce_axes else out
+                return split_call(call, arrays, in_roles, spaces_in, out_role, space_out, sp, halos[0])
             arrays = list(arrays)
             for i, space in enumerate(spaces_in):
                 if space == X:
@@ -371,6 +369,11 @@ def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str) ->
             if space_out == X:
                 for h in reversed(halos):
                     out = exchange_transpose(out, h)
+            return out
+
+        def lower(*arrays):
+            local = local_config(cfg, halos, next(a.shape[0] for a, r in zip(arrays, in_roles) if r == ACT))
+            out = local_result(arrays, local)
             return jax.lax.psum(out, reduce_axes) if reduce_axes else out
 
         return mesh, lower, out_sharding, arg_shardings
