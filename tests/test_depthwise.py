@@ -1,5 +1,6 @@
 """The 3x3x3 depthwise kernels (sm80 `stencil_3x3x3_stream`, cuda/sm80/stencil3_stream.cu, for the forward and a
-grad-input of channel multiplier 1; `stencil_3x3x3_regs`, stencil3.cu, for a grad-input that sums several dy
+grad-input of channel multiplier 1; its tensor-core form `stencil_3x3x3_mma`, stencil3_mma.cu, for 16-bit tensors of
+multiplier 1 whose source rows hold a multiple of 4 elements and output rows an even count; `stencil_3x3x3_regs`, stencil3.cu, for a grad-input that sums several dy
 channels; `wgrad_depthwise_3x3x3_regs`, wgrad_dw3.cu): forward, grad-input and grad-weight of a stride-1,
 dilation-1, 3x3x3 depthwise layer (one input channel per group, any channel multiplier).
 
@@ -7,8 +8,8 @@ Anywhere: which problems the rule table gives it (and which it leaves to the gen
 straight through the DLPack adapter into NaN-poisoned outputs (an unwritten element shows; grad-weight with a
 garbage-filled workspace), every dtype it takes,
 against float64 F.conv3d and autograd from the raw arguments; the cases cut the 8 x 16 x 32 output brick at every
-edge and the streaming kernel's 16-plane D chunks and 16 x 32 strips at every edge, use padding 0 to 3 and
-asymmetric, channel multipliers (grad-input sums several dy channels), bias, and one output position."""
+edge, the streaming kernel's 16-plane D chunks and 16 x 32 strips and the tensor-core form's 16 x 32 windows and
+warp runs of planes at every edge, use padding 0 to 3 and asymmetric (the tensor-core form's window shift e = 0..3), channel multipliers (grad-input sums several dy channels), bias, and one output position."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from jaxconv3d.reference import reference_and_grads
 
 TILE = "stencil_3x3x3_regs"
 STREAM = "stencil_3x3x3_stream"
+MMA = "stencil_3x3x3_mma"
 WGRAD = "wgrad_depthwise_3x3x3_regs"
 
 
@@ -44,6 +46,21 @@ def test_rules(x_shape, w_shape, kw, tiles):
         assert (a["grad_weight"]["tile"] == WGRAD) == (tiles[0] == STREAM)
     f64 = jaxconv3d.explain(x_shape, w_shape, dtype="float64", cc=90, **kw)
     assert not {TILE, STREAM, WGRAD} & {f64["forward"]["tile"], f64["grad_input"]["tile"], f64["grad_weight"]["tile"]}
+    for dtype in ("bfloat16", "float16"):  # 16-bit: the tensor-core form where it applies
+        h = jaxconv3d.explain(x_shape, w_shape, dtype=dtype, cc=90, **kw)
+        assert (h["forward"]["tile"], h["grad_input"]["tile"]) == tuple(
+            expected_tile(t, op, x_shape, w_shape, kw, dtype) for op, t in zip(("forward", "grad_input"), tiles))
+
+
+def expected_tile(fp32_tile: str, op: str, x_shape, w_shape, kw, dtype: str) -> str:
+    """The 3x3x3 stencil's tile for `dtype`: the streaming stencil's problems in 16-bit go to the tensor-core form
+    when the channel multiplier is 1, the source rows (x forward, dy grad-input) hold a multiple of 4 elements and
+    the output rows an even count."""
+    if fp32_tile != STREAM or dtype not in ("bfloat16", "float16") or w_shape[0] != x_shape[1]:
+        return fp32_tile
+    y_w = conv_config(x_shape, w_shape, None, **kw).y_shape[-1]
+    src, out = (x_shape[-1], y_w) if op == "forward" else (y_w, x_shape[-1])
+    return MMA if src % 4 == 0 and out % 2 == 0 else STREAM
 
 
 def test_grad_weight_splits():
@@ -65,6 +82,12 @@ CASES = [  # (x_shape, w_shape, kw)
     ((9, 2, 17, 17, 33), (2, 1, 3, 3, 3), dict(padding=1, groups=2)),  # 9 x 3 x 2 x 2 bricks: grad-weight splits
     ((2, 3, 20, 9, 37), (3, 1, 3, 3, 3), dict(padding=((2, 0), (0, 3), (1, 2)), groups=3)),  # stream: D chunks 16 + 4
     ((1, 2, 35, 18, 5), (2, 1, 3, 3, 3), dict(padding=1, groups=2)),  # stream: chunks 16 + 16 + 3, strips cut in H
+    # tensor-core form (16-bit): W blocks of 32 cut, H blocks of 16 cut, runs of planes cut inside a column; the
+    # window shift e = (-P) mod 4 for P = 0, 1, 2, 3 forward and 2, 1, 0, -1 grad-input
+    ((2, 3, 20, 21, 36), (3, 1, 3, 3, 3), dict(padding=1, groups=3)),
+    ((1, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((0, 0), (0, 0), (2, 2)), groups=4)),
+    ((2, 2, 11, 6, 28), (2, 1, 3, 3, 3), dict(padding=((1, 2), (2, 1), (0, 0)), groups=2)),
+    ((1, 3, 7, 40, 8), (3, 1, 3, 3, 3), dict(padding=((2, 0), (3, 3), (3, 1)), groups=3)),
 ]
 
 
@@ -76,7 +99,8 @@ def test_stencil3_against_float64(rng, case, dtype, math):
     (x_shape, w_shape, kw), cfg, plans, tdt = CASES[case], c.cfg, c.plans, c.tdt
     multiplier = w_shape[0] // x_shape[1]  # grad-input sums this many dy channels: the brick kernel
     assert (plans["forward"]["tile"], plans["grad_input"]["tile"], plans["grad_weight"]["tile"]) == (
-        STREAM, STREAM if multiplier == 1 else TILE, WGRAD)
+        expected_tile(STREAM, "forward", x_shape, w_shape, kw, dtype),
+        expected_tile(STREAM if multiplier == 1 else TILE, "grad_input", x_shape, w_shape, kw, dtype), WGRAD)
     x, w, dy, b, attrs = c.x, c.w, c.dy, c.b, c.attrs
     dev = lambda t: t.to("cuda", tdt).contiguous()  # noqa: E731
     y = torch.full(cfg.y_shape, float("nan"), dtype=tdt, device="cuda")

@@ -547,6 +547,7 @@ std::string fwd(const ConvProblem& p, DType t, Kernel k, const void* x, const vo
   if (k == Kernel::kStencil) return stencil(p, t, false, x, w, bias, y, stream);
   if (k == Kernel::kStencil3) return stencil3(p, t, false, x, w, bias, y, stream);
   if (k == Kernel::kStencil3Stream) return stencil3_stream(p, t, false, x, w, bias, y, stream);
+  if (k == Kernel::kStencil3Mma) return stencil3_mma(p, t, false, x, w, bias, y, stream);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
     case DType::kF32: return fwd_impl<float>(p, k, x, w, bias, y, st);
@@ -561,6 +562,7 @@ std::string dgrad(const ConvProblem& p, DType t, Kernel k, const void* dy, const
   if (k == Kernel::kStencil) return stencil(p, t, true, dy, w, nullptr, dx, stream);
   if (k == Kernel::kStencil3) return stencil3(p, t, true, dy, w, nullptr, dx, stream);
   if (k == Kernel::kStencil3Stream) return stencil3_stream(p, t, true, dy, w, nullptr, dx, stream);
+  if (k == Kernel::kStencil3Mma) return stencil3_mma(p, t, true, dy, w, nullptr, dx, stream);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
     case DType::kF32: return dgrad_impl<float>(p, k, dy, w, dx, st);

@@ -14,6 +14,7 @@ const char* kernel_name(Kernel k) {
     case Kernel::kStencil3: return "stencil_3x3x3_regs";
     case Kernel::kWgradDw3: return "wgrad_depthwise_3x3x3_regs";
     case Kernel::kStencil3Stream: return "stencil_3x3x3_stream";
+    case Kernel::kStencil3Mma: return "stencil_3x3x3_mma";
     case Kernel::kGemmWmma: return "gemm_wmma_128x64";
     case Kernel::kGemmFfma64: return "gemm_ffma_128x64";
     case Kernel::kGemmFfma32: return "gemm_ffma_128x32";
@@ -103,6 +104,13 @@ bool stencil3_stream_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Arg
   return plan_3x3x3(p, dgrad, t, {kS3SZ, kS3SY, kS3SX}, s, blocks);
 }
 
+bool stencil3_mma_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* units) {
+  if ((t != DType::kBF16 && t != DType::kF16) || p.out_per_group() != 1) return false;
+  if (!plan_3x3x3(p, dgrad, t, {1, kS3MY, kS3MX}, s, units)) return false;
+  // 32-bit offsets inside a plane (a copy's, up to one row and 40 columns past it)
+  return s->sd[2] % 4 == 0 && s->od[2] % 2 == 0 && (int64_t(s->sd[1]) + 2) * (s->sd[2] + 64) < (int64_t(1) << 31);
+}
+
 WgPlan wg_plan(const ConvProblem& p, DType t) {
   WgPlan pl{};
   const int64_t accsz = t == DType::kF64 ? 8 : 4;
@@ -176,11 +184,13 @@ Choice choose(Op op, const ConvProblem& p, DType t, MathMode m) {
   int64_t smem = 0, blocks = 0;
   switch (op) {
     case Op::kFwd:
+      if (stencil3_mma_plan(p, false, t, &s3, &blocks)) return {Kernel::kStencil3Mma, 0};
       if (stencil3_stream_plan(p, false, t, &s3, &blocks)) return {Kernel::kStencil3Stream, 0};
       if (stencil3_plan(p, false, t, &s3, &blocks)) return {Kernel::kStencil3, 0};
       if (stencil_plan(p, false, t, &s, &smem, &blocks)) return {Kernel::kStencil, 0};
       return {gemm_kernel(p.out_per_group(), t, m), 0};
     case Op::kDgrad:
+      if (stencil3_mma_plan(p, true, t, &s3, &blocks)) return {Kernel::kStencil3Mma, 0};
       if (stencil3_stream_plan(p, true, t, &s3, &blocks)) return {Kernel::kStencil3Stream, 0};
       if (stencil3_plan(p, true, t, &s3, &blocks)) return {Kernel::kStencil3, 0};
       if (stencil_plan(p, true, t, &s, &smem, &blocks)) return {Kernel::kStencil, 0};

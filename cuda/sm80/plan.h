@@ -16,6 +16,7 @@ constexpr int kDwMaxT = 32;          // depthwise grad-weight: taps held in regi
 constexpr int kSTX = 32, kSTY = 8, kSTZ = 8;  // stencil output tile (x, y, z)
 constexpr int kS3X = 32, kS3Y = 16, kS3Z = 8;  // 3x3x3 stencil output brick (x, y, z)
 constexpr int kS3SX = 32, kS3SY = 16, kS3SZ = 16;  // streaming 3x3x3 stencil: output strip (x, y), D chunk
+constexpr int kS3MX = 32, kS3MY = 16;  // tensor-core 3x3x3 stencil: a warp's output window (x, y)
 
 // Path switches (each false restores the previous kernel for that path).
 constexpr bool kWgradPipeF32 = true;   // float32 accurate grad-weight (Og > 32): pipelined FFMA kernel
@@ -38,6 +39,7 @@ enum class Kernel : int {
   kStencil3 = 11,       // depthwise 3x3x3 stencil, stride 1, dilation 1 (forward; grad-input of C/groups == 1)
   kWgradDw3 = 12,       // its grad-weight: bricks of positions, 27 sums a thread, fixed-order splits
   kStencil3Stream = 13,  // depthwise 3x3x3 stencil streaming along D (forward; grad-input of a multiplier of 1)
+  kStencil3Mma = 14,     // the same on tensor cores (16-bit; banded tap matrices), where its copies align
 };
 
 const char* kernel_name(Kernel k);
@@ -74,6 +76,10 @@ bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, i
 // The same for the streaming form (stencil3_stream.cu): where stencil3_plan applies, except a grad-input that sums
 // several dy channels (a channel multiplier above 1), which stays on the brick kernel; ntile[0] counts D chunks.
 bool stencil3_stream_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks);
+// The same for the tensor-core form (stencil3_mma.cu): bfloat16 / float16, a channel multiplier of 1, source rows a
+// multiple of 4 elements and output rows of an even count (8-byte copies, 4-byte stores); `units` counts (column,
+// output plane) pairs, a column being one (sample, channel, 16-row H block, 32-column W block).
+bool stencil3_mma_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* units);
 
 // Grad-weight plan (shared by the workspace query and the launch).
 struct WgPlan {

@@ -30,6 +30,10 @@ std::string stencil3(const ConvProblem& p, DType t, bool dgrad, const void* src,
 // The streaming form of the same stencil when choose() says Kernel::kStencil3Stream (stencil3_stream.cu).
 std::string stencil3_stream(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w,
                             const void* bias, void* out, void* stream);
+// Its tensor-core form for 16-bit tensors when choose() says Kernel::kStencil3Mma (stencil3_mma.cu); tensors not
+// aligned for its copies and stores run stencil3_stream.
+std::string stencil3_mma(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
+                         void* out, void* stream);
 std::string wgrad_dw3(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw,
                       void* workspace, void* stream);
 

@@ -1,0 +1,269 @@
+// sm80 depthwise 3x3x3 stencil on tensor cores, for 16-bit tensors (stride 1, dilation 1, channel multiplier 1):
+// forward, and grad-input as the same stencil run on dy with the filter flipped. The FFMA stencils issue ~2
+// instructions per multiply-add and 16-bit tensors halve the bytes, so they are issue-bound at 2-5x the memory
+// floor; here each W tap row is a banded (Toeplitz) matrix and a warp's 16 x 8 output tile takes a source row
+// block's three W taps in one mma.sync:
+//   out[h][w0 + n] += sum_k  x[h + kh - P1][w0 - S + k] * B[k][n],   B[k][n] = tap[kd][kh][k - n - e] (0 <= . <= 2)
+// with k = 0..15 the columns of a 16-column window of the source row (e = S - P2 in 0..3 shifts the window so its
+// first column, and every 8-byte copy, is aligned). One mma.sync m16n8k16 does 16 x 8 outputs' 3 taps (19% of its
+// products are not zeros of B), ~10x fewer instructions than FFMA per output: the kernel is bound by memory.
+//   warp    = one (sample, channel) and a 16 (H) x 32 (W) output window (four 8-column tiles) through a run of D
+//             planes: its own source planes (18 rows x 40 columns, zero outside the volume) in a three-stage
+//             cp.async ring, no block-wide barrier; B fragments of its channel's 9 (kd, kh) taps in registers;
+//             three accumulator planes rotated by index (the plane loop unrolled by three);
+//   grid    = one wave of warps sharing every (sample, channel, H block, W block) column's planes evenly.
+// Each output sums its source planes in order (kd = 0, 1, 2), each plane's kh rows in order through the tensor
+// core's fixed-order accumulation, from zero: deterministic, and independent of the grid. A non-finite source value
+// reaches the outputs of its 8-column tile row that a zero of B multiplies it into (0 x inf = NaN), as in cuDNN's
+// FFT and Winograd algorithms; the float32 and float64 paths keep IEEE propagation.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "launch_common.cuh"
+#include "sm80/sm80.h"
+#include "sm80/stencil3_launch.cuh"
+
+namespace jaxconv3d {
+namespace sm80 {
+namespace {
+
+constexpr int kRows = kS3MY;                  // output rows a warp (the mma's M)
+constexpr int kCols = kS3MX;                  // output columns a warp: four n-tiles of 8
+constexpr int kSrcRows = kRows + 2;           // staged source rows
+constexpr int kRowElems = 40;                 // staged row: 16 + 24 columns; 80 bytes, so ldmatrix rows hit every bank
+constexpr int kChunks = kRowElems / 4;        // 8-byte copies a row
+constexpr int kStages = 3;                    // = the accumulator rotation: stage and slot are both js % 3
+constexpr int kWarps = 4;
+constexpr int kStageElems = kSrcRows * kRowElems;
+constexpr int kCopies = (kSrcRows * kChunks + 31) / 32;  // 8-byte copies a lane a plane
+static_assert(kRowElems == 4 * kChunks, "copy q lands at element 4 q");
+constexpr int kMinPlanes = 8;                 // output planes a warp at least
+static_assert(kCols == 32 && kRows == 16, "four 16 x 8 mma tiles a plane");
+
+template <int V>
+struct IC {
+  static constexpr int value = V;
+};
+
+__device__ __forceinline__ unsigned pack2(float lo, float hi, __nv_bfloat16*) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+__device__ __forceinline__ unsigned pack2(float lo, float hi, __half*) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&v);
+}
+
+// D += A B on m16n8k16 tiles with float accumulators (A, B: T = bfloat16 or half).
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __nv_bfloat16*) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __half*) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(s));
+}
+
+// Where a warp's column lies: sample, channel, first output row and column.
+struct Column {
+  i64 n;
+  int c, oy0, ox0;
+};
+__device__ __forceinline__ Column column_of(const Stencil3Args& a, i64 col) {
+  Column cl;
+  cl.ox0 = int(col % a.ntile[2]) * kCols;
+  col /= a.ntile[2];
+  cl.oy0 = int(col % a.ntile[1]) * kRows;
+  col /= a.ntile[1];
+  cl.c = int(col % a.OC);
+  cl.n = col / a.OC;
+  return cl;
+}
+
+// Four blocks an SM (128 registers, a 16-byte spill) measured 2 % faster than three (155 registers): docs/perf.md v18.
+template <typename T>
+__global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Stencil3Args a, i64 columns, i64 per) {
+  __shared__ __align__(16) T ring[kWarps][kStages][kStageElems];
+  const T* __restrict__ src = static_cast<const T*>(a.src);
+  const T* __restrict__ wt = static_cast<const T*>(a.wt);
+  T* __restrict__ out = static_cast<T*>(a.out);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  T(&stage)[kStages][kStageElems] = ring[warp];
+  const int S = (a.P[2] + 3) & ~3, e = S - a.P[2];  // the window's shift: 8-byte aligned copies
+  const i64 sHW = i64(a.sd[1]) * a.sd[2], oHW = i64(a.od[1]) * a.od[2];
+  // this lane's B element (k, n) pairs: k = 2 (lane % 4) + {0, 1} (+ 8), n = lane / 4; tap k - n - e when in 0..2
+  const int kb = 2 * (lane & 3) - (lane >> 2) - e;
+  // ldmatrix: lane l names row l % 16, columns 8 (l / 16) .. + 7 of the A tile (rows kh.., columns 8 j..)
+  const int a_off = (lane & 15) * kRowElems + 8 * (lane >> 4);
+  const int g = lane >> 2, t2 = 2 * (lane & 3);  // accumulator rows g, g + 8, columns t2, t2 + 1 of a tile
+
+  i64 cur = (i64(blockIdx.x) * kWarps + warp) * per;
+  const i64 end = min(columns * a.od[0], cur + per);
+#pragma unroll 1
+  while (cur < end) {
+    const int z = int(cur % a.od[0]), len = int(min(i64(a.od[0] - z), end - cur));
+    const Column cl = column_of(a, cur / a.od[0]);
+    cur += len;
+    const T* chan = src + (cl.n * a.SC + cl.c) * (sHW * a.sd[0]);
+    T* ochan = out + (cl.n * a.OC + cl.c) * (oHW * a.od[0]);
+
+    unsigned b[9][2];  // the channel's taps as B fragments, (kd, kh) = 3 kd + kh
+#pragma unroll
+    for (int q = 0; q < 9; ++q) {
+      float v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int kw = kb + (i & 1) + 8 * (i >> 1);
+        const int tap = q * 3 + kw;
+        v[i] = unsigned(kw) <= 2u ? cvt<float>(wt[i64(cl.c) * 27 + (a.dgrad ? 26 - tap : tap)]) : 0.0f;
+      }
+      b[q][0] = pack2(v[0], v[1], static_cast<T*>(nullptr));
+      b[q][1] = pack2(v[2], v[3], static_cast<T*>(nullptr));
+    }
+    const T* bias = static_cast<const T*>(a.bias);
+    const float bv = bias != nullptr ? cvt<float>(bias[cl.c]) : 0.0f;
+    // this lane's outputs: rows oy0 + g (+ 8), columns ox0 + 8 j + t2 and the next (od[2] is even: both or neither)
+    T* orow = ochan + i64(cl.oy0 + g) * a.od[2] + cl.ox0 + t2;
+    unsigned store = 0;
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (cl.oy0 + g + 8 * half < a.od[1] && cl.ox0 + 8 * j + t2 < a.od[2]) store |= 1u << (4 * half + j);
+
+    // Source plane js = output plane z + js - 2's last D tap: rows oy0 - P1 .., columns ox0 - S .. of depth
+    // z - P0 + js, 8-byte copies (every chunk wholly inside or outside a row: W % 4 == 0, S % 4 == 0); a plane
+    // outside the volume is neither copied nor multiplied. Copy q = lane + 32 i (row q / kChunks, chunk q % kChunks)
+    // lands at element 4 q of the stage; its offset in the plane and whether it lies inside are fixed per column.
+    const int sy0 = cl.oy0 - a.P[1], sx0 = cl.ox0 - S;
+    int off[kCopies];
+    unsigned inside = 0;
+#pragma unroll
+    for (int i = 0; i < kCopies; ++i) {
+      const int q = lane + 32 * i, y = sy0 + q / kChunks, x = sx0 + 4 * (q % kChunks);
+      off[i] = y * a.sd[2] + x;  // < 2^31: the plan bounds H x W
+      if (q < kSrcRows * kChunks && unsigned(y) < unsigned(a.sd[1]) && unsigned(x) < unsigned(a.sd[2]))
+        inside |= 1u << i;
+    }
+    auto plane_in = [&](int js) { return unsigned(z - a.P[0] + js) < unsigned(a.sd[0]); };
+    auto issue = [&](int js, auto st) {
+      if (js < len + 2 && plane_in(js)) {
+        const T* pl = chan + i64(z - a.P[0] + js) * sHW;
+        T* dst = stage[decltype(st)::value] + 4 * lane;
+#pragma unroll
+        for (int i = 0; i < kCopies; ++i) {
+          const bool in = inside >> i & 1u;
+          if (i + 1 < kCopies || lane + 32 * i < kSrcRows * kChunks) cp_async<8>(dst + 128 * i, in ? pl + off[i] : pl, in);
+        }
+      }
+      cp_async_commit();
+    };
+
+    float acc[3][4][4];
+#pragma unroll
+    for (int s = 0; s < 3; ++s)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[s][j][i] = bv;  // every output starts at its bias
+
+    auto step = [&](int js, auto phase) {
+      constexpr int PH = decltype(phase)::value;  // js % 3: the stage and the accumulator rotation
+      cp_async_wait<kStages - 2>();
+      __syncwarp();  // plane js is in for every lane; plane js - 1's stage is free
+      issue(js + kStages - 1, IC<(PH + kStages - 1) % kStages>{});
+      if (plane_in(js)) {
+        const T* base = stage[PH] + a_off;
+#pragma unroll
+        for (int kh = 0; kh < 3; ++kh) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            unsigned av[4];
+            ldmatrix_x4(av, base + kh * kRowElems + 8 * j);
+#pragma unroll
+            for (int kd = 0; kd < 3; ++kd)
+              if (js - kd >= 0 && js - kd < len) mma(acc[(PH - kd + 3) % 3][j], av, b[kd * 3 + kh], static_cast<T*>(nullptr));
+          }
+        }
+      }
+      // output plane js - 2 is complete: store it, then reset its slot (to the bias) for plane js + 1
+      constexpr int SO = (PH + 1) % 3;
+      if (js >= 2) {
+        T* op = orow + i64(z + js - 2) * oHW;
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+            if (store >> (4 * half + j) & 1u)
+              *reinterpret_cast<unsigned*>(op + half * 8 * a.od[2] + 8 * j) =
+                  pack2(acc[SO][j][2 * half], acc[SO][j][2 * half + 1], static_cast<T*>(nullptr));
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[SO][j][i] = bv;
+    };
+
+    issue(0, IC<0>{});
+    issue(1, IC<1>{});
+#pragma unroll 1
+    for (int js = 0; js < len + 2; js += 3) {
+      step(js, IC<0>{});
+      if (js + 1 < len + 2) step(js + 1, IC<1>{});
+      if (js + 2 < len + 2) step(js + 2, IC<2>{});
+    }
+    cp_async_wait<0>();
+    __syncwarp();  // the next column's first copies overwrite stages this one's last plane was read from
+  }
+}
+
+template <typename T>
+std::string launch(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
+                   void* out, cudaStream_t st) {
+  Stencil3Args s;
+  int64_t units = 0;
+  if (!stencil3_mma_plan(p, dgrad, t, &s, &units))
+    return "jaxconv3d cuda: the tensor-core 3x3x3 depthwise stencil does not apply to this problem";
+  if (units == 0) return "";
+  s.src = src; s.wt = w; s.bias = bias; s.out = out;
+  static std::atomic<int> per_sm[64][1];
+  const int slots = resident_blocks(stencil3_mma_kernel<T>, 32 * kWarps, 0, 0, per_sm) * sm_count();
+  if (slots <= 0) {
+    cudaGetLastError();
+    return "jaxconv3d cuda: cannot read how many blocks of the tensor-core depthwise stencil the device holds";
+  }
+  const i64 columns = units / s.od[0], planes = units;  // (sample, channel, H block, W block) columns x D planes
+  const i64 blocks = std::min<i64>(slots, (planes + i64(kWarps) * kMinPlanes - 1) / (i64(kWarps) * kMinPlanes));
+  const i64 per = (planes + blocks * kWarps - 1) / (blocks * kWarps);
+  stencil3_mma_kernel<T><<<unsigned(blocks), 32 * kWarps, 0, st>>>(s, columns, per);
+  return launch_error(dgrad ? "tensor-core 3x3x3 depthwise stencil (grad-input)"
+                            : "tensor-core 3x3x3 depthwise stencil (forward)");
+}
+
+}  // namespace
+
+std::string stencil3_mma(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
+                         void* out, void* stream) {
+  // 8-byte source copies and 4-byte output stores: tensors off that alignment take the FFMA streaming stencil
+  const bool aligned = reinterpret_cast<uintptr_t>(src) % 8 == 0 && reinterpret_cast<uintptr_t>(out) % 4 == 0;
+  if (!aligned) return stencil3_stream(p, t, dgrad, src, w, bias, out, stream);
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (t == DType::kBF16) return launch<__nv_bfloat16>(p, t, dgrad, src, w, bias, out, st);
+  if (t == DType::kF16) return launch<__half>(p, t, dgrad, src, w, bias, out, st);
+  return "jaxconv3d cuda: the tensor-core 3x3x3 depthwise stencil takes bfloat16 and float16";
+}
+
+}  // namespace sm80
+}  // namespace jaxconv3d
