@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "launch_common.cuh"
+#include "plane_ring.cuh"
 #include "sm80/sm80.h"
 #include "sm80/stencil3_launch.cuh"
 
@@ -33,18 +34,13 @@ constexpr int kCols = kS3MX;                  // output columns a warp: four n-t
 constexpr int kSrcRows = kRows + 2;           // staged source rows
 constexpr int kRowElems = 40;                 // staged row: 16 + 24 columns; 80 bytes, so ldmatrix rows hit every bank
 constexpr int kChunks = kRowElems / 4;        // 8-byte copies a row
-constexpr int kStages = 3;                    // = the accumulator rotation: stage and slot are both js % 3
+constexpr int kStages = kRingStages;
 constexpr int kWarps = 4;
 constexpr int kStageElems = kSrcRows * kRowElems;
 constexpr int kCopies = (kSrcRows * kChunks + 31) / 32;  // 8-byte copies a lane a plane
 static_assert(kRowElems == 4 * kChunks, "copy q lands at element 4 q");
 constexpr int kMinPlanes = 8;                 // output planes a warp at least
 static_assert(kCols == 32 && kRows == 16, "four 16 x 8 mma tiles a plane");
-
-template <int V>
-struct IC {
-  static constexpr int value = V;
-};
 
 __device__ __forceinline__ unsigned pack2(float lo, float hi, __nv_bfloat16*) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -179,11 +175,9 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[s][j][i] = bv;  // every output starts at its bias
 
-    auto step = [&](int js, auto phase) {
+    // the warp's own stages: a warp barrier each plane
+    plane_ring(len, [] { __syncwarp(); }, issue, [&](int js, auto phase) {
       constexpr int PH = decltype(phase)::value;  // js % 3: the stage and the accumulator rotation
-      cp_async_wait<kStages - 2>();
-      __syncwarp();  // plane js is in for every lane; plane js - 1's stage is free
-      issue(js + kStages - 1, IC<(PH + kStages - 1) % kStages>{});
       if (plane_in(js)) {
         const T* base = stage[PH] + a_off;
 #pragma unroll
@@ -214,17 +208,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
       for (int j = 0; j < 4; ++j)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[SO][j][i] = bv;
-    };
-
-    issue(0, IC<0>{});
-    issue(1, IC<1>{});
-#pragma unroll 1
-    for (int js = 0; js < len + 2; js += 3) {
-      step(js, IC<0>{});
-      if (js + 1 < len + 2) step(js + 1, IC<1>{});
-      if (js + 2 < len + 2) step(js + 2, IC<2>{});
-    }
-    cp_async_wait<0>();
+    });
     __syncwarp();  // the next column's first copies overwrite stages this one's last plane was read from
   }
 }

@@ -14,6 +14,7 @@
 
 #include "device_common.cuh"
 #include "launch_common.cuh"
+#include "plane_ring.cuh"
 #include "stencil/stencil.h"
 
 namespace jaxconv3d {
@@ -42,9 +43,6 @@ struct Geo {
   int wstrips, hblocks, cgroups;  // a column's place: W strip, H block, channel group, then the batch entry
   i64 columns, per;               // columns (each all D planes) and output planes a block
 };
-
-template <int V>
-using IC = std::integral_constant<int, V>;
 
 // A lane's VEC consecutive channels of one shared-memory element as raw bits (VEC = 2: one 32-bit word; zero
 // bits read +0), unpacked to floats; and stored back rounded.
@@ -166,7 +164,7 @@ struct Lane {
 
 // ---- staging: boxes of source planes copied into shared memory, kStages planes in flight.
 constexpr int kThreads = kLanes * kRows;
-constexpr int kStages = 3;  // = the accumulator rotation, so stage and slot indices are both js % 3
+constexpr int kStages = kRingStages;
 
 // A ROWS x COLS x CH box of one plane (rows from y0, columns from x0, channels from c0 of an H x W x C plane),
 // copied by a block's threads into shared memory [ROWS][COLS][CH]; elements outside the plane or past C read zero
@@ -243,29 +241,10 @@ __device__ __forceinline__ void for_segments(i64 b, i64 per, i64 columns, int pl
   }
 }
 
-// One segment's plane pipeline over source planes js = 0 .. len + 1: planes 0 and 1 issued, then for each js: wait
-// for its copies and everyone's (which also frees plane js - 1's stage), issue plane js + 2 into that stage, and
-// run body(js, phase), phase = js % 3 a compile-time constant (its stage and accumulator slot); nothing left in
-// flight at the end. issue(j, stage) must commit one group a call, even past the last plane: the waits count groups.
+// One segment's plane pipeline (plane_ring.cuh): the block's stages, so a block-wide barrier each plane.
 template <typename Issue, typename Body>
 __device__ __forceinline__ void pipeline(int len, Issue&& issue, Body&& body) {
-  static_assert(kStages == 3, "the prologue fills kStages - 1 stages; the phase is js % 3");
-  auto step = [&](int js, auto phase) {
-    constexpr int PH = decltype(phase)::value;
-    cp_async_wait<kStages - 2>();
-    __syncthreads();
-    issue(js + kStages - 1, IC<(PH + kStages - 1) % kStages>{});
-    body(js, phase);
-  };
-  issue(0, IC<0>{});
-  issue(1, IC<1>{});
-#pragma unroll 1
-  for (int js = 0; js < len + 2; js += 3) {
-    step(js, IC<0>{});
-    if (js + 1 < len + 2) step(js + 1, IC<1>{});
-    if (js + 2 < len + 2) step(js + 2, IC<2>{});
-  }
-  cp_async_wait<0>();
+  plane_ring(len, [] { __syncthreads(); }, issue, body);
 }
 
 // ---- forward and grad-input. A thread: channels c0 + VEC lane .. + VEC - 1, output row oy0 + warp, outputs
