@@ -31,6 +31,26 @@ def test_gradgradcheck_float64():
     assert torch.autograd.gradgradcheck(fn, (x, w, b))
 
 
+@pytest.mark.gpu
+def test_channels_last_output_from_an_ncdhw_kernel():
+    """float64 on a GPU runs the sm80 family, which works in NCDHW: a channels_last_3d input still gets a
+    channels_last_3d output (F.conv3d's rule), converted after the kernel. (On the CPU the kernels take the caller's
+    layout, so only a GPU shows a missing conversion.)"""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    from jaxconv3d import _plan, conv_config
+
+    cl = torch.channels_last_3d
+    x = torch.randn(2, 4, 6, 7, 8, device="cuda", dtype=torch.float64).contiguous(memory_format=cl)
+    w = torch.randn(6, 2, 3, 3, 3, device="cuda", dtype=torch.float64).contiguous(memory_format=cl)
+    cfg = conv_config(tuple(x.shape), tuple(w.shape), None, **KW)
+    plan = _plan.plan(cfg, "float64", _plan.cc_of(x.device), "forward", 1)
+    assert (plan["family"], plan["layout"]) == ("sm80", "NCDHW")
+    y = jt.conv3d(x, w, None, **KW)
+    assert y.is_contiguous(memory_format=cl) and not y.is_contiguous()
+    assert_close(y, F.conv3d(x, w, None, **KW), 1e-12, "float64 channels_last_3d")
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["channels_last_3d", "transposed_view", "strided_slice"])
 def test_non_contiguous_inputs(device, layout):

@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
 #pragma unroll
           for (int j = 0; j < 4; ++j)
             if (store >> (4 * half + j) & 1u)
-              *reinterpret_cast<unsigned*>(op + half * 8 * a.od[2] + 8 * j) =
+              *reinterpret_cast<unsigned*>(op + half * (i64(8) * a.od[2]) + 8 * j) =
                   pack2(acc[SO][j][2 * half], acc[SO][j][2 * half + 1], static_cast<T*>(nullptr));
       }
 #pragma unroll
