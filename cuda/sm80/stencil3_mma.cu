@@ -13,7 +13,7 @@
 //             three accumulator planes rotated by index (the plane loop unrolled by three);
 //   grid    = one wave of warps sharing every (sample, channel, H block, W block) column's planes evenly.
 // Each output sums its source planes in order (kd = 0, 1, 2), each plane's kh rows in order through the tensor
-// core's fixed-order accumulation, from zero: deterministic, and independent of the grid. A non-finite source value
+// core's fixed-order accumulation, from its bias: deterministic, and independent of the grid. A non-finite source value
 // reaches the outputs of its 8-column tile row that a zero of B multiplies it into (0 x inf = NaN), as in cuDNN's
 // FFT and Winograd algorithms; the float32 and float64 paths keep IEEE propagation.
 #include <algorithm>
