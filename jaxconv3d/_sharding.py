@@ -108,30 +108,40 @@ def _pad_to(a, dim: int, before: int, after: int):
     return jnp.pad(a, widths)
 
 
+def halo_rows(x, h: Halo):
+    """The halo x's device receives: (lo rows, the left neighbour's last; hi rows, the right one's first), None
+    where there is none. The first device's left halo and the last one's right halo are zeros: the convolution's
+    own padding."""
+    lo = _shift(_slice(x, h.dim, h.n - h.lo, h.n), h, up=True) if h.lo else None
+    hi = _shift(_slice(x, h.dim, 0, h.hi), h, up=False) if h.hi > 0 else None
+    return lo, hi
+
+
+def return_halo_rows(own, lo, hi, h: Halo):
+    """The transpose of `halo_rows`: the gradients of the received halo rows (lo, hi; None where there is none) go
+    back to their owners, which add them to their own rows in place (in a fixed order: deterministic)."""
+    if lo is not None:  # my left halo belongs to the left neighbour's last rows
+        own = _add_rows(own, _shift(lo, h, up=False), h.n - h.lo, h.dim)
+    if hi is not None:  # my right halo belongs to the right neighbour's first rows
+        own = _add_rows(own, _shift(hi, h, up=True), 0, h.dim)
+    return own
+
+
 def exchange(x, h: Halo):
-    """x's slab extended by its halo: (lo rows of the left neighbour, the slab, hi rows of the right one). The
-    first device's left halo and the last one's right halo are zeros: the convolution's own padding."""
-    parts = []
-    if h.lo:
-        parts.append(_shift(_slice(x, h.dim, h.n - h.lo, h.n), h, up=True))
-    parts.append(x if h.hi >= 0 else _slice(x, h.dim, 0, h.n + h.hi))
-    if h.hi > 0:
-        parts.append(_shift(_slice(x, h.dim, 0, h.hi), h, up=False))
+    """x's slab extended by its halo: (lo rows of the left neighbour, the slab, hi rows of the right one)."""
+    lo, hi = halo_rows(x, h)
+    parts = [p for p in (lo, x if h.hi >= 0 else _slice(x, h.dim, 0, h.n + h.hi), hi) if p is not None]
     return jnp.concatenate(parts, h.dim) if len(parts) > 1 else parts[0]
 
 
 def exchange_transpose(g, h: Halo):
-    """The transpose of `exchange`: g covers the extended slab; its halo parts go back to their owners, which add
-    them to their own rows in place (in a fixed order: deterministic)."""
+    """The transpose of `exchange`: g covers the extended slab; its halo parts go back to their owners."""
     own = _slice(g, h.dim, h.lo, h.lo + h.n + min(h.hi, 0))
     if h.hi < 0:
         own = _pad_to(own, h.dim, 0, -h.hi)
-
-    if h.lo:  # my left halo belongs to the left neighbour's last rows
-        own = _add_rows(own, _shift(_slice(g, h.dim, 0, h.lo), h, up=False), h.n - h.lo, h.dim)
-    if h.hi > 0:  # my right halo belongs to the right neighbour's first rows
-        own = _add_rows(own, _shift(_slice(g, h.dim, h.window - h.hi, h.window), h, up=True), 0, h.dim)
-    return own
+    lo = _slice(g, h.dim, 0, h.lo) if h.lo else None
+    hi = _slice(g, h.dim, h.window - h.hi, h.window) if h.hi > 0 else None
+    return return_halo_rows(own, lo, hi, h)
 
 
 def _add_rows(own, rows, start: int, dim: int):
@@ -204,23 +214,20 @@ def split_call(call: Callable, arrays, roles, spaces, out_role: str, space_out: 
         return call(*parts, cfg)
 
     own = call(*arrays, sp.own)
-    if space_out == X:
-        if sp.lo is not None:
-            g = thin(sp.lo, (0, sp.lo_rows), None)
-            own = _add_rows(own, _shift(_slice(g, d, 0, h.lo), h, up=False), h.n - h.lo, d)
+    if space_out == X:  # the thin calls' first (lo) / last (hi) rows are the halo rows' gradients
+        lo = _slice(thin(sp.lo, (0, sp.lo_rows), None), d, 0, h.lo) if sp.lo is not None else None
+        hi = None
         if sp.hi is not None:
             g = thin(sp.hi, (sp.hi_first, out), None)
-            width = g.shape[d]
-            own = _add_rows(own, _shift(_slice(g, d, width - h.hi, width), h, up=True), 0, d)
-        return own
+            hi = _slice(g, d, g.shape[d] - h.hi, g.shape[d])
+        return return_halo_rows(own, lo, hi, h)
     x = next(arr for arr, role, space in zip(arrays, roles, spaces) if role == ACT and space == X)
+    lo, hi = halo_rows(x, h)
     if sp.lo is not None:
-        halo = _shift(_slice(x, d, h.n - h.lo, h.n), h, up=True)
-        part = thin(sp.lo, (0, sp.lo_rows), _pad_to(halo, d, 0, sp.lo_zeros))
+        part = thin(sp.lo, (0, sp.lo_rows), _pad_to(lo, d, 0, sp.lo_zeros))
         own = _add_rows(own, part, 0, d) if out_role == ACT else own + part
     if sp.hi is not None:
-        halo = _shift(_slice(x, d, 0, h.hi), h, up=False)
-        part = thin(sp.hi, (sp.hi_first, out), _pad_to(halo, d, sp.hi_zeros, 0))
+        part = thin(sp.hi, (sp.hi_first, out), _pad_to(hi, d, sp.hi_zeros, 0))
         own = _add_rows(own, part, sp.hi_first, d) if out_role == ACT else own + part
     return own
 
