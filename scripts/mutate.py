@@ -334,6 +334,9 @@ MUTATIONS = [
     M("M2", "cuda/sm80/stencil3_mma.cu", "(a.dgrad ? 26 - tap : tap)", "(tap)",
       "tensor-core depthwise stencil: grad-input with the filter not flipped", True,
       tests=depthwise("9-bfloat16", "11-float16")),
+    M("M3", "cuda/sm80/wgrad_dw3_mma.cu", "bv[1] = bp[4];", "bv[1] = bp[3];",
+      "tensor-core depthwise grad-weight: the B fragment's second pair two columns early", True,
+      tests=depthwise("9-bfloat16", "11-float16")),
 ]
 
 

@@ -40,6 +40,7 @@ enum class Kernel : int {
   kWgradDw3 = 12,       // its grad-weight: bricks of positions, 27 sums a thread, fixed-order splits
   kStencil3Stream = 13,  // depthwise 3x3x3 stencil streaming along D (forward; grad-input of a multiplier of 1)
   kStencil3Mma = 14,     // the same on tensor cores (16-bit; banded tap matrices), where its copies align
+  kWgradDw3Mma = 15,     // kWgradDw3 on tensor cores (16-bit, rows of 4k elements; wgrad_dw3_mma.cu)
 };
 
 const char* kernel_name(Kernel k);
@@ -87,6 +88,12 @@ struct WgPlan {
   bool dw3;              // depthwise 3x3x3 stride 1 dilation 1 (wgrad_dw3.cu): S splits of a channel's bricks
   int64_t bricks = 0;    // dw3: 8 x 16 x 32 bricks of dy positions a channel (batch included)
   int64_t per_split = 0;  // dw3: contiguous bricks a split
+  // dw3 on tensor cores (16-bit, x and dy rows a multiple of 4 elements): mma_S splits of the channel's mma_units
+  // (16 x 32 dy windows x D planes), mma_per_split each; tensors off 8-byte alignment run dw3 with S (the workspace
+  // holds either)
+  bool mma = false;
+  int mma_S = 1;
+  int64_t mma_units = 0, mma_per_split = 0;
   int bmo;  // generic: 64 / 32 / 16
   int S;    // splits
   int64_t blocks_per_split;
