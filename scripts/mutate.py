@@ -336,7 +336,7 @@ MUTATIONS = [
       tests=depthwise("9-bfloat16", "11-float16")),
     M("M3", "cuda/sm80/wgrad_dw3_mma.cu", "bv[1] = bp[4];", "bv[1] = bp[3];",
       "tensor-core depthwise grad-weight: the B fragment's second pair two columns early", True,
-      tests=depthwise("9-bfloat16", "11-float16")),
+      tests=depthwise("9-bfloat16", "14-float16")),
 ]
 
 

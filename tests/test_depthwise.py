@@ -107,6 +107,12 @@ CASES = [  # (x_shape, w_shape, kw)
     ((1, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((0, 0), (0, 0), (2, 2)), groups=4)),
     ((2, 2, 11, 6, 28), (2, 1, 3, 3, 3), dict(padding=((1, 2), (2, 1), (0, 0)), groups=2)),
     ((1, 3, 7, 40, 8), (3, 1, 3, 3, 3), dict(padding=((2, 0), (3, 3), (3, 1)), groups=3)),
+    # tensor-core grad-weight (16-bit; x and dy rows a multiple of 4): the x window's shift e = 0, 2, 1, 3 (P = 0,
+    # 2, 3 and 1 with a channel multiplier of 2), W blocks cut (100 = 3 x 32 + 4), H blocks cut
+    ((1, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((0, 0), (0, 0), (0, 2)), groups=4)),
+    ((2, 2, 6, 10, 32), (2, 1, 3, 3, 3), dict(padding=((1, 1), (2, 1), (2, 0)), groups=2)),
+    ((1, 3, 5, 40, 8), (3, 1, 3, 3, 3), dict(padding=((2, 0), (3, 3), (3, 3)), groups=3)),
+    ((2, 2, 3, 33, 100), (4, 1, 3, 3, 3), dict(padding=1, groups=2)),
 ]
 
 
