@@ -1,4 +1,4 @@
-// The plane loop the depthwise streams share (stencil/depthwise_ndhwc*.cu, sm80/stencil3_mma.cu): source planes
+// The plane loop both depthwise streams share (stencil/depthwise_ndhwc.cu, sm80/stencil3_mma.cu): source planes
 // js = 0 .. len + 1 of a run of len output planes through a three-stage cp.async ring, the plane loop unrolled by
 // three so each plane's stage and accumulator slot (js % 3) are compile-time constants.
 #pragma once
@@ -36,22 +36,6 @@ __device__ __forceinline__ void plane_ring(int len, Sync&& sync, Issue&& issue, 
     if (js + 2 < len + 2) step(js + 2, IC<2>{});
   }
   cp_async_wait<0>();
-}
-
-// A block's share of a sequence of (column, output plane) pairs, planes [b * per, (b + 1) * per): one segment per
-// column it meets (each segment reads two halo planes more than it writes). Calls f(column, first plane, planes),
-// then a block barrier: the next segment's first copies overwrite stages this one's last plane may still be read from.
-template <typename F>
-__device__ __forceinline__ void plane_segments(long long b, long long per, long long columns, int planes, F&& f) {
-  long long cur = b * per;
-  const long long end = min(columns * planes, cur + per);
-#pragma unroll 1
-  while (cur < end) {
-    const int z = int(cur % planes), len = int(min((long long)(planes - z), end - cur));
-    f(cur / planes, z, len);
-    cur += len;
-    __syncthreads();
-  }
 }
 
 }  // namespace jaxconv3d

@@ -334,12 +334,8 @@ MUTATIONS = [
     M("M2", "cuda/sm80/stencil3_mma.cu", "(a.dgrad ? 26 - tap : tap)", "(tap)",
       "tensor-core depthwise stencil: grad-input with the filter not flipped", True,
       tests=depthwise("9-bfloat16", "11-float16")),
-    M("M4", "cuda/stencil/depthwise_ndhwc_mma.cu", "chan + (8 * hj + gq) * kChanStride",
-      "chan + (8 * (hj ^ 1) + gq) * kChanStride",
-      "channels-last tensor-core stencil: a staged plane's channel halves swapped", True,
-      tests=stencil_cl("10-bfloat16", "11-float16")),
-    M("M3", "cuda/sm80/wgrad_dw3_mma.cu", "bv[1] = bp[4];", "bv[1] = bp[3];",
-      "tensor-core depthwise grad-weight: the B fragment's second pair two columns early", True,
+    M("M3", "cuda/sm80/wgrad_dw3_mma.cu", "* 8 + r + kh];", "* 8 + kh];",
+      "tensor-core depthwise grad-weight: C's x-row column read without the dy row's offset", True,
       tests=depthwise("9-bfloat16", "14-float16")),
 ]
 

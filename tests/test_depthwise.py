@@ -8,7 +8,8 @@ Anywhere: which problems the rule table gives it (and which it leaves to the gen
 straight through the DLPack adapter into NaN-poisoned outputs (an unwritten element shows; grad-weight with a
 garbage-filled workspace), every dtype it takes,
 against float64 F.conv3d and autograd from the raw arguments; the cases cut the 8 x 16 x 32 output brick at every
-edge, the streaming kernel's 16-plane D chunks and 16 x 32 strips and the tensor-core form's 16 x 32 windows and
+edge, the streaming kernel's 16-plane D chunks and 16 x 32 strips, the tensor-core forms' 16 x 32 windows (15 x 32 for
+grad-weight) and
 warp runs of planes at every edge, use padding 0 to 3 and asymmetric (the tensor-core form's window shift e = 0..3), channel multipliers (grad-input sums several dy channels), bias, and one output position."""
 
 from __future__ import annotations
@@ -81,14 +82,15 @@ def test_grad_weight_splits():
     assert suite["workspace_bytes"] == 11 * 192 * 27 * 4  # 8 x 2 x 2 x 1 = 32 bricks a channel: 11 splits of 3
     one = jaxconv3d.explain((1, 4096, 4, 4, 4), (4096, 1, 3, 3, 3), padding=1, groups=4096, cc=90)["grad_weight"]
     assert (one["tile"], one["workspace_bytes"]) == (WGRAD, 0)  # one brick a channel: no splits
-    # 16-bit on tensor cores: 8 x 2 x 1 windows x 16 planes = 256 units a channel, 4 splits (runs of 16 planes a
-    # warp); the workspace holds either form's splits (misaligned tensors run the brick kernel's 11)
+    # 16-bit on tensor cores: 8 x 2 x 1 (15-row, 32-column) blocks x 16 planes = 256 units a channel, 8 splits
+    # (runs of 8 planes a warp); the workspace holds either form's splits (misaligned tensors run the brick
+    # kernel's 11)
     h = jaxconv3d.explain((8, 192, 16, 28, 28), (192, 1, 3, 3, 3), padding=1, groups=192, dtype="bfloat16",
                           cc=90)["grad_weight"]
     assert (h["tile"], h["workspace_bytes"]) == (WGRAD_MMA, 11 * 192 * 27 * 4)
     big = jaxconv3d.explain((64, 8, 16, 64, 64), (8, 1, 3, 3, 3), padding=1, groups=8, dtype="float16",
-                            cc=90)["grad_weight"]  # 64 x 4 x 2 x 16 units: 128 splits of 64; the bricks: 256
-    assert (big["tile"], big["workspace_bytes"]) == (WGRAD_MMA, 256 * 8 * 27 * 4)
+                            cc=90)["grad_weight"]  # 64 x 5 x 2 x 16 units: 263 splits of 39 (at most 264); bricks 256
+    assert (big["tile"], big["workspace_bytes"]) == (WGRAD_MMA, 263 * 8 * 27 * 4)
 
 
 CASES = [  # (x_shape, w_shape, kw)
@@ -107,8 +109,9 @@ CASES = [  # (x_shape, w_shape, kw)
     ((1, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((0, 0), (0, 0), (2, 2)), groups=4)),
     ((2, 2, 11, 6, 28), (2, 1, 3, 3, 3), dict(padding=((1, 2), (2, 1), (0, 0)), groups=2)),
     ((1, 3, 7, 40, 8), (3, 1, 3, 3, 3), dict(padding=((2, 0), (3, 3), (3, 1)), groups=3)),
-    # tensor-core grad-weight (16-bit; x and dy rows a multiple of 4): the x window's shift e = 0, 2, 1, 3 (P = 0,
-    # 2, 3 and 1 with a channel multiplier of 2), W blocks cut (100 = 3 x 32 + 4), H blocks cut
+    # tensor-core grad-weight (16-bit; x and dy rows a multiple of 4): the staged dy row's offset (P - 2) mod 4 =
+    # 2, 0, 1, 3 (P = 0, 2, 3 and 1 with a channel multiplier of 2), 32-column x blocks cut (100 = 3 x 32 + 4),
+    # 15-row dy blocks cut (11, 33 = 2 x 15 + 3)
     ((1, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((0, 0), (0, 0), (0, 2)), groups=4)),
     ((2, 2, 6, 10, 32), (2, 1, 3, 3, 3), dict(padding=((1, 1), (2, 1), (2, 0)), groups=2)),
     ((1, 3, 5, 40, 8), (3, 1, 3, 3, 3), dict(padding=((2, 0), (3, 3), (3, 3)), groups=3)),

@@ -17,6 +17,7 @@ constexpr int kSTX = 32, kSTY = 8, kSTZ = 8;  // stencil output tile (x, y, z)
 constexpr int kS3X = 32, kS3Y = 16, kS3Z = 8;  // 3x3x3 stencil output brick (x, y, z)
 constexpr int kS3SX = 32, kS3SY = 16, kS3SZ = 16;  // streaming 3x3x3 stencil: output strip (x, y), D chunk
 constexpr int kS3MX = 32, kS3MY = 16;  // tensor-core 3x3x3 stencil: a warp's output window (x, y)
+constexpr int kWgMX = 32, kWgMY = 15;  // tensor-core 3x3x3 grad-weight: a warp's x columns, dy rows a plane
 
 // Path switches (each false restores the previous kernel for that path).
 constexpr bool kWgradPipeF32 = true;   // float32 accurate grad-weight (Og > 32): pipelined FFMA kernel
@@ -89,7 +90,7 @@ struct WgPlan {
   int64_t bricks = 0;    // dw3: 8 x 16 x 32 bricks of dy positions a channel (batch included)
   int64_t per_split = 0;  // dw3: contiguous bricks a split
   // dw3 on tensor cores (16-bit, x and dy rows a multiple of 4 elements): mma_S splits of the channel's mma_units
-  // (16 x 32 dy windows x D planes), mma_per_split each; tensors off 8-byte alignment run dw3 with S (the workspace
+  // ((15 dy rows x 32 x columns) blocks x D planes), mma_per_split each; tensors off 8-byte alignment run dw3 with S (the workspace
   // holds either)
   bool mma = false;
   int mma_S = 1;

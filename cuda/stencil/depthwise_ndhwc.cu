@@ -226,6 +226,21 @@ struct Box {
   }
 };
 
+// A block's share of a sequence of (column, output plane) pairs, planes [b * per, (b + 1) * per): one segment per
+// column it meets (each segment reads two halo planes more than it writes). Calls f(column, first plane, planes).
+template <typename F>
+__device__ __forceinline__ void for_segments(i64 b, i64 per, i64 columns, int planes, F&& f) {
+  i64 cur = b * per;
+  const i64 end = min(columns * planes, cur + per);
+#pragma unroll 1
+  while (cur < end) {
+    const int z = int(cur % planes), len = int(min(i64(planes - z), end - cur));
+    f(cur / planes, z, len);
+    cur += len;
+    __syncthreads();  // the next segment's first copies overwrite stages this one's last plane may still be read from
+  }
+}
+
 // One segment's plane pipeline (plane_ring.cuh): the block's stages, so a block-wide barrier each plane.
 template <typename Issue, typename Body>
 __device__ __forceinline__ void pipeline(int len, Issue&& issue, Body&& body) {
@@ -247,7 +262,7 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise3_kernel(const T* __rest
   const i64 s_h = i64(g.sd[2]) * g.C, s_d = i64(g.sd[1]) * s_h;
   const i64 o_h = i64(g.od[2]) * g.C, o_d = i64(g.od[1]) * o_h;
 
-  plane_segments(blockIdx.x, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
+  for_segments(blockIdx.x, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
     const Place pl = place<CH, RUN>(g, column, g.cgroups);
     const int c = pl.c0 + lane * VEC, oy = pl.oy0 + warp;
     const bool live = c < g.C && oy < g.od[1];  // computes and stores (every thread copies and synchronises)
@@ -298,7 +313,7 @@ __global__ void __launch_bounds__(kThreads, 4) depthwise3_wgrad_kernel(const T* 
   float acc[27][VEC];
   zero(acc);
 
-  plane_segments(b, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
+  for_segments(b, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
     const Place pl = place<CH, RUN>(g, column, 1);
     const int ox0 = pl.ox0, oy0 = pl.oy0;
     const i64 n = pl.n;
@@ -494,12 +509,10 @@ std::string run(const ConvProblem& p, DType t, const void* src, const void* w, c
 }  // namespace
 
 std::string fwd(const ConvProblem& p, DType t, const void* x, const void* w, const void* bias, void* y, void* stream) {
-  if (uses_mma(Op::kFwd, p, t) && mma_aligned(x, y)) return run_mma(p, t, x, w, bias, y, false, stream);
   return run(p, t, x, w, bias, y, false, stream);
 }
 
 std::string dgrad(const ConvProblem& p, DType t, const void* dy, const void* w, void* dx, void* stream) {
-  if (uses_mma(Op::kDgrad, p, t) && mma_aligned(dy, dx)) return run_mma(p, t, dy, w, nullptr, dx, true, stream);
   return run(p, t, dy, w, nullptr, dx, true, stream);
 }
 

@@ -1,7 +1,6 @@
 // The stencil family's host-side answers (see stencil.h): which problems it takes, its kernel names, the shape of
 // its grad-weight grid and workspace.
 #include <algorithm>
-#include <initializer_list>
 
 #include "stencil/stencil.h"
 
@@ -21,19 +20,10 @@ bool accepts(Op, const ConvProblem& p, DType t) {
   return p.out_channels < (int64_t(1) << 30) && (std::max(p.in[2], p.out[2]) + 2) * p.out_channels < (int64_t(1) << 31);
 }
 
-bool uses_mma(Op op, const ConvProblem& p, DType t) {
-  if (op == Op::kWgrad || (t != DType::kBF16 && t != DType::kF16) || p.out_channels % 16 != 0) return false;
-  // 32-bit offsets inside a plane: (H + 2) x (W + 40) positions of C channels
-  for (const int64_t* d : {p.in, p.out})
-    if ((d[1] + 2) * (d[2] + 40) * p.out_channels >= (int64_t(1) << 31)) return false;
-  return true;
-}
-
-const char* tile(Op op, const ConvProblem& p, DType t) {
-  const bool mma = uses_mma(op, p, t);
+const char* tile(Op op) {
   switch (op) {
-    case Op::kFwd: return mma ? "depthwise3_ndhwc_mma" : "depthwise3_ndhwc_staged";
-    case Op::kDgrad: return mma ? "depthwise3_ndhwc_mma_flipped" : "depthwise3_ndhwc_staged_flipped";
+    case Op::kFwd: return "depthwise3_ndhwc_staged";
+    case Op::kDgrad: return "depthwise3_ndhwc_staged_flipped";
     case Op::kWgrad: return "depthwise3_ndhwc_staged_27sums";
   }
   return "";

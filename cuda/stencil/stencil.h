@@ -1,8 +1,7 @@
 // The stencil family: forward, grad-input and grad-weight of depthwise 3x3x3 layers (stride 1, dilation 1, one
 // input and one output channel per group) read and written channels-last (NDHWC / ODHWI), as channels_last_3d torch
-// tensors and layout="NDHWC" JAX arrays hold them, so such a layer runs with no layout transposes. CUDA FFMA, any
-// GPU from sm_80 (cp.async); 16-bit forward and grad-input of a multiple of 16 channels on tensor cores instead
-// (depthwise_ndhwc_mma.cu: banded tap matrices, see sm80/stencil3_mma.cu).
+// tensors and layout="NDHWC" JAX arrays hold them, so such a layer runs with no layout transposes. Plain CUDA FFMA
+// (no tensor cores: a depthwise layer has no channel reduction), any GPU from sm_80 (cp.async).
 //   forward     y = x (*) w + b: a warp's lanes are 32 (float32) or 64 (16-bit, two a lane) consecutive channels,
 //               a block's 4 warps 4 output rows; a thread owns RUN outputs along W (7 or 8; 16-bit pairs 4). Each
 //               source plane's (4 + 2) x (RUN + 2) x channels box is copied into shared memory with cp.async, three
@@ -44,12 +43,8 @@ size_t wgrad_part_bytes(const WgradShape& s);  // the workspace: a float per (gr
 // Whether the family runs `op` on p in dtype t (layout, shape, strides, groups and extents; any math mode: the
 // kernels are float32 FFMA, accurate in every mode).
 bool accepts(Op op, const ConvProblem& p, DType t);
-// Forward and grad-input of 16-bit tensors with a multiple of 16 channels run on tensor cores
-// (depthwise_ndhwc_mma.cu: each W tap row a banded matrix, the planes turned channel-major in shared memory);
-// tensors off 16-byte alignment take the staged FFMA kernels.
-bool uses_mma(Op op, const ConvProblem& p, DType t);
 // Its kernel's name for explain(), and its workspace (grad-weight's partial sums; the others none).
-const char* tile(Op op, const ConvProblem& p, DType t);
+const char* tile(Op op);
 size_t workspace_bytes(Op op, const ConvProblem& p, DType t);
 
 // The launches (depthwise_ndhwc.cu; an error string, empty on success). Tensors are NDHWC / ODHWI.
@@ -57,11 +52,6 @@ std::string fwd(const ConvProblem& p, DType t, const void* x, const void* w, con
 std::string dgrad(const ConvProblem& p, DType t, const void* dy, const void* w, void* dx, void* stream);
 std::string wgrad(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,
                   size_t workspace_bytes, void* stream);
-// The tensor-core forward / grad-input (dgrad: on dy with the filter flipped), and whether src and out are aligned
-// for it.
-std::string run_mma(const ConvProblem& p, DType t, const void* src, const void* w, const void* bias, void* out,
-                    bool dgrad, void* stream);
-bool mma_aligned(const void* src, const void* out);
 
 }  // namespace stencil
 }  // namespace jaxconv3d
