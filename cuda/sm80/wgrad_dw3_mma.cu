@@ -10,8 +10,9 @@
 //   warp  = one (sample, 15-row dy block, 32-column x block) column of channel o through a run of dy planes:
 //           x planes (18 rows from the block's first dy row - P1, 32 columns, rows of 40 elements) in a five-stage
 //           cp.async ring, dy planes (15 rows, 40 columns from the first one the block reaches, rounded down to a
-//           multiple of 4) in three stages, copies two planes ahead, and a copy of the current dy plane shifted by
-//           one element, so each lane's A pairs are aligned 32-bit loads whatever kw - P2;
+//           multiple of 4; rows of 52 elements, so the five dy rows an A load reads hit disjoint banks) in three
+//           stages, copies two planes ahead; a lane's A pair starts at an odd element for half the kw, so each
+//           pair is taken from the two aligned words around it by one byte permute;
 //   block = (channel o, split): four warps share the split's (column, dy plane) pairs in four contiguous runs; the
 //           warps' accumulators go to shared memory and one thread a tap adds them in a fixed order (warps, r'),
 //           written to dw (S = 1) or the split's row of the workspace, which splits_reduce_kernel adds in split
@@ -32,19 +33,27 @@ namespace {
 constexpr int kRows = kWgMY, kCols = kWgMX;  // a warp's dy rows and x columns (K) of a plane
 constexpr int kGroups = kRows / 5;            // five dy rows an mma
 constexpr int kXRows = kRows + 3;             // staged x rows: the last group's eight
-constexpr int kStride = 40;                   // staged row: 80 bytes, so ldmatrix's eight rows hit every bank
-constexpr int kXChunks = kCols / 4;           // 8-byte copies an x row
-constexpr int kDyChunks = kStride / 4;        // a dy row: 40 columns from the first one reached, rounded down
+constexpr int kStride = 40;                   // staged x row: 80 bytes, so ldmatrix's eight rows hit every bank
+constexpr int kDyStride = 52;                 // staged dy row: 26 words (see the header)
+constexpr int kXChunks = kCols / 4;           // 8-byte copies an x row: a copy instruction covers 4 rows
+constexpr int kDyChunks = 10;                 // a dy row: 40 columns from the first one reached, rounded down; a
+                                              // copy instruction covers 3 rows (30 lanes)
 constexpr int kXStages = 5, kDyStages = 3;    // planes in flight: two ahead
-constexpr int kXStage = kXRows * kStride, kDyStage = kRows * kStride;
-constexpr int kQWords = 19;                   // shifted-copy words a row that A reads (elements 0 .. 37)
+constexpr int kXStage = kXRows * kStride, kDyStage = (kRows * kDyStride + 7) & ~7;
 constexpr int kWarps = 4;
-constexpr int kXCopies = (kXRows * kXChunks + 31) / 32;
-constexpr int kDyCopies = (kRows * kDyChunks + 31) / 32;
-constexpr int kWarpElems = kXStages * kXStage + (kDyStages + 1) * kDyStage;
+constexpr int kXCopies = (kXRows + 3) / 4;
+constexpr int kDyCopies = kRows / 3;
+constexpr int kWarpElems = kXStages * kXStage + kDyStages * kDyStage;
 constexpr int kRedFloats = 3 * 16 * 8;  // a warp's C entries (kd, m, j)
 constexpr int kSmemBytes = kWarps * kWarpElems * 2;
-static_assert(kRows % 5 == 0 && kCols == 32, "groups of five dy rows, two 16-column windows");
+static_assert(kRows % 5 == 0 && kRows % 3 == 0 && kCols == 32 && kXChunks == 8 && kDyChunks * 3 <= 32, "groups of five dy rows, two 16-column windows");
+static_assert(kXStage % 8 == 0 && kDyStage % 8 == 0 && kWarpElems % 8 == 0, "16-byte aligned stages");
+
+// 8-byte cp.async to a shared address, zero-filled when !ok (nothing is read)
+__device__ __forceinline__ void copy8(unsigned sdst, const void* gsrc, bool ok) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(sdst), "l"(gsrc), "r"(ok ? 8 : 0) : "memory");
+}
+
 static_assert(kWarps * kRedFloats * 4 <= kSmemBytes, "the reduction reuses the rings");
 
 struct WgMmaArgs {
@@ -64,7 +73,6 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   T* xring = smem + warp * kWarpElems;
   T* dyring = xring + kXStages * kXStage;
-  T* dyq = dyring + kDyStages * kDyStage;  // dyq[r][i] = dy stage[r][i + 1] of the current plane
 
   const int o = int(blockIdx.x % unsigned(a.O)), split = int(blockIdx.x / unsigned(a.O));
   const int c = o / a.Og;
@@ -75,18 +83,22 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
   const int off = (a.P[2] + 2) & 3;  // (P2 - 2) mod 4
   const int g = lane >> 2, t = lane & 3;
   // A: lane (g, t) holds rows m = g and g + 8; row m = 5 kw + r' reads staged dy row r' from element
-  // off + 2 - kw + k: the stage itself when that is even, else the shifted copy one element earlier
-  int aoff[2];
-  bool aq[2], alive[2];
+  // sh + k, sh = off + 2 - kw: words sh / 2 + k / 2 and the next, permuted when sh is odd
+  // (row 15 is zero: it reads row 10's words, masked)
+  int aword[2];
+  unsigned asel[2], amask[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int m = g + 8 * h, kw = m / 5, r = m % 5, sh = off + 2 - kw;
-    alive[h] = m < 15;
-    aq[h] = (sh & 1) != 0;
-    aoff[h] = r * kStride + (sh & ~1) + 2 * t;
+    const int m = g + 8 * h < 15 ? g + 8 * h : 10, kw = m / 5, r = m % 5, sh = off + 2 - kw;
+    amask[h] = g + 8 * h < 15 ? ~0u : 0u;
+    asel[h] = (sh & 1) ? 0x5432u : 0x3210u;
+    aword[h] = r * (kDyStride / 2) + (sh >> 1) + t;
   }
   // B (ldmatrix.x4): lane l names x row (l % 8) of a group, columns 8 (l / 8): windows 0 and 1, k halves 0 and 1
   const int boff = (lane & 7) * kStride + 8 * (lane >> 3);
+  // copies: x copy i of a lane is row 4 i + l / 8, chunk l % 8; dy copy i row 3 i + l / 10, chunk l % 10 (l < 30)
+  const unsigned xsm = unsigned(__cvta_generic_to_shared(xring)) + 2u * ((lane / kXChunks) * kStride + 4 * (lane % kXChunks));
+  const unsigned dsm = unsigned(__cvta_generic_to_shared(dyring)) + 2u * ((lane / kDyChunks) * kDyStride + 4 * (lane % kDyChunks));
 
   float acc[3][4];
 #pragma unroll
@@ -111,46 +123,39 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
     const T* dc = dy + (n * a.O + o) * (oHW * a.od[0]);
     const int dbase = xs0 + a.P[2] - 2 - off;
 
-    // this lane's copies: x chunk q = lane + 32 i (row q / 8, chunk q % 8), dy chunk q (row q / 10, chunk q % 10);
-    // offsets in the plane and in-volume bits fixed per column
+    // offsets in the plane (0 outside it: nothing is read there) and in-plane bits, fixed per column
     int xoff[kXCopies], doff[kDyCopies];
     unsigned xin = 0, din = 0;
 #pragma unroll
     for (int i = 0; i < kXCopies; ++i) {
-      const int q = lane + 32 * i, y = oy0 - a.P[1] + q / kXChunks, xx = xs0 + 4 * (q % kXChunks);
-      xoff[i] = y * a.sd[2] + xx;
-      if (q < kXRows * kXChunks && unsigned(y) < unsigned(a.sd[1]) && unsigned(xx) < unsigned(a.sd[2])) xin |= 1u << i;
+      const int y = oy0 - a.P[1] + 4 * i + lane / kXChunks, xx = xs0 + 4 * (lane % kXChunks);
+      const bool in = 4 * i + lane / kXChunks < kXRows && unsigned(y) < unsigned(a.sd[1]) && unsigned(xx) < unsigned(a.sd[2]);
+      xoff[i] = in ? y * a.sd[2] + xx : 0;
+      xin |= unsigned(in) << i;
     }
 #pragma unroll
     for (int i = 0; i < kDyCopies; ++i) {
-      const int q = lane + 32 * i, y = oy0 + q / kDyChunks, xx = dbase + 4 * (q % kDyChunks);
-      doff[i] = y * a.od[2] + xx;
-      if (q < kRows * kDyChunks && unsigned(y) < unsigned(a.od[1]) && unsigned(xx) < unsigned(a.od[2])) din |= 1u << i;
+      const int y = oy0 + 3 * i + lane / kDyChunks, xx = dbase + 4 * (lane % kDyChunks);
+      const bool in = lane < 3 * kDyChunks && unsigned(y) < unsigned(a.od[1]) && unsigned(xx) < unsigned(a.od[2]);
+      doff[i] = in ? y * a.od[2] + xx : 0;
+      din |= unsigned(in) << i;
     }
     auto issue_x = [&](int js) {  // x plane js (depth z - P0 + js) into stage js % 5, zeros outside the volume
       const int sz = z - a.P[0] + js;
       const bool pin = unsigned(sz) < unsigned(a.sd[0]);
       const T* pl = xc + i64(pin ? sz : 0) * sHW;
-      T* dst = xring + (js % kXStages) * kXStage;
+      const unsigned dst = xsm + 2u * (js % kXStages) * kXStage;
 #pragma unroll
-      for (int i = 0; i < kXCopies; ++i) {
-        const int q = lane + 32 * i;
-        if (i + 1 < kXCopies || q < kXRows * kXChunks) {
-          const bool in = pin && (xin >> i & 1u);
-          cp_async<8>(dst + (q / kXChunks) * kStride + 4 * (q % kXChunks), in ? pl + xoff[i] : pl, in);
-        }
-      }
+      for (int i = 0; i < kXCopies; ++i)
+        if (i + 1 < kXCopies || 4 * i + lane / kXChunks < kXRows)
+          copy8(dst + 2u * 4 * i * kStride, pl + xoff[i], pin && (xin >> i & 1u));
     };
     auto issue_dy = [&](int p) {  // dy plane z + p into stage p % 3
       const T* pl = dc + i64(z + p) * oHW;
-      T* dst = dyring + (p % kDyStages) * kDyStage;
+      const unsigned dst = dsm + 2u * (p % kDyStages) * kDyStage;
+      if (lane < 3 * kDyChunks) {
 #pragma unroll
-      for (int i = 0; i < kDyCopies; ++i) {
-        const int q = lane + 32 * i;
-        if (i + 1 < kDyCopies || q < kRows * kDyChunks) {
-          const bool in = din >> i & 1u;
-          cp_async<8>(dst + (q / kDyChunks) * kStride + 4 * (q % kDyChunks), in ? pl + doff[i] : pl, in);
-        }
+        for (int i = 0; i < kDyCopies; ++i) copy8(dst + 2u * 3 * i * kDyStride, pl + doff[i], din >> i & 1u);
       }
     };
 
@@ -169,29 +174,22 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
       if (p + 4 < len + 2) issue_x(p + 4);  // into plane p - 1's stage
       if (p + 2 < len) issue_dy(p + 2);
       cp_async_commit();
-      const T* dcur = dyring + (p % kDyStages) * kDyStage;
-#pragma unroll 3
-      for (int q = lane; q < kRows * kQWords; q += 32) {
-        const int r = q / kQWords, wi = q % kQWords;
-        const unsigned* src = reinterpret_cast<const unsigned*>(dcur + r * kStride) + wi;
-        reinterpret_cast<unsigned*>(dyq + r * kStride)[wi] = __byte_perm(src[0], src[1], 0x5432);
-      }
-      __syncwarp();
-      const T* alo = (aq[0] ? dyq : dcur) + aoff[0];
-      const T* ahi = (aq[1] ? dyq : dcur) + aoff[1];
+      const unsigned* dw32 = reinterpret_cast<const unsigned*>(dyring + (p % kDyStages) * kDyStage);
       const T* xs[3];
 #pragma unroll
       for (int kd = 0; kd < 3; ++kd) xs[kd] = xring + ((p + kd) % kXStages) * kXStage + boff;
-#pragma unroll 1
+#pragma unroll
       for (int gi = 0; gi < kGroups; ++gi) {
         unsigned av[2][4];
 #pragma unroll
-        for (int w = 0; w < 2; ++w) {
-          const int e = gi * 5 * kStride + 16 * w;
-          av[w][0] = alive[0] ? *reinterpret_cast<const unsigned*>(alo + e) : 0u;
-          av[w][2] = alive[0] ? *reinterpret_cast<const unsigned*>(alo + e + 8) : 0u;
-          av[w][1] = alive[1] ? *reinterpret_cast<const unsigned*>(ahi + e) : 0u;
-          av[w][3] = alive[1] ? *reinterpret_cast<const unsigned*>(ahi + e + 8) : 0u;
+        for (int h = 0; h < 2; ++h) {
+          const unsigned* ap = dw32 + aword[h] + gi * 5 * (kDyStride / 2);
+#pragma unroll
+          for (int w = 0; w < 2; ++w) {
+            // k = 2 t (+ 8) + 16 w: words 8 w (+ 4) past the lane's first, and the next
+            av[w][h] = __byte_perm(ap[8 * w], ap[8 * w + 1], asel[h]) & amask[h];
+            av[w][h + 2] = __byte_perm(ap[8 * w + 4], ap[8 * w + 5], asel[h]) & amask[h];
+          }
         }
 #pragma unroll
         for (int kd = 0; kd < 3; ++kd) {
