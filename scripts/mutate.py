@@ -334,6 +334,9 @@ MUTATIONS = [
     M("M2", "cuda/sm80/stencil3_mma.cu", "(a.dgrad ? 26 - tap : tap)", "(tap)",
       "tensor-core depthwise stencil: grad-input with the filter not flipped", True,
       tests=depthwise("9-bfloat16", "11-float16")),
+    M("M3", "cuda/sm80/wgrad_dw3_mma.cu", "* 8 + r + kh];", "* 8 + kh];",
+      "tensor-core depthwise grad-weight: C's x-row column read without the dy row's offset", True,
+      tests=depthwise("9-bfloat16", "14-float16")),
 ]
 
 

@@ -8,7 +8,8 @@ Anywhere: which problems the rule table gives it (and which it leaves to the gen
 straight through the DLPack adapter into NaN-poisoned outputs (an unwritten element shows; grad-weight with a
 garbage-filled workspace), every dtype it takes,
 against float64 F.conv3d and autograd from the raw arguments; the cases cut the 8 x 16 x 32 output brick at every
-edge, the streaming kernel's 16-plane D chunks and 16 x 32 strips and the tensor-core form's 16 x 32 windows and
+edge, the streaming kernel's 16-plane D chunks and 16 x 32 strips, the tensor-core forms' 16 x 32 windows (15 x 32 for
+grad-weight) and
 warp runs of planes at every edge, use padding 0 to 3 and asymmetric (the tensor-core form's window shift e = 0..3), channel multipliers (grad-input sums several dy channels), bias, and one output position."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ TILE = "stencil_3x3x3_regs"
 STREAM = "stencil_3x3x3_stream"
 MMA = "stencil_3x3x3_mma"
 WGRAD = "wgrad_depthwise_3x3x3_regs"
+WGRAD_MMA = "wgrad_depthwise_3x3x3_mma"
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,16 @@ def test_rules(x_shape, w_shape, kw, tiles):
         h = jaxconv3d.explain(x_shape, w_shape, dtype=dtype, cc=90, **kw)
         assert (h["forward"]["tile"], h["grad_input"]["tile"]) == tuple(
             expected_tile(t, op, x_shape, w_shape, kw, dtype) for op, t in zip(("forward", "grad_input"), tiles))
+        assert h["grad_weight"]["tile"] == expected_wgrad(a["grad_weight"]["tile"], x_shape, w_shape, kw, dtype)
+
+
+def expected_wgrad(fp32_tile: str, x_shape, w_shape, kw, dtype: str) -> str:
+    """The 3x3x3 grad-weight's tile for `dtype`: in 16-bit on tensor cores when x's and dy's rows hold a multiple of
+    4 elements (any channel multiplier)."""
+    if fp32_tile != WGRAD or dtype not in ("bfloat16", "float16"):
+        return fp32_tile
+    y_w = conv_config(x_shape, w_shape, None, **kw).y_shape[-1]
+    return WGRAD_MMA if x_shape[-1] % 4 == 0 and y_w % 4 == 0 else WGRAD
 
 
 def expected_tile(fp32_tile: str, op: str, x_shape, w_shape, kw, dtype: str) -> str:
@@ -70,6 +82,15 @@ def test_grad_weight_splits():
     assert suite["workspace_bytes"] == 11 * 192 * 27 * 4  # 8 x 2 x 2 x 1 = 32 bricks a channel: 11 splits of 3
     one = jaxconv3d.explain((1, 4096, 4, 4, 4), (4096, 1, 3, 3, 3), padding=1, groups=4096, cc=90)["grad_weight"]
     assert (one["tile"], one["workspace_bytes"]) == (WGRAD, 0)  # one brick a channel: no splits
+    # 16-bit on tensor cores: 8 x 2 x 1 (15-row, 32-column) blocks x 16 planes = 256 units a channel, 8 splits
+    # (runs of 8 planes a warp); the workspace holds either form's splits (misaligned tensors run the brick
+    # kernel's 11)
+    h = jaxconv3d.explain((8, 192, 16, 28, 28), (192, 1, 3, 3, 3), padding=1, groups=192, dtype="bfloat16",
+                          cc=90)["grad_weight"]
+    assert (h["tile"], h["workspace_bytes"]) == (WGRAD_MMA, 11 * 192 * 27 * 4)
+    big = jaxconv3d.explain((64, 8, 16, 64, 64), (8, 1, 3, 3, 3), padding=1, groups=8, dtype="float16",
+                            cc=90)["grad_weight"]  # 64 x 5 x 2 x 16 units: 263 splits of 39 (at most 264); bricks 256
+    assert (big["tile"], big["workspace_bytes"]) == (WGRAD_MMA, 263 * 8 * 27 * 4)
 
 
 CASES = [  # (x_shape, w_shape, kw)
@@ -88,6 +109,13 @@ CASES = [  # (x_shape, w_shape, kw)
     ((1, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((0, 0), (0, 0), (2, 2)), groups=4)),
     ((2, 2, 11, 6, 28), (2, 1, 3, 3, 3), dict(padding=((1, 2), (2, 1), (0, 0)), groups=2)),
     ((1, 3, 7, 40, 8), (3, 1, 3, 3, 3), dict(padding=((2, 0), (3, 3), (3, 1)), groups=3)),
+    # tensor-core grad-weight (16-bit; x and dy rows a multiple of 4): the staged dy row's offset (P - 2) mod 4 =
+    # 2, 0, 1, 3 (P = 0, 2, 3 and 1 with a channel multiplier of 2), 32-column x blocks cut (100 = 3 x 32 + 4),
+    # 15-row dy blocks cut (11, 33 = 2 x 15 + 3)
+    ((1, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((0, 0), (0, 0), (0, 2)), groups=4)),
+    ((2, 2, 6, 10, 32), (2, 1, 3, 3, 3), dict(padding=((1, 1), (2, 1), (2, 0)), groups=2)),
+    ((1, 3, 5, 40, 8), (3, 1, 3, 3, 3), dict(padding=((2, 0), (3, 3), (3, 3)), groups=3)),
+    ((2, 2, 3, 33, 100), (4, 1, 3, 3, 3), dict(padding=1, groups=2)),
 ]
 
 
@@ -100,7 +128,8 @@ def test_stencil3_against_float64(rng, case, dtype, math):
     multiplier = w_shape[0] // x_shape[1]  # grad-input sums this many dy channels: the brick kernel
     assert (plans["forward"]["tile"], plans["grad_input"]["tile"], plans["grad_weight"]["tile"]) == (
         expected_tile(STREAM, "forward", x_shape, w_shape, kw, dtype),
-        expected_tile(STREAM if multiplier == 1 else TILE, "grad_input", x_shape, w_shape, kw, dtype), WGRAD)
+        expected_tile(STREAM if multiplier == 1 else TILE, "grad_input", x_shape, w_shape, kw, dtype),
+        expected_wgrad(WGRAD, x_shape, w_shape, kw, dtype))
     x, w, dy, b, attrs = c.x, c.w, c.dy, c.b, c.attrs
     dev = lambda t: t.to("cuda", tdt).contiguous()  # noqa: E731
     y = torch.full(cfg.y_shape, float("nan"), dtype=tdt, device="cuda")
@@ -116,3 +145,33 @@ def test_stencil3_against_float64(rng, case, dtype, math):
     assert_close(y, ref[0], bound, f"forward {CASES[case]} {dtype}")
     assert_close(dx, ref[1], bound, f"grad-input {CASES[case]} {dtype}")
     assert_close(dw, ref[2], bound, f"grad-weight {CASES[case]} {dtype}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_tensor_core_forms_fall_back_off_alignment(rng, dtype):
+    """The tensor-core stencil and grad-weight copy 8 bytes at a time: x, dy and y one element off that alignment (views
+    into a larger buffer) run the FFMA kernels instead, the grad-weight with the brick plan's own splits in the same
+    workspace; results against float64, outputs NaN-poisoned."""
+    index = 9  # W 36: both tensor-core forms apply when aligned
+    c = stencil_case(rng, (index, CASES[index]), dtype, 0, 0)
+    (x_shape, w_shape, kw), cfg, plans, tdt = CASES[index], c.cfg, c.plans, c.tdt
+    assert (plans["forward"]["tile"], plans["grad_weight"]["tile"]) == (MMA, WGRAD_MMA)
+
+    def off_by_one(t, fill=None):  # a view one element into its buffer: 2-byte aligned only
+        buf = torch.empty(t.numel() + 1, dtype=tdt, device="cuda")
+        view = buf[1:].view(t.shape)
+        view.copy_(t) if fill is None else view.fill_(fill)
+        return view
+
+    x, dy, w = off_by_one(c.x.to(tdt)), off_by_one(c.dy.to(tdt)), c.w.to("cuda", tdt)
+    b = None if c.b is None else c.b.to("cuda", tdt)
+    y = off_by_one(torch.empty(cfg.y_shape), float("nan"))
+    _ext.torch_adapter.fwd(to_dlpack(x), to_dlpack(w), None if b is None else to_dlpack(b), to_dlpack(y), None,
+                           *c.attrs)
+    dw = torch.full(cfg.w_shape, float("nan"), dtype=tdt, device="cuda")
+    ws = torch.full((plans["grad_weight"]["workspace_bytes"],), 255, dtype=torch.uint8, device="cuda")
+    _ext.torch_adapter.wgrad(to_dlpack(x), to_dlpack(dy), to_dlpack(dw), to_dlpack(ws), *c.attrs)
+    ref = reference_and_grads(c.x, c.w, c.b, c.dy, **kw)
+    assert_close(y, ref[0], BOUNDS[dtype], f"forward off alignment {dtype}")
+    assert_close(dw, ref[2], BOUNDS[dtype], f"grad-weight off alignment {dtype}")

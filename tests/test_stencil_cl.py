@@ -70,6 +70,9 @@ CASES = [  # (x_shape, w_shape, kw): channel multiplier 1 throughout
     ((9, 32, 5, 17, 9), (32, 1, 3, 3, 3), dict(padding=(0, 1, 2), groups=32)),  # mixed padding, batch 9
     ((2, 10, 9, 11, 13), (10, 1, 3, 3, 3), dict(padding=1, groups=10)),  # 16-bit pairs in 4-byte copies
     ((16, 6, 20, 9, 14), (6, 1, 3, 3, 3), dict(padding=1, groups=6)),  # blocks of several column segments
+    ((2, 32, 7, 21, 37), (32, 1, 3, 3, 3), dict(padding=((1, 1), (0, 2), (2, 0)), groups=32)),  # H cut 4 x 5 + 1
+    ((1, 48, 20, 35, 9), (48, 1, 3, 3, 3), dict(padding=1, groups=48)),  # 48 = 32 + 16 channels, 20 planes
+    ((3, 16, 4, 5, 66), (16, 1, 3, 3, 3), dict(padding=0, groups=16)),  # two output planes, W 64 = 8 x 8
 ]
 
 

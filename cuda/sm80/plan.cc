@@ -15,6 +15,7 @@ const char* kernel_name(Kernel k) {
     case Kernel::kWgradDw3: return "wgrad_depthwise_3x3x3_regs";
     case Kernel::kStencil3Stream: return "stencil_3x3x3_stream";
     case Kernel::kStencil3Mma: return "stencil_3x3x3_mma";
+    case Kernel::kWgradDw3Mma: return "wgrad_depthwise_3x3x3_mma";
     case Kernel::kGemmWmma: return "gemm_wmma_128x64";
     case Kernel::kGemmFfma64: return "gemm_ffma_128x64";
     case Kernel::kGemmFfma32: return "gemm_ffma_128x32";
@@ -126,6 +127,17 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
     pl.per_split = (pl.bricks + want - 1) / want;
     pl.S = int(pl.bricks > 0 ? (pl.bricks + pl.per_split - 1) / pl.per_split : 1);
     pl.blocks_per_split = p.out_channels;
+    // tensor-core form: runs of at least ~8 dy planes a warp (four warps a split), at most ~2 x kTargetBlocks
+    // blocks; 32-bit offsets inside a plane (a copy's, up to 18 rows and 40 columns past it)
+    pl.mma = (t == DType::kBF16 || t == DType::kF16) && p.in[2] % 4 == 0 && p.out[2] % 4 == 0 &&
+             (p.in[1] + 18) * (p.in[2] + 64) < (int64_t(1) << 31) && (p.out[1] + 16) * (p.out[2] + 64) < (int64_t(1) << 31);
+    if (pl.mma) {
+      pl.mma_units = p.batch * ((p.out[1] + kWgMY - 1) / kWgMY) * ((p.in[2] + kWgMX - 1) / kWgMX) * p.out[0];
+      const int64_t most = std::max<int64_t>(1, (2 * kTargetBlocks + p.out_channels - 1) / p.out_channels);
+      pl.mma_S = int(std::max<int64_t>(1, std::min<int64_t>(most, pl.mma_units / 32)));
+      pl.mma_per_split = (pl.mma_units + pl.mma_S - 1) / pl.mma_S;
+      pl.mma_S = int(pl.mma_units > 0 ? (pl.mma_units + pl.mma_per_split - 1) / pl.mma_per_split : 1);
+    }
   } else if (p.in_per_group() == 1 && p.taps() <= kDwMaxT) {
     pl.depthwise = true;
     const int64_t R = p.batch * p.out[0] * p.out[1];
@@ -148,6 +160,7 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
     pl.blocks_per_split = tiles;
   }
   pl.ws_bytes = pl.S > 1 ? (size_t)(pl.S * p.w_elements() * accsz) : 0;
+  if (pl.mma && pl.mma_S > 1) pl.ws_bytes = std::max(pl.ws_bytes, size_t(pl.mma_S * p.w_elements() * accsz));
   return pl;
 }
 
@@ -167,7 +180,7 @@ Kernel gemm_kernel(int64_t ncols, DType t, MathMode m) {
 }
 
 Kernel wgrad_kernel(const WgPlan& pl, DType t, MathMode m) {
-  if (pl.dw3) return Kernel::kWgradDw3;
+  if (pl.dw3) return pl.mma ? Kernel::kWgradDw3Mma : Kernel::kWgradDw3;
   if (pl.depthwise) return Kernel::kWgradDepthwise;
   const bool f32 = t == DType::kF32, h16 = t == DType::kBF16 || t == DType::kF16;
   if (pl.bmo == 64 && kWgradPipeTF32 && f32 && m == MathMode::kTF32) return Kernel::kWgradPipeWmma;

@@ -17,6 +17,7 @@ constexpr int kSTX = 32, kSTY = 8, kSTZ = 8;  // stencil output tile (x, y, z)
 constexpr int kS3X = 32, kS3Y = 16, kS3Z = 8;  // 3x3x3 stencil output brick (x, y, z)
 constexpr int kS3SX = 32, kS3SY = 16, kS3SZ = 16;  // streaming 3x3x3 stencil: output strip (x, y), D chunk
 constexpr int kS3MX = 32, kS3MY = 16;  // tensor-core 3x3x3 stencil: a warp's output window (x, y)
+constexpr int kWgMX = 32, kWgMY = 15;  // tensor-core 3x3x3 grad-weight: a warp's x columns, dy rows a plane
 
 // Path switches (each false restores the previous kernel for that path).
 constexpr bool kWgradPipeF32 = true;   // float32 accurate grad-weight (Og > 32): pipelined FFMA kernel
@@ -40,6 +41,7 @@ enum class Kernel : int {
   kWgradDw3 = 12,       // its grad-weight: bricks of positions, 27 sums a thread, fixed-order splits
   kStencil3Stream = 13,  // depthwise 3x3x3 stencil streaming along D (forward; grad-input of a multiplier of 1)
   kStencil3Mma = 14,     // the same on tensor cores (16-bit; banded tap matrices), where its copies align
+  kWgradDw3Mma = 15,     // kWgradDw3 on tensor cores (16-bit, rows of 4k elements; wgrad_dw3_mma.cu)
 };
 
 const char* kernel_name(Kernel k);
@@ -87,6 +89,12 @@ struct WgPlan {
   bool dw3;              // depthwise 3x3x3 stride 1 dilation 1 (wgrad_dw3.cu): S splits of a channel's bricks
   int64_t bricks = 0;    // dw3: 8 x 16 x 32 bricks of dy positions a channel (batch included)
   int64_t per_split = 0;  // dw3: contiguous bricks a split
+  // dw3 on tensor cores (16-bit, x and dy rows a multiple of 4 elements): mma_S splits of the channel's mma_units
+  // ((15 dy rows x 32 x columns) blocks x D planes), mma_per_split each; tensors off 8-byte alignment run dw3 with S (the workspace
+  // holds either)
+  bool mma = false;
+  int mma_S = 1;
+  int64_t mma_units = 0, mma_per_split = 0;
   int bmo;  // generic: 64 / 32 / 16
   int S;    // splits
   int64_t blocks_per_split;

@@ -36,6 +36,12 @@ std::string stencil3_mma(const ConvProblem& p, DType t, bool dgrad, const void* 
                          void* out, void* stream);
 std::string wgrad_dw3(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw,
                       void* workspace, void* stream);
+// Its tensor-core form for 16-bit tensors when choose() says Kernel::kWgradDw3Mma (wgrad_dw3_mma.cu: per-split sums
+// in the workspace when pl.mma_S > 1); wgrad_dw3_mma_aligned() says whether x and dy allow its 8-byte copies (if
+// not, wgrad_dw3 runs with pl.S).
+std::string wgrad_dw3_mma(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw,
+                          void* workspace, void* stream);
+bool wgrad_dw3_mma_aligned(const void* x, const void* dy);
 
 }  // namespace sm80
 }  // namespace jaxconv3d

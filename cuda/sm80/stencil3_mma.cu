@@ -23,6 +23,7 @@
 #include "launch_common.cuh"
 #include "plane_ring.cuh"
 #include "sm80/sm80.h"
+#include "sm80/mma16.cuh"
 #include "sm80/stencil3_launch.cuh"
 
 namespace jaxconv3d {
@@ -41,36 +42,6 @@ constexpr int kCopies = (kSrcRows * kChunks + 31) / 32;  // 8-byte copies a lane
 static_assert(kRowElems == 4 * kChunks, "copy q lands at element 4 q");
 constexpr int kMinPlanes = 8;                 // output planes a warp at least
 static_assert(kCols == 32 && kRows == 16, "four 16 x 8 mma tiles a plane");
-
-__device__ __forceinline__ unsigned pack2(float lo, float hi, __nv_bfloat16*) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const unsigned*>(&v);
-}
-__device__ __forceinline__ unsigned pack2(float lo, float hi, __half*) {
-  const __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const unsigned*>(&v);
-}
-
-// D += A B on m16n8k16 tiles with float accumulators (A, B: T = bfloat16 or half).
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __nv_bfloat16*) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], __half*) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-               : "r"(s));
-}
 
 // Where a warp's column lies: sample, channel, first output row and column.
 struct Column {

@@ -515,7 +515,7 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
   if (ws_bytes < pl.ws_bytes)
     return "jaxconv3d cuda: wgrad workspace too small (" + std::to_string(ws_bytes) + " < " +
            std::to_string(pl.ws_bytes) + " bytes)";
-  if (pl.S > 1 && ws == nullptr) return "jaxconv3d cuda: wgrad workspace is null";
+  if ((pl.S > 1 || (pl.mma && pl.mma_S > 1)) && ws == nullptr) return "jaxconv3d cuda: wgrad workspace is null";
   WgArgs a;
   a.x = x; a.dy = dy; a.dw = dw; a.ws = ws;
   a.batch = p.batch;
@@ -524,7 +524,12 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
   a.T = (int)p.taps(); a.Ncol = (int)(p.in_per_group() * p.taps());
   a.S = pl.S; a.wel = p.w_elements(); a.g0 = 0;
   a.geo = make_geo(p);
-  if (pl.dw3) {
+  int S = pl.S;
+  if (pl.dw3 && k == Kernel::kWgradDw3Mma && wgrad_dw3_mma_aligned(x, dy)) {
+    S = pl.mma_S;
+    const std::string e = wgrad_dw3_mma(p, t, pl, x, dy, dw, ws, st);  // S > 1: partial sums into ws, reduced below
+    if (!e.empty()) return e;
+  } else if (pl.dw3) {
     const std::string e = wgrad_dw3(p, t, pl, x, dy, dw, ws, st);  // S > 1: partial sums into ws, reduced below
     if (!e.empty()) return e;
   } else if (pl.depthwise) {
@@ -559,12 +564,12 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
       if (!e.empty()) return e;
     }
   }
-  if (pl.S > 1) {
+  if (S > 1) {
     const i64 wel = p.w_elements();
     i64 blocks = (wel + 255) / 256;
     if (blocks > 65535 * 16) blocks = 65535 * 16;
     splits_reduce_kernel<T, Acc><<<(unsigned)blocks, 256, 0, st>>>(static_cast<const Acc*>(ws), static_cast<T*>(dw),
-                                                                   wel, pl.S);
+                                                                   wel, S);
     const std::string e = launch_error("wgrad split reduce");
     if (!e.empty()) return e;
   }
