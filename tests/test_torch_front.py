@@ -107,8 +107,8 @@ def test_first_order_backward_is_one_crossing(device, memory, monkeypatch):
     w = torch.randn(6, 2, 3, 3, 3, device=device).contiguous(memory_format=memory)
     b = torch.randn(6, device=device)
     cfg = conv_config(x.shape, w.shape, b.shape, **KW)
-    for need in [(True, True, True), (True, False, False), (False, True, True), (False, True, False),
-                 (False, False, True)]:
+    for need in [(True, True, True), (True, False, False), (True, False, True), (False, True, True),
+                 (False, True, False), (False, False, True)]:
         leaves = [t.detach().requires_grad_(r) for t, r in zip((x, w, b), need)]
         y = jt.conv3d(*leaves, **KW)
         g = torch.randn_like(y)
