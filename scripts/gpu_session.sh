@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One batched session on a lent GPU machine (the `device` tool): build from a clean tree with the README's set-up,
 # then the stages named on the command line, each writing its log under $OUT (default ./out).
-#   stages: tests  tests1  tests2  sanitizer  sanitizer_first_layer  check  bench  overhead  hopper
+#   stages: tests  tests1  tests2  seeds  sanitizer  sanitizer_first_layer  check  bench  overhead  hopper
+# (seeds: the suite $SEEDS times (default 20) with fresh seeds, spread over the visible GPUs: scripts/fresh_seeds.sh)
 # (tests1 / tests2: the test files in two alphabetical halves, each inside one 10-minute device call; the whole
 # suite took over 520 s on an H100 in v7.)
 # The suite ships with the package (jaxconv3d/data/suite.json); JAXCONV3D_SUITE, if set, names another file.
@@ -31,6 +32,7 @@ for stage in "$@"; do
           scripts/py tests/gpu/first_layer_sanitize.py || exit_tool=1
       done > "$OUT/$stage.log" 2>&1
       [ -z "${exit_tool:-}" ] ;;
+    seeds) OUT="$OUT" scripts/fresh_seeds.sh "${SEEDS:-20}" tests > "$OUT/seeds.log" 2>&1 ;;
     sanitizer) bash tests/gpu/run_sanitizer.sh > "$OUT/sanitizer.log" 2>&1 ;;
     check) scripts/py -m jaxconv3d check --suite --precision all --json "$OUT/check.json" > "$OUT/check.log" 2>&1 ;;
     bench) scripts/py -m jaxconv3d bench --suite --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1 ;;
