@@ -36,8 +36,8 @@ for (( k = 0; k < workers; k++ )); do run_worker "$k" "$@" & done
 wait
 passed=0
 for (( i = 0; i < N; i++ )); do
-  tail -1 "$OUT/seeds/pass_$i.log" | grep -q ' passed' && ! tail -1 "$OUT/seeds/pass_$i.log" | grep -q -E 'failed|error' \
-    && passed=$(( passed + 1 ))
+  last=$(tail -1 "$OUT/seeds/pass_$i.log")
+  [[ "$last" == *" passed"* && "$last" != *failed* && "$last" != *error* ]] && passed=$(( passed + 1 ))
 done
 echo "fresh seeds: $passed/$N"
 [ "$passed" -eq "$N" ]

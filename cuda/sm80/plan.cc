@@ -130,7 +130,8 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
     // tensor-core form: runs of at least ~8 dy planes a warp (four warps a split), at most ~2 x kTargetBlocks
     // blocks; 32-bit offsets inside a plane (a copy's, up to 18 rows and 40 columns past it)
     pl.mma = (t == DType::kBF16 || t == DType::kF16) && p.in[2] % 4 == 0 && p.out[2] % 4 == 0 &&
-             (p.in[1] + 18) * (p.in[2] + 64) < (int64_t(1) << 31) && (p.out[1] + 16) * (p.out[2] + 64) < (int64_t(1) << 31);
+             (p.in[1] + 18) * (p.in[2] + 64) < (int64_t(1) << 31) &&
+             (p.out[1] + 16) * (p.out[2] + 64) < (int64_t(1) << 31);
     if (pl.mma) {
       pl.mma_units = p.batch * ((p.out[1] + kWgMY - 1) / kWgMY) * ((p.in[2] + kWgMX - 1) / kWgMX) * p.out[0];
       const int64_t most = std::max<int64_t>(1, (2 * kTargetBlocks + p.out_channels - 1) / p.out_channels);

@@ -46,10 +46,12 @@ constexpr int kDyCopies = kRows / 3;
 constexpr int kWarpElems = kXStages * kXStage + kDyStages * kDyStage;
 constexpr int kRedFloats = 3 * 16 * 8;  // a warp's C entries (kd, m, j)
 constexpr int kSmemBytes = kWarps * kWarpElems * 2;
-static_assert(kRows % 5 == 0 && kRows % 3 == 0 && kCols == 32 && kXChunks == 8 && kDyChunks * 3 <= 32, "groups of five dy rows, two 16-column windows");
+static_assert(kRows % 5 == 0 && kRows % 3 == 0 && kCols == 32 && kXChunks == 8 && kDyChunks * 3 <= 32,
+              "groups of five dy rows, two 16-column windows, whole copy instructions");
 static_assert(kXStage % 8 == 0 && kDyStage % 8 == 0 && kWarpElems % 8 == 0, "16-byte aligned stages");
 
-// 8-byte cp.async to a shared address, zero-filled when !ok (nothing is read)
+// 8-byte cp.async to a shared-space address (cp_async<8> takes a generic pointer; the per-lane copy offsets here
+// are precomputed shared addresses), zero-filled when !ok (nothing is read)
 __device__ __forceinline__ void copy8(unsigned sdst, const void* gsrc, bool ok) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(sdst), "l"(gsrc), "r"(ok ? 8 : 0) : "memory");
 }
@@ -97,8 +99,10 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
   // B (ldmatrix.x4): lane l names x row (l % 8) of a group, columns 8 (l / 8): windows 0 and 1, k halves 0 and 1
   const int boff = (lane & 7) * kStride + 8 * (lane >> 3);
   // copies: x copy i of a lane is row 4 i + l / 8, chunk l % 8; dy copy i row 3 i + l / 10, chunk l % 10 (l < 30)
-  const unsigned xsm = unsigned(__cvta_generic_to_shared(xring)) + 2u * ((lane / kXChunks) * kStride + 4 * (lane % kXChunks));
-  const unsigned dsm = unsigned(__cvta_generic_to_shared(dyring)) + 2u * ((lane / kDyChunks) * kDyStride + 4 * (lane % kDyChunks));
+  const unsigned xsm = unsigned(__cvta_generic_to_shared(xring)) +
+                       2u * ((lane / kXChunks) * kStride + 4 * (lane % kXChunks));
+  const unsigned dsm = unsigned(__cvta_generic_to_shared(dyring)) +
+                       2u * ((lane / kDyChunks) * kDyStride + 4 * (lane % kDyChunks));
 
   float acc[3][4];
 #pragma unroll
@@ -129,7 +133,8 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
 #pragma unroll
     for (int i = 0; i < kXCopies; ++i) {
       const int y = oy0 - a.P[1] + 4 * i + lane / kXChunks, xx = xs0 + 4 * (lane % kXChunks);
-      const bool in = 4 * i + lane / kXChunks < kXRows && unsigned(y) < unsigned(a.sd[1]) && unsigned(xx) < unsigned(a.sd[2]);
+      const bool in = 4 * i + lane / kXChunks < kXRows && unsigned(y) < unsigned(a.sd[1]) &&
+                      unsigned(xx) < unsigned(a.sd[2]);
       xoff[i] = in ? y * a.sd[2] + xx : 0;
       xin |= unsigned(in) << i;
     }
