@@ -53,6 +53,16 @@ __device__ __forceinline__ void divmod64(i64 a, i64 b, i64& q, i64& r) {
   }
 }
 
+// The 3x3x3 depthwise grad-weights' (channel, split) result for dw element e: dw itself when there is one split,
+// else the split's float row (`row` elements) of the workspace, which splits_reduce_kernel adds in split order.
+template <typename T>
+__device__ __forceinline__ void store_split_sum(void* out, int S, int split, i64 row, i64 e, float v) {
+  if (S == 1)
+    static_cast<T*>(out)[e] = cvt<T>(v);
+  else
+    static_cast<float*>(out)[i64(split) * row + e] = v;
+}
+
 template <typename Acc, int N>
 __device__ __forceinline__ void lds_vec(Acc (&dst)[N], const Acc* p) {
   if constexpr (sizeof(Acc) == 4) {

@@ -90,8 +90,8 @@ struct WgPlan {
   int64_t bricks = 0;    // dw3: 8 x 16 x 32 bricks of dy positions a channel (batch included)
   int64_t per_split = 0;  // dw3: contiguous bricks a split
   // dw3 on tensor cores (16-bit, x and dy rows a multiple of 4 elements): mma_S splits of the channel's mma_units
-  // ((15 dy rows x 32 x columns) blocks x D planes), mma_per_split each; tensors off 8-byte alignment run dw3 with S (the workspace
-  // holds either)
+  // ((15 dy rows x 32 x columns) blocks x D planes), mma_per_split each; tensors off 8-byte alignment run dw3 with
+  // S (the workspace holds either)
   bool mma = false;
   int mma_S = 1;
   int64_t mma_units = 0, mma_per_split = 0;

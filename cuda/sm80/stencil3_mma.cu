@@ -132,7 +132,8 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
 #pragma unroll
         for (int i = 0; i < kCopies; ++i) {
           const bool in = inside >> i & 1u;
-          if (i + 1 < kCopies || lane + 32 * i < kSrcRows * kChunks) cp_async<8>(dst + 128 * i, in ? pl + off[i] : pl, in);
+          if (i + 1 < kCopies || lane + 32 * i < kSrcRows * kChunks)
+            cp_async<8>(dst + 128 * i, in ? pl + off[i] : pl, in);
         }
       }
       cp_async_commit();
@@ -159,7 +160,8 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
             ldmatrix_x4(av, base + kh * kRowElems + 8 * j);
 #pragma unroll
             for (int kd = 0; kd < 3; ++kd)
-              if (js - kd >= 0 && js - kd < len) mma(acc[(PH - kd + 3) % 3][j], av, b[kd * 3 + kh], static_cast<T*>(nullptr));
+              if (js - kd >= 0 && js - kd < len)
+                mma(acc[(PH - kd + 3) % 3][j], av, b[kd * 3 + kh], static_cast<T*>(nullptr));
           }
         }
       }

@@ -515,7 +515,11 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
   if (ws_bytes < pl.ws_bytes)
     return "jaxconv3d cuda: wgrad workspace too small (" + std::to_string(ws_bytes) + " < " +
            std::to_string(pl.ws_bytes) + " bytes)";
-  if ((pl.S > 1 || (pl.mma && pl.mma_S > 1)) && ws == nullptr) return "jaxconv3d cuda: wgrad workspace is null";
+  // the 3x3x3 depthwise grad-weight on tensor cores has its own splits (x and dy off its copies' alignment run the
+  // brick kernel with pl.S); the workspace holds either
+  const bool dw3_mma = pl.dw3 && k == Kernel::kWgradDw3Mma && wgrad_dw3_mma_aligned(x, dy);
+  const int S = dw3_mma ? pl.mma_S : pl.S;
+  if (S > 1 && ws == nullptr) return "jaxconv3d cuda: wgrad workspace is null";
   WgArgs a;
   a.x = x; a.dy = dy; a.dw = dw; a.ws = ws;
   a.batch = p.batch;
@@ -524,9 +528,7 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
   a.T = (int)p.taps(); a.Ncol = (int)(p.in_per_group() * p.taps());
   a.S = pl.S; a.wel = p.w_elements(); a.g0 = 0;
   a.geo = make_geo(p);
-  int S = pl.S;
-  if (pl.dw3 && k == Kernel::kWgradDw3Mma && wgrad_dw3_mma_aligned(x, dy)) {
-    S = pl.mma_S;
+  if (dw3_mma) {
     const std::string e = wgrad_dw3_mma(p, t, pl, x, dy, dw, ws, st);  // S > 1: partial sums into ws, reduced below
     if (!e.empty()) return e;
   } else if (pl.dw3) {

@@ -91,12 +91,7 @@ __global__ void __launch_bounds__(kThreads, 5) wgrad_dw3_kernel(const Dw3Args a)
     float v = 0.0f;
 #pragma unroll
     for (int w = 0; w < kThreads / 32; ++w) v += red[w][tid];
-    const i64 e = i64(o) * 27 + tid;
-    if (a.S == 1) {
-      static_cast<T*>(a.out)[e] = cvt<T>(v);
-    } else {
-      static_cast<float*>(a.out)[i64(split) * a.O * 27 + e] = v;
-    }
+    store_split_sum<T>(a.out, a.S, split, i64(a.O) * 27, i64(o) * 27 + tid, v);
   }
 }
 

@@ -225,11 +225,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
     for (int w = 0; w < kWarps; ++w)
 #pragma unroll
       for (int r = 0; r < 5; ++r) s += red[((w * 3 + kd) * 16 + 5 * kw + r) * 8 + r + kh];
-    const i64 idx = i64(o) * 27 + threadIdx.x;
-    if (a.S == 1)
-      static_cast<T*>(a.out)[idx] = cvt<T>(s);
-    else
-      static_cast<float*>(a.out)[i64(split) * a.O * 27 + idx] = s;
+    store_split_sum<T>(a.out, a.S, split, i64(a.O) * 27, i64(o) * 27 + threadIdx.x, s);
   }
 }
 
