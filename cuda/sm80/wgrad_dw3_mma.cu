@@ -5,14 +5,16 @@
 //   C[(kw, r')][j] += sum over s of dy[r'][s - kw + P2] x[j][s]      (A row m = 5 kw + r', m = 15 zero; B col j)
 // and C[(kw, r')][r' + kh] is tap (kd, kh, kw) of that x plane's kd, so 45 of its 128 outputs are taps. The A
 // fragment of a dy plane serves the three x planes it meets (kd = 0, 1, 2); a B fragment (ldmatrix, x rows as
-// they lie) serves all 15 rows (kw, r'). Every (dy position, tap) product is taken once: dy rows are tiled by
-// 15 (three groups of five), x columns (K) by 32 (two 16-column windows), dy planes by runs.
+// they lie) serves all 15 rows (kw, r'), and stays in registers for the three dy planes that meet its x plane (a
+// three-slot ring, the plane loop unrolled by three), so each staged plane is read from shared memory once. Every
+// (dy position, tap) product is taken once: dy rows are tiled by 15 (three groups of five), x columns (K) by 32
+// (two 16-column windows), dy planes by runs.
 //   warp  = one (sample, 15-row dy block, 32-column x block) column of channel o through a run of dy planes:
-//           x planes (18 rows from the block's first dy row - P1, 32 columns, rows of 40 elements) in a five-stage
-//           cp.async ring, dy planes (15 rows, 40 columns from the first one the block reaches, rounded down to a
-//           multiple of 4; rows of 52 elements, so the five dy rows an A load reads hit disjoint banks) in three
-//           stages, copies two planes ahead; a lane's A pair starts at an odd element for half the kw, so each
-//           pair is taken from the two aligned words around it by one byte permute;
+//           x planes (18 rows from the block's first dy row - P1, 32 columns, rows of 40 elements) in a
+//           three-stage cp.async ring, dy planes (15 rows, 40 columns from the first one the block reaches,
+//           rounded down to a multiple of 4; rows of 52 elements, so the five dy rows an A load reads hit disjoint
+//           banks) in three stages, copies two planes ahead; a lane's A pair starts at an odd element for half the
+//           kw, so each pair is taken from the two aligned words around it by one byte permute;
 //   block = (channel o, split): four warps share the split's (column, dy plane) pairs in four contiguous runs; the
 //           warps' accumulators go to shared memory and one thread a tap adds them in a fixed order (warps, r'),
 //           written to dw (S = 1) or the split's row of the workspace, which splits_reduce_kernel adds in split
@@ -22,6 +24,7 @@
 #include <cstdint>
 
 #include "launch_common.cuh"
+#include "plane_ring.cuh"
 #include "sm80/sm80.h"
 #include "sm80/common.cuh"
 #include "sm80/mma16.cuh"
@@ -38,7 +41,7 @@ constexpr int kDyStride = 52;                 // staged dy row: 26 words (see th
 constexpr int kXChunks = kCols / 4;           // 8-byte copies an x row: a copy instruction covers 4 rows
 constexpr int kDyChunks = 10;                 // a dy row: 40 columns from the first one reached, rounded down; a
                                               // copy instruction covers 3 rows (30 lanes)
-constexpr int kXStages = 5, kDyStages = 3;    // planes in flight: two ahead
+constexpr int kXStages = 3, kDyStages = 3;    // planes in flight: two ahead (x: read once, into registers)
 constexpr int kXStage = kXRows * kStride, kDyStage = (kRows * kDyStride + 7) & ~7;
 constexpr int kWarps = 4;
 constexpr int kXCopies = (kXRows + 3) / 4;
@@ -128,6 +131,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
     const int dbase = xs0 + a.P[2] - 2 - off;
 
     // offsets in the plane (0 outside it: nothing is read there) and in-plane bits, fixed per column
+    // offsets in the plane (0 outside it: nothing is read there) and in-plane bits, fixed per column
     int xoff[kXCopies], doff[kDyCopies];
     unsigned xin = 0, din = 0;
 #pragma unroll
@@ -145,7 +149,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
       doff[i] = in ? y * a.od[2] + xx : 0;
       din |= unsigned(in) << i;
     }
-    auto issue_x = [&](int js) {  // x plane js (depth z - P0 + js) into stage js % 5, zeros outside the volume
+    auto issue_x = [&](int js) {  // x plane js (depth z - P0 + js) into stage js % 3, zeros outside the volume
       const int sz = z - a.P[0] + js;
       const bool pin = unsigned(sz) < unsigned(a.sd[0]);
       const T* pl = xc + i64(pin ? sz : 0) * sHW;
@@ -164,25 +168,40 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
       }
     };
 
+    // B fragments held in registers: slot js % 3 holds x plane js's three groups (two windows each), loaded once
+    // when the plane arrives and used by the three dy planes that meet it (kd = 0, 1, 2)
+    unsigned bx[3][kGroups][4];
+    auto load_b = [&](int js, auto slot) {
+      const T* xs = xring + (js % kXStages) * kXStage + boff;
+#pragma unroll
+      for (int gi = 0; gi < kGroups; ++gi) ldmatrix_x4(bx[decltype(slot)::value][gi], xs + gi * 5 * kStride);
+    };
     issue_x(0);
     issue_x(1);
+    cp_async_commit();
     issue_x(2);
     issue_dy(0);
     cp_async_commit();
+    cp_async_wait<1>();
+    __syncwarp();  // x planes 0 and 1 are in
+    load_b(0, IC<0>{});
+    load_b(1, IC<1>{});
+    __syncwarp();  // x plane 3's copies go into plane 0's stage
     if (3 < len + 2) issue_x(3);
     if (1 < len) issue_dy(1);
     cp_async_commit();
-#pragma unroll 1
-    for (int p = 0; p < len; ++p) {
+    // dy plane p: x plane p + 2 is in its stage (its B into slot (p + 2) % 3), planes p and p + 1 already in
+    // registers; copies two planes ahead (x plane p + 4 into the stage of x plane p + 1, whose B was taken and used
+    // at step p - 1; dy plane p + 2 into dy plane p - 1's)
+    auto step = [&](int p, auto phase) {
+      constexpr int PH = decltype(phase)::value;  // p % 3
       cp_async_wait<1>();
-      __syncwarp();  // x planes p .. p + 2 and dy plane p are in for every lane; planes p - 1 are read
-      if (p + 4 < len + 2) issue_x(p + 4);  // into plane p - 1's stage
+      __syncwarp();  // x plane p + 2 and dy plane p are in for every lane
+      load_b(p + 2, IC<(PH + 2) % 3>{});
+      if (p + 4 < len + 2) issue_x(p + 4);
       if (p + 2 < len) issue_dy(p + 2);
       cp_async_commit();
       const unsigned* dw32 = reinterpret_cast<const unsigned*>(dyring + (p % kDyStages) * kDyStage);
-      const T* xs[3];
-#pragma unroll
-      for (int kd = 0; kd < 3; ++kd) xs[kd] = xring + ((p + kd) % kXStages) * kXStage + boff;
 #pragma unroll
       for (int gi = 0; gi < kGroups; ++gi) {
         unsigned av[2][4];
@@ -198,13 +217,18 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
         }
 #pragma unroll
         for (int kd = 0; kd < 3; ++kd) {
-          unsigned bv[4];
-          ldmatrix_x4(bv, xs[kd] + gi * 5 * kStride);
+          const unsigned* bv = bx[(PH + kd) % 3][gi];
           const unsigned b0[2] = {bv[0], bv[1]}, b1[2] = {bv[2], bv[3]};
           mma(acc[kd], av[0], b0, static_cast<T*>(nullptr));
           mma(acc[kd], av[1], b1, static_cast<T*>(nullptr));
         }
       }
+    };
+#pragma unroll 1
+    for (int p = 0; p < len; p += 3) {
+      step(p, IC<0>{});
+      if (p + 1 < len) step(p + 1, IC<1>{});
+      if (p + 2 < len) step(p + 2, IC<2>{});
     }
     cp_async_wait<0>();
     __syncwarp();  // the next column's first copies overwrite stages this one read
