@@ -42,6 +42,11 @@ __device__ __forceinline__ void cp_async(void* sdst, const void* gsrc, bool ok) 
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(sa), "l"(gsrc), "n"(BYTES), "r"(n)
                  : "memory");
 }
+// 8-byte cp.async to a shared-space address (for per-lane copy addresses computed once; cp_async<8> takes a generic
+// pointer), zero-filled when !ok (nothing is read)
+__device__ __forceinline__ void copy8(unsigned sdst, const void* gsrc, bool ok) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(sdst), "l"(gsrc), "r"(ok ? 8 : 0) : "memory");
+}
 // 4-byte cp.async with zero fill: copies `bytes` (4 or 0) bytes from gsrc and zero-fills the rest.
 __device__ __forceinline__ void cp_async4(void* sdst, const void* gsrc, int bytes) {
   cp_async<4>(sdst, gsrc, bytes != 0);

@@ -75,6 +75,8 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
   // ldmatrix: lane l names row l % 16, columns 8 (l / 16) .. + 7 of the A tile (rows kh.., columns 8 j..)
   const int a_off = (lane & 15) * kRowElems + 8 * (lane >> 4);
   const int g = lane >> 2, t2 = 2 * (lane & 3);  // accumulator rows g, g + 8, columns t2, t2 + 1 of a tile
+  // this lane's first copy's shared address in stage 0 (copy i of a plane lands 128 i elements further)
+  const unsigned ssm = unsigned(__cvta_generic_to_shared(&stage[0][0])) + unsigned(sizeof(T) * 4 * lane);
 
   i64 cur = (i64(blockIdx.x) * kWarps + warp) * per;
   const i64 end = min(columns * a.od[0], cur + per);
@@ -113,28 +115,27 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
     // Source plane js = output plane z + js - 2's last D tap: rows oy0 - P1 .., columns ox0 - S .. of depth
     // z - P0 + js, 8-byte copies (every chunk wholly inside or outside a row: W % 4 == 0, S % 4 == 0); a plane
     // outside the volume is neither copied nor multiplied. Copy q = lane + 32 i (row q / kChunks, chunk q % kChunks)
-    // lands at element 4 q of the stage; its offset in the plane and whether it lies inside are fixed per column.
+    // lands at element 4 q of the stage; its offset in the plane (0 outside it: nothing is read there) and whether
+    // it lies inside are fixed per column, so a copy costs one address add.
     const int sy0 = cl.oy0 - a.P[1], sx0 = cl.ox0 - S;
     int off[kCopies];
     unsigned inside = 0;
 #pragma unroll
     for (int i = 0; i < kCopies; ++i) {
       const int q = lane + 32 * i, y = sy0 + q / kChunks, x = sx0 + 4 * (q % kChunks);
-      off[i] = y * a.sd[2] + x;  // < 2^31: the plan bounds H x W
-      if (q < kSrcRows * kChunks && unsigned(y) < unsigned(a.sd[1]) && unsigned(x) < unsigned(a.sd[2]))
-        inside |= 1u << i;
+      const bool in = q < kSrcRows * kChunks && unsigned(y) < unsigned(a.sd[1]) && unsigned(x) < unsigned(a.sd[2]);
+      off[i] = in ? y * a.sd[2] + x : 0;  // < 2^31: the plan bounds H x W
+      inside |= unsigned(in) << i;
     }
     auto plane_in = [&](int js) { return unsigned(z - a.P[0] + js) < unsigned(a.sd[0]); };
     auto issue = [&](int js, auto st) {
       if (js < len + 2 && plane_in(js)) {
         const T* pl = chan + i64(z - a.P[0] + js) * sHW;
-        T* dst = stage[decltype(st)::value] + 4 * lane;
+        const unsigned dst = ssm + unsigned(sizeof(T) * decltype(st)::value * kStageElems);
 #pragma unroll
-        for (int i = 0; i < kCopies; ++i) {
-          const bool in = inside >> i & 1u;
+        for (int i = 0; i < kCopies; ++i)
           if (i + 1 < kCopies || lane + 32 * i < kSrcRows * kChunks)
-            cp_async<8>(dst + 128 * i, in ? pl + off[i] : pl, in);
-        }
+            copy8(dst + unsigned(sizeof(T) * 128 * i), pl + off[i], inside >> i & 1u);
       }
       cp_async_commit();
     };
@@ -158,10 +159,11 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
           for (int j = 0; j < 4; ++j) {
             unsigned av[4];
             ldmatrix_x4(av, base + kh * kRowElems + 8 * j);
+            // unconditional: a product for an output plane outside 0 .. len - 1 lands in a slot that is reset
+            // (to the bias) before that slot's next output plane starts, or after its output plane was stored
 #pragma unroll
             for (int kd = 0; kd < 3; ++kd)
-              if (js - kd >= 0 && js - kd < len)
-                mma(acc[(PH - kd + 3) % 3][j], av, b[kd * 3 + kh], static_cast<T*>(nullptr));
+              mma(acc[(PH - kd + 3) % 3][j], av, b[kd * 3 + kh], static_cast<T*>(nullptr));
           }
         }
       }

@@ -53,12 +53,6 @@ static_assert(kRows % 5 == 0 && kRows % 3 == 0 && kCols == 32 && kXChunks == 8 &
               "groups of five dy rows, two 16-column windows, whole copy instructions");
 static_assert(kXStage % 8 == 0 && kDyStage % 8 == 0 && kWarpElems % 8 == 0, "16-byte aligned stages");
 
-// 8-byte cp.async to a shared-space address (cp_async<8> takes a generic pointer; the per-lane copy offsets here
-// are precomputed shared addresses), zero-filled when !ok (nothing is read)
-__device__ __forceinline__ void copy8(unsigned sdst, const void* gsrc, bool ok) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(sdst), "l"(gsrc), "r"(ok ? 8 : 0) : "memory");
-}
-
 static_assert(kWarps * kRedFloats * 4 <= kSmemBytes, "the reduction reuses the rings");
 
 struct WgMmaArgs {
