@@ -39,20 +39,5 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
                : "r"(s));
 }
 
-// stmatrix (sm_90): the inverse of ldmatrix_x4. Lane (g, t) gives row g, elements 2 t, 2 t + 1 of each of four 8 x 8
-// matrices (a packed mma accumulator fragment); lanes 8 m .. 8 m + 7 name the shared-space addresses of matrix m's
-// rows.
-__device__ __forceinline__ void stmatrix_x4(unsigned saddr, unsigned r0, unsigned r1, unsigned r2, unsigned r3) {
-  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(saddr), "r"(r0), "r"(r1),
-               "r"(r2), "r"(r3)
-               : "memory");
-}
-
-__device__ __forceinline__ uint2 lds_u2(unsigned saddr) {  // 8 bytes from a shared-space address
-  uint2 v;
-  asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(saddr) : "memory");
-  return v;
-}
-
 }  // namespace sm80
 }  // namespace jaxconv3d

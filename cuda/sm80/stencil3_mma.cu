@@ -41,8 +41,6 @@ constexpr int kStageElems = kSrcRows * kRowElems;
 constexpr int kCopies = (kSrcRows * kChunks + 31) / 32;  // 8-byte copies a lane a plane
 static_assert(kRowElems == 4 * kChunks, "copy q lands at element 4 q");
 constexpr int kMinPlanes = 8;                 // output planes a warp at least
-constexpr int kORowElems = 40;                // staged output row: 32 columns + 8 (80 bytes: stmatrix conflict-free)
-constexpr int kOElems = kRows * kORowElems;   // a warp's staged output plane
 static_assert(kCols == 32 && kRows == 16, "four 16 x 8 mma tiles a plane");
 
 // Where a warp's column lies: sample, channel, first output row and column.
@@ -65,7 +63,6 @@ __device__ __forceinline__ Column column_of(const Stencil3Args& a, i64 col) {
 template <typename T>
 __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Stencil3Args a, i64 columns, i64 per) {
   __shared__ __align__(16) T ring[kWarps][kStages][kStageElems];
-  __shared__ __align__(16) T otile[kWarps][kOElems];  // the warp's finished output plane on its way out
   const T* __restrict__ src = static_cast<const T*>(a.src);
   const T* __restrict__ wt = static_cast<const T*>(a.wt);
   T* __restrict__ out = static_cast<T*>(a.out);
@@ -77,14 +74,9 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
   const int kb = 2 * (lane & 3) - (lane >> 2) - e;
   // ldmatrix: lane l names row l % 16, columns 8 (l / 16) .. + 7 of the A tile (rows kh.., columns 8 j..)
   const int a_off = (lane & 15) * kRowElems + 8 * (lane >> 4);
+  const int g = lane >> 2, t2 = 2 * (lane & 3);  // accumulator rows g, g + 8, columns t2, t2 + 1 of a tile
   // this lane's first copy's shared address in stage 0 (copy i of a plane lands 128 i elements further)
   const unsigned ssm = unsigned(__cvta_generic_to_shared(&stage[0][0])) + unsigned(sizeof(T) * 4 * lane);
-  // the staging tile: stmatrix row address of lane l (matrix l / 8: rows 8 (m % 2).., columns 8 (m / 2)..), and
-  // the first of the lane's four pieces it reads back (row l / 8, columns 4 (l % 8)..; rows 4 apart after it)
-  const unsigned ost = unsigned(__cvta_generic_to_shared(&otile[warp][0])) +
-                       unsigned(sizeof(T) * (((lane & 7) + 8 * ((lane >> 3) & 1)) * kORowElems + 8 * (lane >> 4)));
-  const unsigned old = unsigned(__cvta_generic_to_shared(&otile[warp][0])) +
-                       unsigned(sizeof(T) * (4 * (lane >> 3) * kORowElems + 4 * (lane & 7)));
 
   i64 cur = (i64(blockIdx.x) * kWarps + warp) * per;
   const i64 end = min(columns * a.od[0], cur + per);
@@ -111,19 +103,14 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
     }
     const T* bias = static_cast<const T*>(a.bias);
     const float bv = bias != nullptr ? cvt<float>(bias[cl.c]) : 0.0f;
-    // A finished output plane leaves packed to 16-bit through the warp's staging tile: stmatrix puts the accumulator
-    // fragments in rows, then lane l stores piece l % 8 (four columns) of rows i + 4 (l / 8), i = 0..3, so 8
-    // consecutive lanes write a row's 64 bytes (whole L2 sectors, not the fragments' scattered 4-byte pairs).
-    // Bits i (all four columns) and 4 + i (the first two: od[2] is even) say what of the lane's piece i is inside.
-    const int prow = cl.oy0 + 4 * (lane >> 3), pcol = cl.ox0 + 4 * (lane & 7);
-    T* orow = ochan + i64(prow) * a.od[2] + pcol;
+    // this lane's outputs: rows oy0 + g (+ 8), columns ox0 + 8 j + t2 and the next (od[2] is even: both or neither)
+    T* orow = ochan + i64(cl.oy0 + g) * a.od[2] + cl.ox0 + t2;
     unsigned store = 0;
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      if (prow + i < a.od[1]) {
-        if (pcol + 3 < a.od[2]) store |= 1u << i;
-        if (pcol + 1 < a.od[2]) store |= 1u << (4 + i);
-      }
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (cl.oy0 + g + 8 * half < a.od[1] && cl.ox0 + 8 * j + t2 < a.od[2]) store |= 1u << (4 * half + j);
 
     // Source plane js = output plane z + js - 2's last D tap: rows oy0 - P1 .., columns ox0 - S .. of depth
     // z - P0 + js, 8-byte copies (every chunk wholly inside or outside a row: W % 4 == 0, S % 4 == 0); a plane
@@ -183,30 +170,14 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
       // output plane js - 2 is complete: store it, then reset its slot (to the bias) for plane js + 1
       constexpr int SO = (PH + 1) % 3;
       if (js >= 2) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h)  // columns 16 h .. 16 h + 15: tiles 2 h (rows 0-7, 8-15) and 2 h + 1
-          stmatrix_x4(ost + unsigned(sizeof(T) * 16 * h),
-                      pack2(acc[SO][2 * h][0], acc[SO][2 * h][1], static_cast<T*>(nullptr)),
-                      pack2(acc[SO][2 * h][2], acc[SO][2 * h][3], static_cast<T*>(nullptr)),
-                      pack2(acc[SO][2 * h + 1][0], acc[SO][2 * h + 1][1], static_cast<T*>(nullptr)),
-                      pack2(acc[SO][2 * h + 1][2], acc[SO][2 * h + 1][3], static_cast<T*>(nullptr)));
-        __syncwarp();
         T* op = orow + i64(z + js - 2) * oHW;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const uint2 v = lds_u2(old + unsigned(sizeof(T) * i * kORowElems));
-          T* q = op + i * a.od[2];
-          if (store >> i & 1u) {
-            if (a.vec) {
-              *reinterpret_cast<uint2*>(q) = v;
-            } else {
-              reinterpret_cast<unsigned*>(q)[0] = v.x;
-              reinterpret_cast<unsigned*>(q)[1] = v.y;
-            }
-          } else if (store >> (4 + i) & 1u) {
-            reinterpret_cast<unsigned*>(q)[0] = v.x;
-          }
-        }
+        for (int half = 0; half < 2; ++half)
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+            if (store >> (4 * half + j) & 1u)
+              *reinterpret_cast<unsigned*>(op + half * (i64(8) * a.od[2]) + 8 * j) =
+                  pack2(acc[SO][j][2 * half], acc[SO][j][2 * half + 1], static_cast<T*>(nullptr));
       }
 #pragma unroll
       for (int j = 0; j < 4; ++j)
@@ -226,7 +197,6 @@ std::string launch(const ConvProblem& p, DType t, bool dgrad, const void* src, c
     return "jaxconv3d cuda: the tensor-core 3x3x3 depthwise stencil does not apply to this problem";
   if (units == 0) return "";
   s.src = src; s.wt = w; s.bias = bias; s.out = out;
-  s.vec = s.od[2] % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0;  // 8-byte pieces
   static std::atomic<int> per_sm[64][1];
   const int slots = resident_blocks(stencil3_mma_kernel<T>, 32 * kWarps, 0, 0, per_sm) * sm_count();
   if (slots <= 0) {
