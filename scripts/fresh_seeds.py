@@ -1,0 +1,126 @@
+"""The test suite N times with fresh seeds (issue 10's flakiness check), as many pytest processes at once as the
+machine holds. Run through scripts/fresh_seeds.sh:
+
+    scripts/fresh_seeds.sh N [pytest arguments, default: tests]
+
+Pass i runs with JAXCONV3D_TEST_SEED = FRESH_SEED_BASE + i (default base: random; printed). A pass may be split into
+SHARDS pytest processes (default 1), each taking a share of the test files (balanced by file size); a pass passed
+when every shard did. JOBS processes run at once (default: one a GPU, or one without a GPU), dealt over the visible
+GPUs in turn (CUDA_VISIBLE_DEVICES set; so one process sees one GPU, as a one-GPU pass does). DEADLINE seconds
+(default: none) stops starting shards at that point and ends those still running; their passes count as not run,
+not as failed. THREADS (default: unset) sets OMP_NUM_THREADS and JAXCONV3D_CPU_THREADS for every process, so many
+processes at once do not each start a thread per core.
+
+Logs: $OUT/seeds/pass_<i>[_<shard>].log (OUT defaults to ./out). Prints one line a pass and
+`fresh seeds: passed/N` (plus how many did not run); the exit status is 0 only if all N passed.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gpu_count() -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.splitlines())
+
+
+def shard_files(args: list[str], shards: int) -> list[list[str]]:
+    """The pytest arguments split into `shards` lists of test files, balanced by size (largest first onto the lightest
+    shard); arguments that are not a directory of test files are passed whole to every shard (then shards == 1)."""
+    if shards <= 1 or len(args) != 1 or not (ROOT / args[0]).is_dir():
+        return [args]
+    files = sorted((ROOT / args[0]).glob("test_*.py"), key=lambda p: p.stat().st_size, reverse=True)
+    loads = [[0, []] for _ in range(min(shards, len(files)))]
+    for f in files:
+        lightest = min(loads, key=lambda load: load[0])
+        lightest[0] += f.stat().st_size
+        lightest[1].append(str(f.relative_to(ROOT)))
+    return [sorted(names) for _, names in loads]
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or not sys.argv[1].isdigit():
+        print("usage: scripts/fresh_seeds.sh N [pytest arguments]", file=sys.stderr)
+        return 2
+    n = int(sys.argv[1])
+    args = sys.argv[2:] or ["tests"]
+    out = Path(os.environ.get("OUT", ROOT / "out")) / "seeds"
+    out.mkdir(parents=True, exist_ok=True)
+    base = int(os.environ.get("FRESH_SEED_BASE", random.SystemRandom().randrange(1 << 24)))
+    gpus = gpu_count()
+    jobs = int(os.environ.get("JOBS", max(gpus, 1)))
+    parts = shard_files(args, int(os.environ.get("SHARDS", 1)))
+    deadline = float(os.environ["DEADLINE"]) if os.environ.get("DEADLINE") else None
+    threads = os.environ.get("THREADS")
+    print(f"fresh seeds: {n} passes from seed {base}, {len(parts)} shard(s) a pass, {jobs} process(es) at once, "
+          f"{gpus} GPU(s): pytest {' '.join(args)}", flush=True)
+
+    queue = [(i, s) for i in range(n) for s in range(len(parts))]
+    status: dict[tuple[int, int], str] = {}  # "passed", "failed" or "not run"
+    lock = threading.Lock()
+    t0 = time.monotonic()
+    started = [0]
+
+    def run(i: int, s: int, slot: int) -> None:
+        env = dict(os.environ, JAXCONV3D_TEST_SEED=str(base + i))
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+        if threads:
+            env["OMP_NUM_THREADS"] = env["JAXCONV3D_CPU_THREADS"] = threads
+        log = out / (f"pass_{i}.log" if len(parts) == 1 else f"pass_{i}_{s}.log")
+        left = None if deadline is None else deadline - (time.monotonic() - t0)
+        if left is not None and left <= 0:
+            status[i, s] = "not run"
+            return
+        cmd = [str(ROOT / "scripts" / "py"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *parts[s]]
+        with open(log, "w") as f:
+            try:
+                rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=left).returncode
+            except subprocess.TimeoutExpired:
+                status[i, s] = "not run"
+                return
+        tail = log.read_text().strip().splitlines()[-1:] or [""]
+        ok = rc == 0 and " passed" in tail[0] and "failed" not in tail[0] and "error" not in tail[0]
+        status[i, s] = "passed" if ok else "failed"
+        with lock:
+            done = [status.get((i, k)) for k in range(len(parts))]
+            if all(done):
+                verdict = "passed" if all(d == "passed" for d in done) else (
+                    "failed" if "failed" in done else "not run")
+                print(f"pass {i} seed {base + i}: {verdict}, {time.monotonic() - t0:.0f} s, {tail[0]}", flush=True)
+
+    def worker(slot: int) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                i, s = queue.pop(0)
+                started[0] += 1
+            run(i, s, slot)
+
+    pool = [threading.Thread(target=worker, args=(k,)) for k in range(jobs)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    passes = [[status.get((i, s), "not run") for s in range(len(parts))] for i in range(n)]
+    passed = sum(all(x == "passed" for x in p) for p in passes)
+    failed = sum("failed" in p for p in passes)
+    not_run = n - passed - failed
+    print(f"fresh seeds: {passed}/{n}" + (f" ({not_run} not finished by the deadline)" if not_run else ""))
+    return 0 if passed == n else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
