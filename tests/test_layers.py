@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import assert_close
+from helpers import assert_close, working_flax
 
 TOL = 1e-12
 
@@ -134,7 +134,7 @@ def _flax_kwargs(cfg):
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_nnx_matches_nnx_conv(rng, cfg):
-    pytest.importorskip("flax")
+    working_flax()
     from flax import nnx
     from jaxconv3d.flax import Conv3d
 
@@ -169,7 +169,7 @@ def test_nnx_matches_nnx_conv(rng, cfg):
 
 
 def test_nnx_float32_masks_and_errors():
-    pytest.importorskip("flax")
+    working_flax()
     from flax import nnx
     from jaxconv3d.flax import Conv3d
 
@@ -191,7 +191,7 @@ def test_nnx_float32_masks_and_errors():
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_linen_matches_linen_conv(rng, cfg):
-    pytest.importorskip("flax")
+    working_flax()
     from flax import linen
     from jaxconv3d.flax import LinenConv3d
 
@@ -216,7 +216,7 @@ def test_linen_matches_linen_conv(rng, cfg):
 
 
 def test_linen_float32():
-    pytest.importorskip("flax")
+    working_flax()
     from flax import linen
     from jaxconv3d.flax import LinenConv3d
 

@@ -12,18 +12,26 @@ namespace jaxconv3d {
 namespace hopper {
 namespace {
 
-template <typename T, bool SPLIT, int NR>
-std::string launch(const SmallCDgradArgs& a, const SmallCDgrad& s, cudaStream_t stream) {
-  auto kernel = conv_smallc_dgrad_kernel<T, SPLIT, NR>;
-  if constexpr (sizeof(T) == 2) {  // two P buffers: the next plane's products overlap this plane's tap sums
-    if (s.pbufs == 2) kernel = conv_smallc_dgrad_kernel<T, SPLIT, NR, true>;
-  }
+// One kernel (OVERLAP: two P buffers), its own shared-memory flag: the attribute belongs to the function, so two
+// kernels behind one flag would leave the second at the default 48 KB (a launch error for whichever a process met
+// second; found by a fresh-seed GPU pass).
+template <typename T, bool SPLIT, int NR, bool OVERLAP>
+std::string launch_kernel(const SmallCDgradArgs& a, const SmallCDgrad& s, cudaStream_t stream) {
+  auto kernel = conv_smallc_dgrad_kernel<T, SPLIT, NR, OVERLAP>;
   static std::atomic<uint64_t> smem_set{0};
   cudaError_t e = allow_smem(kernel, kSmallCDgradSmemLimit, smem_set);
   if (e != cudaSuccess) return std::string("hopper: cannot raise shared memory: ") + cudaGetErrorString(e);
   kernel<<<unsigned(s.blocks), SmallCDgradCfg<T>::kThreads, s.smem, stream>>>(a);
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: kernel launch failed: ") + cudaGetErrorString(e);
+}
+
+template <typename T, bool SPLIT, int NR>
+std::string launch(const SmallCDgradArgs& a, const SmallCDgrad& s, cudaStream_t stream) {
+  if constexpr (sizeof(T) == 2) {  // two P buffers: the next plane's products overlap this plane's tap sums
+    if (s.pbufs == 2) return launch_kernel<T, SPLIT, NR, true>(a, s, stream);
+  }
+  return launch_kernel<T, SPLIT, NR, false>(a, s, stream);
 }
 
 template <typename T, bool SPLIT>
