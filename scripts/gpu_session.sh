@@ -2,7 +2,8 @@
 # One batched session on a lent GPU machine (the `device` tool): build from a clean tree with the README's set-up,
 # then the stages named on the command line, each writing its log under $OUT (default ./out).
 #   stages: tests  tests1  tests2  seeds  sanitizer  sanitizer_first_layer  check  bench  overhead  hopper
-# (seeds: the suite $SEEDS times (default 20) with fresh seeds, spread over the visible GPUs: scripts/fresh_seeds.sh)
+# (seeds: the suite $SEEDS times (default 20) with fresh seeds, spread over the visible GPUs: scripts/fresh_seeds.sh,
+# by default each pass in 3 shards, 15 processes a GPU at once, 2 threads each: 20 passes took ~400 s on 4x H200)
 # (tests1 / tests2: the test files in two alphabetical halves, each inside one 10-minute device call; the whole
 # suite took over 520 s on an H100 in v7.)
 # The suite ships with the package (jaxconv3d/data/suite.json); JAXCONV3D_SUITE, if set, names another file.
@@ -32,7 +33,10 @@ for stage in "$@"; do
           scripts/py tests/gpu/first_layer_sanitize.py || exit_tool=1
       done > "$OUT/$stage.log" 2>&1
       [ -z "${exit_tool:-}" ] ;;
-    seeds) OUT="$OUT" scripts/fresh_seeds.sh "${SEEDS:-20}" tests > "$OUT/seeds.log" 2>&1 ;;
+    seeds)
+      gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+      OUT="$OUT" SHARDS="${SHARDS:-3}" JOBS="${JOBS:-$(( gpus > 0 ? 15 * gpus : 1 ))}" THREADS="${THREADS:-2}" \
+        scripts/fresh_seeds.sh "${SEEDS:-20}" tests > "$OUT/seeds.log" 2>&1 ;;
     sanitizer) bash tests/gpu/run_sanitizer.sh > "$OUT/sanitizer.log" 2>&1 ;;
     check) scripts/py -m jaxconv3d check --suite --precision all --json "$OUT/check.json" > "$OUT/check.log" 2>&1 ;;
     bench) scripts/py -m jaxconv3d bench --suite --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1 ;;
