@@ -6,7 +6,8 @@ machine holds. Run through scripts/fresh_seeds.sh:
 Pass i runs with JAXCONV3D_TEST_SEED = FRESH_SEED_BASE + i (default base: random; printed). A pass may be split into
 SHARDS pytest processes (default 1), each taking a share of the test files (balanced by file size); a pass passed
 when every shard did. JOBS processes run at once (default: one a GPU, or one without a GPU), dealt over the visible
-GPUs in turn (CUDA_VISIBLE_DEVICES set; so one process sees one GPU, as a one-GPU pass does). DEADLINE seconds
+GPUs in turn (the caller's CUDA_VISIBLE_DEVICES, else all; each process gets one, so it sees one GPU, as a one-GPU
+pass does). DEADLINE seconds
 (default: none) stops starting shards at that point and ends those still running; their passes count as not run,
 not as failed. THREADS (default: unset) sets OMP_NUM_THREADS and JAXCONV3D_CPU_THREADS for every process, so many
 processes at once do not each start a thread per core.
@@ -27,12 +28,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def gpu_count() -> int:
+def visible_gpus() -> list[str]:
+    """The GPUs a pass may use, as CUDA_VISIBLE_DEVICES names them: the caller's list where it sets one, else every
+    GPU nvidia-smi lists."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [d.strip() for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(line.startswith("GPU ") for line in out.splitlines())
+        return []
+    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
 def shard_files(args: list[str], shards: int) -> list[list[str]]:
@@ -58,7 +63,8 @@ def main() -> int:
     out = Path(os.environ.get("OUT", ROOT / "out")) / "seeds"
     out.mkdir(parents=True, exist_ok=True)
     base = int(os.environ.get("FRESH_SEED_BASE", random.SystemRandom().randrange(1 << 24)))
-    gpus = gpu_count()
+    devices = visible_gpus()
+    gpus = len(devices)
     jobs = int(os.environ.get("JOBS", max(gpus, 1)))
     parts = shard_files(args, int(os.environ.get("SHARDS", 1)))
     deadline = float(os.environ["DEADLINE"]) if os.environ.get("DEADLINE") else None
@@ -75,7 +81,7 @@ def main() -> int:
     def run(i: int, s: int, slot: int) -> None:
         env = dict(os.environ, JAXCONV3D_TEST_SEED=str(base + i))
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            env["CUDA_VISIBLE_DEVICES"] = devices[slot % gpus]
         if threads:
             env["OMP_NUM_THREADS"] = env["JAXCONV3D_CPU_THREADS"] = threads
         log = out / (f"pass_{i}.log" if len(parts) == 1 else f"pass_{i}_{s}.log")
