@@ -30,11 +30,11 @@ __device__ __forceinline__ D cvt(S v) {
 
 template <typename T> __device__ __forceinline__ T zero_of() { return cvt<T>(0.0f); }
 
-// BYTES-byte cp.async (sm_80+; 4, 8 or 16) from global gsrc to shared sdst; where !ok nothing is read and BYTES zero
-// bytes are written (gsrc must still be a valid address).
+// BYTES-byte cp.async (sm_80+; 4, 8 or 16) from global gsrc to the shared-space address sa; where !ok nothing is read
+// and BYTES zero bytes are written (gsrc must still be a valid address). Kernels that compute each lane's shared
+// addresses once call this form; cp_async takes a generic pointer.
 template <int BYTES>
-__device__ __forceinline__ void cp_async(void* sdst, const void* gsrc, bool ok) {
-  const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(sdst));
+__device__ __forceinline__ void cp_async_shared(unsigned sa, const void* gsrc, bool ok) {
   const int n = ok ? BYTES : 0;
   if constexpr (BYTES == 16)  // .cg: L2 only (16-byte copies may bypass L1)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gsrc), "r"(n) : "memory");
@@ -42,10 +42,9 @@ __device__ __forceinline__ void cp_async(void* sdst, const void* gsrc, bool ok) 
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(sa), "l"(gsrc), "n"(BYTES), "r"(n)
                  : "memory");
 }
-// 8-byte cp.async to a shared-space address (for per-lane copy addresses computed once; cp_async<8> takes a generic
-// pointer), zero-filled when !ok (nothing is read)
-__device__ __forceinline__ void copy8(unsigned sdst, const void* gsrc, bool ok) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(sdst), "l"(gsrc), "r"(ok ? 8 : 0) : "memory");
+template <int BYTES>
+__device__ __forceinline__ void cp_async(void* sdst, const void* gsrc, bool ok) {
+  cp_async_shared<BYTES>(static_cast<unsigned>(__cvta_generic_to_shared(sdst)), gsrc, ok);
 }
 // 4-byte cp.async with zero fill: copies `bytes` (4 or 0) bytes from gsrc and zero-fills the rest.
 __device__ __forceinline__ void cp_async4(void* sdst, const void* gsrc, int bytes) {

@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
 #pragma unroll
         for (int i = 0; i < kCopies; ++i)
           if (i + 1 < kCopies || lane + 32 * i < kSrcRows * kChunks)
-            copy8(dst + unsigned(sizeof(T) * 128 * i), pl + off[i], inside >> i & 1u);
+            cp_async_shared<8>(dst + unsigned(sizeof(T) * 128 * i), pl + off[i], inside >> i & 1u);
       }
       cp_async_commit();
     };

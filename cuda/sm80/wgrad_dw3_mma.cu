@@ -151,14 +151,14 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
 #pragma unroll
       for (int i = 0; i < kXCopies; ++i)
         if (i + 1 < kXCopies || 4 * i + lane / kXChunks < kXRows)
-          copy8(dst + 2u * 4 * i * kStride, pl + xoff[i], pin && (xin >> i & 1u));
+          cp_async_shared<8>(dst + 2u * 4 * i * kStride, pl + xoff[i], pin && (xin >> i & 1u));
     };
     auto issue_dy = [&](int p) {  // dy plane z + p into stage p % 3
       const T* pl = dc + i64(z + p) * oHW;
       const unsigned dst = dsm + 2u * (p % kDyStages) * kDyStage;
       if (lane < 3 * kDyChunks) {
 #pragma unroll
-        for (int i = 0; i < kDyCopies; ++i) copy8(dst + 2u * 3 * i * kDyStride, pl + doff[i], din >> i & 1u);
+        for (int i = 0; i < kDyCopies; ++i) cp_async_shared<8>(dst + 2u * 3 * i * kDyStride, pl + doff[i], din >> i & 1u);
       }
     };
 
