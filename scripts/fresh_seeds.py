@@ -5,9 +5,9 @@ machine holds. Run through scripts/fresh_seeds.sh:
 
 Pass i runs with JAXCONV3D_TEST_SEED = FRESH_SEED_BASE + i (default base: random; printed). A pass may be split into
 SHARDS pytest processes (default 1), each taking a share of the test files (balanced by file size); a pass passed
-when every shard did. JOBS processes run at once (default: one a GPU, or one without a GPU), dealt over the visible
-GPUs in turn (the caller's CUDA_VISIBLE_DEVICES, else all; each process gets one, so it sees one GPU, as a one-GPU
-pass does). DEADLINE seconds
+when every shard did. JOBS processes run at once (default: JOBS_PER_GPU, default 1, for each GPU; one without a
+GPU), dealt over the visible GPUs in turn (the caller's CUDA_VISIBLE_DEVICES, else all; each process gets one, so it
+sees one GPU, as a one-GPU pass does). DEADLINE seconds
 (default: none) stops starting shards at that point and ends those still running; their passes count as not run,
 not as failed. THREADS (default: unset) sets OMP_NUM_THREADS and JAXCONV3D_CPU_THREADS for every process, so many
 processes at once do not each start a thread per core.
@@ -65,7 +65,7 @@ def main() -> int:
     base = int(os.environ.get("FRESH_SEED_BASE", random.SystemRandom().randrange(1 << 24)))
     devices = visible_gpus()
     gpus = len(devices)
-    jobs = int(os.environ.get("JOBS", max(gpus, 1)))
+    jobs = int(os.environ.get("JOBS", max(gpus, 1) * int(os.environ.get("JOBS_PER_GPU", 1))))
     parts = shard_files(args, int(os.environ.get("SHARDS", 1)))
     deadline = float(os.environ["DEADLINE"]) if os.environ.get("DEADLINE") else None
     threads = os.environ.get("THREADS")
@@ -76,7 +76,6 @@ def main() -> int:
     status: dict[tuple[int, int], str] = {}  # "passed", "failed" or "not run"
     lock = threading.Lock()
     t0 = time.monotonic()
-    started = [0]
 
     def run(i: int, s: int, slot: int) -> None:
         env = dict(os.environ, JAXCONV3D_TEST_SEED=str(base + i))
@@ -112,7 +111,6 @@ def main() -> int:
                 if not queue:
                     return
                 i, s = queue.pop(0)
-                started[0] += 1
             run(i, s, slot)
 
     pool = [threading.Thread(target=worker, args=(k,)) for k in range(jobs)]

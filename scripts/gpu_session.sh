@@ -33,10 +33,8 @@ for stage in "$@"; do
           scripts/py tests/gpu/first_layer_sanitize.py || exit_tool=1
       done > "$OUT/$stage.log" 2>&1
       [ -z "${exit_tool:-}" ] ;;
-    seeds)
-      gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
-      OUT="$OUT" SHARDS="${SHARDS:-3}" JOBS="${JOBS:-$(( gpus > 0 ? 15 * gpus : 1 ))}" THREADS="${THREADS:-2}" \
-        scripts/fresh_seeds.sh "${SEEDS:-20}" tests > "$OUT/seeds.log" 2>&1 ;;
+    seeds) OUT="$OUT" SHARDS="${SHARDS:-3}" JOBS_PER_GPU="${JOBS_PER_GPU:-15}" THREADS="${THREADS:-2}" \
+             scripts/fresh_seeds.sh "${SEEDS:-20}" tests > "$OUT/seeds.log" 2>&1 ;;
     sanitizer) bash tests/gpu/run_sanitizer.sh > "$OUT/sanitizer.log" 2>&1 ;;
     check) scripts/py -m jaxconv3d check --suite --precision all --json "$OUT/check.json" > "$OUT/check.log" 2>&1 ;;
     bench) scripts/py -m jaxconv3d bench --suite --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1 ;;

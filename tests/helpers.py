@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -202,7 +204,19 @@ def stencil_case(rng, case, dtype: str, math: int, layout: int):
     )
 
 
-_FLAX_BROKEN: list[str] = []  # why the installed flax cannot run its own layers, once found
+@functools.cache
+def _flax_cannot_run() -> str:
+    """Why the installed flax cannot run its own layers with the installed jax ("" when it can), found once."""
+    import flax
+    import jax.numpy as jnp
+    try:
+        from flax import linen, nnx
+
+        nnx.Conv(1, 1, (1, 1, 1), rngs=nnx.Rngs(0))
+        linen.Conv(1, (1, 1, 1)).init(jax.random.key(0), jnp.zeros((1, 1, 1, 1, 1)))
+    except (AttributeError, ImportError, TypeError) as error:
+        return f"flax {flax.__version__} does not run with jax {jax.__version__}: {error}"
+    return ""
 
 
 def working_flax():
@@ -210,16 +224,6 @@ def working_flax():
     jax 0.11 fails inside nnx.Variable): the comparisons with flax's layers are then impossible, which is not ours
     to fix. The skip names both versions."""
     flax = pytest.importorskip("flax")
-    if not _FLAX_BROKEN:
-        try:
-            import jax.numpy as jnp
-            from flax import linen, nnx
-
-            nnx.Conv(1, 1, (1, 1, 1), rngs=nnx.Rngs(0))
-            linen.Conv(1, (1, 1, 1)).init(jax.random.key(0), jnp.zeros((1, 1, 1, 1, 1)))
-            _FLAX_BROKEN.append("")
-        except (AttributeError, ImportError, TypeError) as error:
-            _FLAX_BROKEN.append(f"flax {flax.__version__} does not run with jax {jax.__version__}: {error}")
-    if _FLAX_BROKEN[0]:
-        pytest.skip(_FLAX_BROKEN[0])
+    if _flax_cannot_run():
+        pytest.skip(_flax_cannot_run())
     return flax

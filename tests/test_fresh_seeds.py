@@ -39,9 +39,10 @@ def _run(n: int, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_passes_are_counted_and_a_deadline_is_not_a_pass(tmp_path):
-    done = _run(2, "tests/test_params.py", OUT=str(tmp_path), FRESH_SEED_BASE="7", JOBS="2")
+    done = _run(2, "tests/test_params.py", OUT=str(tmp_path), FRESH_SEED_BASE="7", JOBS_PER_GPU="2")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "fresh seeds: 2/2" in done.stdout and "from seed 7" in done.stdout
+    assert "2 process(es) at once" in done.stdout  # JOBS_PER_GPU, counted as one "GPU" without one
     assert {p.name for p in (tmp_path / "seeds").iterdir()} == {"pass_0.log", "pass_1.log"}
     late = _run(1, "tests/test_params.py", OUT=str(tmp_path), DEADLINE="0.001")
     assert late.returncode == 1 and "fresh seeds: 0/1 (1 not finished by the deadline)" in late.stdout
