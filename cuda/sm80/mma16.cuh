@@ -32,6 +32,23 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// D = A B + c on m16n8k16 tiles (C = c everywhere): starts an accumulator tile at a bias without moving it there
+// first.
+__device__ __forceinline__ void mma_from(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], float c,
+                                         __nv_bfloat16*) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%10,%11,%12,%13};\n"
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c), "f"(c), "f"(c), "f"(c));
+}
+__device__ __forceinline__ void mma_from(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], float c,
+                                         __half*) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%10,%11,%12,%13};\n"
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c), "f"(c), "f"(c), "f"(c));
+}
+
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"

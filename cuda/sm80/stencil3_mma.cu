@@ -146,9 +146,11 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
 #pragma unroll
       for (int j = 0; j < 4; ++j)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) acc[s][j][i] = bv;  // every output starts at its bias
+        for (int i = 0; i < 4; ++i) acc[s][j][i] = bv;
 
-    // the warp's own stages: a warp barrier each plane
+    // the warp's own stages: a warp barrier each plane. Output plane js's slot (js % 3) starts at its bias with its
+    // first product (kd = 0, kh = 0: D = A B + bias), or is set to the bias when source plane js lies outside the
+    // volume; the slot's previous output plane (js - 3) was stored at step js - 1.
     plane_ring(len, [] { __syncwarp(); }, issue, [&](int js, auto phase) {
       constexpr int PH = decltype(phase)::value;  // js % 3: the stage and the accumulator rotation
       if (plane_in(js)) {
@@ -159,15 +161,24 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
           for (int j = 0; j < 4; ++j) {
             unsigned av[4];
             ldmatrix_x4(av, base + kh * kRowElems + 8 * j);
-            // unconditional: a product for an output plane outside 0 .. len - 1 lands in a slot that is reset
-            // (to the bias) before that slot's next output plane starts, or after its output plane was stored
+            // unconditional: a product for an output plane outside 0 .. len - 1 lands in a slot that starts over
+            // (at its bias) before that slot's next output plane, or after its output plane was stored
+            if (kh == 0)
+              mma_from(acc[PH][j], av, b[0], bv, static_cast<T*>(nullptr));
+            else
+              mma(acc[PH][j], av, b[kh], static_cast<T*>(nullptr));
 #pragma unroll
-            for (int kd = 0; kd < 3; ++kd)
+            for (int kd = 1; kd < 3; ++kd)
               mma(acc[(PH - kd + 3) % 3][j], av, b[kd * 3 + kh], static_cast<T*>(nullptr));
           }
         }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[PH][j][i] = bv;
       }
-      // output plane js - 2 is complete: store it, then reset its slot (to the bias) for plane js + 1
+      // output plane js - 2 is complete: store it
       constexpr int SO = (PH + 1) % 3;
       if (js >= 2) {
         T* op = orow + i64(z + js - 2) * oHW;
@@ -179,10 +190,6 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
               *reinterpret_cast<unsigned*>(op + half * (i64(8) * a.od[2]) + 8 * j) =
                   pack2(acc[SO][j][2 * half], acc[SO][j][2 * half + 1], static_cast<T*>(nullptr));
       }
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) acc[SO][j][i] = bv;
     });
     __syncwarp();  // the next column's first copies overwrite stages this one's last plane was read from
   }

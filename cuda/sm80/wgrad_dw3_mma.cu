@@ -83,13 +83,12 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
   const int g = lane >> 2, t = lane & 3;
   // A: lane (g, t) holds rows m = g and g + 8; row m = 5 kw + r' reads staged dy row r' from element
   // sh + k, sh = off + 2 - kw: words sh / 2 + k / 2 and the next, permuted when sh is odd
-  // (row 15 is zero: it reads row 10's words, masked)
+  // (row 15 reads row 10's words: its C row is never read, and an mma's rows are independent, so no mask)
   int aword[2];
-  unsigned asel[2], amask[2];
+  unsigned asel[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int m = g + 8 * h < 15 ? g + 8 * h : 10, kw = m / 5, r = m % 5, sh = off + 2 - kw;
-    amask[h] = g + 8 * h < 15 ? ~0u : 0u;
     asel[h] = (sh & 1) ? 0x5432u : 0x3210u;
     aword[h] = r * (kDyStride / 2) + (sh >> 1) + t;
   }
@@ -205,8 +204,8 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
 #pragma unroll
           for (int w = 0; w < 2; ++w) {
             // k = 2 t (+ 8) + 16 w: words 8 w (+ 4) past the lane's first, and the next
-            av[w][h] = __byte_perm(ap[8 * w], ap[8 * w + 1], asel[h]) & amask[h];
-            av[w][h + 2] = __byte_perm(ap[8 * w + 4], ap[8 * w + 5], asel[h]) & amask[h];
+            av[w][h] = __byte_perm(ap[8 * w], ap[8 * w + 1], asel[h]);
+            av[w][h + 2] = __byte_perm(ap[8 * w + 4], ap[8 * w + 5], asel[h]);
           }
         }
 #pragma unroll
