@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -54,6 +55,21 @@ def shard_files(args: list[str], shards: int) -> list[list[str]]:
     return [sorted(names) for _, names in loads]
 
 
+_COUNT = re.compile(r"(\d+) (passed|failed|skipped|xfailed|xpassed|errors?|warnings?)")
+
+
+def pass_summary(tails: list[str]) -> str:
+    """One pass's outcome from its shards' last log lines: each count summed over the shards ("1790 passed, 394
+    skipped over 3 shards"), so the line a pass prints is the whole pass, not its last shard."""
+    totals: dict[str, int] = {}
+    for tail in tails:
+        for number, word in _COUNT.findall(tail):
+            word = {"error": "errors", "warning": "warnings"}.get(word, word)
+            totals[word] = totals.get(word, 0) + int(number)
+    text = ", ".join(f"{v} {k}" for k, v in totals.items()) or "no counts"
+    return text + (f" over {len(tails)} shards" if len(tails) > 1 else "")
+
+
 def main() -> int:
     if len(sys.argv) < 2 or not sys.argv[1].isdigit():
         print("usage: scripts/fresh_seeds.sh N [pytest arguments]", file=sys.stderr)
@@ -74,6 +90,7 @@ def main() -> int:
 
     queue = [(i, s) for i in range(n) for s in range(len(parts))]
     status: dict[tuple[int, int], str] = {}  # "passed", "failed" or "not run"
+    tails: dict[tuple[int, int], str] = {}  # each shard's pytest summary line
     lock = threading.Lock()
     t0 = time.monotonic()
 
@@ -98,12 +115,14 @@ def main() -> int:
         tail = log.read_text().strip().splitlines()[-1:] or [""]
         ok = rc == 0 and " passed" in tail[0] and "failed" not in tail[0] and "error" not in tail[0]
         status[i, s] = "passed" if ok else "failed"
+        tails[i, s] = tail[0]
         with lock:
             done = [status.get((i, k)) for k in range(len(parts))]
             if all(done):
                 verdict = "passed" if all(d == "passed" for d in done) else (
                     "failed" if "failed" in done else "not run")
-                print(f"pass {i} seed {base + i}: {verdict}, {time.monotonic() - t0:.0f} s, {tail[0]}", flush=True)
+                summary = pass_summary([tails.get((i, k), "") for k in range(len(parts))])
+                print(f"pass {i} seed {base + i}: {verdict}, {time.monotonic() - t0:.0f} s, {summary}", flush=True)
 
     def worker(slot: int) -> None:
         while True:

@@ -32,6 +32,14 @@ def test_shards_cover_every_test_file_once():
     assert mod.shard_files(["tests/test_params.py"], 3) == [["tests/test_params.py"]]  # a file is not split
 
 
+def test_a_pass_line_sums_its_shards():
+    mod = _module()
+    tails = ["366 passed, 14 warnings in 224.29s (0:03:44)", "1070 passed, 376 skipped in 347.00s (0:05:46)",
+             "1 failed, 353 passed, 18 skipped, 1 error in 311.97s"]
+    assert mod.pass_summary(tails) == "1789 passed, 14 warnings, 394 skipped, 1 failed, 1 errors over 3 shards"
+    assert mod.pass_summary(tails[1:2]) == "1070 passed, 376 skipped"
+
+
 def _run(n: int, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "fresh_seeds.py"), str(n), *args],
                           capture_output=True, text=True, timeout=600, cwd=ROOT,
