@@ -252,8 +252,16 @@ __device__ __forceinline__ void pipeline(int len, Issue&& issue, Body&& body) {
 // and all its D planes. The grid is one wave of blocks sharing the columns' planes evenly (they end together).
 // Each source plane's (4 + 2) rows x (RUN + 2) columns x CH channels come through shared memory; every warp reads
 // its three rows from there.
+// Blocks an SM the forward / grad-input kernel is compiled for. float32 at five (96 registers, no spill): more planes
+// in flight than at four (128 registers), measured 81.8 -> 72.7 us on the suite layer (H100, perf.md v21); six (80
+// registers) measured 82.9 (smaller shares a block: more segments, each with its two halo planes, and barrier
+// stalls). The 16-bit pair kernels need ~126 registers and stay at four (five spill).
+constexpr int kF32StencilBlocks = 5;
+template <typename T>
+constexpr int stencil_blocks() { return sizeof(T) == 4 ? kF32StencilBlocks : 4; }
+
 template <typename T, int VEC, int RUN, int CB>
-__global__ void __launch_bounds__(kThreads, 4) depthwise3_kernel(const T* __restrict__ src, const T* __restrict__ w,
+__global__ void __launch_bounds__(kThreads, stencil_blocks<T>()) depthwise3_kernel(const T* __restrict__ src, const T* __restrict__ w,
                                                                  const T* __restrict__ bias, T* __restrict__ out,
                                                                  const Geo g) {
   constexpr int CH = kLanes * VEC, COLS = RUN + 2, ROWS = kRows + 2;
