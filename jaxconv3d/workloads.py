@@ -197,6 +197,14 @@ def find_suite() -> Path | None:
     return SHIPPED_SUITE if SHIPPED_SUITE.is_file() else None
 
 
+def _per_axis(value: Any) -> Any:
+    """A suite entry's stride / padding / dilation as the fronts take it: JSON lists become tuples (per axis, or
+    (lo, hi) pairs), ints and strings stay."""
+    if isinstance(value, list):
+        return tuple(_per_axis(v) for v in value)
+    return value
+
+
 def load_suite() -> tuple[tuple[ConvCase, ...], str]:
     """The suite's cases and where they came from."""
     path = find_suite()
@@ -211,9 +219,9 @@ def load_suite() -> tuple[tuple[ConvCase, ...], str]:
             e["Cout"],
             tuple(e["DHW"]),
             tuple(e["k"]),
-            stride=e.get("stride", 1),
-            padding=e.get("padding", 0),
-            dilation=e.get("dilation", 1),
+            stride=_per_axis(e.get("stride", 1)),
+            padding=_per_axis(e.get("padding", 0)),
+            dilation=_per_axis(e.get("dilation", 1)),
             groups=e.get("groups", 1),
             bias=e.get("bias", False),
             baseline_h100=e.get("baseline_h100"),

@@ -398,6 +398,18 @@ def test_shipped_suite_loads_the_seven_configurations(monkeypatch):
     assert all(case.baseline_h100 for case in cases)  # and the H100 baselines come with it
 
 
+def test_general_suite_takes_per_axis_arguments_as_the_fronts_do(monkeypatch):
+    """data/general.json (shapes outside the suite: stems, non-cubic kernels) writes per-axis stride and padding as
+    JSON lists; they load as tuples, the form F.conv3d and both fronts take and the fast path accepts."""
+    monkeypatch.setenv(workloads.SUITE_ENV_VAR, str(workloads.SHIPPED_SUITE.parent / "general.json"))
+    cases = {c.name: c for c in workloads.load_suite()[0]}
+    assert set(cases) == {"stem7_s2", "i3d_stem", "r21d_spatial", "r21d_temporal"}
+    stem = cases["i3d_stem"]
+    assert stem.stride == (1, 2, 2) and stem.padding == (1, 3, 3) and stem.kernel == (3, 7, 7)
+    assert stem.problem.y_shape == (2, 64, 16, 56, 56)
+    assert workloads._per_axis([[1, 2], [0, 0], 3]) == ((1, 2), (0, 0), 3) and workloads._per_axis("same") == "same"
+
+
 def test_package_is_marked_typed():
     assert (Path(jaxconv3d.__file__).resolve().parent / "py.typed").is_file()
 
