@@ -308,7 +308,7 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>()) depthwise3_kern
 // js - kd stays in registers (slot (js - kd) mod 3) while x plane js is in. Each warp's sums go to its own slot of
 // the workspace and a second kernel adds them up in a fixed order: deterministic.
 template <typename T, int VEC, int RUN, int CB>
-__global__ void __launch_bounds__(kThreads, 4) depthwise3_wgrad_kernel(const T* __restrict__ x, const T* __restrict__ dy,
+__global__ void __launch_bounds__(kThreads, stencil_blocks<T>()) depthwise3_wgrad_kernel(const T* __restrict__ x, const T* __restrict__ dy,
                                                                        float* __restrict__ part, const Geo g) {
   constexpr int CH = kLanes * VEC, COLS = RUN + 2, ROWS = kRows + 2;
   __shared__ __align__(16) T xs[kStages][ROWS][COLS][CH];
@@ -488,10 +488,10 @@ std::string launch_wgrad(const ConvProblem& p, const WgradShape& sh, const T* x,
 }
 
 template <typename T>
-std::string run_wgrad(const ConvProblem& p, const void* x, const void* dy, void* dw, void* workspace,
+std::string run_wgrad(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,
                       size_t workspace_bytes, cudaStream_t st) {
   const Access acc = access_for(int(p.out_channels), sizeof(T), {x, dy}, {x, dy});
-  const WgradShape sh = wgrad_shape(p, acc.vec);
+  const WgradShape sh = wgrad_shape(p, acc.vec, t);
   if (workspace == nullptr || workspace_bytes < wgrad_part_bytes(sh)) return "stencil: grad-weight workspace too small";
   const T* xs = static_cast<const T*>(x);
   const T* ds = static_cast<const T*>(dy);
@@ -528,9 +528,9 @@ std::string wgrad(const ConvProblem& p, DType t, const void* x, const void* dy, 
                   size_t workspace_bytes, void* stream) {
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
-    case DType::kF32: return run_wgrad<float>(p, x, dy, dw, workspace, workspace_bytes, st);
-    case DType::kBF16: return run_wgrad<__nv_bfloat16>(p, x, dy, dw, workspace, workspace_bytes, st);
-    case DType::kF16: return run_wgrad<__half>(p, x, dy, dw, workspace, workspace_bytes, st);
+    case DType::kF32: return run_wgrad<float>(p, t, x, dy, dw, workspace, workspace_bytes, st);
+    case DType::kBF16: return run_wgrad<__nv_bfloat16>(p, t, x, dy, dw, workspace, workspace_bytes, st);
+    case DType::kF16: return run_wgrad<__half>(p, t, x, dy, dw, workspace, workspace_bytes, st);
     default: return "stencil: unsupported dtype";
   }
 }

@@ -38,14 +38,16 @@ int run_for(int vec, int64_t width) {
   return (7 - width % 7) % 7 < (8 - width % 8) % 8 ? 7 : 8;
 }
 
-WgradShape wgrad_shape(const ConvProblem& p, int vec) {
+int wgrad_blocks(DType t) { return t == DType::kF32 ? 640 : 512; }
+
+WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t) {
   WgradShape s{};
   s.vec = vec;
   s.run = run_for(vec, p.out[2]);
   s.cgroups = int(ceil_div(p.out_channels, kLanes * vec));
   s.columns = ceil_div(p.out[2], s.run) * ceil_div(p.out[1], kRows) * p.batch;
   const int64_t planes = s.columns * p.out[0];
-  s.blocks = int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(512, s.cgroups), ceil_div(planes, kMinPlanes))));
+  s.blocks = int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(wgrad_blocks(t), s.cgroups), ceil_div(planes, kMinPlanes))));
   s.per = ceil_div(planes, s.blocks);
   return s;
 }
@@ -57,8 +59,8 @@ size_t wgrad_part_bytes(const WgradShape& s) {
 size_t workspace_bytes(Op op, const ConvProblem& p, DType t) {
   if (op != Op::kWgrad) return 0;
   // 16-bit tensors run two channels a lane where they are aligned and one where not: room for either
-  const size_t one = wgrad_part_bytes(wgrad_shape(p, 1));
-  return t == DType::kF32 ? one : std::max(one, wgrad_part_bytes(wgrad_shape(p, 2)));
+  const size_t one = wgrad_part_bytes(wgrad_shape(p, 1, t));
+  return t == DType::kF32 ? one : std::max(one, wgrad_part_bytes(wgrad_shape(p, 2, t)));
 }
 
 }  // namespace stencil

@@ -31,13 +31,16 @@ constexpr int kMinPlanes = 8;  // output planes a block at least (a column segme
 // The run a thread owns along W: 4 for 16-bit pairs (vec = 2); else of 7 and 8, the one leaving fewer idle outputs.
 int run_for(int vec, int64_t width);
 
-// Grad-weight's grid: blocks per channel group from the problem alone (the workspace is sized before the launch,
-// and the order of the sums must not depend on the device), about 512 in all, at least kMinPlanes planes each.
+// Grad-weight's grid: blocks per channel group from the problem and dtype alone (the workspace is sized before the
+// launch, and the order of the sums must not depend on the device), at least kMinPlanes planes each; about
+// wgrad_blocks(t) in all: one wave at the blocks an SM its kernel is compiled for on a 132-SM H100 (float32 five,
+// 16-bit four).
+int wgrad_blocks(DType t);
 struct WgradShape {
   int vec, run, cgroups, blocks;  // channels a lane, W outputs a thread, channel groups, blocks per group
   int64_t columns, per;           // (W strip, H block, batch entry) columns of a group; dy planes a block
 };
-WgradShape wgrad_shape(const ConvProblem& p, int vec);
+WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t);
 size_t wgrad_part_bytes(const WgradShape& s);  // the workspace: a float per (group, block, warp, tap, channel)
 
 // Whether the family runs `op` on p in dtype t (layout, shape, strides, groups and extents; any math mode: the
