@@ -15,10 +15,15 @@ from helpers import DEVICES, assert_close_scaled, run_front
 from refs import abs_scales
 from jaxconv3d.reference import reference_and_grads
 
-KW = dict(padding=1)
-# 32 channels: the Hopper 3xTF32 forward / grad-input; 3 channels (a first layer): hopper_smallc's forward and
-# grad-input, which split x or dy in registers, and its grad-weight
-SHAPES = {"c32": ((2, 32, 6, 8, 16), (32, 32, 3, 3, 3)), "c3": ((2, 3, 6, 8, 16), (32, 3, 3, 3, 3))}
+# (x shape, w shape, padding: "same" for the odd kernels, so dy has x's spatial extent). 32 channels: the Hopper
+# 3xTF32 forward / grad-input; 3 channels (a first layer): hopper_smallc's forward and grad-input, which split x or
+# dy in registers, and its grad-weight; 3 channels with a 3x7x7 kernel (K = 441, past hopper_smallc's registers):
+# the folded 3xTF32 grad-input (the W and H taps folded into 32 channels) and whatever forward the rules pick
+SHAPES = {
+    "c32": ((2, 32, 6, 8, 16), (32, 32, 3, 3, 3), 1),
+    "c3": ((2, 3, 6, 8, 16), (32, 3, 3, 3, 3), 1),
+    "c3k7": ((2, 3, 6, 8, 16), (32, 3, 3, 7, 7), (1, 3, 3)),
+}
 
 # (x, w, dy) exponents
 SCALES = [(-30, 0, 0), (30, -30, 0), (0, 30, -30), (-30, -30, 30), (-116, 0, 0), (0, -116, 0), (0, 0, -116)]
@@ -36,9 +41,9 @@ def _tf32_ties(a: np.ndarray) -> np.ndarray:
 
 def _operands(rng, shape: str, scales, ties: bool):
     ex, ew, ed = scales
-    X, W = SHAPES[shape]
+    X, W, _ = SHAPES[shape]
     x, w = rng.standard_normal(X), rng.standard_normal(W)
-    dy = rng.standard_normal((X[0], W[0], *X[2:]))  # padding 1, stride 1: same spatial extent
+    dy = rng.standard_normal((X[0], W[0], *X[2:]))  # "same" padding, stride 1: x's spatial extent
     if ties:
         x, w, dy = _tf32_ties(x), _tf32_ties(w), _tf32_ties(dy)
     return _f32(np.ldexp(x, ex)), _f32(np.ldexp(w, ew)), _f32(np.ldexp(dy, ed))
@@ -51,8 +56,9 @@ def _operands(rng, shape: str, scales, ties: bool):
 def test_float32_accuracy_over_a_wide_dynamic_range(device, front, shape, scales, rng):
     ties = scales == "ties"
     x, w, dy = _operands(rng, shape, (0, 0, 0) if ties else scales, ties)
-    got = run_front(front, device, "float32", x, w, None, dy, **KW)
-    want = reference_and_grads(x, w, None, dy, **KW)
-    scale = abs_scales(x, w, None, dy, **KW)
+    kw = dict(padding=SHAPES[shape][2])
+    got = run_front(front, device, "float32", x, w, None, dy, **kw)
+    want = reference_and_grads(x, w, None, dy, **kw)
+    scale = abs_scales(x, w, None, dy, **kw)
     for name, g, r, s in zip(("forward", "grad_input", "grad_weight"), got, want, scale):
         assert_close_scaled(g, r, s, 1e-5, f"{front} {device} {shape} {scales} {name}")
