@@ -17,10 +17,8 @@ for line in txt:
     if len(parts) >= 2 and "__" in parts[0]:
         cur["m"][parts[0]] = parts[-1]
 print("==", sys.argv[2] if len(sys.argv) > 2 else sys.argv[1], len(blocks), "launches")
-seen = set()
 for b in blocks:
     m = b["m"]
-    key = b["name"]
     g = lambda k: m.get(k, "?")
     stalls = []
     for k, v in m.items():
@@ -29,7 +27,7 @@ for b in blocks:
             try: stalls.append((float(v.replace(",", "")), r.group(1)))
             except ValueError: pass
     stalls.sort(reverse=True)
-    print(f"{key}: dur {g('gpu__time_duration.sum')} us, inst {g('smsp__inst_executed.sum')}, "
+    print(f"{b['name']}: dur {g('gpu__time_duration.sum')} us, inst {g('smsp__inst_executed.sum')}, "
           f"dram {g('gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed')} %, "
           f"l1 {g('l1tex__throughput.avg.pct_of_peak_sustained_active')} %, "
           f"warps/SM {g('sm__warps_active.avg.per_cycle_active')}, regs {g('launch__registers_per_thread')}, "

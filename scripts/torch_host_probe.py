@@ -1,7 +1,8 @@
 """Host cost of the torch front's Python, without any kernel: the adapter is replaced by a stub that returns at
 once, so what is timed is Python and torch's autograd machinery (issue 9, item 12). Prints microseconds per call
 (median of 7 blocks) for a forward+backward step through jaxconv3d.torch.conv3d, the same step through an
-autograd.Function of the front's own base class that does nothing (the floor a Python Function pays), and the front's pieces timed alone.
+autograd.Function of the front's own base class that does nothing (the floor a Python Function pays), and the
+front's pieces timed alone.
 
     scripts/py scripts/torch_host_probe.py
 """

@@ -157,7 +157,8 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
       const unsigned dst = dsm + 2u * (p % kDyStages) * kDyStage;
       if (lane < 3 * kDyChunks) {
 #pragma unroll
-        for (int i = 0; i < kDyCopies; ++i) cp_async_shared<8>(dst + 2u * 3 * i * kDyStride, pl + doff[i], din >> i & 1u);
+        for (int i = 0; i < kDyCopies; ++i)
+          cp_async_shared<8>(dst + 2u * 3 * i * kDyStride, pl + doff[i], din >> i & 1u);
       }
     };
 

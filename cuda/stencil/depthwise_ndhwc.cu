@@ -256,14 +256,13 @@ __device__ __forceinline__ void pipeline(int len, Issue&& issue, Body&& body) {
 // in flight than at four (128 registers), measured 81.8 -> 72.7 us on the suite layer (H100, perf.md v21); six (80
 // registers) measured 82.9 (smaller shares a block: more segments, each with its two halo planes, and barrier
 // stalls). The 16-bit pair kernels need ~126 registers and stay at four (five spill).
-constexpr int kF32StencilBlocks = 5;
 template <typename T>
-constexpr int stencil_blocks() { return sizeof(T) == 4 ? kF32StencilBlocks : 4; }
+constexpr int stencil_blocks() { return sizeof(T) == 4 ? 5 : 4; }
 
 template <typename T, int VEC, int RUN, int CB>
-__global__ void __launch_bounds__(kThreads, stencil_blocks<T>()) depthwise3_kernel(const T* __restrict__ src, const T* __restrict__ w,
-                                                                 const T* __restrict__ bias, T* __restrict__ out,
-                                                                 const Geo g) {
+__global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
+    depthwise3_kernel(const T* __restrict__ src, const T* __restrict__ w, const T* __restrict__ bias,
+                      T* __restrict__ out, const Geo g) {
   constexpr int CH = kLanes * VEC, COLS = RUN + 2, ROWS = kRows + 2;
   __shared__ __align__(16) T stage[kStages][ROWS][COLS][CH];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
