@@ -142,11 +142,12 @@ const Rule kRules[] = {
      [](const Query& q) { return q.cc == 90 && q.p.in_per_group() < 16 && q.p.out_per_group() >= 16; },
      &kHopperSmallC},
     {"a first layer (under 16 bytes of input channels per pixel) in bf16, f16 or tf32, or its float32-accurate "
-     "grad-input (3xTF32): hopper folds the W (and H) filter taps into the channels",
+     "forward or grad-input (3xTF32; a forward whose (channel, tap) columns fit registers took hopper_smallc above): "
+     "hopper folds the W (and H) filter taps into the channels",
      [](const Query& q) {
        const bool tensor_core = q.t == DType::kBF16 || q.t == DType::kF16 || q.m == MathMode::kTF32;
-       const bool accurate_dgrad = q.t == DType::kF32 && q.m == MathMode::kAccurate && q.op == Op::kDgrad;
-       return q.cc == 90 && (tensor_core || accurate_dgrad) && q.p.in_per_group() * int64_t(dtype_size(q.t)) < 16 &&
+       const bool accurate = q.t == DType::kF32 && q.m == MathMode::kAccurate && (q.op == Op::kDgrad || q.op == Op::kFwd);
+       return q.cc == 90 && (tensor_core || accurate) && q.p.in_per_group() * int64_t(dtype_size(q.t)) < 16 &&
               q.p.out_per_group() >= 16;
      },
      &kHopper},

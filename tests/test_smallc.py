@@ -65,7 +65,8 @@ def test_first_layer_forward_runs_on_registers_in_the_callers_layout():
         ((2, 3, 9, 9, 9), (32, 3, 4, 4, 4), dict(dtype="bfloat16"), FAMILY),  # 16-bit K = 192: the limit
         ((2, 3, 9, 9, 9), (32, 3, 3, 5, 5), dict(dtype="bfloat16"), "hopper"),  # K = 225: the folded GEMM
         ((2, 3, 9, 9, 9), (8, 3, 3, 3, 3), {}, "sm80"),  # 8 output channels: FFMA
-        ((2, 3, 9, 9, 9), (160, 3, 3, 3, 3), {}, "sm80"),  # 3xTF32 filter of three 64-wide blocks > 96 KB
+        ((2, 3, 9, 9, 9), (160, 3, 3, 3, 3), {}, "hopper"),  # 3xTF32 filter of three 64-wide blocks > 96 KB: folded
+        ((2, 3, 9, 9, 9), (32, 3, 3, 7, 7), {}, "hopper"),  # float32 K = 441 > 96: the folded 3xTF32 GEMM
         ((2, 3, 9, 9, 9), (160, 3, 3, 3, 3), dict(precision="tf32"), FAMILY),  # 72 KB
         ((2, 6, 9, 9, 9), (32, 3, 3, 3, 3), dict(groups=2), "sm80"),  # grouped
         ((2, 16, 9, 9, 9), (32, 16, 1, 1, 1), dict(dtype="bfloat16"), "hopper"),  # 16 channels: not a first layer
