@@ -516,3 +516,14 @@ def test_every_implementation_of_a_pass_loops_the_same_number_of_calls():
     assert [unit.calls for unit in units] == [1, 2, 10]
     bench.share_calls(units)
     assert [unit.calls for unit in units] == [2, 2, 10]
+
+
+def test_overhead_probe_times_every_row_and_its_torch_counterpart():
+    from jaxconv3d import overhead
+
+    measured = dict(overhead.rows(calls=10))
+    assert len(measured) == 11 and all(math.isfinite(us) and us > 0 for us in measured.values())
+    for ours, theirs in [("jaxconv3d.torch.conv3d", "torch F.conv3d (cuDNN on GPU)"),
+                         ("step: jaxconv3d.torch.conv3d, grads of x, w, b", "step: torch F.conv3d, grads of x, w, b"),
+                         ("jax.jit(jaxconv3d.conv3d) dispatch", "jax.jit(lax.conv_general_dilated) dispatch")]:
+        assert ours in measured and theirs in measured
