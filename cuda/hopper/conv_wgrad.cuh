@@ -8,6 +8,7 @@
 // partial[split][Ntot][O]; `wgrad_reduce_kernel` adds them in split order (deterministic) into dw ODHWI.
 #pragma once
 
+#include "device_common.cuh"
 #include "persistent.cuh"
 
 namespace jaxconv3d {
@@ -288,16 +289,16 @@ __global__ void __launch_bounds__(256) wgrad_reduce_kernel(const float* __restri
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int n0 = blockIdx.x * 32;
   for (int o0 = blockIdx.y * 32; o0 < O; o0 += gridDim.y * 32) {
+    const float* rows[4];  // the thread's four elements (n0 + ty + 8r, o0 + tx); one outside reads element (0, 0)
+    float s[4];
 #pragma unroll
-    for (int i = 0; i < 32; i += 8) {
-      const int n = n0 + ty + i, o = o0 + tx;
-      float s = 0.0f;
-      if (n < Ntot && o < O) {
-        const i64 idx = i64(n) * O + o;
-        for (int k = 0; k < splits; ++k) s += partial[k * total + idx];
-      }
-      tile[ty + i][tx] = s;
+    for (int r = 0; r < 4; ++r) {
+      const int n = n0 + ty + 8 * r, o = o0 + tx;
+      rows[r] = n < Ntot && o < O ? partial + i64(n) * O + o : partial;
     }
+    ordered_sums(rows, total, splits, s);
+#pragma unroll
+    for (int r = 0; r < 4; ++r) tile[ty + 8 * r][tx] = s[r];
     __syncthreads();
 #pragma unroll
     for (int i = 0; i < 32; i += 8) {
