@@ -30,33 +30,6 @@ __device__ __forceinline__ D cvt(S v) {
 
 template <typename T> __device__ __forceinline__ T zero_of() { return cvt<T>(0.0f); }
 
-// s[r] = p[r][0] + p[r][stride] + ... + p[r][(n - 1) * stride] for R rows, each added in that order (a split
-// reduction's fixed order, so every sum is bitwise a plain loop's) with the loads of all rows issued eight terms at
-// a time: a reduction with few threads per SM is otherwise bound by one load's latency per term (the pointwise
-// grad-weight's reduce took 18.9 us for 8.6 MB, perf.md v22). A row the caller does not need may point anywhere
-// readable.
-template <int R>
-__device__ __forceinline__ void ordered_sums(const float* const (&p)[R], long long stride, int n, float (&s)[R]) {
-  constexpr int kBatch = 8;
-#pragma unroll
-  for (int r = 0; r < R; ++r) s[r] = 0.0f;
-  int k = 0;
-  for (; k + kBatch <= n; k += kBatch) {
-    float v[R][kBatch];
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) v[r][j] = p[r][(k + j) * stride];
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) s[r] += v[r][j];
-  }
-  for (; k < n; ++k)
-#pragma unroll
-    for (int r = 0; r < R; ++r) s[r] += p[r][k * stride];
-}
-
 // BYTES-byte cp.async (sm_80+; 4, 8 or 16) from global gsrc to the shared-space address sa; where !ok nothing is read
 // and BYTES zero bytes are written (gsrc must still be a valid address). Kernels that compute each lane's shared
 // addresses once call this form; cp_async takes a generic pointer.

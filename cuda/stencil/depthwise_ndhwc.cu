@@ -41,8 +41,6 @@ struct Geo {
   int sd[3], od[3], P[3];
   int flip;
   int wstrips, hblocks, cgroups;  // a column's place: W strip, H block, channel group, then the batch entry
-  int turns;                      // columns a block walks in turn, dealt from far apart (column_turns, stencil.h)
-  i64 share;                      // (channel group, batch entry) pairs / turns
   i64 columns, per;               // columns (each all D planes) and output planes a block
 };
 
@@ -102,20 +100,14 @@ struct Place {
 };
 
 // Column index b -> its W strip, H block, channel group (of `groups`; grad-weight's columns are one group's: 1)
-// and batch entry. Index b = turns x r + j: r walks W strips, H blocks and the first 1 / turns of the (channel group,
-// batch entry) pairs, fastest first, and j picks which share of those pairs. A block walks `turns` columns in turn
-// (its planes are about turns x D), so the columns at the same moment of neighbouring blocks are neighbours in W and
-// H: their shared halo rows are read from L2 at about the same time rather than half a block's time apart.
+// and batch entry, fastest first.
 template <int CH, int RUN>
 __device__ __forceinline__ Place place(const Geo& g, i64 b, int groups) {
-  const int j = int(b % g.turns);
-  b /= g.turns;
   Place pl;
   pl.ox0 = int(b % g.wstrips) * RUN;
   b /= g.wstrips;
   pl.oy0 = int(b % g.hblocks) * kRows;
   b /= g.hblocks;
-  b += j * g.share;
   pl.c0 = int(b % groups) * CH;
   pl.n = b / groups;
   return pl;
@@ -386,18 +378,17 @@ __global__ void __launch_bounds__(32 * kSlices) depthwise3_wgrad_reduce_kernel(c
   __shared__ float sums[kSlices][32];
   const int t = int(blockIdx.x % 27u), c = int(blockIdx.x / 27u) * 32 + (threadIdx.x & 31);
   const int slice = threadIdx.x >> 5, K = blocks * kRows;
-  float s[1] = {0.0f};
-  if (c < C && slice < K) {
-    const float* p[1] = {part + i64(c / CH) * K * 27 * CH + t * CH + c % CH + i64(slice) * 27 * CH};
-    ordered_sums(p, i64(kSlices) * 27 * CH, (K - 1 - slice) / kSlices + 1, s);
+  float s = 0.0f;
+  if (c < C) {
+    const float* p = part + i64(c / CH) * K * 27 * CH + t * CH + c % CH;
+    for (int k = slice; k < K; k += kSlices) s += p[i64(k) * 27 * CH];
   }
-  sums[slice][threadIdx.x & 31] = s[0];
+  sums[slice][threadIdx.x & 31] = s;
   __syncthreads();
   if (slice == 0 && c < C) {
-    float total = s[0];
 #pragma unroll
-    for (int j = 1; j < kSlices; ++j) total += sums[j][threadIdx.x];
-    dw[i64(c) * 27 + t] = cvt<T>(total);
+    for (int j = 1; j < kSlices; ++j) s += sums[j][threadIdx.x];
+    dw[i64(c) * 27 + t] = cvt<T>(s);
   }
 }
 
@@ -430,16 +421,7 @@ Geo geo_of(const ConvProblem& p, bool dgrad) {  // dgrad: the grad-input stencil
   }
   g.flip = dgrad ? 1 : 0;
   g.hblocks = ceil_div(g.od[1], kRows);
-  g.turns = 1;
-  g.share = 0;
   return g;
-}
-
-// After columns and per are set: how a block walks its columns (place()).
-void deal_columns(Geo& g) {
-  const i64 outer = g.columns / (i64(g.wstrips) * g.hblocks);
-  g.turns = column_turns(g.per, g.od[0], outer);
-  g.share = outer / g.turns;
 }
 
 // Forward / grad-input: one wave of blocks over every column's planes, at least kMinPlanes planes a block.
@@ -458,7 +440,6 @@ std::string launch_fwd(Geo g, i64 batch, const T* s, const T* w, const T* b, T* 
   const i64 planes = g.columns * g.od[0];
   const i64 blocks = std::min<i64>(slots, (planes + kMinPlanes - 1) / kMinPlanes);
   g.per = (planes + blocks - 1) / blocks;
-  deal_columns(g);
   depthwise3_kernel<T, VEC, RUN, CB><<<unsigned(blocks), kThreads, 0, st>>>(s, w, b, o, g);
   return "";
 }
@@ -499,7 +480,6 @@ std::string launch_wgrad(const ConvProblem& p, const WgradShape& sh, const T* x,
   g.cgroups = sh.cgroups;
   g.columns = sh.columns;
   g.per = sh.per;
-  deal_columns(g);
   depthwise3_wgrad_kernel<T, VEC, RUN, CB><<<unsigned(sh.cgroups * sh.blocks), kThreads, 0, st>>>(x, dy, part, g);
   depthwise3_wgrad_reduce_kernel<T><<<27 * ceil_div(g.C, 32), 32 * kSlices, 0, st>>>(part, dw, g.C, kLanes * VEC,
                                                                                      sh.blocks);

@@ -38,11 +38,6 @@ int run_for(int vec, int64_t width) {
   return (7 - width % 7) % 7 < (8 - width % 8) % 8 ? 7 : 8;
 }
 
-int column_turns(int64_t per, int64_t depth, int64_t outer) {
-  const int64_t k = depth > 0 ? (per + depth / 2) / depth : 1;
-  return k > 1 && outer % k == 0 ? int(k) : 1;
-}
-
 int wgrad_blocks(DType t) { return t == DType::kF32 ? 640 : 512; }
 
 WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t) {

@@ -36,10 +36,6 @@ int run_for(int vec, int64_t width);
 // wgrad_blocks(t) in all: one wave at the blocks an SM its kernel is compiled for on a 132-SM H100 (float32 five,
 // 16-bit four).
 int wgrad_blocks(DType t);
-// How many columns a block walks in turn, dealt from far apart (the kernels' place()): about its planes `per` over
-// the column depth (D planes), where that many shares divide the columns' `outer` (channel group, batch entry)
-// pairs; else 1, columns in plain order. Neighbouring blocks then work on neighbouring columns at the same moment.
-int column_turns(int64_t per, int64_t depth, int64_t outer);
 struct WgradShape {
   int vec, run, cgroups, blocks;  // channels a lane, W outputs a thread, channel groups, blocks per group
   int64_t columns, per;           // (W strip, H block, batch entry) columns of a group; dy planes a block
