@@ -59,7 +59,14 @@ struct Patch {
   static constexpr int stage_bytes = kWarps * group_bytes;
   static constexpr int copies = srows * scols * kWarps;        // 16-byte copies a plane
   static constexpr int nq = (copies + kThreads - 1) / kThreads;
-  static_assert(pitch % 8 == 4 && pitch >= scols, "ldmatrix rows of a tile in distinct banks");
+  // a finished output plane staged for whole 64-byte position runs: [group][row][opitch] 16-byte units, two buffers
+  static constexpr int opitch = cols + (12 - cols % 8) % 8;   // = 4 mod 8: a tile's 8 rows of a store in distinct banks
+  static constexpr int ogroup_bytes = rows * opitch * 16;
+  static constexpr int obuf_bytes = kWarps * ogroup_bytes;
+  static constexpr int outs = rows * cols * kWarps;            // 16-byte stores a plane
+  static constexpr int no = (outs + kThreads - 1) / kThreads;
+  static constexpr int smem_bytes = kRingStages * stage_bytes + 2 * obuf_bytes;
+  static_assert(pitch % 8 == 4 && pitch >= scols && opitch % 8 == 4, "ldmatrix rows of a tile in distinct banks");
 };
 
 // B's diagonal for a lane: element (k, n) of an 8 x 8 block is tap_n where k == n; a lane holds k = 2 (lane % 4)
@@ -74,7 +81,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     depthwise3_mma_kernel(const T* __restrict__ src, const T* __restrict__ w, const T* __restrict__ bias,
                           T* __restrict__ out, const Geo g) {
   using P = Patch<TR, TC>;
-  __shared__ __align__(128) unsigned char ring[kRingStages * P::stage_bytes];
+  extern __shared__ __align__(128) unsigned char ring[];  // kRingStages source stages, then two output buffers
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int gq = lane >> 2, q = lane & 3;  // the accumulator's row g (+ 8) and channel pair 2 q, 2 q + 1
   const unsigned ring0 = unsigned(__cvta_generic_to_shared(ring));
@@ -142,19 +149,36 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
       cp_async_commit();
     };
 
-    // this lane's outputs: tile positions m = gq and gq + 8 (rows gq / 4 and 2 + gq / 4, column gq % 4), channels
-    // cw + 2 q, + 1; the offset of tile (0, 0)'s first one in an output plane, and which (tile, half) lie inside
-    const int orow = pl.oy0 + (gq >> 2), ocol = pl.ox0 + (gq & 3);
-    const unsigned obase = unsigned((orow * g.od[2] + ocol) * g.C + cw + 2 * q);
-    unsigned store = 0;
+    // this lane's accumulators: tile positions m = gq and gq + 8 (rows gq / 4 and 2 + gq / 4, column gq % 4),
+    // channels 2 q, 2 q + 1 of the warp's group; their shared offset in an output buffer (tile (0, 0), half 0)
+    const unsigned o_lane = unsigned(warp * P::ogroup_bytes + ((gq >> 2) * P::opitch + (gq & 3)) * 16 + 4 * q);
+    const unsigned obuf0 = ring0 + unsigned(kRingStages * P::stage_bytes);
+    // the copies out: q = tid + 128 k is channel group q % 4 of patch position q / 4: its shared offset in a
+    // buffer, its offset in an output plane, and whether it lies inside (position in the plane, group below C)
+    unsigned o_src[P::no], o_dst[P::no], o_in = 0;
 #pragma unroll
-    for (int t = 0; t < P::tiles; ++t)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int oy = orow + 4 * (t / TC) + 2 * h, ox = ocol + 4 * (t % TC);
-        if (live && oy < g.od[1] && ox < g.od[2]) store |= 1u << (2 * t + h);
-      }
+    for (int k = 0; k < P::no; ++k) {
+      const int cq = int(threadIdx.x) + kThreads * k, cg = cq & 3, pos = cq >> 2;
+      const int r = pos / P::cols, c = pos % P::cols, oy = pl.oy0 + r, ox = pl.ox0 + c, ch = pl.c0 + cg * kGroup;
+      const bool in = cq < P::outs && oy < g.od[1] && ox < g.od[2] && ch < g.C;
+      o_src[k] = unsigned(cg * P::ogroup_bytes + (r * P::opitch + c) * 16);
+      o_dst[k] = in ? unsigned((oy * g.od[2] + ox) * g.C + ch) : 0u;  // < 2^31: accepts() bounds H x W x C
+      o_in |= unsigned(in) << k;
+    }
     T* on = out + pl.n * i64(g.od[0]) * o_d;
+    // output plane `plane` from buffer `b` to memory, 16 bytes a thread and copy
+    auto copy_out = [&](int plane, int b) {
+      T* op = on + i64(plane) * o_d;
+      const unsigned base = obuf0 + unsigned(b * P::obuf_bytes);
+#pragma unroll
+      for (int k = 0; k < P::no; ++k)
+        if (o_in >> k & 1u) {
+          uint4 v;
+          asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                       : "r"(base + o_src[k]) : "memory");
+          *reinterpret_cast<uint4*>(op + o_dst[k]) = v;
+        }
+    };
 
     float acc[3][P::tiles][4];
 #pragma unroll
@@ -164,43 +188,67 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[s][t][i] = bv[i & 1];
 
+    // each step: the previous step's finished plane leaves its buffer (after the ring's barrier: all four warps
+    // staged it), the source plane's products, then the plane finished now staged in the other buffer
     plane_ring(len, [] { __syncthreads(); }, issue, [&](int js, auto phase) {
       constexpr int PH = decltype(phase)::value;  // js % 3: the stage and the accumulator rotation
+      if (js >= 3) copy_out(z + js - 3, (js - 3) & 1);
       if (live && plane_in(js)) {
         const unsigned stage = ring0 + unsigned(PH * P::stage_bytes);
+        // (shift pair j, tile t) in order, the next one's A loaded before this one's products: consecutive mma.sync
+        // go to different tiles' accumulators. Each accumulator still takes pairs 0..3 then the ninth shift.
+        constexpr int kSteps = 5 * P::tiles;
+        auto tile_at = [&](int i) {
+          const int t = i % P::tiles;
+          return stage + unsigned(((t / TC) * 4 * P::pitch + (t % TC) * 4) * 16);
+        };
+        unsigned a[2][4];
+        ldmatrix_x4_shared(a[0], tile_at(0) + a_pair[0]);
 #pragma unroll
-        for (int t = 0; t < P::tiles; ++t) {
-          const unsigned tb = stage + unsigned(((t / TC) * 4 * P::pitch + (t % TC) * 4) * 16);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            unsigned a[4];
-            ldmatrix_x4_shared(a, tb + a_pair[j]);
-#pragma unroll
-            for (int kd = 0; kd < 3; ++kd) mma(acc[(PH - kd + 3) % 3][t], a, b16[kd][j], static_cast<T*>(nullptr));
+        for (int i = 0; i < kSteps; ++i) {
+          const int j = i / P::tiles, t = i % P::tiles, nj = (i + 1) / P::tiles;
+          if (i + 1 < kSteps) {
+            if (nj < 4) {
+              ldmatrix_x4_shared(a[(i + 1) & 1], tile_at(i + 1) + a_pair[nj]);
+            } else {
+              unsigned h[2];
+              ldmatrix_x2_shared(h, tile_at(i + 1) + a_last);
+              a[(i + 1) & 1][0] = h[0];
+              a[(i + 1) & 1][1] = h[1];
+            }
           }
-          unsigned a2[2];
-          ldmatrix_x2_shared(a2, tb + a_last);
+          if (j < 4) {
 #pragma unroll
-          for (int kd = 0; kd < 3; ++kd) mma_k8(acc[(PH - kd + 3) % 3][t], a2, b8[kd], static_cast<T*>(nullptr));
+            for (int kd = 0; kd < 3; ++kd)
+              mma(acc[(PH - kd + 3) % 3][t], a[i & 1], b16[kd][j], static_cast<T*>(nullptr));
+          } else {
+            const unsigned h[2] = {a[i & 1][0], a[i & 1][1]};
+#pragma unroll
+            for (int kd = 0; kd < 3; ++kd) mma_k8(acc[(PH - kd + 3) % 3][t], h, b8[kd], static_cast<T*>(nullptr));
+          }
         }
       }
-      // output plane js - 2 is complete: store it (js >= 2), then its slot starts over at the bias for plane js + 1
+      // output plane js - 2 is complete: staged (js >= 2; it leaves at the next step), then its slot starts over at
+      // the bias for plane js + 1
       constexpr int SO = (PH + 1) % 3;
       if (js >= 2) {
-        T* op = on + i64(z + js - 2) * o_d + obase;
+        const unsigned ob = obuf0 + unsigned(((js - 2) & 1) * P::obuf_bytes) + o_lane;
 #pragma unroll
         for (int t = 0; t < P::tiles; ++t)
 #pragma unroll
-          for (int h = 0; h < 2; ++h)
-            if (store >> (2 * t + h) & 1u)
-              *reinterpret_cast<unsigned*>(op + ((4 * (t / TC) + 2 * h) * g.od[2] + 4 * (t % TC)) * g.C) =
-                  pack2(acc[SO][t][2 * h], acc[SO][t][2 * h + 1], static_cast<T*>(nullptr));
+          for (int hh = 0; hh < 2; ++hh) {
+            const unsigned v = pack2(acc[SO][t][2 * hh], acc[SO][t][2 * hh + 1], static_cast<T*>(nullptr));
+            const unsigned at = ob + unsigned(((4 * (t / TC) + 2 * hh) * P::opitch + 4 * (t % TC)) * 16);
+            asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(at), "r"(v) : "memory");
+          }
       }
 #pragma unroll
       for (int t = 0; t < P::tiles; ++t)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[SO][t][i] = bv[i & 1];
     });
+    __syncthreads();  // every warp staged the last plane
+    copy_out(z + len - 1, (len - 1) & 1);
   });
 }
 
@@ -208,7 +256,12 @@ template <typename T, int TR, int TC>
 std::string launch(Geo g, i64 batch, const T* s, const T* w, const T* b, T* o, cudaStream_t st) {
   using P = Patch<TR, TC>;
   static std::atomic<int> per_sm[64][1];
-  const int slots = resident_blocks(depthwise3_mma_kernel<T, TR, TC>, kThreads, 0, 0, per_sm) * sm_count();
+  static std::atomic<uint64_t> smem_set{0};
+  if (allow_smem(depthwise3_mma_kernel<T, TR, TC>, P::smem_bytes, smem_set) != cudaSuccess) {
+    cudaGetLastError();
+    return "stencil: cannot give the tensor-core stencil its shared memory";
+  }
+  const int slots = resident_blocks(depthwise3_mma_kernel<T, TR, TC>, kThreads, P::smem_bytes, 0, per_sm) * sm_count();
   if (slots <= 0) {
     cudaGetLastError();
     return "stencil: cannot read how many tensor-core stencil blocks the device holds";
@@ -220,7 +273,7 @@ std::string launch(Geo g, i64 batch, const T* s, const T* w, const T* b, T* o, c
   const i64 planes = g.columns * g.od[0];
   const i64 blocks = std::min<i64>(slots, (planes + kMinPlanes - 1) / kMinPlanes);
   g.per = (planes + blocks - 1) / blocks;
-  depthwise3_mma_kernel<T, TR, TC><<<unsigned(blocks), kThreads, 0, st>>>(s, w, b, o, g);
+  depthwise3_mma_kernel<T, TR, TC><<<unsigned(blocks), kThreads, P::smem_bytes, st>>>(s, w, b, o, g);
   return "";
 }
 
