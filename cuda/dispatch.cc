@@ -101,7 +101,7 @@ void hopper_smallc_fill(const Query& q, Plan* pl) {
 // caller holding NCDHW tensors never gets this family).
 bool stencil_accepts(const Query& q) { return q.cc > 0 && stencil::accepts(q.op, q.p, q.t); }
 void stencil_fill(const Query& q, Plan* pl) {
-  pl->tile = stencil::tile(q.op, q.p, q.t);
+  pl->tile = stencil::tile(q.op);
   pl->layout = Layout::kNDHWC;
   pl->workspace_bytes = stencil::workspace_bytes(q.op, q.p, q.t);
 }

@@ -8,9 +8,8 @@ operations straight through the DLPack adapter into NaN-poisoned channels_last_3
 shows; grad-weight's workspace poisoned too), every dtype it takes, against float64 F.conv3d and autograd from the
 raw arguments. The cases cut the block's 32 / 64 channels, 4 H rows and 4 / 7 / 8 W outputs at every edge, run the
 three copy widths (16-byte and 4-byte cp.async, 16-bit element copies for an odd C), put several column segments in
-one block and use padding 0 to 2 (asymmetric too), bias and one output position; 16-bit tensors with C a multiple
-of 8 run the tensor-core forward and grad-input (both patch shapes, cut at every edge, partial channel blocks); the
-fronts (torch channels_last_3d, JAX layout="NDHWC") run a whole training step bitwise alike, twice."""
+one block and use padding 0 to 2 (asymmetric too), bias and one output position; the fronts (torch
+channels_last_3d, JAX layout="NDHWC") run a whole training step bitwise alike, twice."""
 
 from __future__ import annotations
 
@@ -46,12 +45,6 @@ def test_rules_take_channels_last_depthwise_3x3x3_only():
     assert [_plan.plan(cfg, "float32", 90, op, 1)["workspace_bytes"] for op in OPS[:2]] == [0, 0]
     # grad-weight's partial sums: a float per (channel group, block, warp, tap, channel); ~640 blocks in all (float32)
     assert 0 < _plan.plan(cfg, "float32", 90, "grad_weight", 1)["workspace_bytes"] <= 4 * 27 * 4 * 32 * (640 + 6)
-    # 16-bit tensors whose channels come in whole groups of 8 take the tensor-core forward and grad-input
-    mma = ("depthwise3_ndhwc_mma", "depthwise3_ndhwc_mma_flipped", TILES[2])
-    for dtype in ("bfloat16", "float16"):
-        assert [_plan.plan(cfg, dtype, 90, op, 1)["tile"] for op in OPS] == list(mma)
-        odd = conv_config((2, 12, 9, 9, 9), (12, 1, 3, 3, 3), None, padding=1, groups=12)
-        assert [_plan.plan(odd, dtype, 90, op, 1)["tile"] for op in OPS] == list(TILES)
     assert families(*suite, dtype="float64") == ("sm80",) * 3
     assert families(*suite, cc=0) == ("cpu",) * 3
     x, w = (2, 8, 9, 9, 9), (8, 1, 3, 3, 3)
@@ -80,11 +73,6 @@ CASES = [  # (x_shape, w_shape, kw): channel multiplier 1 throughout
     ((2, 32, 7, 21, 37), (32, 1, 3, 3, 3), dict(padding=((1, 1), (0, 2), (2, 0)), groups=32)),  # H cut 4 x 5 + 1
     ((1, 48, 20, 35, 9), (48, 1, 3, 3, 3), dict(padding=1, groups=48)),  # 48 = 32 + 16 channels, 20 planes
     ((3, 16, 4, 5, 66), (16, 1, 3, 3, 3), dict(padding=0, groups=16)),  # two output planes, W 64 = 8 x 8
-    # 16-bit, C a multiple of 8: the tensor-core kernel (patches of 4 x 28 or 8 x 16 positions, 32 channels)
-    ((2, 16, 5, 10, 28), (16, 1, 3, 3, 3), dict(padding=1, groups=16)),  # 4 x 28 patches, H cut 4 + 4 + 2
-    ((1, 56, 9, 5, 29), (56, 1, 3, 3, 3), dict(padding=((1, 1), (0, 2), (0, 0)), groups=56)),  # W 27; grad-input 8 x 16
-    ((6, 8, 20, 4, 28), (8, 1, 3, 3, 3), dict(padding=1, groups=8)),  # one group of 8, blocks of several columns
-    ((2, 24, 7, 11, 19), (24, 1, 3, 3, 3), dict(padding=(2, 0, 1), groups=24)),  # W 19 of a 4 x 28 patch, 3 of 4 warps
 ]
 
 

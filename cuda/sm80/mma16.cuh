@@ -1,6 +1,5 @@
-// 16-bit tensor-core helpers the depthwise kernels share (sm80/stencil3_mma.cu, sm80/wgrad_dw3_mma.cu,
-// stencil/depthwise_ndhwc_mma.cu): m16n8k16 and m16n8k8 mma.sync with float accumulators, ldmatrix.x4 / .x2, and
-// two floats packed into a 16-bit pair. T (bfloat16 or half)
+// 16-bit tensor-core helpers the sm80 depthwise kernels share (stencil3_mma.cu, wgrad_dw3_mma.cu): m16n8k16
+// mma.sync with float accumulators, ldmatrix.x4, and two floats packed into a 16-bit pair. T (bfloat16 or half)
 // is passed as a null pointer tag.
 #pragma once
 
@@ -50,30 +49,11 @@ __device__ __forceinline__ void mma_from(float (&d)[4], const unsigned (&a)[4], 
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c), "f"(c), "f"(c), "f"(c));
 }
 
-// D += A B on m16n8k8 tiles (A: 16 x 8, two registers; B: 8 x 8, one).
-__device__ __forceinline__ void mma_k8(float (&d)[4], const unsigned (&a)[2], unsigned b, __nv_bfloat16*) {
-  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(b));
-}
-__device__ __forceinline__ void mma_k8(float (&d)[4], const unsigned (&a)[2], unsigned b, __half*) {
-  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(b));
-}
-
-// ldmatrix from a shared-space address (lane l names row l % 8 of matrix l / 8).
-__device__ __forceinline__ void ldmatrix_x4_shared(unsigned (&a)[4], unsigned s) {
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
                : "r"(s));
-}
-__device__ __forceinline__ void ldmatrix_x2_shared(unsigned (&a)[2], unsigned s) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(a[0]), "=r"(a[1]) : "r"(s));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
-  ldmatrix_x4_shared(a, static_cast<unsigned>(__cvta_generic_to_shared(p)));
 }
 
 }  // namespace sm80

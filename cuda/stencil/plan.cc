@@ -20,24 +20,10 @@ bool accepts(Op, const ConvProblem& p, DType t) {
   return p.out_channels < (int64_t(1) << 30) && (std::max(p.in[2], p.out[2]) + 2) * p.out_channels < (int64_t(1) << 31);
 }
 
-bool mma_takes(const ConvProblem& p, DType t) {
-  if (t != DType::kBF16 && t != DType::kF16) return false;
-  const int64_t planes = std::max(p.in[1] * p.in[2], p.out[1] * p.out[2]);
-  return p.out_channels % 8 == 0 && planes * p.out_channels < (int64_t(1) << 31);
-}
-
-bool mma_patch_wide(int64_t h, int64_t w) {
-  auto tiles = [&](int64_t rows, int64_t cols) {  // positions the patches cover, edges included
-    return ((h + rows - 1) / rows) * ((w + cols - 1) / cols) * rows * cols;
-  };
-  return tiles(4, 28) <= tiles(8, 16);
-}
-
-const char* tile(Op op, const ConvProblem& p, DType t) {
-  const bool mma = mma_takes(p, t);
+const char* tile(Op op) {
   switch (op) {
-    case Op::kFwd: return mma ? "depthwise3_ndhwc_mma" : "depthwise3_ndhwc_staged";
-    case Op::kDgrad: return mma ? "depthwise3_ndhwc_mma_flipped" : "depthwise3_ndhwc_staged_flipped";
+    case Op::kFwd: return "depthwise3_ndhwc_staged";
+    case Op::kDgrad: return "depthwise3_ndhwc_staged_flipped";
     case Op::kWgrad: return "depthwise3_ndhwc_staged_27sums";
   }
   return "";

@@ -1,8 +1,7 @@
 // The stencil family: forward, grad-input and grad-weight of depthwise 3x3x3 layers (stride 1, dilation 1, one
 // input and one output channel per group) read and written channels-last (NDHWC / ODHWI), as channels_last_3d torch
-// tensors and layout="NDHWC" JAX arrays hold them, so such a layer runs with no layout transposes. Any GPU from
-// sm_80 (cp.async); float32 FFMA throughout, and 16-bit forward / grad-input on tensor cores where C is a multiple of
-// 8 (depthwise_ndhwc_mma.cu: the taps as diagonal 8 x 8 matrices, channels on the mma's N and K); otherwise FFMA:
+// tensors and layout="NDHWC" JAX arrays hold them, so such a layer runs with no layout transposes. Plain CUDA FFMA
+// (no tensor cores: a depthwise layer has no channel reduction), any GPU from sm_80 (cp.async).
 //   forward     y = x (*) w + b: a warp's lanes are 32 (float32) or 64 (16-bit, two a lane) consecutive channels,
 //               a block's 4 warps 4 output rows; a thread owns RUN outputs along W (7 or 8; 16-bit pairs 4). Each
 //               source plane's (4 + 2) x (RUN + 2) x channels box is copied into shared memory with cp.async, three
@@ -13,8 +12,7 @@
 //   grad-weight the same walk over x planes, dy's planes staged too, a thread summing its channels' 27 taps; each
 //               warp's sums to a workspace slot, then added up in a fixed order by a second kernel (deterministic;
 //               the block count comes from the problem alone, not the device).
-// This header is plain C++ (the dispatcher includes it without nvcc); the kernels are in depthwise_ndhwc.cu and
-// depthwise_ndhwc_mma.cu.
+// This header is plain C++ (the dispatcher includes it without nvcc); the kernels are in depthwise_ndhwc.cu.
 #pragma once
 
 #include <cstddef>
@@ -45,18 +43,11 @@ struct WgradShape {
 WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t);
 size_t wgrad_part_bytes(const WgradShape& s);  // the workspace: a float per (group, block, warp, tap, channel)
 
-// The tensor-core forward / grad-input (depthwise_ndhwc_mma.cu) takes 16-bit tensors whose C is a multiple of 8 and
-// whose planes' H x W x C stay under 2^31 (its 32-bit offsets); 16-byte aligned tensors are checked at launch (the
-// FFMA kernel runs the others). Its block's patch is 4 x 28 (wide) or 8 x 16 output positions, whichever covers
-// an h x w plane with fewer 4 x 4 tiles.
-bool mma_takes(const ConvProblem& p, DType t);
-bool mma_patch_wide(int64_t h, int64_t w);
-
 // Whether the family runs `op` on p in dtype t (layout, shape, strides, groups and extents; any math mode: the
 // kernels are float32 FFMA, accurate in every mode).
 bool accepts(Op op, const ConvProblem& p, DType t);
 // Its kernel's name for explain(), and its workspace (grad-weight's partial sums; the others none).
-const char* tile(Op op, const ConvProblem& p, DType t);
+const char* tile(Op op);
 size_t workspace_bytes(Op op, const ConvProblem& p, DType t);
 
 // The launches (depthwise_ndhwc.cu; an error string, empty on success). Tensors are NDHWC / ODHWI.
@@ -64,9 +55,6 @@ std::string fwd(const ConvProblem& p, DType t, const void* x, const void* w, con
 std::string dgrad(const ConvProblem& p, DType t, const void* dy, const void* w, void* dx, void* stream);
 std::string wgrad(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,
                   size_t workspace_bytes, void* stream);
-// The tensor-core forward (dgrad false) or grad-input, for problems mma_takes (fwd and dgrad call it).
-std::string mma_stencil(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
-                        void* out, void* stream);
 
 }  // namespace stencil
 }  // namespace jaxconv3d
