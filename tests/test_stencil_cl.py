@@ -43,8 +43,8 @@ def test_rules_take_channels_last_depthwise_3x3x3_only():
     cfg = conv_config(*suite[:2], None, **suite[2])
     assert [_plan.plan(cfg, "float32", 90, op, 1)["tile"] for op in OPS] == list(TILES)
     assert [_plan.plan(cfg, "float32", 90, op, 1)["workspace_bytes"] for op in OPS[:2]] == [0, 0]
-    # grad-weight's partial sums: a float per (channel group, block, warp, tap, channel); ~640 blocks in all (float32)
-    assert 0 < _plan.plan(cfg, "float32", 90, "grad_weight", 1)["workspace_bytes"] <= 4 * 27 * 4 * 32 * (640 + 6)
+    # grad-weight's partial sums: a float per (channel group, block, tap, channel); ~640 blocks in all (float32)
+    assert 0 < _plan.plan(cfg, "float32", 90, "grad_weight", 1)["workspace_bytes"] <= 4 * 27 * 32 * (640 + 6)
     assert families(*suite, dtype="float64") == ("sm80",) * 3
     assert families(*suite, cc=0) == ("cpu",) * 3
     x, w = (2, 8, 9, 9, 9), (8, 1, 3, 3, 3)
@@ -73,6 +73,10 @@ CASES = [  # (x_shape, w_shape, kw): channel multiplier 1 throughout
     ((2, 32, 7, 21, 37), (32, 1, 3, 3, 3), dict(padding=((1, 1), (0, 2), (2, 0)), groups=32)),  # H cut 4 x 5 + 1
     ((1, 48, 20, 35, 9), (48, 1, 3, 3, 3), dict(padding=1, groups=48)),  # 48 = 32 + 16 channels, 20 planes
     ((3, 16, 4, 5, 66), (16, 1, 3, 3, 3), dict(padding=0, groups=16)),  # two output planes, W 64 = 8 x 8
+    ((2, 16, 5, 10, 28), (16, 1, 3, 3, 3), dict(padding=1, groups=16)),  # H cut 4 + 4 + 2, W 28 = 7 x 4
+    ((1, 56, 9, 5, 29), (56, 1, 3, 3, 3), dict(padding=((1, 1), (0, 2), (0, 0)), groups=56)),  # 56 = 32 + 24
+    ((6, 8, 20, 4, 28), (8, 1, 3, 3, 3), dict(padding=1, groups=8)),  # 8 channels, blocks of several columns
+    ((2, 24, 7, 11, 19), (24, 1, 3, 3, 3), dict(padding=(2, 0, 1), groups=24)),  # mixed padding, 24 channels
 ]
 
 

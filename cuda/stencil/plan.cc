@@ -54,7 +54,7 @@ WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t) {
 }
 
 size_t wgrad_part_bytes(const WgradShape& s) {
-  return size_t(s.cgroups) * size_t(s.blocks) * kRows * 27 * kLanes * size_t(s.vec) * sizeof(float);
+  return size_t(s.cgroups) * size_t(s.blocks) * 27 * kLanes * size_t(s.vec) * sizeof(float);
 }
 
 size_t workspace_bytes(Op op, const ConvProblem& p, DType t) {
