@@ -146,7 +146,8 @@ const Rule kRules[] = {
      "hopper folds the W (and H) filter taps into the channels",
      [](const Query& q) {
        const bool tensor_core = q.t == DType::kBF16 || q.t == DType::kF16 || q.m == MathMode::kTF32;
-       const bool accurate = q.t == DType::kF32 && q.m == MathMode::kAccurate && (q.op == Op::kDgrad || q.op == Op::kFwd);
+       const bool accurate =
+           q.t == DType::kF32 && q.m == MathMode::kAccurate && (q.op == Op::kDgrad || q.op == Op::kFwd);
        return q.cc == 90 && (tensor_core || accurate) && q.p.in_per_group() * int64_t(dtype_size(q.t)) < 16 &&
               q.p.out_per_group() >= 16;
      },

@@ -1,9 +1,9 @@
 """Bridge overhead on a tiny input: what the torch front costs per call on top of a direct kernel launch.
 
-`python -m jaxconv3d.overhead` prints microseconds per call (mean over many back-to-back calls, device synchronised
-once at the end, so it measures the host-side launch path, which is what bounds a tiny convolution): forwards with no
-autograd graph, then training steps (forward, then `torch.autograd.grad` of every operand), each next to torch's own
-F.conv3d / nn.Conv3d and the JAX call next to `jax.jit(lax.conv_general_dilated)`.
+`python -m jaxconv3d.overhead` prints microseconds per call (the median of five blocks' means over many back-to-back
+calls, the device synchronised at each block's end, so it measures the host-side launch path, which is what bounds a
+tiny convolution): forwards with no autograd graph, then training steps (forward, then `torch.autograd.grad` of every
+operand), each next to torch's own F.conv3d / nn.Conv3d, and the JAX call next to `jax.jit(lax.conv_general_dilated)`.
 """
 
 from __future__ import annotations

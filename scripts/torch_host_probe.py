@@ -8,30 +8,16 @@ front's pieces timed alone.
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
 import jaxconv3d.torch as jt
+from jaxconv3d.overhead import per_call_us
 from jaxconv3d.torch import _ops
 
 
 class _Stub:
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
-
-
-def _time(f, n: int = 3000) -> float:
-    for _ in range(n // 10):
-        f()
-    blocks = []
-    for _ in range(7):
-        start = time.perf_counter()
-        for _ in range(n):
-            f()
-        blocks.append((time.perf_counter() - start) / n * 1e6)
-    return statistics.median(blocks)
 
 
 class _Nothing(_ops._Operation):
@@ -74,7 +60,7 @@ def main() -> None:
         "_ops.conv_grads alone (dx, dw, db)": lambda: _ops.conv_grads(dy, x, w, cfg, True, True, True),
     }
     for name, f in rows.items():
-        print(f"{name}: {_time(f):.1f} us")
+        print(f"{name}: {per_call_us(f, 'cpu', 3000, blocks=7):.1f} us")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t) {
   s.cgroups = int(ceil_div(p.out_channels, kLanes * vec));
   s.columns = ceil_div(p.out[2], s.run) * ceil_div(p.out[1], kRows) * p.batch;
   const int64_t planes = s.columns * p.out[0];
-  s.blocks = int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(wgrad_blocks(t), s.cgroups), ceil_div(planes, kMinPlanes))));
+  const int64_t per_group = ceil_div(wgrad_blocks(t), s.cgroups);
+  s.blocks = int(std::max<int64_t>(1, std::min<int64_t>(per_group, ceil_div(planes, kMinPlanes))));
   s.per = ceil_div(planes, s.blocks);
   return s;
 }
