@@ -279,7 +279,7 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
 // s[r] = p[r][0] + p[r][stride] + ... + p[r][(n - 1) * stride] for R rows, each added in that order (the split
 // reduction's fixed order: every sum bitwise a plain loop's), the loads of all rows issued eight terms at a time.
 // One load's latency per term bound the plain loop where blocks are few (perf.md v22: unet_256's reduce 6.8 -> 4.3
-// us, down_s2's 7.3 -> 5.8). A row the caller does not need may point anywhere readable.
+// us, down_s2's 7.3 -> 5.8). A row the caller does not need may point anywhere readable; n may be 0.
 template <int R>
 __device__ __forceinline__ void ordered_sums(const float* const (&p)[R], i64 stride, int n, float (&s)[R]) {
   constexpr int kBatch = 8;
@@ -302,16 +302,24 @@ __device__ __forceinline__ void ordered_sums(const float* const (&p)[R], i64 str
     for (int r = 0; r < R; ++r) s[r] += p[r][k * stride];
 }
 
-// dw[o][n] = sum over splits s (ascending) of partial[s][n][o]. A block of 32 x 8 threads sums a 32 (n) x 32 (o)
-// tile with reads along o, and writes it through shared memory along n: both sides coalesced (a thread per element
-// writing dw[o][n] directly scattered 2-4-byte stores at a stride of Ntot elements: 37 us for unet_256's 1.8M-element
-// filter against ~4 us for the bytes). Grid: x over n tiles, y (strided) over o tiles.
+// dw[o][n] = the sum over splits of partial[s][n][o]: the splits in kReduceChunks contiguous chunks, each summed in
+// split order, then the chunks added in chunk order (a fixed order: deterministic, the same on every device). A block
+// of 32 x 8 x kReduceChunks threads sums a 32 (n) x 32 (o) tile, each z slice one chunk, with reads along o; it adds
+// the chunks and writes the tile through shared memory along n: both sides coalesced (a thread per element writing
+// dw[o][n] directly scattered 2-4-byte stores at a stride of Ntot elements: 37 us for unet_256's 1.8M-element filter
+// against ~4 us for the bytes). The chunks put four times the loads in flight where blocks are few (pointwise: 32
+// blocks for 8.6 MB of partial sums took 17.8 us with one chunk). Grid: x over n tiles, y (strided) over o tiles.
+constexpr int kReduceChunks = 4;
+
 template <typename T>
-__global__ void __launch_bounds__(256) wgrad_reduce_kernel(const float* __restrict__ partial, T* __restrict__ dw,
-                                                           int Ntot, int O, int splits) {
-  __shared__ float tile[32][33];
+__global__ void __launch_bounds__(256 * kReduceChunks, 1) wgrad_reduce_kernel(const float* __restrict__ partial,
+                                                                          T* __restrict__ dw, int Ntot, int O,
+                                                                          int splits) {
+  __shared__ float tile[kReduceChunks][32][33];
   const i64 total = i64(Ntot) * O;
-  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int tx = threadIdx.x, ty = threadIdx.y, tz = threadIdx.z;
+  const int per = (splits + kReduceChunks - 1) / kReduceChunks;
+  const int k0 = min(splits, tz * per), k1 = min(splits, k0 + per);
   const int n0 = blockIdx.x * 32;
   for (int o0 = blockIdx.y * 32; o0 < O; o0 += gridDim.y * 32) {
     const float* rows[4];  // the thread's four elements (n0 + ty + 8r, o0 + tx); one outside reads element (0, 0)
@@ -319,16 +327,21 @@ __global__ void __launch_bounds__(256) wgrad_reduce_kernel(const float* __restri
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int n = n0 + ty + 8 * r, o = o0 + tx;
-      rows[r] = n < Ntot && o < O ? partial + i64(n) * O + o : partial;
+      rows[r] = partial + i64(k0) * total + (n < Ntot && o < O ? i64(n) * O + o : 0);
     }
-    ordered_sums(rows, total, splits, s);
+    ordered_sums(rows, total, k1 - k0, s);
 #pragma unroll
-    for (int r = 0; r < 4; ++r) tile[ty + 8 * r][tx] = s[r];
+    for (int r = 0; r < 4; ++r) tile[tz][ty + 8 * r][tx] = s[r];
     __syncthreads();
+    if (tz == 0) {
 #pragma unroll
-    for (int i = 0; i < 32; i += 8) {
-      const int o = o0 + ty + i, n = n0 + tx;
-      if (n < Ntot && o < O) dw[i64(o) * Ntot + n] = from_float<T>(tile[tx][ty + i]);
+      for (int i = 0; i < 32; i += 8) {
+        const int o = o0 + ty + i, n = n0 + tx;
+        float v = tile[0][tx][ty + i];
+#pragma unroll
+        for (int c = 1; c < kReduceChunks; ++c) v += tile[c][tx][ty + i];
+        if (n < Ntot && o < O) dw[i64(o) * Ntot + n] = from_float<T>(v);
+      }
     }
     __syncthreads();
   }

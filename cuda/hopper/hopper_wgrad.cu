@@ -18,7 +18,7 @@ namespace {
 template <typename T>
 std::string reduce_splits(const float* partial, void* dw, int Ntot, int O, int splits, cudaStream_t stream) {
   const dim3 grid(unsigned((Ntot + 31) / 32), unsigned(std::min((O + 31) / 32, 65535)));
-  wgrad_reduce_kernel<T><<<grid, dim3(32, 8), 0, stream>>>(partial, static_cast<T*>(dw), Ntot, O, splits);
+  wgrad_reduce_kernel<T><<<grid, dim3(32, 8, kReduceChunks), 0, stream>>>(partial, static_cast<T*>(dw), Ntot, O, splits);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: grad-weight launch failed: ") + cudaGetErrorString(e);
 }
