@@ -302,23 +302,24 @@ __device__ __forceinline__ void ordered_sums(const float* const (&p)[R], i64 str
     for (int r = 0; r < R; ++r) s[r] += p[r][k * stride];
 }
 
-// dw[o][n] = the sum over splits of partial[s][n][o]: the splits in kReduceChunks contiguous chunks, each summed in
-// split order, then the chunks added in chunk order (a fixed order: deterministic, the same on every device). A block
-// of 32 x 8 x kReduceChunks threads sums a 32 (n) x 32 (o) tile, each z slice one chunk, with reads along o; it adds
-// the chunks and writes the tile through shared memory along n: both sides coalesced (a thread per element writing
-// dw[o][n] directly scattered 2-4-byte stores at a stride of Ntot elements: 37 us for unet_256's 1.8M-element filter
-// against ~4 us for the bytes). The chunks put four times the loads in flight where blocks are few (pointwise: 32
-// blocks for 8.6 MB of partial sums took 17.8 us with one chunk). Grid: x over n tiles, y (strided) over o tiles.
-constexpr int kReduceChunks = 4;
+// dw[o][n] = the sum over splits of partial[s][n][o]: the splits in CHUNKS contiguous chunks, each summed in split
+// order, then the chunks added in chunk order (a fixed order: deterministic, the same on every device). A block of 32
+// x 8 x CHUNKS threads sums a 32 (n) x 32 (o) tile, each z slice one chunk, with reads along o; it adds the chunks
+// and writes the tile through shared memory along n: both sides coalesced (a thread per element writing dw[o][n]
+// directly scattered 2-4-byte stores at a stride of Ntot elements: 37 us for unet_256's 1.8M-element filter against
+// ~4 us for the bytes). Grid: x over n tiles, y (strided) over o tiles. reduce_chunks() picks CHUNKS from the tile
+// count alone: four where the tiles are fewer than one wave (more loads in flight: pointwise's 32 tiles 17.9 -> 5.6
+// us, down_s2's 54 tiles 5.7 -> 3.2), else one (unet_256's 1728 tiles: 4.3 us with one, 17.3 with four; perf.md v23).
+constexpr int kFewReduceTiles = 132;
+inline int reduce_chunks(int64_t tiles) { return tiles < kFewReduceTiles ? 4 : 1; }
 
-template <typename T>
-__global__ void __launch_bounds__(256 * kReduceChunks, 1) wgrad_reduce_kernel(const float* __restrict__ partial,
-                                                                          T* __restrict__ dw, int Ntot, int O,
-                                                                          int splits) {
-  __shared__ float tile[kReduceChunks][32][33];
+template <typename T, int CHUNKS>
+__global__ void __launch_bounds__(256 * CHUNKS) wgrad_reduce_kernel(const float* __restrict__ partial,
+                                                                   T* __restrict__ dw, int Ntot, int O, int splits) {
+  __shared__ float tile[CHUNKS][32][33];
   const i64 total = i64(Ntot) * O;
   const int tx = threadIdx.x, ty = threadIdx.y, tz = threadIdx.z;
-  const int per = (splits + kReduceChunks - 1) / kReduceChunks;
+  const int per = (splits + CHUNKS - 1) / CHUNKS;
   const int k0 = min(splits, tz * per), k1 = min(splits, k0 + per);
   const int n0 = blockIdx.x * 32;
   for (int o0 = blockIdx.y * 32; o0 < O; o0 += gridDim.y * 32) {
@@ -339,7 +340,7 @@ __global__ void __launch_bounds__(256 * kReduceChunks, 1) wgrad_reduce_kernel(co
         const int o = o0 + ty + i, n = n0 + tx;
         float v = tile[0][tx][ty + i];
 #pragma unroll
-        for (int c = 1; c < kReduceChunks; ++c) v += tile[c][tx][ty + i];
+        for (int c = 1; c < CHUNKS; ++c) v += tile[c][tx][ty + i];
         if (n < Ntot && o < O) dw[i64(o) * Ntot + n] = from_float<T>(v);
       }
     }

@@ -18,7 +18,10 @@ namespace {
 template <typename T>
 std::string reduce_splits(const float* partial, void* dw, int Ntot, int O, int splits, cudaStream_t stream) {
   const dim3 grid(unsigned((Ntot + 31) / 32), unsigned(std::min((O + 31) / 32, 65535)));
-  wgrad_reduce_kernel<T><<<grid, dim3(32, 8, kReduceChunks), 0, stream>>>(partial, static_cast<T*>(dw), Ntot, O, splits);
+  if (reduce_chunks(int64_t(grid.x) * grid.y) == 4)
+    wgrad_reduce_kernel<T, 4><<<grid, dim3(32, 8, 4), 0, stream>>>(partial, static_cast<T*>(dw), Ntot, O, splits);
+  else
+    wgrad_reduce_kernel<T, 1><<<grid, dim3(32, 8, 1), 0, stream>>>(partial, static_cast<T*>(dw), Ntot, O, splits);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("hopper: grad-weight launch failed: ") + cudaGetErrorString(e);
 }

@@ -301,12 +301,18 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
   });
 }
 
+// Whether a grad-weight block sums its four warps before the workspace (float32: its reduction 8.0 -> 5.3 us on the
+// suite layer, the kernel unchanged), or each warp writes its own slot (16-bit: the same epilogue slowed its
+// 128-register kernel 62.9 -> 67.9 us, eating the reduction's gain; perf.md v23). wgrad_shape() says the same.
+template <typename T>
+constexpr bool kBlockSums = sizeof(T) == 4;
+
 // ---- grad-weight: dw[c][kd][kh][kw] = sum over positions of dy[o] x[o + tap - pad]. A block owns one channel
 // group and a share of its (W strip, H block, batch entry) columns' planes; a thread sums its channels' 27 taps
 // over its row and strip of every dy plane it meets, x planes and dy planes both staged (x with its halo); dy plane
-// js - kd stays in registers (slot (js - kd) mod 3) while x plane js is in. The block's four warps' sums are added
-// in order into the block's slot of the workspace and a second kernel adds the slots up in a fixed order:
-// deterministic.
+// js - kd stays in registers (slot (js - kd) mod 3) while x plane js is in. Each warp's sums (float32: the block's
+// four warps' sums added in order) go to a slot of the workspace and a second kernel adds the slots up in a fixed
+// order: deterministic.
 template <typename T, int VEC, int RUN, int CB>
 __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
     depthwise3_wgrad_kernel(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ part, const Geo g) {
@@ -360,37 +366,45 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
     });
   });
 
-  // the block's four warps summed in order (warp 0 + 1 + 2 + 3) through the x stages, half the taps at a time (the
-  // segment loop ended on a barrier), then warp 0 writes the block's slot of the workspace
-  constexpr int kHalf = 14;
-  static_assert((kRows - 1) * kHalf * CH * sizeof(float) <= sizeof(xs), "the warps' sums fit the x stages");
-  float* red = reinterpret_cast<float*>(&xs[0][0][0][0]);
-  float* mine = part + (i64(cg) * (gridDim.x / g.cgroups) + b) * 27 * CH + lane * VEC;
+  if constexpr (!kBlockSums<T>) {  // each warp's sums to its own slot
+    float* mine = part + ((i64(cg) * (gridDim.x / g.cgroups) + b) * kRows + warp) * 27 * CH + lane * VEC;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    if (warp > 0) {
+    for (int t = 0; t < 27; ++t)
 #pragma unroll
-      for (int t = h * kHalf; t < min(27, (h + 1) * kHalf); ++t)
+      for (int e = 0; e < VEC; ++e) mine[t * CH + e] = acc[t][e];
+  } else {
+    // float32: the block's four warps summed in order (warp 0 + 1 + 2 + 3) through the x stages, half the taps at a
+    // time (the segment loop ended on a barrier), then warp 0 writes the block's slot
+    constexpr int kHalf = 14;
+    static_assert((kRows - 1) * kHalf * CH * sizeof(float) <= sizeof(xs), "the warps' sums fit the x stages");
+    float* red = reinterpret_cast<float*>(&xs[0][0][0][0]);
+    float* mine = part + (i64(cg) * (gridDim.x / g.cgroups) + b) * 27 * CH + lane * VEC;
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) red[((warp - 1) * kHalf + t - h * kHalf) * CH + lane * VEC + e] = acc[t][e];
+    for (int h = 0; h < 2; ++h) {
+      if (warp > 0) {
+#pragma unroll
+        for (int t = h * kHalf; t < min(27, (h + 1) * kHalf); ++t)
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) red[((warp - 1) * kHalf + t - h * kHalf) * CH + lane * VEC + e] = acc[t][e];
+      }
+      __syncthreads();
+      if (warp == 0) {
+#pragma unroll
+        for (int t = h * kHalf; t < min(27, (h + 1) * kHalf); ++t)
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) {
+            float sum = acc[t][e];
+#pragma unroll
+            for (int k = 0; k < kRows - 1; ++k) sum += red[(k * kHalf + t - h * kHalf) * CH + lane * VEC + e];
+            mine[t * CH + e] = sum;
+          }
+      }
+      __syncthreads();
     }
-    __syncthreads();
-    if (warp == 0) {
-#pragma unroll
-      for (int t = h * kHalf; t < min(27, (h + 1) * kHalf); ++t)
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) {
-          float sum = acc[t][e];
-#pragma unroll
-          for (int k = 0; k < kRows - 1; ++k) sum += red[(k * kHalf + t - h * kHalf) * CH + lane * VEC + e];
-          mine[t * CH + e] = sum;
-        }
-    }
-    __syncthreads();
   }
 }
 
-// dw[c][t] = the sum of the partial sums of c's group: its blocks k = 0 .. K - 1 (K = blocks) dealt to
+// dw[c][t] = the sum of the partial sums of c's group: its slots k = 0 .. K - 1 (blocks x warps a block) dealt to
 // kSlices threads (slice j: k = j, j + kSlices, ... in order), the slices then added in order: a fixed order.
 // A block: one tap, 32 channels.
 constexpr int kSlices = 8;
@@ -398,10 +412,10 @@ constexpr int kSlices = 8;
 template <typename T>
 __global__ void __launch_bounds__(32 * kSlices) depthwise3_wgrad_reduce_kernel(const float* __restrict__ part,
                                                                               T* __restrict__ dw, int C, int CH,
-                                                                              int blocks) {
+                                                                              int K) {
   __shared__ float sums[kSlices][32];
   const int t = int(blockIdx.x % 27u), c = int(blockIdx.x / 27u) * 32 + (threadIdx.x & 31);
-  const int slice = threadIdx.x >> 5, K = blocks;
+  const int slice = threadIdx.x >> 5;
   float s = 0.0f;
   if (c < C) {
     const float* p = part + i64(c / CH) * K * 27 * CH + t * CH + c % CH;
@@ -506,7 +520,7 @@ std::string launch_wgrad(const ConvProblem& p, const WgradShape& sh, const T* x,
   g.per = sh.per;
   depthwise3_wgrad_kernel<T, VEC, RUN, CB><<<unsigned(sh.cgroups * sh.blocks), kThreads, 0, st>>>(x, dy, part, g);
   depthwise3_wgrad_reduce_kernel<T><<<27 * ceil_div(g.C, 32), 32 * kSlices, 0, st>>>(part, dw, g.C, kLanes * VEC,
-                                                                                     sh.blocks);
+                                                                                     sh.blocks * sh.warps);
   return "";
 }
 

@@ -9,9 +9,9 @@
 //               planes a source plane meets rotate by unrolling (no moves). The grid is one wave of blocks sharing
 //               every column's (W strip, H block, channel group, batch entry) D planes evenly;
 //   grad-input  the same stencil on dy with the filter flipped (pad' = 2 - pad);
-//   grad-weight the same walk over x planes, dy's planes staged too, a thread summing its channels' 27 taps; a
-//               block's warps summed in order into its workspace slot, the slots then added up in a fixed order by a
-//               second kernel (deterministic;
+//   grad-weight the same walk over x planes, dy's planes staged too, a thread summing its channels' 27 taps; each
+//               warp's sums (float32: a block's four warps' sums added in order) to a workspace slot, the slots then
+//               added up in a fixed order by a second kernel (deterministic;
 //               the block count comes from the problem alone, not the device).
 // This header is plain C++ (the dispatcher includes it without nvcc); the kernels are in depthwise_ndhwc.cu.
 #pragma once
@@ -39,10 +39,11 @@ int run_for(int vec, int64_t width);
 int wgrad_blocks(DType t);
 struct WgradShape {
   int vec, run, cgroups, blocks;  // channels a lane, W outputs a thread, channel groups, blocks per group
+  int warps;                      // slots a block writes: its warps' own (16-bit) or their sum (float32)
   int64_t columns, per;           // (W strip, H block, batch entry) columns of a group; dy planes a block
 };
 WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t);
-size_t wgrad_part_bytes(const WgradShape& s);  // the workspace: a float per (group, block, tap, channel)
+size_t wgrad_part_bytes(const WgradShape& s);  // the workspace: a float per (group, block, slot, tap, channel)
 
 // Whether the family runs `op` on p in dtype t (layout, shape, strides, groups and extents; any math mode: the
 // kernels are float32 FFMA, accurate in every mode).
