@@ -301,12 +301,6 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
   });
 }
 
-// Whether a grad-weight block sums its four warps before the workspace (float32: its reduction 8.0 -> 5.3 us on the
-// suite layer, the kernel unchanged), or each warp writes its own slot (16-bit: the same epilogue slowed its
-// 128-register kernel 62.9 -> 67.9 us, eating the reduction's gain; perf.md v23). wgrad_shape() says the same.
-template <typename T>
-constexpr bool kBlockSums = sizeof(T) == 4;
-
 // ---- grad-weight: dw[c][kd][kh][kw] = sum over positions of dy[o] x[o + tap - pad]. A block owns one channel
 // group and a share of its (W strip, H block, batch entry) columns' planes; a thread sums its channels' 27 taps
 // over its row and strip of every dy plane it meets, x planes and dy planes both staged (x with its halo); dy plane
@@ -366,7 +360,7 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
     });
   });
 
-  if constexpr (!kBlockSums<T>) {  // each warp's sums to its own slot
+  if constexpr (wgrad_slots(sizeof(T)) == kRows) {  // each warp's sums to its own slot (wgrad_slots)
     float* mine = part + ((i64(cg) * (gridDim.x / g.cgroups) + b) * kRows + warp) * 27 * CH + lane * VEC;
 #pragma unroll
     for (int t = 0; t < 27; ++t)
@@ -520,7 +514,7 @@ std::string launch_wgrad(const ConvProblem& p, const WgradShape& sh, const T* x,
   g.per = sh.per;
   depthwise3_wgrad_kernel<T, VEC, RUN, CB><<<unsigned(sh.cgroups * sh.blocks), kThreads, 0, st>>>(x, dy, part, g);
   depthwise3_wgrad_reduce_kernel<T><<<27 * ceil_div(g.C, 32), 32 * kSlices, 0, st>>>(part, dw, g.C, kLanes * VEC,
-                                                                                     sh.blocks * sh.warps);
+                                                                                     sh.blocks * sh.slots);
   return "";
 }
 

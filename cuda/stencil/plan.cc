@@ -50,12 +50,12 @@ WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t) {
   const int64_t per_group = ceil_div(wgrad_blocks(t), s.cgroups);
   s.blocks = int(std::max<int64_t>(1, std::min<int64_t>(per_group, ceil_div(planes, kMinPlanes))));
   s.per = ceil_div(planes, s.blocks);
-  s.warps = t == DType::kF32 ? 1 : kRows;  // depthwise_ndhwc.cu's kBlockSums
+  s.slots = wgrad_slots(dtype_size(t));
   return s;
 }
 
 size_t wgrad_part_bytes(const WgradShape& s) {
-  return size_t(s.cgroups) * size_t(s.blocks) * size_t(s.warps) * 27 * kLanes * size_t(s.vec) * sizeof(float);
+  return size_t(s.cgroups) * size_t(s.blocks) * size_t(s.slots) * 27 * kLanes * size_t(s.vec) * sizeof(float);
 }
 
 size_t workspace_bytes(Op op, const ConvProblem& p, DType t) {

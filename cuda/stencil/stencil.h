@@ -37,9 +37,14 @@ int run_for(int vec, int64_t width);
 // wgrad_blocks(t) in all: one wave at the blocks an SM its kernel is compiled for on a 132-SM H100 (float32 five,
 // 16-bit four).
 int wgrad_blocks(DType t);
+// Workspace slots a grad-weight block writes, by element size: float32 blocks sum their kRows warps in order first
+// (one slot: the reduction 8.0 -> 5.3 us on the suite layer); 16-bit blocks write a slot per warp (the same epilogue
+// slowed their 128-register kernel 62.9 -> 67.9 us, eating the gain; perf.md v23). The kernel and wgrad_shape both
+// read this.
+constexpr int wgrad_slots(int64_t elem_bytes) { return elem_bytes == 4 ? 1 : kRows; }
 struct WgradShape {
   int vec, run, cgroups, blocks;  // channels a lane, W outputs a thread, channel groups, blocks per group
-  int warps;                      // slots a block writes: its warps' own (16-bit) or their sum (float32)
+  int slots;                      // workspace slots a block writes: wgrad_slots()
   int64_t columns, per;           // (W strip, H block, batch entry) columns of a group; dy planes a block
 };
 WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t);
