@@ -87,7 +87,7 @@ std::string conv_fwd_cuda(const ConvProblem& p, DType t, MathMode m, const void*
   if (x == nullptr || w == nullptr || y == nullptr) return "jaxconv3d cuda: null tensor pointer";
   if (is_hopper(pl)) return hopper::fwd(p, t, m, x, w, bias, y, workspace, workspace_bytes, stream);
   if (pl.family == "hopper_smallc") return hopper::fwd_smallc(p, t, m, x, w, bias, y, stream);
-  if (pl.family == "stencil") return stencil::fwd(p, t, x, w, bias, y, stream);
+  if (pl.family == "stencil") return stencil::fwd(p, t, pl.variant == 1, x, w, bias, y, stream);
   return sm80::fwd(p, t, kernel_of(pl), x, w, bias, y, stream);
 }
 
@@ -100,7 +100,7 @@ std::string conv_dgrad_cuda(const ConvProblem& p, DType t, MathMode m, const voi
   if (dy == nullptr || w == nullptr || dx == nullptr) return "jaxconv3d cuda: null tensor pointer";
   if (is_hopper(pl)) return hopper::dgrad(p, t, m, dy, w, dx, workspace, workspace_bytes, stream);
   if (pl.family == "hopper_smallc") return hopper::dgrad_smallc(p, t, m, dy, w, dx, stream);
-  if (pl.family == "stencil") return stencil::dgrad(p, t, dy, w, dx, stream);
+  if (pl.family == "stencil") return stencil::dgrad(p, t, pl.variant == 1, dy, w, dx, stream);
   return sm80::dgrad(p, t, kernel_of(pl), dy, w, dx, stream);
 }
 

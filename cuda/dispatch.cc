@@ -101,7 +101,8 @@ void hopper_smallc_fill(const Query& q, Plan* pl) {
 // caller holding NCDHW tensors never gets this family).
 bool stencil_accepts(const Query& q) { return q.cc > 0 && stencil::accepts(q.op, q.p, q.t); }
 void stencil_fill(const Query& q, Plan* pl) {
-  pl->tile = stencil::tile(q.op);
+  pl->tile = stencil::tile(q.op, q.p, q.t, q.cc);
+  pl->variant = stencil::band_takes(q.op, q.p, q.t, q.cc) ? 1 : 0;  // 1: the tensor-core forward / grad-input
   pl->layout = Layout::kNDHWC;
   pl->workspace_bytes = stencil::workspace_bytes(q.op, q.p, q.t);
 }

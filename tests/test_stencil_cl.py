@@ -8,8 +8,10 @@ operations straight through the DLPack adapter into NaN-poisoned channels_last_3
 shows; grad-weight's workspace poisoned too), every dtype it takes, against float64 F.conv3d and autograd from the
 raw arguments. The cases cut the block's 32 / 64 channels, 4 H rows and 4 / 7 / 8 W outputs at every edge, run the
 three copy widths (16-byte and 4-byte cp.async, 16-bit element copies for an odd C), put several column segments in
-one block and use padding 0 to 2 (asymmetric too), bias and one output position; the fronts (torch
-channels_last_3d, JAX layout="NDHWC") run a whole training step bitwise alike, twice."""
+one block and use padding 0 to 2 (asymmetric too), bias and one output position; on Hopper, 16-bit tensors with C
+a multiple of 16 run the tensor-core forward and grad-input (its 16-channel groups, 16 x 16 windows cut at every
+edge: H 5..35, W 5..66, up to five W strips), and an off-alignment view the FFMA kernel; the fronts (torch channels_last_3d, JAX layout="NDHWC") run a whole
+training step bitwise alike, twice."""
 
 from __future__ import annotations
 
@@ -45,6 +47,13 @@ def test_rules_take_channels_last_depthwise_3x3x3_only():
     assert [_plan.plan(cfg, "float32", 90, op, 1)["workspace_bytes"] for op in OPS[:2]] == [0, 0]
     # grad-weight's partial sums: a float per (channel group, block, tap, channel); ~640 blocks in all (float32)
     assert 0 < _plan.plan(cfg, "float32", 90, "grad_weight", 1)["workspace_bytes"] <= 4 * 27 * 32 * (640 + 6)
+    # on Hopper, 16-bit tensors whose channels come in whole groups of 16 take the tensor-core forward and grad-input
+    band = ("depthwise3_ndhwc_band_tma", "depthwise3_ndhwc_band_tma_flipped", TILES[2])
+    for dtype in ("bfloat16", "float16"):
+        assert [_plan.plan(cfg, dtype, 90, op, 1)["tile"] for op in OPS] == list(band)
+        assert [_plan.plan(cfg, dtype, 80, op, 1)["tile"] for op in OPS] == list(TILES)  # TMA: Hopper only
+        odd = conv_config((2, 24, 9, 9, 9), (24, 1, 3, 3, 3), None, padding=1, groups=24)
+        assert [_plan.plan(odd, dtype, 90, op, 1)["tile"] for op in OPS] == list(TILES)
     assert families(*suite, dtype="float64") == ("sm80",) * 3
     assert families(*suite, cc=0) == ("cpu",) * 3
     x, w = (2, 8, 9, 9, 9), (8, 1, 3, 3, 3)
@@ -102,6 +111,36 @@ def test_stencil_against_float64(rng, case, dtype, math):
     assert_close(y, ref[0], bound, f"forward {CASES[case]} {dtype}")
     assert_close(dx, ref[1], bound, f"grad-input {CASES[case]} {dtype}")
     assert_close(dw, ref[2], bound, f"grad-weight {CASES[case]} {dtype}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_band_falls_back_off_alignment(rng, dtype):
+    """The tensor-core forward and grad-input load and store through TMA, which needs 16-byte aligned tensors: x, dy,
+    y and dx one element off (channels_last_3d views into a larger buffer) run the FFMA kernels instead; against
+    float64, outputs NaN-poisoned."""
+    index = 4  # C 64: the tensor-core kernel on Hopper when aligned
+    c = stencil_case(rng, (index, CASES[index]), dtype, 0, 1)
+    if torch.cuda.get_device_capability() == (9, 0):
+        assert c.plans["forward"]["tile"] == "depthwise3_ndhwc_band_tma"
+
+    def off_by_one(shape, src=None):  # a channels_last_3d view one element into its buffer: 2-byte aligned only
+        n, ch, d, h, w = shape
+        buf = torch.empty(n * ch * d * h * w + 1, dtype=c.tdt, device="cuda")
+        view = buf[1:].view(n, d, h, w, ch).permute(0, 4, 1, 2, 3)
+        assert view.is_contiguous(memory_format=CL) and view.data_ptr() % 16 != 0
+        view.copy_(src) if src is not None else view.fill_(float("nan"))
+        return view
+
+    x, dy = off_by_one(c.cfg.x_shape, c.x.to(c.tdt)), off_by_one(c.cfg.y_shape, c.dy.to(c.tdt))
+    w = c.w.to("cuda", c.tdt).contiguous(memory_format=CL)
+    y, dx = off_by_one(c.cfg.y_shape), off_by_one(c.cfg.x_shape)
+    _ext.torch_adapter.fwd(to_dlpack(x), to_dlpack(w), None if c.b is None else to_dlpack(c.b.to("cuda", c.tdt)),
+                           to_dlpack(y), None, *c.attrs)
+    _ext.torch_adapter.dgrad(to_dlpack(dy), to_dlpack(w), to_dlpack(dx), None, *c.attrs)
+    ref = reference_and_grads(c.x, c.w, c.b, c.dy, **c.kw)
+    assert_close(y, ref[0], BOUNDS[dtype], f"forward off alignment {dtype}")
+    assert_close(dx, ref[1], BOUNDS[dtype], f"grad-input off alignment {dtype}")
 
 
 @pytest.mark.gpu

@@ -55,5 +55,10 @@ std::string wgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* 
 std::string dgrad_smallc(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx,
                          void* stream);
 
+// The stencil family's tensor-core forward (dgrad false) / grad-input of a channels-last 16-bit depthwise 3x3x3 layer
+// (depthwise_band.cu; stencil::band_takes says when, 16-byte aligned src and out).
+std::string depthwise_band(const ConvProblem& p, DType t, bool dgrad, const void* src, const void* w, const void* bias,
+                           void* out, void* stream);
+
 }  // namespace hopper
 }  // namespace jaxconv3d

@@ -15,8 +15,8 @@ namespace hopper {
 
 // ---- host: tensor maps
 
-// A tiled tensor map over `rank` (<= 5) dimensions, innermost first, with 128-byte swizzle (64-byte with
-// `swizzle_bytes` = 64: rows of 64 bytes) and zero fill outside the tensor. `box[i]` elements are traversed along
+// A tiled tensor map over `rank` (<= 5) dimensions, innermost first, with 128-byte swizzle (64- or 32-byte with
+// `swizzle_bytes` = 64 or 32: rows of that many bytes) and zero fill outside the tensor. `box[i]` elements are traversed along
 // dimension i with step `step[i]` (ceil(box/step) land in shared memory). Returns an empty string or a message.
 std::string make_tensor_map(CUtensorMap* map, CUtensorMapDataType type, int rank, const void* base,
                             const uint64_t* dims, const uint64_t* strides_bytes, const uint32_t* box,

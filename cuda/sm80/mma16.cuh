@@ -1,6 +1,6 @@
-// 16-bit tensor-core helpers the sm80 depthwise kernels share (stencil3_mma.cu, wgrad_dw3_mma.cu): m16n8k16
-// mma.sync with float accumulators, ldmatrix.x4, and two floats packed into a 16-bit pair. T (bfloat16 or half)
-// is passed as a null pointer tag.
+// 16-bit tensor-core helpers the depthwise kernels share (sm80/stencil3_mma.cu, sm80/wgrad_dw3_mma.cu,
+// stencil/depthwise_ndhwc_mma.cu): m16n8k16 mma.sync with float accumulators, ldmatrix (.x4, and .trans .x4 / .x2),
+// and two floats packed into a 16-bit pair. T (bfloat16 or half) is passed as a null pointer tag.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -49,11 +49,24 @@ __device__ __forceinline__ void mma_from(float (&d)[4], const unsigned (&a)[4], 
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c), "f"(c), "f"(c), "f"(c));
 }
 
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+// ldmatrix from a shared-space address (lane l names row l % 8 of matrix l / 8).
+__device__ __forceinline__ void ldmatrix_x4_shared(unsigned (&a)[4], unsigned s) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
                : "r"(s));
+}
+// The same, each 8 x 8 matrix transposed: lane l gets column l / 4, rows 2 (l % 4) and the next of each matrix.
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&a)[4], unsigned s) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned (&a)[2], unsigned s) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(a[0]), "=r"(a[1]) : "r"(s));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
+  ldmatrix_x4_shared(a, static_cast<unsigned>(__cvta_generic_to_shared(p)));
 }
 
 }  // namespace sm80

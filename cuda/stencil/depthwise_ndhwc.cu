@@ -14,14 +14,14 @@
 
 #include "device_common.cuh"
 #include "launch_common.cuh"
+#include "hopper/hopper_conv.h"
 #include "plane_ring.cuh"
+#include "stencil/geo.cuh"
 #include "stencil/stencil.h"
 
 namespace jaxconv3d {
 namespace stencil {
 namespace {
-
-using i64 = long long;
 
 // Zeroes a float array of any rank (a register array: every index compile-time).
 template <typename A>
@@ -33,16 +33,6 @@ __device__ __forceinline__ void zero(A& a) {
     a = 0.0f;
   }
 }
-
-// One stencil launch: output q (per axis), tap t in 0..2 reads source q + t - P with tap weight w[t] (forward) or
-// w[2 - t] (grad-input: the filter flipped).
-struct Geo {
-  int C;
-  int sd[3], od[3], P[3];
-  int flip;
-  int wstrips, hblocks, cgroups;  // a column's place: W strip, H block, channel group, then the batch entry
-  i64 columns, per;               // columns (each all D planes) and output planes a block
-};
 
 // A lane's VEC consecutive channels of one shared-memory element as raw bits (VEC = 2: one 32-bit word; zero
 // bits read +0), unpacked to floats; and stored back rounded.
@@ -91,26 +81,6 @@ template <typename T, int VEC, int N, int CH>
 __device__ __forceinline__ void read_row(const T* p, float (&v)[N][VEC]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) Elem<T, VEC>::unpack(Elem<T, VEC>::load_shared(p + i * CH), v[i]);
-}
-
-// Where a column lies: a block's first W output, first H row, first channel, batch entry.
-struct Place {
-  int ox0, oy0, c0;
-  i64 n;
-};
-
-// Column index b -> its W strip, H block, channel group (of `groups`; grad-weight's columns are one group's: 1)
-// and batch entry, fastest first.
-template <int CH, int RUN>
-__device__ __forceinline__ Place place(const Geo& g, i64 b, int groups) {
-  Place pl;
-  pl.ox0 = int(b % g.wstrips) * RUN;
-  b /= g.wstrips;
-  pl.oy0 = int(b % g.hblocks) * kRows;
-  b /= g.hblocks;
-  pl.c0 = int(b % groups) * CH;
-  pl.n = b / groups;
-  return pl;
 }
 
 // A thread's part of the stencil: its VEC channels' 27 taps (flipped for grad-input) and bias, and the
@@ -226,21 +196,6 @@ struct Box {
   }
 };
 
-// A block's share of a sequence of (column, output plane) pairs, planes [b * per, (b + 1) * per): one segment per
-// column it meets (each segment reads two halo planes more than it writes). Calls f(column, first plane, planes).
-template <typename F>
-__device__ __forceinline__ void for_segments(i64 b, i64 per, i64 columns, int planes, F&& f) {
-  i64 cur = b * per;
-  const i64 end = min(columns * planes, cur + per);
-#pragma unroll 1
-  while (cur < end) {
-    const int z = int(cur % planes), len = int(min(i64(planes - z), end - cur));
-    f(cur / planes, z, len);
-    cur += len;
-    __syncthreads();  // the next segment's first copies overwrite stages this one's last plane may still be read from
-  }
-}
-
 // One segment's plane pipeline (plane_ring.cuh): the block's stages, so a block-wide barrier each plane.
 template <typename Issue, typename Body>
 __device__ __forceinline__ void pipeline(int len, Issue&& issue, Body&& body) {
@@ -270,7 +225,7 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
   const i64 o_h = i64(g.od[2]) * g.C, o_d = i64(g.od[1]) * o_h;
 
   for_segments(blockIdx.x, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
-    const Place pl = place<CH, RUN>(g, column, g.cgroups);
+    const Place pl = place(g, column, g.cgroups, RUN, kRows, CH);
     const int c = pl.c0 + lane * VEC, oy = pl.oy0 + warp;
     const bool live = c < g.C && oy < g.od[1];  // computes and stores (every thread copies and synchronises)
     Lane<T, VEC, RUN> ln;
@@ -322,7 +277,7 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
   zero(acc);
 
   for_segments(b, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
-    const Place pl = place<CH, RUN>(g, column, 1);
+    const Place pl = place(g, column, 1, RUN, kRows, CH);
     const int ox0 = pl.ox0, oy0 = pl.oy0;
     const i64 n = pl.n;
     const bool live = c < g.C && oy0 + warp < g.od[1];
@@ -424,8 +379,6 @@ __global__ void __launch_bounds__(32 * kSlices) depthwise3_wgrad_reduce_kernel(c
   }
 }
 
-int ceil_div(i64 a, i64 b) { return int((a + b - 1) / b); }
-
 // ---- host side: the shape of a launch.
 
 // How a launch reads its tensors: VEC channels a lane, CB bytes a copy (see Box).
@@ -441,19 +394,6 @@ Access access_for(int C, size_t es, std::initializer_list<const void*> reads, st
   if (es == 4) return {1, rows16 ? 16 : 4};
   if (!words) return {1, 0};  // 16-bit, odd C or unaligned: element copies
   return {2, rows16 ? 16 : 4};
-}
-
-Geo geo_of(const ConvProblem& p, bool dgrad) {  // dgrad: the grad-input stencil (dy -> dx, filter flipped)
-  Geo g{};
-  g.C = int(p.out_channels);
-  for (int a = 0; a < 3; ++a) {
-    g.sd[a] = int(dgrad ? p.out[a] : p.in[a]);
-    g.od[a] = int(dgrad ? p.in[a] : p.out[a]);
-    g.P[a] = int(dgrad ? 2 - p.pad_lo[a] : p.pad_lo[a]);
-  }
-  g.flip = dgrad ? 1 : 0;
-  g.hblocks = ceil_div(g.od[1], kRows);
-  return g;
 }
 
 // Forward / grad-input: one wave of blocks over every column's planes, at least kMinPlanes planes a block.
@@ -492,7 +432,7 @@ std::string with_variant(const Access& a, int run, F&& f) {
 template <typename T>
 std::string run_stencil(const ConvProblem& p, const void* src, const void* w, const void* bias, void* out, bool dgrad,
                         cudaStream_t st) {
-  const Geo g = geo_of(p, dgrad);
+  const Geo g = geo_of(p, dgrad, kRows);
   const Access acc = access_for(g.C, sizeof(T), {src}, {src, out});
   const T* s = static_cast<const T*>(src);
   const T* wt = static_cast<const T*>(w);
@@ -507,7 +447,7 @@ std::string run_stencil(const ConvProblem& p, const void* src, const void* w, co
 template <typename T, int VEC, int RUN, int CB>
 std::string launch_wgrad(const ConvProblem& p, const WgradShape& sh, const T* x, const T* dy, T* dw, float* part,
                          cudaStream_t st) {
-  Geo g = geo_of(p, false);
+  Geo g = geo_of(p, false, kRows);
   g.wstrips = ceil_div(g.od[2], RUN);
   g.cgroups = sh.cgroups;
   g.columns = sh.columns;
@@ -534,8 +474,10 @@ std::string run_wgrad(const ConvProblem& p, DType t, const void* x, const void* 
   return err.empty() ? launch_error("stencil grad-weight") : err;
 }
 
-std::string run(const ConvProblem& p, DType t, const void* src, const void* w, const void* bias, void* out, bool dgrad,
-                void* stream) {
+std::string run(const ConvProblem& p, DType t, bool band, const void* src, const void* w, const void* bias, void* out,
+                bool dgrad, void* stream) {
+  const uintptr_t ends = reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(out);
+  if (band && ends % 16 == 0) return hopper::depthwise_band(p, t, dgrad, src, w, bias, out, stream);
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
   switch (t) {
     case DType::kF32: return run_stencil<float>(p, src, w, bias, out, dgrad, st);
@@ -547,12 +489,13 @@ std::string run(const ConvProblem& p, DType t, const void* src, const void* w, c
 
 }  // namespace
 
-std::string fwd(const ConvProblem& p, DType t, const void* x, const void* w, const void* bias, void* y, void* stream) {
-  return run(p, t, x, w, bias, y, false, stream);
+std::string fwd(const ConvProblem& p, DType t, bool band, const void* x, const void* w, const void* bias, void* y,
+                void* stream) {
+  return run(p, t, band, x, w, bias, y, false, stream);
 }
 
-std::string dgrad(const ConvProblem& p, DType t, const void* dy, const void* w, void* dx, void* stream) {
-  return run(p, t, dy, w, nullptr, dx, true, stream);
+std::string dgrad(const ConvProblem& p, DType t, bool band, const void* dy, const void* w, void* dx, void* stream) {
+  return run(p, t, band, dy, w, nullptr, dx, true, stream);
 }
 
 std::string wgrad(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,

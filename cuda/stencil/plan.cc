@@ -20,10 +20,17 @@ bool accepts(Op, const ConvProblem& p, DType t) {
   return p.out_channels < (int64_t(1) << 30) && (std::max(p.in[2], p.out[2]) + 2) * p.out_channels < (int64_t(1) << 31);
 }
 
-const char* tile(Op op) {
+bool band_takes(Op op, const ConvProblem& p, DType t, int cc) {
+  if (cc != 90 || op == Op::kWgrad || (t != DType::kBF16 && t != DType::kF16)) return false;
+  const int64_t planes = std::max(p.in[1] * p.in[2], p.out[1] * p.out[2]);
+  return p.out_channels % 16 == 0 && planes * p.out_channels < (int64_t(1) << 31);
+}
+
+const char* tile(Op op, const ConvProblem& p, DType t, int cc) {
+  const bool band = band_takes(op, p, t, cc);
   switch (op) {
-    case Op::kFwd: return "depthwise3_ndhwc_staged";
-    case Op::kDgrad: return "depthwise3_ndhwc_staged_flipped";
+    case Op::kFwd: return band ? "depthwise3_ndhwc_band_tma" : "depthwise3_ndhwc_staged";
+    case Op::kDgrad: return band ? "depthwise3_ndhwc_band_tma_flipped" : "depthwise3_ndhwc_staged_flipped";
     case Op::kWgrad: return "depthwise3_ndhwc_staged_27sums";
   }
   return "";

@@ -1,7 +1,9 @@
 // The stencil family: forward, grad-input and grad-weight of depthwise 3x3x3 layers (stride 1, dilation 1, one
 // input and one output channel per group) read and written channels-last (NDHWC / ODHWI), as channels_last_3d torch
-// tensors and layout="NDHWC" JAX arrays hold them, so such a layer runs with no layout transposes. Plain CUDA FFMA
-// (no tensor cores: a depthwise layer has no channel reduction), any GPU from sm_80 (cp.async).
+// tensors and layout="NDHWC" JAX arrays hold them, so such a layer runs with no layout transposes. Any GPU from
+// sm_80 (cp.async): float32 FFMA throughout, and on compute capability 9.0 16-bit forward / grad-input on tensor
+// cores where C is a multiple of 16 (hopper/depthwise_band.cu: sm80's banded W taps on planes that TMA stages and a
+// block turns channel-planar in shared memory); otherwise FFMA:
 //   forward     y = x (*) w + b: a warp's lanes are 32 (float32) or 64 (16-bit, two a lane) consecutive channels,
 //               a block's 4 warps 4 output rows; a thread owns RUN outputs along W (7 or 8; 16-bit pairs 4). Each
 //               source plane's (4 + 2) x (RUN + 2) x channels box is copied into shared memory with cp.async, three
@@ -13,7 +15,8 @@
 //               warp's sums (float32: a block's four warps' sums added in order) to a workspace slot, the slots then
 //               added up in a fixed order by a second kernel (deterministic;
 //               the block count comes from the problem alone, not the device).
-// This header is plain C++ (the dispatcher includes it without nvcc); the kernels are in depthwise_ndhwc.cu.
+// This header is plain C++ (the dispatcher includes it without nvcc); the kernels are in depthwise_ndhwc.cu (and
+// hopper/depthwise_band.cu).
 #pragma once
 
 #include <cstddef>
@@ -50,16 +53,23 @@ struct WgradShape {
 WgradShape wgrad_shape(const ConvProblem& p, int vec, DType t);
 size_t wgrad_part_bytes(const WgradShape& s);  // the workspace: a float per (group, block, slot, tap, channel)
 
+// Whether the tensor-core forward / grad-input (hopper/depthwise_band.cu) runs `op` on p in dtype t on a device of
+// compute capability cc: 9.0 (TMA), 16-bit, C a multiple of 16, and planes whose H x W x C stay under 2^31. A
+// launch whose tensors are not 16-byte aligned (TMA's rule) takes the FFMA kernel instead.
+bool band_takes(Op op, const ConvProblem& p, DType t, int cc);
+
 // Whether the family runs `op` on p in dtype t (layout, shape, strides, groups and extents; any math mode: the
 // kernels are float32 FFMA, accurate in every mode).
 bool accepts(Op op, const ConvProblem& p, DType t);
 // Its kernel's name for explain(), and its workspace (grad-weight's partial sums; the others none).
-const char* tile(Op op);
+const char* tile(Op op, const ConvProblem& p, DType t, int cc);
 size_t workspace_bytes(Op op, const ConvProblem& p, DType t);
 
-// The launches (depthwise_ndhwc.cu; an error string, empty on success). Tensors are NDHWC / ODHWI.
-std::string fwd(const ConvProblem& p, DType t, const void* x, const void* w, const void* bias, void* y, void* stream);
-std::string dgrad(const ConvProblem& p, DType t, const void* dy, const void* w, void* dx, void* stream);
+// The launches (depthwise_ndhwc.cu; an error string, empty on success). Tensors are NDHWC / ODHWI. `band`: the plan
+// chose the tensor-core forward / grad-input (band_takes).
+std::string fwd(const ConvProblem& p, DType t, bool band, const void* x, const void* w, const void* bias, void* y,
+                void* stream);
+std::string dgrad(const ConvProblem& p, DType t, bool band, const void* dy, const void* w, void* dx, void* stream);
 std::string wgrad(const ConvProblem& p, DType t, const void* x, const void* dy, void* dw, void* workspace,
                   size_t workspace_bytes, void* stream);
 
