@@ -14,6 +14,17 @@ using IC = std::integral_constant<int, V>;
 
 constexpr int kRingStages = 3;  // = the accumulator rotation, so stage and slot indices are both js % 3
 
+// step(js, IC<js % 3>) for js = 0 .. n - 1, unrolled by three so each step's slot index is a compile-time constant.
+template <typename Step>
+__device__ __forceinline__ void each_plane_by_three(int n, Step&& step) {
+#pragma unroll 1
+  for (int js = 0; js < n; js += 3) {
+    step(js, IC<0>{});
+    if (js + 1 < n) step(js + 1, IC<1>{});
+    if (js + 2 < n) step(js + 2, IC<2>{});
+  }
+}
+
 // Planes 0 and 1 issued, then for each js: wait for its copies, `sync()` (everyone's copies are in, and plane
 // js - 1's stage is free: __syncthreads for a block's shared stages, __syncwarp for a warp's own), issue plane js + 2
 // into that stage, and run body(js, IC<js % 3>); nothing left in flight at the end. issue(j, IC<stage>) must commit
@@ -29,12 +40,7 @@ __device__ __forceinline__ void plane_ring(int len, Sync&& sync, Issue&& issue, 
   };
   issue(0, IC<0>{});
   issue(1, IC<1>{});
-#pragma unroll 1
-  for (int js = 0; js < len + 2; js += 3) {
-    step(js, IC<0>{});
-    if (js + 1 < len + 2) step(js + 1, IC<1>{});
-    if (js + 2 < len + 2) step(js + 2, IC<2>{});
-  }
+  each_plane_by_three(len + 2, step);
   cp_async_wait<0>();
 }
 

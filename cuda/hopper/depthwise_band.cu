@@ -128,17 +128,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     for (int s = 0; s < 2; ++s) {
       const int c = pl.c0 + warp + 8 * s;
 #pragma unroll
-      for (int q = 0; q < 9; ++q) {
-        float v[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int kw = kb + (i & 1) + 8 * (i >> 1);
-          const int tap = q * 3 + kw;
-          v[i] = unsigned(kw) <= 2u ? cvt<float>(w[i64(c) * 27 + (g.flip ? 26 - tap : tap)]) : 0.0f;
-        }
-        b[s][q][0] = pack2(v[0], v[1], static_cast<T*>(nullptr));
-        b[s][q][1] = pack2(v[2], v[3], static_cast<T*>(nullptr));
-      }
+      for (int q = 0; q < 9; ++q) sm80::band_fragment(b[s][q], w, c, q, kb, g.flip);
       bv[s] = bias != nullptr ? cvt<float>(bias[c]) : 0.0f;
     }
 
@@ -267,12 +257,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
       }
       if (tid == 0 && js >= 3) tma_store_wait_read();  // the tile is rewritten after the next barrier
     };
-#pragma unroll 1
-    for (int js = 0; js < len + 2; js += 3) {
-      step(js, IC<0>{});
-      if (js + 1 < len + 2) step(js + 1, IC<1>{});
-      if (js + 2 < len + 2) step(js + 2, IC<2>{});
-    }
+    each_plane_by_three(len + 2, step);
     __syncthreads();  // every warp staged the last output plane
     turn_back();
     __syncthreads();

@@ -6,6 +6,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "device_common.cuh"
+
 namespace jaxconv3d {
 namespace sm80 {
 
@@ -63,6 +65,22 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&a)[4], unsigned s) 
 }
 __device__ __forceinline__ void ldmatrix_x2_trans(unsigned (&a)[2], unsigned s) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(a[0]), "=r"(a[1]) : "r"(s));
+}
+
+// The banded depthwise stencils' B (sm80/stencil3_mma.cu, hopper/depthwise_band.cu): this lane's m16n8k16 B
+// fragment of channel c's W taps of (kd, kh) = q, B[k][n] = tap[q][k - n] where 0 <= k - n <= 2, else 0. kb = the
+// lane's first k (2 (lane % 4), less any window shift) minus its n (lane / 4); w holds 27 taps a channel, read
+// flipped for grad-input.
+template <typename T>
+__device__ __forceinline__ void band_fragment(unsigned (&b)[2], const T* w, long long c, int q, int kb, bool flip) {
+  float v[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int kw = kb + (i & 1) + 8 * (i >> 1), tap = q * 3 + kw;
+    v[i] = unsigned(kw) <= 2u ? cvt<float>(w[c * 27 + (flip ? 26 - tap : tap)]) : 0.0f;
+  }
+  b[0] = pack2(v[0], v[1], static_cast<T*>(nullptr));
+  b[1] = pack2(v[2], v[3], static_cast<T*>(nullptr));
 }
 
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {

@@ -90,17 +90,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
 
     unsigned b[9][2];  // the channel's taps as B fragments, (kd, kh) = 3 kd + kh
 #pragma unroll
-    for (int q = 0; q < 9; ++q) {
-      float v[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int kw = kb + (i & 1) + 8 * (i >> 1);
-        const int tap = q * 3 + kw;
-        v[i] = unsigned(kw) <= 2u ? cvt<float>(wt[i64(cl.c) * 27 + (a.dgrad ? 26 - tap : tap)]) : 0.0f;
-      }
-      b[q][0] = pack2(v[0], v[1], static_cast<T*>(nullptr));
-      b[q][1] = pack2(v[2], v[3], static_cast<T*>(nullptr));
-    }
+    for (int q = 0; q < 9; ++q) band_fragment(b[q], wt, cl.c, q, kb, a.dgrad);
     const T* bias = static_cast<const T*>(a.bias);
     const float bv = bias != nullptr ? cvt<float>(bias[cl.c]) : 0.0f;
     // this lane's outputs: rows oy0 + g (+ 8), columns ox0 + 8 j + t2 and the next (od[2] is even: both or neither)
