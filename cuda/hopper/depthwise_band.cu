@@ -36,6 +36,7 @@
 #include "plane_ring.cuh"
 #include "sm80/mma16.cuh"
 #include "stencil/geo.cuh"
+#include "stencil/stencil.h"
 
 namespace jaxconv3d {
 namespace hopper {
@@ -43,6 +44,7 @@ namespace {
 
 using stencil::Geo;
 using stencil::i64;
+using stencil::kMinPlanes;  // output planes a group at least
 using stencil::Place;
 
 constexpr int kCh = 16;                        // channels a block: a position's 32 bytes
@@ -64,7 +66,6 @@ constexpr int kBarAt = kTileAt + kTileBytes;
 constexpr int kSmemBytes = kBarAt + 8 * kRingStages + 1024;  // + the base's alignment slack
 constexpr int kBlocksPerSm = 2;                // 16 warps an SM; registers <= 128
 constexpr int kTurnItems = kPos * 2 / 32;      // ldmatrix.x4 a staged plane: 4 blocks of 8 positions x 8 channels
-constexpr int kMinPlanes = 8;                  // output planes a group at least
 static_assert(kCols == 16 && kRows == 16 && kPitch == kSrcCols && kSrcCols % 8 == 0, "two 16 x 8 mma tiles a plane");
 static_assert(kStageBytes % 256 == 0 && kTileAt % 256 == 0 && kOutAt % 16 == 0 && kBarAt % 8 == 0,
               "swizzled buffers on 256-byte boundaries");

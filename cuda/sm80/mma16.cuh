@@ -1,6 +1,6 @@
 // 16-bit tensor-core helpers the depthwise kernels share (sm80/stencil3_mma.cu, sm80/wgrad_dw3_mma.cu,
-// stencil/depthwise_ndhwc_mma.cu): m16n8k16 mma.sync with float accumulators, ldmatrix (.x4, and .trans .x4 / .x2),
-// and two floats packed into a 16-bit pair. T (bfloat16 or half) is passed as a null pointer tag.
+// hopper/depthwise_band.cu): m16n8k16 mma.sync with float accumulators, ldmatrix (.x4 and .x4.trans), the banded
+// stencils' B fragment, and two floats packed into a 16-bit pair. T (bfloat16 or half) is passed as a null pointer tag.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -62,9 +62,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&a)[4], unsigned s) 
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
                : "r"(s));
-}
-__device__ __forceinline__ void ldmatrix_x2_trans(unsigned (&a)[2], unsigned s) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(a[0]), "=r"(a[1]) : "r"(s));
 }
 
 // The banded depthwise stencils' B (sm80/stencil3_mma.cu, hopper/depthwise_band.cu): this lane's m16n8k16 B

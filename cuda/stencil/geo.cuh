@@ -1,6 +1,6 @@
-// What the stencil family's kernels share (depthwise_ndhwc.cu: FFMA, depthwise_ndhwc_mma.cu: tensor cores): one
-// launch's geometry, where a column lies, the walk of a block's share of (column, plane) pairs, and the host-side
-// geometry of a forward or grad-input launch.
+// What the stencil family's kernels share (stencil/depthwise_ndhwc.cu: FFMA, hopper/depthwise_band.cu: tensor
+// cores): one launch's geometry, where a column lies, the walk of a block's share of (column, plane) pairs, and the
+// host-side geometry of a forward or grad-input launch.
 #pragma once
 
 #include <cuda_runtime.h>

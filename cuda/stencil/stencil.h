@@ -58,8 +58,8 @@ size_t wgrad_part_bytes(const WgradShape& s);  // the workspace: a float per (gr
 // launch whose tensors are not 16-byte aligned (TMA's rule) takes the FFMA kernel instead.
 bool band_takes(Op op, const ConvProblem& p, DType t, int cc);
 
-// Whether the family runs `op` on p in dtype t (layout, shape, strides, groups and extents; any math mode: the
-// kernels are float32 FFMA, accurate in every mode).
+// Whether the family runs `op` on p in dtype t (layout, shape, strides, groups and extents; any math mode: every
+// kernel accumulates in float32 from exact products, accurate in every mode).
 bool accepts(Op op, const ConvProblem& p, DType t);
 // Its kernel's name for explain(), and its workspace (grad-weight's partial sums; the others none).
 const char* tile(Op op, const ConvProblem& p, DType t, int cc);
