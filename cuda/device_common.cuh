@@ -55,4 +55,20 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// Programmatic dependent launch (launch_dependent in launch_common.cuh; compute capability 9.0 and up, no-ops below
+// and in a kernel launched the ordinary way). pdl_wait(): returns once the kernels before this one on the stream
+// have completed and their writes are visible; a kernel launched by launch_dependent calls it before its first
+// global-memory access (read or write). pdl_release(): this block's share of the work is done, so the next kernel on
+// the stream may be scheduled (it still waits for this one to complete before touching memory).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 }  // namespace jaxconv3d

@@ -1,5 +1,5 @@
 // Host helpers shared by the CUDA families' launchers (hopper, stencil, sm80): per-device one-time kernel set-up,
-// resident blocks and the SM count (asked of the runtime once per device), and the launch check.
+// resident blocks and the SM count (asked of the runtime once per device), dependent launches, and the launch check.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -8,8 +8,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
+#include <utility>
 
+#include "conv_kernels.h"
 #include "conv_problem.h"
 
 namespace jaxconv3d {
@@ -19,6 +22,25 @@ inline std::string launch_error(const char* what) {
   const cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess) return "";
   return std::string("jaxconv3d cuda: ") + what + " launch failed: " + cudaGetErrorString(e);
+}
+
+// Launches `kernel` as a programmatic dependent of the kernel before it on `st` (compute capability 9.0 and up): its
+// blocks may be scheduled while that kernel drains, so the gap between the two shrinks to the wait. The kernel must
+// call pdl_wait() (device_common.cuh) before its first global-memory access. Older devices, and any device while
+// JAXCONV3D_NO_PDL is set (read at every launch: a switch for A/B runs and bisection), get an ordinary launch.
+template <typename... P, typename... A>
+cudaError_t launch_dependent(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cfg.attrs = attr;
+  cfg.numAttrs = cuda_device_cc(-1) >= 90 && std::getenv("JAXCONV3D_NO_PDL") == nullptr ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
 }
 
 // f(T{}) for t's element type among float32, bfloat16 and float16 (a launcher's dtype switch); `unsupported` for any

@@ -119,6 +119,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   const uint32_t t_store = trans + 2u * (gq * kChanElems + t2);
 
   const int cg = int(blockIdx.x % unsigned(g.cgroups));
+  pdl_wait();  // launched as a dependent: nothing read or written before the kernels before it are done
   stencil::for_segments(blockIdx.x / g.cgroups, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
     Place pl = stencil::place(g, column, 1, kCols, kRows, kCh);
     pl.c0 = cg * kCh;
@@ -267,6 +268,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
       tma_store_wait_read();
     }
   });
+  pdl_release();
   if (tid == 0) tma_store_wait_all();
 #endif
 }
@@ -311,8 +313,8 @@ std::string launch(const ConvProblem& p, DType t, bool dgrad, const void* src, c
   std::string err = make_tensor_map(&smap, tma_type(t), 5, src, sdims, sstr, sbox, step, 32);
   if (err.empty()) err = make_tensor_map(&omap, tma_type(t), 5, out, odims, ostr, obox, step, 32);
   if (!err.empty()) return err;
-  depthwise3_band_tma_kernel<T><<<unsigned(groups * g.cgroups), kThreads, kSmemBytes, st>>>(
-      smap, omap, static_cast<const T*>(w), static_cast<const T*>(bias), g);
+  launch_dependent(depthwise3_band_tma_kernel<T>, dim3(unsigned(groups * g.cgroups)), dim3(kThreads), kSmemBytes, st,
+                   smap, omap, static_cast<const T*>(w), static_cast<const T*>(bias), g);
   return launch_error(dgrad ? "tensor-core depthwise stencil grad-input" : "tensor-core depthwise stencil forward");
 }
 

@@ -80,6 +80,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
 
   i64 cur = (i64(blockIdx.x) * kWarps + warp) * per;
   const i64 end = min(columns * a.od[0], cur + per);
+  pdl_wait();  // launched as a dependent: nothing read or written before the kernels before it are done
 #pragma unroll 1
   while (cur < end) {
     const int z = int(cur % a.od[0]), len = int(min(i64(a.od[0] - z), end - cur));
@@ -183,6 +184,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
     });
     __syncwarp();  // the next column's first copies overwrite stages this one's last plane was read from
   }
+  pdl_release();
 }
 
 template <typename T>
@@ -203,7 +205,7 @@ std::string launch(const ConvProblem& p, DType t, bool dgrad, const void* src, c
   const i64 columns = units / s.od[0], planes = units;  // (sample, channel, H block, W block) columns x D planes
   const i64 blocks = std::min<i64>(slots, (planes + i64(kWarps) * kMinPlanes - 1) / (i64(kWarps) * kMinPlanes));
   const i64 per = (planes + blocks * kWarps - 1) / (blocks * kWarps);
-  stencil3_mma_kernel<T><<<unsigned(blocks), 32 * kWarps, 0, st>>>(s, columns, per);
+  launch_dependent(stencil3_mma_kernel<T>, dim3(unsigned(blocks)), dim3(32 * kWarps), 0, st, s, columns, per);
   return launch_error(dgrad ? "tensor-core 3x3x3 depthwise stencil (grad-input)"
                             : "tensor-core 3x3x3 depthwise stencil (forward)");
 }

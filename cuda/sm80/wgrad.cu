@@ -500,6 +500,8 @@ __global__ void __launch_bounds__(256) dw_wgrad_kernel(const WgArgs a) {
 
 template <typename T, typename Acc>
 __global__ void splits_reduce_kernel(const Acc* __restrict__ ws, T* __restrict__ dw, i64 wel, int S) {
+  pdl_wait();  // launched as a dependent of the kernel that wrote ws
+  pdl_release();
   for (i64 e = (i64)blockIdx.x * blockDim.x + threadIdx.x; e < wel; e += (i64)gridDim.x * blockDim.x) {
     Acc v = 0;
     for (int s = 0; s < S; ++s) v += ws[(i64)s * wel + e];
@@ -570,8 +572,8 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
     const i64 wel = p.w_elements();
     i64 blocks = (wel + 255) / 256;
     if (blocks > 65535 * 16) blocks = 65535 * 16;
-    splits_reduce_kernel<T, Acc><<<(unsigned)blocks, 256, 0, st>>>(static_cast<const Acc*>(ws), static_cast<T*>(dw),
-                                                                   wel, S);
+    launch_dependent(splits_reduce_kernel<T, Acc>, dim3(unsigned(blocks)), dim3(256), 0, st,
+                     static_cast<const Acc*>(ws), static_cast<T*>(dw), wel, S);
     const std::string e = launch_error("wgrad split reduce");
     if (!e.empty()) return e;
   }

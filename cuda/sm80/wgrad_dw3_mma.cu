@@ -110,6 +110,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
   const i64 per_warp = (s1 - s0 + kWarps - 1) / kWarps;
   i64 cur = s0 + warp * per_warp;
   const i64 end = min(s1, cur + per_warp);
+  pdl_wait();  // launched as a dependent: nothing read or written before the kernels before it are done
 #pragma unroll 1
   while (cur < end) {
     const int z = int(cur % a.od[0]), len = int(min(i64(a.od[0] - z), end - cur));
@@ -123,7 +124,6 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
     const T* dc = dy + (n * a.O + o) * (oHW * a.od[0]);
     const int dbase = xs0 + a.P[2] - 2 - off;
 
-    // offsets in the plane (0 outside it: nothing is read there) and in-plane bits, fixed per column
     // offsets in the plane (0 outside it: nothing is read there) and in-plane bits, fixed per column
     int xoff[kXCopies], doff[kDyCopies];
     unsigned xin = 0, din = 0;
@@ -227,6 +227,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
     cp_async_wait<0>();
     __syncwarp();  // the next column's first copies overwrite stages this one read
   }
+  pdl_release();
 
   // C fragment: c0, c1 at (m = g, j = 2 t, 2 t + 1), c2, c3 at (m = g + 8, ...); m = 5 kw + r', kh = j - r'
   __syncthreads();  // every warp is done with its ring: the reduction reuses it
@@ -265,7 +266,7 @@ std::string launch(const ConvProblem& p, const WgPlan& pl, const void* x, const 
   static std::atomic<uint64_t> smem_set{0};
   if (allow_smem(wgrad_dw3_mma_kernel<T>, kSmemBytes, smem_set) != cudaSuccess)
     return launch_error("tensor-core depthwise 3x3x3 wgrad (shared memory)");
-  wgrad_dw3_mma_kernel<T><<<unsigned(blocks), 32 * kWarps, kSmemBytes, st>>>(a);
+  launch_dependent(wgrad_dw3_mma_kernel<T>, dim3(unsigned(blocks)), dim3(32 * kWarps), kSmemBytes, st, a);
   return launch_error("tensor-core depthwise 3x3x3 wgrad");
 }
 

@@ -224,6 +224,7 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
   const i64 s_h = i64(g.sd[2]) * g.C, s_d = i64(g.sd[1]) * s_h;
   const i64 o_h = i64(g.od[2]) * g.C, o_d = i64(g.od[1]) * o_h;
 
+  pdl_wait();  // launched as a dependent: nothing read or written before the kernels before it are done
   for_segments(blockIdx.x, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
     const Place pl = place(g, column, g.cgroups, RUN, kRows, CH);
     const int c = pl.c0 + lane * VEC, oy = pl.oy0 + warp;
@@ -254,6 +255,7 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
       ln.template retire<PH>(live && js >= 2, orow0 + i64(z + js - 2) * o_d, pl.ox0, g.od[2], g.C);
     });
   });
+  pdl_release();
 }
 
 // ---- grad-weight: dw[c][kd][kh][kw] = sum over positions of dy[o] x[o + tap - pad]. A block owns one channel
@@ -276,6 +278,7 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
   float acc[27][VEC];
   zero(acc);
 
+  pdl_wait();  // launched as a dependent: nothing read or written before the kernels before it are done
   for_segments(b, g.per, g.columns, g.od[0], [&](i64 column, int z, int len) {
     const Place pl = place(g, column, 1, RUN, kRows, CH);
     const int ox0 = pl.ox0, oy0 = pl.oy0;
@@ -315,6 +318,7 @@ __global__ void __launch_bounds__(kThreads, stencil_blocks<T>())
     });
   });
 
+  pdl_release();
   if constexpr (wgrad_slots(sizeof(T)) == kRows) {  // each warp's sums to its own slot (wgrad_slots)
     float* mine = part + ((i64(cg) * (gridDim.x / g.cgroups) + b) * kRows + warp) * 27 * CH + lane * VEC;
 #pragma unroll
@@ -363,6 +367,8 @@ __global__ void __launch_bounds__(32 * kSlices) depthwise3_wgrad_reduce_kernel(c
                                                                               T* __restrict__ dw, int C, int CH,
                                                                               int K) {
   __shared__ float sums[kSlices][32];
+  pdl_wait();  // launched as a dependent of the kernel that wrote `part`
+  pdl_release();
   const int t = int(blockIdx.x % 27u), c = int(blockIdx.x / 27u) * 32 + (threadIdx.x & 31);
   const int slice = threadIdx.x >> 5;
   float s = 0.0f;
@@ -412,7 +418,7 @@ std::string launch_fwd(Geo g, i64 batch, const T* s, const T* w, const T* b, T* 
   const i64 planes = g.columns * g.od[0];
   const i64 blocks = std::min<i64>(slots, (planes + kMinPlanes - 1) / kMinPlanes);
   g.per = (planes + blocks - 1) / blocks;
-  depthwise3_kernel<T, VEC, RUN, CB><<<unsigned(blocks), kThreads, 0, st>>>(s, w, b, o, g);
+  launch_dependent(depthwise3_kernel<T, VEC, RUN, CB>, dim3(unsigned(blocks)), dim3(kThreads), 0, st, s, w, b, o, g);
   return "";
 }
 
@@ -452,9 +458,10 @@ std::string launch_wgrad(const ConvProblem& p, const WgradShape& sh, const T* x,
   g.cgroups = sh.cgroups;
   g.columns = sh.columns;
   g.per = sh.per;
-  depthwise3_wgrad_kernel<T, VEC, RUN, CB><<<unsigned(sh.cgroups * sh.blocks), kThreads, 0, st>>>(x, dy, part, g);
-  depthwise3_wgrad_reduce_kernel<T><<<27 * ceil_div(g.C, 32), 32 * kSlices, 0, st>>>(part, dw, g.C, kLanes * VEC,
-                                                                                     sh.blocks * sh.slots);
+  launch_dependent(depthwise3_wgrad_kernel<T, VEC, RUN, CB>, dim3(unsigned(sh.cgroups * sh.blocks)), dim3(kThreads), 0,
+                   st, x, dy, part, g);
+  launch_dependent(depthwise3_wgrad_reduce_kernel<T>, dim3(unsigned(27 * ceil_div(g.C, 32))), dim3(32 * kSlices), 0,
+                   st, static_cast<const float*>(part), dw, g.C, kLanes * VEC, int(sh.blocks * sh.slots));
   return "";
 }
 
