@@ -12,7 +12,6 @@
 #include <string>
 #include <utility>
 
-#include "conv_kernels.h"
 #include "conv_problem.h"
 
 namespace jaxconv3d {
@@ -22,6 +21,20 @@ inline std::string launch_error(const char* what) {
   const cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess) return "";
   return std::string("jaxconv3d cuda: ") + what + " launch failed: " + cudaGetErrorString(e);
+}
+
+// Whether the current device takes programmatic dependent launches (compute capability 9.0 and up; asked of the
+// runtime once per device; false where it cannot say). Kept here, not behind cuda_device_cc, so that a family's
+// sources link on their own (the standalone checkers).
+inline bool dependent_launches() {
+  static std::atomic<int> cache[64];  // per device; 0: not read yet, 1: no, 2: yes
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (dev < 64 && cache[dev].load() > 0) return cache[dev].load() == 2;
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  if (dev < 64) cache[dev].store(major >= 9 ? 2 : 1);
+  return major >= 9;
 }
 
 // Launches `kernel` as a programmatic dependent of the kernel before it on `st` (compute capability 9.0 and up): its
@@ -39,7 +52,7 @@ cudaError_t launch_dependent(void (*kernel)(P...), dim3 grid, dim3 block, size_t
   cfg.dynamicSmemBytes = smem;
   cfg.stream = st;
   cfg.attrs = attr;
-  cfg.numAttrs = cuda_device_cc(-1) >= 90 && std::getenv("JAXCONV3D_NO_PDL") == nullptr ? 1 : 0;
+  cfg.numAttrs = dependent_launches() && std::getenv("JAXCONV3D_NO_PDL") == nullptr ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
 }
 
