@@ -23,18 +23,24 @@ inline std::string launch_error(const char* what) {
   return std::string("jaxconv3d cuda: ") + what + " launch failed: " + cudaGetErrorString(e);
 }
 
-// Whether the current device takes programmatic dependent launches (compute capability 9.0 and up; asked of the
-// runtime once per device; false where it cannot say). Kept here, not behind cuda_device_cc, so that a family's
-// sources link on their own (the standalone checkers).
-inline bool dependent_launches() {
-  static std::atomic<int> cache[64];  // per device; 0: not read yet, 1: no, 2: yes
+// Attribute `attr` of the current device, asked of the runtime once per device (`cache`: the caller's, a slot a
+// device; only positive answers are kept); `fallback` where the runtime cannot say.
+inline int device_attribute(cudaDeviceAttr attr, std::atomic<int> (&cache)[64], int fallback) {
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (dev < 64 && cache[dev].load() > 0) return cache[dev].load() == 2;
-  int major = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
-  if (dev < 64) cache[dev].store(major >= 9 ? 2 : 1);
-  return major >= 9;
+  if (cudaGetDevice(&dev) != cudaSuccess) return fallback;
+  if (dev < 64 && cache[dev].load() > 0) return cache[dev].load();
+  int v = 0;
+  if (cudaDeviceGetAttribute(&v, attr, dev) != cudaSuccess || v <= 0) return fallback;
+  if (dev < 64) cache[dev].store(v);
+  return v;
+}
+
+// Whether the current device takes programmatic dependent launches (compute capability 9.0 and up; false where the
+// runtime cannot say). Asked here, not of cuda_device_cc, so that a family's sources link on their own (the
+// standalone checkers).
+inline bool dependent_launches() {
+  static std::atomic<int> cache[64];
+  return device_attribute(cudaDevAttrComputeCapabilityMajor, cache, 0) >= 9;
 }
 
 // Launches `kernel` as a programmatic dependent of the kernel before it on `st` (compute capability 9.0 and up): its
@@ -99,13 +105,7 @@ int resident_blocks(K kernel, int threads, int smem, size_t slot, std::atomic<in
 // Multiprocessors of the current device (cached per device; 132 if it cannot be read): the persistent grids' size.
 inline int sm_count() {
   static std::atomic<int> cache[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  if (dev < 64 && cache[dev].load() > 0) return cache[dev].load();
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0) return 132;
-  if (dev < 64) cache[dev].store(sms);
-  return sms;
+  return device_attribute(cudaDevAttrMultiProcessorCount, cache, 132);
 }
 
 }  // namespace jaxconv3d
