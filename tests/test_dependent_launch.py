@@ -6,11 +6,12 @@ split reduction; channels-last 16-bit TMA stencil; channels-last float32 and 16-
 reduction; channels-last float32 FFMA stencil): a chain in which every kernel reads what the one before it wrote,
 y = conv(x), dx = grad_input(dy = y), dw = grad_weight(x, dy = y), three times over on one stream with no
 synchronisation, into NaN-poisoned outputs and workspaces. The results must equal, bitwise, the same chain with
-JAXCONV3D_NO_PDL set (ordinary launches), and float64 references. What it is for: a kernel that skips its wait
-while its producer still writes after releasing it (the grad-weight kernels release before writing their partial
-sums; GPU mutation Q2, the reduction without its wait, not yet run). What it does not see: a missing wait behind a
-producer that releases only at its very end (the stencils), where the window is a few stores' latency; GPU mutation
-Q1 (the tensor-core stencil without its wait) survived it."""
+JAXCONV3D_NO_PDL set (ordinary launches), and float64 references. What it is for: results that stay exact and
+deterministic with the kernels launched as dependents. What it does not see: a missing wait. The stencils release
+their dependents only at their very end, and the grad-weight kernels just before their partial sums' few stores,
+while a dependent grid starts only once every producer block has released: the window is shorter than the
+dependent's launch. GPU mutations Q1 (the tensor-core stencil without its wait) and Q2 (the channels-last
+grad-weight's reduction without its wait) both survived it (docs/perf.md v25, v26)."""
 
 from __future__ import annotations
 
