@@ -24,6 +24,10 @@ std::string conv_wgrad_cuda(const ConvProblem&, DType, MathMode, const void*, co
   return kNoCuda;
 }
 std::string conv_bgrad_cuda(const ConvProblem&, DType, const void*, void*, void*) { return kNoCuda; }
+std::string conv_grads_cuda(const ConvProblem&, DType, MathMode, const void*, const void*, const void*, void*, void*,
+                            void*, size_t, void*) {
+  return kNoCuda;
+}
 int cuda_exchange_device(int) { return -1; }
 std::string cuda_transpose_batched(const void*, void*, int64_t, int64_t, int64_t, int64_t, void*) { return kNoCuda; }
 

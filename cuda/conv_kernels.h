@@ -43,6 +43,10 @@ std::string conv_dgrad_cuda(const ConvProblem& p, DType t, MathMode m, const voi
 std::string conv_wgrad_cuda(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
                             void* workspace, size_t workspace_bytes, void* stream);
 std::string conv_bgrad_cuda(const ConvProblem& p, DType t, const void* dy, void* db, void* stream);
+// Grad-input and grad-weight together where plan_grads() names a family (an error elsewhere: run the two above);
+// the workspace holds at least plan_grads(...).workspace_bytes bytes.
+std::string conv_grads_cuda(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* dy,
+                            void* dx, void* dw, void* workspace, size_t workspace_bytes, void* stream);
 
 // dst[o][c][r] = src[o][r][c] for o < outer, r < rows, c < cols (elements of 2, 4 or 8 bytes), on `stream`:
 // NCDHW -> NDHWC is (outer N, rows C, cols D*H*W), NDHWC -> NCDHW the reverse.

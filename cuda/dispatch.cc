@@ -205,6 +205,28 @@ PlanKey key_of(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fi
 
 }  // namespace
 
+Plan plan_grads(const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout) {
+  const Plan dgrad = plan(Op::kDgrad, p, t, m, cc, fixed_layout), wgrad = plan(Op::kWgrad, p, t, m, cc, fixed_layout);
+  Plan pl;
+  const bool pair = dgrad.family == "sm80" && wgrad.family == "sm80" &&
+                    dgrad.variant == static_cast<int>(sm80::Kernel::kStencil3Mma) &&
+                    wgrad.variant == static_cast<int>(sm80::Kernel::kWgradDw3Mma);
+  if (!pair || !sm80::fused_grads(p, t)) {
+    pl.rule = "grad-input and grad-weight run as two operations: the fused backward takes a 16-bit NCDHW depthwise "
+              "3x3x3 layer whose x and dy have the same extents";
+    pl.layout = p.layout;
+    return pl;
+  }
+  pl.family = "sm80";
+  pl.tile = sm80::kernel_name(sm80::Kernel::kDw3BwdMma);
+  pl.rule = "a 16-bit NCDHW depthwise 3x3x3 layer whose x and dy have the same extents: grad-input "
+            "(stencil_3x3x3_mma) and grad-weight (wgrad_depthwise_3x3x3_mma) in one pass over dy, bitwise theirs";
+  pl.layout = Layout::kNCDHW;
+  pl.workspace_bytes = wgrad.workspace_bytes;
+  pl.variant = static_cast<int>(sm80::Kernel::kDw3BwdMma);
+  return pl;
+}
+
 Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout) {
   static std::mutex mu;
   static std::unordered_map<PlanKey, Plan, PlanKeyHash> memo;

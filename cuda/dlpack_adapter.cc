@@ -213,7 +213,7 @@ struct Attrs {
 // One operation, checked and ready to launch. Each entry point prepares all its operations before it launches any,
 // so a bad call (whichever operation it concerns) is refused before a kernel runs.
 struct Prepared {
-  enum class Kind { kFwd, kDgrad, kWgrad, kBgrad } kind = Kind::kFwd;
+  enum class Kind { kFwd, kDgrad, kWgrad, kBgrad, kGrads } kind = Kind::kFwd;
   Call call;
   ConvProblem p;
   DType dtype = DType::kF32;
@@ -222,6 +222,8 @@ struct Prepared {
   const void* in1 = nullptr;  // w (forward, grad-input) or dy (grad-weight)
   const void* bias = nullptr;
   void* out = nullptr;
+  const void* in2 = nullptr;  // grads: dy (in0: x, in1: w)
+  void* out2 = nullptr;       // grads: dw (out: dx)
   Workspace ws;
 };
 
@@ -239,6 +241,8 @@ std::string launch(const Prepared& o, bool cuda, void* stream) {
                   : conv_wgrad_cpu(p, o.dtype, o.in0, o.in1, o.out);
     case Prepared::Kind::kBgrad:
       return cuda ? conv_bgrad_cuda(p, o.dtype, o.in0, o.out, stream) : conv_bgrad_cpu(p, o.dtype, o.in0, o.out);
+    case Prepared::Kind::kGrads:  // only made for CUDA calls (fused())
+      return conv_grads_cuda(p, o.dtype, o.math, o.in0, o.in1, o.in2, o.out, o.out2, o.ws.data, o.ws.bytes, stream);
   }
   return "unknown operation";
 }
@@ -355,11 +359,21 @@ void bgrad(py::handle dy_cap, py::handle db_cap, uintptr_t stream) {
   run_all({&o}, stream);
 }
 
+// Whether prepared grad-input `d` and grad-weight `w` of one backward run as one launch (plan_grads()): CUDA, one
+// layout and one dy for both, and a fused kernel for the problem (its results are bitwise the pair's).
+bool fused(const Prepared& d, const Prepared& w, int64_t input_layout, int64_t weight_layout) {
+  if (!d.call.cuda || !cuda_available() || input_layout != weight_layout || d.in0 != w.in1) return false;
+  if (d.call.device != w.call.device) return false;
+  return !plan_grads(w.p, w.dtype, w.math, cuda_device_cc(w.call.device), /*fixed_layout=*/true).family.empty();
+}
+
 // A convolution's first-order backward in one crossing: grad-input (dy_input, w -> dx, in `input_layout`),
 // grad-weight (x, dy_weight -> dw, in `weight_layout`) and grad-bias (dy_bias, row-major -> db), each skipped where
 // its output is None. The two convolutions may read different layouts (their families may differ), hence a dy
 // capsule each (the same capsule where the memory is the same). They run one after the other on the stream, so one
-// workspace (of the larger planned size) serves both. All three are checked before the first one launches.
+// workspace (of the larger planned size) serves both; where plan_grads() names a fused kernel (one layout, one dy),
+// grad-input and grad-weight are one launch instead, with bitwise the same results. All three are checked before
+// the first one launches.
 void bwd(py::handle dy_input, py::handle w_cap, py::handle dx_cap, py::handle x_cap, py::handle dy_weight,
          py::handle dw_cap, py::handle dy_bias, py::handle db_cap, py::handle ws_cap, Triple stride, Triple pad_lo,
          Triple pad_hi, Triple dilation, int64_t groups, int64_t math, int64_t input_layout, int64_t weight_layout,
@@ -373,6 +387,17 @@ void bwd(py::handle dy_input, py::handle w_cap, py::handle dx_cap, py::handle x_
     w = prepare_grad(Prepared::Kind::kWgrad, x_cap, dy_weight, dw_cap, ws_cap,
                      {stride, pad_lo, pad_hi, dilation, groups, math, weight_layout});
   if (has_b) b = prepare_bgrad(dy_bias, db_cap);
+  if (has_d && has_w && fused(d, w, input_layout, weight_layout)) {
+    Prepared g = w;  // grad-weight's problem, call and workspace (the fused kernel's is grad-weight's)
+    g.kind = Prepared::Kind::kGrads;
+    g.in0 = w.in0;   // x
+    g.in1 = d.in1;   // the weight
+    g.in2 = d.in0;   // dy
+    g.out = d.out;   // dx
+    g.out2 = w.out;  // dw
+    run_all({&g, has_b ? &b : nullptr}, stream);
+    return;
+  }
   run_all({has_d ? &d : nullptr, has_w ? &w : nullptr, has_b ? &b : nullptr}, stream);
 }
 

@@ -130,6 +130,27 @@ ffi::Error wgrad(const Exec& ex, ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Resul
                          dw->untyped_data(), workspace->untyped_data(), workspace->size_bytes()));
 }
 
+// Grad-input and grad-weight of one backward (x, w, dy -> dx, dw): the fused kernel on CUDA (the front calls this
+// only where plan_grads() names one), the two operations one after the other on the CPU.
+template <typename Exec>
+ffi::Error grads(const Exec& ex, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dx,
+                 ffi::Result<ffi::AnyBuffer> dw, ffi::Result<ffi::AnyBuffer> workspace, const Attrs& a) {
+  int64_t xs[5], ws[5], ys[5], dxs[5], dws[5];
+  std::string err;
+  if (!(err = dims5(x, "x", xs)).empty() || !(err = dims5(w, "w", ws)).empty() ||
+      !(err = dims5(dy, "dy", ys)).empty() || !(err = dims5(*dx, "dx", dxs)).empty() ||
+      !(err = dims5(*dw, "dw", dws)).empty())
+    return fail(err);
+  for (int i = 0; i < 5; ++i)
+    if (dxs[i] != xs[i] || dws[i] != ws[i]) return fail("dx must have x's shape and dw w's");
+  ConvProblem p;
+  if (!(err = decode_problem(xs, ws, ys, a, &p)).empty()) return fail(err);
+  DType t;
+  if (!(err = same_dtype({&x, &w, &dy, &*dx, &*dw}, &t)).empty()) return fail(err);
+  return status(ex.grads(p, t, static_cast<MathMode>(a.math), x.untyped_data(), w.untyped_data(), dy.untyped_data(),
+                         dx->untyped_data(), dw->untyped_data(), workspace->untyped_data(), workspace->size_bytes()));
+}
+
 template <typename Exec>
 ffi::Error bgrad(const Exec& ex, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> db) {
   int64_t ys[5];
@@ -160,6 +181,11 @@ struct Cpu {
   std::string bgrad(const ConvProblem& p, DType t, const void* dy, void* db) const {
     return conv_bgrad_cpu(p, t, dy, db);
   }
+  std::string grads(const ConvProblem& p, DType t, MathMode, const void* x, const void* w, const void* dy, void* dx,
+                    void* dw, void*, size_t) const {
+    const std::string e = conv_dgrad_cpu(p, t, dy, w, dx);
+    return e.empty() ? conv_wgrad_cpu(p, t, x, dy, dw) : e;
+  }
 };
 
 #ifdef JAXCONV3D_WITH_CUDA
@@ -179,6 +205,10 @@ struct Cuda {
   }
   std::string bgrad(const ConvProblem& p, DType t, const void* dy, void* db) const {
     return conv_bgrad_cuda(p, t, dy, db, stream);
+  }
+  std::string grads(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* dy, void* dx,
+                    void* dw, void* ws, size_t ws_bytes) const {
+    return conv_grads_cuda(p, t, m, x, w, dy, dx, dw, ws, ws_bytes, stream);
   }
 };
 #endif
@@ -230,6 +260,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
         JAXCONV3D_CONV_ATTRS);
 
+#define JAXCONV3D_GRADS_BINDING                                                                      \
+  .Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>() \
+      .Ret<ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxconv3d_grads_cpu,
+    [](ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dx,
+       ffi::Result<ffi::AnyBuffer> dw, ffi::Result<ffi::AnyBuffer> ws, JAXCONV3D_ATTR_PARAMS) {
+      return jaxconv3d::grads(jaxconv3d::Cpu{}, x, w, dy, dx, dw, ws, JAXCONV3D_ATTRS);
+    },
+    ffi::Ffi::Bind() JAXCONV3D_GRADS_BINDING);
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_bgrad_cpu,
     [](ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> db) { return jaxconv3d::bgrad(jaxconv3d::Cpu{}, dy, db); },
@@ -275,6 +317,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Arg<ffi::AnyBuffer>()
         .Ret<ffi::AnyBuffer>()
         .Ret<ffi::AnyBuffer>() JAXCONV3D_CONV_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    jaxconv3d_grads_cuda,
+    [](void* stream, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dx,
+       ffi::Result<ffi::AnyBuffer> dw, ffi::Result<ffi::AnyBuffer> ws, JAXCONV3D_ATTR_PARAMS) {
+      return jaxconv3d::grads(jaxconv3d::Cuda{stream}, x, w, dy, dx, dw, ws, JAXCONV3D_ATTRS);
+    },
+    ffi::Ffi::Bind().Ctx<ffi::PlatformStream<void*>>() JAXCONV3D_GRADS_BINDING);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     jaxconv3d_bgrad_cuda,

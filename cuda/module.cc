@@ -42,11 +42,13 @@ PYBIND11_MODULE(_ext, m) {
     cpu[py::str("jaxconv3d_dgrad" + v)] = handler_capsule(jaxconv3d_dgrad_cpu);
     cpu[py::str("jaxconv3d_wgrad" + v)] = handler_capsule(jaxconv3d_wgrad_cpu);
     cpu[py::str("jaxconv3d_bgrad" + v)] = handler_capsule(jaxconv3d_bgrad_cpu);
+    cpu[py::str("jaxconv3d_grads" + v)] = handler_capsule(jaxconv3d_grads_cpu);
 #ifdef JAXCONV3D_WITH_CUDA
     cuda[py::str("jaxconv3d_fwd" + v)] = handler_capsule(jaxconv3d_fwd_cuda);
     cuda[py::str("jaxconv3d_dgrad" + v)] = handler_capsule(jaxconv3d_dgrad_cuda);
     cuda[py::str("jaxconv3d_wgrad" + v)] = handler_capsule(jaxconv3d_wgrad_cuda);
     cuda[py::str("jaxconv3d_bgrad" + v)] = handler_capsule(jaxconv3d_bgrad_cuda);
+    cuda[py::str("jaxconv3d_grads" + v)] = handler_capsule(jaxconv3d_grads_cuda);
 #endif
     // Version 1 had no suffix.
     for (const char* old : {"jaxconv3d_fwd", "jaxconv3d_dgrad", "jaxconv3d_wgrad", "jaxconv3d_bgrad"}) {
@@ -68,11 +70,13 @@ PYBIND11_MODULE(_ext, m) {
          std::array<int64_t, 3> stride, std::array<int64_t, 3> pad_lo, std::array<int64_t, 3> pad_hi,
          std::array<int64_t, 3> dilation, int64_t groups, int64_t math, int dtype, int64_t layout, int cc) {
         using namespace jaxconv3d;
-        Op o;
+        Op o = Op::kWgrad;
+        const bool grads = op == "grads";
         if (op == "forward") o = Op::kFwd;
         else if (op == "grad_input") o = Op::kDgrad;
-        else if (op == "grad_weight") o = Op::kWgrad;
-        else throw py::value_error("jaxconv3d: op must be 'forward', 'grad_input' or 'grad_weight', got '" + op + "'");
+        else if (op != "grad_weight" && !grads)
+          throw py::value_error("jaxconv3d: op must be 'forward', 'grad_input', 'grad_weight' or 'grads', got '" + op +
+                                "'");
         if (dtype < 0 || dtype > 3) throw py::value_error("jaxconv3d: dtype code must be 0..3");
         if (math != 0 && math != 1) throw py::value_error("jaxconv3d: math must be 0 (accurate) or 1 (tf32)");
         if (cc < 0) throw py::value_error("jaxconv3d: cc must be >= 0 (0: the CPU)");
@@ -80,7 +84,9 @@ PYBIND11_MODULE(_ext, m) {
         const std::string err = make_problem(xs.data(), ws.data(), ys.data(), stride.data(), pad_lo.data(),
                                              pad_hi.data(), dilation.data(), groups, static_cast<Layout>(layout), &p);
         if (!err.empty()) throw py::value_error("jaxconv3d: " + err);
-        const Plan pl = plan(o, p, static_cast<DType>(dtype), static_cast<MathMode>(math), cc);
+        const DType t = static_cast<DType>(dtype);
+        const MathMode mm = static_cast<MathMode>(math);
+        const Plan pl = grads ? plan_grads(p, t, mm, cc) : plan(o, p, t, mm, cc);
         py::dict out;
         out["family"] = pl.family;
         out["tile"] = pl.tile;
@@ -89,7 +95,8 @@ PYBIND11_MODULE(_ext, m) {
         out["rule"] = pl.rule;
         return out;
       },
-      "The dispatcher's choice for one operation: {family, tile, layout, workspace_bytes, rule}. Shapes are in "
+      "The dispatcher's choice for one operation: {family, tile, layout, workspace_bytes, rule}; 'grads' (grad-input "
+      "and grad-weight as one launch) answers family '' where they run apart. Shapes are in "
       "`layout` (0: NCDHW, 1: NDHWC); cc = 10*major+minor of the GPU, 0 for the CPU. Needs no GPU.");
   py::module_ adapter = m.def_submodule("torch_adapter", "DLPack entry points for the torch front");
   jaxconv3d::bind_torch_adapter(adapter);

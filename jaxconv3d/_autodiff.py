@@ -7,7 +7,8 @@ the same arithmetic as B independent convolutions in one launch.
 
 Differentiation (`jax.custom_vjp`): conv, grad-input, grad-weight and grad-bias are each differentiable, with
 VJPs written in terms of one another (grad-input's VJP is a forward conv and a grad-weight, and so on), so
-grad-of-grad works to any order.
+grad-of-grad works to any order. `grads` is grad-input and grad-weight as one operation (one kernel where the
+dispatcher fuses them, bitwise the pair's results); conv's VJP takes it where both x and w are differentiated.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
+from jax.custom_derivatives import SymbolicZero
 
 from . import _ffi
 from ._params import ConvConfig
@@ -48,11 +50,20 @@ def _unfold_from_channels(out, role: str, size: int):
     return out.reshape(size, out.shape[0] // size, *out.shape[1:])
 
 
-def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped: bool, shape_of: Callable) -> Callable:
+def _outputs(out_role, shape_of: Callable, cfg: ConvConfig) -> tuple[tuple, tuple, bool]:
+    """(roles, shapes, several) of an operation's results: `out_role` is a role, or a tuple of roles for an
+    operation with several results (whose `shape_of` then gives a tuple of shapes)."""
+    if isinstance(out_role, tuple):
+        return out_role, shape_of(cfg), True
+    return (out_role,), (shape_of(cfg),), False
+
+
+def _batched_op(call: Callable, in_roles: Sequence[str], out_role, grouped: bool, shape_of: Callable) -> Callable:
     """Wrap `call(*arrays, cfg)` in custom_vmap with the folding rules above.
 
     `grouped` says whether the operation has a groups attribute in `cfg` (grad-bias does not: it is per channel).
     `shape_of(cfg)` is the result's shape: a zero-length vmapped axis gives the empty result (as lax does).
+    `out_role` may be a tuple (several results; each unfolds by its own role).
     """
 
     def make(cfg):
@@ -62,9 +73,14 @@ def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped:
 
         @op.def_vmap
         def rule(axis_size, in_batched, *arrays):
+            out_roles, shapes, several = _outputs(out_role, shape_of, cfg)
+
+            def result(outs):
+                return (tuple(outs), (True,) * len(outs)) if several else (outs[0], True)
+
             if axis_size == 0:
-                return jnp.zeros((0, *shape_of(cfg)), arrays[0].dtype), True
-            fold_batch = out_role == ACT and all(
+                return result([jnp.zeros((0, *s), arrays[0].dtype) for s in shapes])
+            fold_batch = all(r == ACT for r in out_roles) and all(
                 not batched or role == ACT for role, batched in zip(in_roles, in_batched)
             )
             if fold_batch:
@@ -74,7 +90,8 @@ def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped:
                 ]
                 folded = cfg.replace(batch=cfg.batch * axis_size)
                 out = _op(folded)(*args)
-                return out.reshape(axis_size, out.shape[0] // axis_size, *out.shape[1:]), True
+                outs = out if several else (out,)
+                return result([o.reshape(axis_size, o.shape[0] // axis_size, *o.shape[1:]) for o in outs])
             args = [
                 _fold_into_channels(a, role, batched, axis_size)
                 for a, role, batched in zip(arrays, in_roles, in_batched)
@@ -85,7 +102,8 @@ def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped:
                 groups=cfg.groups * axis_size if grouped else cfg.groups,
             )
             out = _op(folded)(*args)
-            return _unfold_from_channels(out, out_role, axis_size), True
+            outs = out if several else (out,)
+            return result([_unfold_from_channels(o, r, axis_size) for o, r in zip(outs, out_roles)])
 
         return op
 
@@ -100,28 +118,33 @@ def _batched_op(call: Callable, in_roles: Sequence[str], out_role: str, grouped:
     return lambda *arrays, cfg: _op(cfg)(*arrays)
 
 
-def _guard_empty(call: Callable, shape_of: Callable[[ConvConfig], tuple]) -> Callable:
-    """A zero-size batch needs no kernel: return zeros of the right shape."""
+def _guard_empty(call: Callable, out_role, shape_of: Callable[[ConvConfig], tuple]) -> Callable:
+    """A zero-size batch needs no kernel: return zeros of the right shape(s)."""
 
     def run(*arrays_and_cfg):
         *arrays, cfg = arrays_and_cfg
         if cfg.batch == 0:
-            return jnp.zeros(shape_of(cfg), arrays[0].dtype)
+            _, shapes, several = _outputs(out_role, shape_of, cfg)
+            zeros = tuple(jnp.zeros(s, arrays[0].dtype) for s in shapes)
+            return zeros if several else zeros[0]
         return call(*arrays, cfg)
 
     return run
 
 
-def _operation(call: Callable, in_roles, out_role, shape_of, grouped: bool) -> Callable:
+def _operation(call: Callable, in_roles, out_role, shape_of, grouped: bool, parts=()) -> Callable:
     """An FFI call with its sharding rule, its zero-batch guard and its batching rule, innermost first."""
-    partitioned = batch_partitioned(call, in_roles, out_role)
-    return _batched_op(_guard_empty(partitioned, shape_of), in_roles, out_role, grouped, shape_of)
+    partitioned = batch_partitioned(call, in_roles, out_role, parts)
+    return _batched_op(_guard_empty(partitioned, out_role, shape_of), in_roles, out_role, grouped, shape_of)
 
 
 _fwd = _operation(_ffi.fwd, (ACT, FILT, BIAS), ACT, lambda c: c.y_shape, True)
 _dgrad = _operation(_ffi.dgrad, (ACT, FILT), ACT, lambda c: c.x_shape, True)
 _wgrad = _operation(_ffi.wgrad, (ACT, ACT), FILT, lambda c: c.w_shape, True)
 _bgrad = _operation(lambda dy, cfg: _ffi.bgrad(dy), (ACT,), BIAS, lambda c: (c.out_channels,), False)
+# (x, w, dy) -> (dx, dw); on sharded slabs with halos, each result by its own operation's plan
+_grads = _operation(_ffi.grads, (ACT, FILT, ACT), (ACT, FILT), lambda c: (c.x_shape, c.w_shape), True,
+                    parts=((_ffi.dgrad, (2, 1), (ACT, FILT)), (_ffi.wgrad, (0, 2), (ACT, ACT))))
 
 
 def _bias_cfg(cfg: ConvConfig) -> ConvConfig:
@@ -145,17 +168,50 @@ def conv(x, w, b, cfg: ConvConfig):
 
 
 def _conv_fwd(x, w, b, cfg):
+    # symbolic_zeros: each primal comes as a CustomVJPPrimal saying whether it is differentiated (`perturbed`); the
+    # residual's structure (the keys of "need", a static part of the pytree) carries that to the backward rule.
     # The forward rule calls the differentiable op so an outer transformation can differentiate it again.
-    return conv(x, w, b, cfg), (x, w, b)
+    need = {name: () for name, p in (("x", x), ("w", w), ("b", b)) if p.perturbed}
+    return conv(x.value, w.value, b.value, cfg), dict(x=x.value, w=w.value, b=b.value, need=need)
 
 
 def _conv_bwd(cfg, res, g):
-    x, w, b = res
-    db = bias_grad(g, cfg) if b.shape[0] else jnp.zeros_like(b)
-    return _like_primal(input_grad(g, w, cfg), x), _like_primal(weight_grad(x, g, cfg), w), _like_primal(db, b)
+    x, w, b, need = res["x"], res["w"], res["b"], res["need"]
+    if isinstance(g, SymbolicZero):  # the output's cotangent is zero: so are the operands'
+        return None, None, None
+    dx = dw = db = None
+    if "x" in need and "w" in need:  # both: one launch where the dispatcher fuses them (bitwise the pair's results)
+        dx, dw = grads(x, w, g, cfg)
+    elif "x" in need:
+        dx = input_grad(g, w, cfg)
+    elif "w" in need:
+        dw = weight_grad(x, g, cfg)
+    if "b" in need and b.shape[0]:
+        db = bias_grad(g, cfg)
+    return tuple(None if ct is None else _like_primal(ct, p) for ct, p in ((dx, x), (dw, w), (db, b)))
 
 
-conv.defvjp(_conv_fwd, _conv_bwd)
+conv.defvjp(_conv_fwd, _conv_bwd, symbolic_zeros=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def grads(x, w, dy, cfg: ConvConfig):
+    """(input_grad(dy, w, cfg), weight_grad(x, dy, cfg)) as one operation."""
+    return _grads(x, w, dy, cfg=cfg)
+
+
+def _grads_fwd(x, w, dy, cfg):
+    return grads(x, w, dy, cfg), (x, w, dy)
+
+
+def _grads_bwd(cfg, res, cts):
+    x, w, dy = res  # the VJPs of input_grad(dy, w) and weight_grad(x, dy); both reach dy
+    d_dy_input, d_w = _input_grad_bwd(cfg, (dy, w), cts[0])
+    d_x, d_dy_weight = _weight_grad_bwd(cfg, (x, dy), cts[1])
+    return d_x, d_w, d_dy_input + d_dy_weight
+
+
+grads.defvjp(_grads_fwd, _grads_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -43,8 +43,8 @@ check_jaxlib(_ext.BUILT_WITH_JAXLIB, jaxlib.version.__version__)
 
 FFI_TARGET_VERSION: int = _ext.FFI_TARGET_VERSION
 _V = f"_v{FFI_TARGET_VERSION}"
-TARGETS = tuple(f"jaxconv3d_{op}{_V}" for op in ("fwd", "dgrad", "wgrad", "bgrad"))
-FWD, DGRAD, WGRAD, BGRAD = TARGETS
+TARGETS = tuple(f"jaxconv3d_{op}{_V}" for op in ("fwd", "dgrad", "wgrad", "bgrad", "grads"))
+FWD, DGRAD, WGRAD, BGRAD, GRADS = TARGETS
 
 _registered = False
 
@@ -152,6 +152,25 @@ def dgrad(dy: jax.Array, w: jax.Array, cfg: ConvConfig) -> jax.Array:
 def wgrad(x: jax.Array, dy: jax.Array, cfg: ConvConfig) -> jax.Array:
     """Grad-weight (its split reduction uses the workspace)."""
     return _call(WGRAD, "grad_weight", cfg.w_shape, cfg, x, dy)
+
+
+def fused_grads(cfg: ConvConfig, dtype) -> bool:
+    """Whether the dispatcher runs grad-input and grad-weight of `cfg` as one kernel on the default device."""
+    return bool(_plan.plan(cfg, dtype, _plan.cc_of(None), "grads", cfg.layout)["family"])
+
+
+def grads(x: jax.Array, w: jax.Array, dy: jax.Array, cfg: ConvConfig) -> tuple[jax.Array, jax.Array]:
+    """(grad-input, grad-weight) of one backward: one FFI call of the fused kernel where the dispatcher has one
+    (bitwise the two operations' results), else the two calls."""
+    if not fused_grads(cfg, x.dtype):
+        return dgrad(dy, w, cfg), wgrad(x, dy, cfg)
+    layout, ws_bytes = _layout(cfg, x.dtype, "grads")
+    dx_t = _result_type(_plan.to_layout(cfg.x_shape, layout), x.dtype, x, w, dy)
+    dw_t = _result_type(_plan.to_layout(cfg.w_shape, layout), x.dtype, x, w, dy)
+    ws = _result_type((ws_bytes,), jnp.uint8, x, w, dy)
+    dx, dw, _ = jax.ffi.ffi_call(GRADS, (dx_t, dw_t, ws))(
+        *(_to(a, layout) for a in (x, w, dy)), **_attrs(cfg), layout=int(layout))
+    return _from(dx, layout), _from(dw, layout)
 
 
 def bgrad(dy: jax.Array) -> jax.Array:

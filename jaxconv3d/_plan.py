@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from . import _ext
 from ._params import ConvConfig, check_dtypes, conv_config, dtype_name, is_symbolic
 
-OPS = ("forward", "grad_input", "grad_weight")
+OPS = ("forward", "grad_input", "grad_weight", "grads")  # grads: grad-input and grad-weight as one launch
 NCDHW, NDHWC = 0, 1
 LAYOUTS = {"NCDHW": NCDHW, "NDHWC": NDHWC}
 _DTYPE_CODES = {"float32": 0, "float64": 1, "bfloat16": 2, "float16": 3}
@@ -167,7 +167,9 @@ def explain(
             torch device; or give `cc` (10 * major + minor, e.g. 90; 0 = CPU) directly.
 
     Returns:
-        {op: {family, tile, layout, workspace_bytes, rule}} for op in 'forward', 'grad_input', 'grad_weight'.
+        {op: {family, tile, layout, workspace_bytes, rule}} for op in 'forward', 'grad_input', 'grad_weight', and
+        'grads': the fused kernel that computes grad-input and grad-weight of one backward in one launch (bitwise
+        the two operations' results), or family '' where they run apart.
         JAXCONV3D_FAMILY in the environment is honoured, as it is by the kernels.
 
     Raises:

@@ -48,6 +48,7 @@ _SPACES = {
     ((ACT, FILT), ACT): ((Y, None), X),  # grad-input
     ((ACT, ACT), FILT): ((X, Y), None),  # grad-weight
     ((ACT,), BIAS): ((Y,), None),  # grad-bias
+    ((ACT, FILT, ACT), (ACT, FILT)): ((X, None, Y), (X, None)),  # grad-input and grad-weight together
 }
 _BIAS_GRAD = _SPACES[((ACT,), BIAS)]
 
@@ -327,8 +328,8 @@ def _sharding_rule(in_roles, out_role, op_spaces):
 
         spaces_in, space_out = op_spaces
         operands = [dims(role, space) for role, space in zip(in_roles, spaces_in)]
-        result = dims(out_role, space_out)
-        text = f"{', '.join(operands)} -> {result}"
+        results = [dims(r, s) for r, s in zip(*_results(out_role, space_out))]
+        text = f"{', '.join(operands)} -> {', '.join(results)}"
         order = [t for t in text.replace("(", " ").replace(")", " ").replace(",", " ").split() if t != "->"]
         # Shardy wants special factors listed in the order the factors first appear.
         ordered = tuple(sorted(set(replicated), key=order.index))
@@ -337,12 +338,42 @@ def _sharding_rule(in_roles, out_role, op_spaces):
     return rule
 
 
-def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str) -> Callable:
+def _results(out_role, space_out) -> tuple[tuple, tuple]:
+    """(roles, spaces) of an operation's results: one each, or the tuples of an operation with several."""
+    return (out_role, space_out) if isinstance(out_role, tuple) else ((out_role,), (space_out,))
+
+
+def _local_result(call: Callable, in_roles, out_role: str, halos, arrays, local: ConvConfig):
+    """One single-result operation's result on this device's slab: the split plan's calls, or the call on the
+    exchanged slab with its result's halo parts sent back (grad-input)."""
+    spaces_in, space_out = _SPACES[(tuple(in_roles), out_role)]
+    sp = split_plan(local, halos[0]) if len(halos) == 1 and (X in spaces_in or space_out == X) else None
+    if sp is not None:
+        return split_call(call, arrays, in_roles, spaces_in, out_role, space_out, sp, halos[0])
+    arrays = list(arrays)
+    for i, space in enumerate(spaces_in):
+        if space == X:
+            for h in halos:
+                arrays[i] = exchange(arrays[i], h)
+    out = call(*arrays, local)
+    if space_out == X:
+        for h in reversed(halos):
+            out = exchange_transpose(out, h)
+    return out
+
+
+def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role, parts: Sequence = ()) -> Callable:
     """Wrap `call(*arrays, cfg)` so activations sharded along the batch and/or spatial axes stay sharded under
-    jit (the name predates spatial sharding)."""
+    jit (the name predates spatial sharding).
+
+    An operation with several results (`out_role` a tuple of roles) names in `parts`, per result, the
+    single-result operation that computes it alone, as (call, indices of its operands among ours, their roles): a
+    device whose slab needs halos computes each result by that operation's plan (the halo exchange, split calls
+    and returned halo rows are per operation); without halos the call itself runs on the local slice."""
     n_args = len(in_roles)
     op_spaces = _SPACES[(tuple(in_roles), out_role)]
-    spaces_in, space_out = op_spaces
+    out_roles, _ = _results(out_role, op_spaces[1])
+    several = isinstance(out_role, tuple)
 
     @functools.partial(custom_partitioning, static_argnums=(n_args,))
     def op(*args):
@@ -356,32 +387,25 @@ def batch_partitioned(call: Callable, in_roles: Sequence[str], out_role: str) ->
             NamedSharding(mesh, _spec(batch, halos, 5) if role == ACT else PartitionSpec())
             for s, role in zip(arg_shapes, in_roles)
         )
-        out = NamedSharding(mesh, _spec(batch, halos, 5) if out_role == ACT else PartitionSpec())
-        return mesh, batch, halos, args, out
+        outs = tuple(NamedSharding(mesh, _spec(batch, halos, 5) if r == ACT else PartitionSpec()) for r in out_roles)
+        return mesh, batch, halos, args, outs if several else outs[0]
 
     def partition(cfg: ConvConfig, mesh, arg_shapes, result_shape):
         mesh, batch, halos, arg_shardings, out_sharding = shardings(cfg, mesh, arg_shapes, result_shape)
-        reduce_axes = tuple(batch) + tuple(a for h in halos for a in h.axes) if out_role != ACT else ()
-
-        def local_result(arrays, local):
-            sp = split_plan(local, halos[0]) if len(halos) == 1 and (X in spaces_in or space_out == X) else None
-            if sp is not None:
-                return split_call(call, arrays, in_roles, spaces_in, out_role, space_out, sp, halos[0])
-            arrays = list(arrays)
-            for i, space in enumerate(spaces_in):
-                if space == X:
-                    for h in halos:
-                        arrays[i] = exchange(arrays[i], h)
-            out = call(*arrays, local)
-            if space_out == X:
-                for h in reversed(halos):
-                    out = exchange_transpose(out, h)
-            return out
+        reduce_axes = tuple(batch) + tuple(a for h in halos for a in h.axes)
 
         def lower(*arrays):
             local = local_config(cfg, halos, next(a.shape[0] for a, r in zip(arrays, in_roles) if r == ACT))
-            out = local_result(arrays, local)
-            return jax.lax.psum(out, reduce_axes) if reduce_axes else out
+            if not several:
+                outs = (_local_result(call, in_roles, out_role, halos, arrays, local),)
+            elif halos:
+                outs = tuple(_local_result(c, roles, r, halos, [arrays[i] for i in idx], local)
+                             for (c, idx, roles), r in zip(parts, out_roles))
+            else:
+                outs = call(*arrays, local)
+            outs = tuple(jax.lax.psum(o, reduce_axes) if r != ACT and reduce_axes else o
+                         for o, r in zip(outs, out_roles))
+            return outs if several else outs[0]
 
         return mesh, lower, out_sharding, arg_shardings
 

@@ -46,7 +46,7 @@ def test_bench_writes_positive_timings(tmp_path):
     assert set(ops) == {"forward", "grad_input", "grad_weight"}  # pointwise has no bias
     assert result["summary"]["fwd"]["speedup"] > 0
     for layout in ("NCDHW", "NDHWC"):  # the dispatcher's choice per operation is recorded
-        assert set(result["families"][layout]) == {"forward", "grad_input", "grad_weight"}
+        assert set(result["families"][layout]) == {"forward", "grad_input", "grad_weight", "grads"}
         if not torch.cuda.is_available():
             assert result["families"][layout]["forward"]["family"] == "cpu"
     ours = {impl.key for impl in workloads.IMPLEMENTATIONS if impl.ours}

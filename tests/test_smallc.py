@@ -89,7 +89,8 @@ def test_sizes_past_32_bit_positions_go_elsewhere():
 
 def test_all_three_operations_of_a_stride_1_first_layer():
     answer = jaxconv3d.explain((2, 3, 9, 9, 9), (64, 3, 3, 3, 3), cc=90)
-    assert {a["family"] for a in answer.values() if isinstance(a, dict) and "family" in a} == {FAMILY}
+    assert {answer[op]["family"] for op in ("forward", "grad_input", "grad_weight")} == {FAMILY}
+    assert answer["grads"]["family"] == ""  # no fused backward for a first layer
     gi = answer["grad_input"]
     # 81 (channel, tap) columns padded to 88; the whole 9 x 9 plane is one brick (11 x 11 dy positions in two
     # 64-row tiles), and 2 samples x 1 brick make too few blocks: D is cut into chunks, of 4 planes at least (twice

@@ -16,6 +16,7 @@ const char* kernel_name(Kernel k) {
     case Kernel::kStencil3Stream: return "stencil_3x3x3_stream";
     case Kernel::kStencil3Mma: return "stencil_3x3x3_mma";
     case Kernel::kWgradDw3Mma: return "wgrad_depthwise_3x3x3_mma";
+    case Kernel::kDw3BwdMma: return "depthwise_3x3x3_backward_mma";
     case Kernel::kGemmWmma: return "gemm_wmma_128x64";
     case Kernel::kGemmFfma64: return "gemm_ffma_128x64";
     case Kernel::kGemmFfma32: return "gemm_ffma_128x32";
@@ -163,6 +164,14 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
   pl.ws_bytes = pl.S > 1 ? (size_t)(pl.S * p.w_elements() * accsz) : 0;
   if (pl.mma && pl.mma_S > 1) pl.ws_bytes = std::max(pl.ws_bytes, size_t(pl.mma_S * p.w_elements() * accsz));
   return pl;
+}
+
+bool fused_grads(const ConvProblem& p, DType t) {
+  for (int a = 0; a < 3; ++a)
+    if (p.in[a] != p.out[a]) return false;
+  Stencil3Args s;
+  int64_t units = 0;
+  return stencil3_mma_plan(p, true, t, &s, &units) && wg_plan(p, t).mma;
 }
 
 namespace {

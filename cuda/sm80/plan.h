@@ -42,6 +42,7 @@ enum class Kernel : int {
   kStencil3Stream = 13,  // depthwise 3x3x3 stencil streaming along D (forward; grad-input of a multiplier of 1)
   kStencil3Mma = 14,     // the same on tensor cores (16-bit; banded tap matrices), where its copies align
   kWgradDw3Mma = 15,     // kWgradDw3 on tensor cores (16-bit, rows of 4k elements; wgrad_dw3_mma.cu)
+  kDw3BwdMma = 16,       // kStencil3Mma's grad-input and kWgradDw3Mma together, one pass over dy (dw3_bwd_mma.cu)
 };
 
 const char* kernel_name(Kernel k);
@@ -101,6 +102,12 @@ struct WgPlan {
   size_t ws_bytes;
 };
 WgPlan wg_plan(const ConvProblem& p, DType t);
+
+// Whether grad-input and grad-weight of one backward run as one kernel (Kernel::kDw3BwdMma): where grad-input
+// would be kStencil3Mma and grad-weight kWgradDw3Mma, and x and dy have the same extents (padding totals 2 an
+// axis, as "same" gives). There its grad-weight walks wg_plan's units and splits in wgrad_dw3_mma's order and its
+// grad-input makes stencil3_mma's products, so the fused results are bitwise the two kernels'.
+bool fused_grads(const ConvProblem& p, DType t);
 
 struct Choice {
   Kernel kernel;

@@ -42,6 +42,15 @@ std::string wgrad_dw3(const ConvProblem& p, DType t, const WgPlan& pl, const voi
 std::string wgrad_dw3_mma(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw,
                           void* workspace, void* stream);
 bool wgrad_dw3_mma_aligned(const void* x, const void* dy);
+// Adds the S partial sums of each dw element (the workspace's [S][w_elements] float / double rows) in split order
+// into dw, as a dependent launch (wgrad.cu); the grad-weight kernels' second pass.
+std::string splits_reduce(const ConvProblem& p, DType t, const void* workspace, void* dw, int S, void* stream);
+
+// Grad-input and grad-weight of one backward together where fused_grads(p, t) (Kernel::kDw3BwdMma,
+// dw3_bwd_mma.cu): the results are bitwise those of dgrad(kStencil3Mma) and wgrad(kWgradDw3Mma), which run instead
+// where the tensors are off its copies' alignment. `workspace`: at least wg_plan(p, t).ws_bytes bytes.
+std::string dw3_bwd_mma(const ConvProblem& p, DType t, const void* x, const void* w, const void* dy, void* dx,
+                        void* dw, void* workspace, size_t workspace_bytes, void* stream);
 
 }  // namespace sm80
 }  // namespace jaxconv3d

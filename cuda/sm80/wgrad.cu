@@ -510,6 +510,17 @@ __global__ void splits_reduce_kernel(const Acc* __restrict__ ws, T* __restrict__
 }
 
 template <typename T>
+std::string reduce_impl(const ConvProblem& p, const void* ws, void* dw, int S, cudaStream_t st) {
+  using Acc = typename AccOf<T>::type;
+  const i64 wel = p.w_elements();
+  i64 blocks = (wel + 255) / 256;
+  if (blocks > 65535 * 16) blocks = 65535 * 16;
+  launch_dependent(splits_reduce_kernel<T, Acc>, dim3(unsigned(blocks)), dim3(256), 0, st, static_cast<const Acc*>(ws),
+                   static_cast<T*>(dw), wel, S);
+  return launch_error("wgrad split reduce");
+}
+
+template <typename T>
 std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, const void* dy, void* dw, void* ws,
                        size_t ws_bytes, cudaStream_t st) {
   using Acc = typename AccOf<T>::type;
@@ -568,19 +579,21 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
       if (!e.empty()) return e;
     }
   }
-  if (S > 1) {
-    const i64 wel = p.w_elements();
-    i64 blocks = (wel + 255) / 256;
-    if (blocks > 65535 * 16) blocks = 65535 * 16;
-    launch_dependent(splits_reduce_kernel<T, Acc>, dim3(unsigned(blocks)), dim3(256), 0, st,
-                     static_cast<const Acc*>(ws), static_cast<T*>(dw), wel, S);
-    const std::string e = launch_error("wgrad split reduce");
-    if (!e.empty()) return e;
-  }
-  return "";
+  return S > 1 ? reduce_impl<T>(p, ws, dw, S, st) : "";
 }
 
 }  // namespace
+
+std::string splits_reduce(const ConvProblem& p, DType t, const void* workspace, void* dw, int S, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  switch (t) {
+    case DType::kF32: return reduce_impl<float>(p, workspace, dw, S, st);
+    case DType::kF64: return reduce_impl<double>(p, workspace, dw, S, st);
+    case DType::kBF16: return reduce_impl<__nv_bfloat16>(p, workspace, dw, S, st);
+    case DType::kF16: return reduce_impl<__half>(p, workspace, dw, S, st);
+  }
+  return "jaxconv3d cuda: unknown dtype";
+}
 
 std::string wgrad(const ConvProblem& p, DType t, Kernel k, const void* x, const void* dy, void* dw, void* workspace,
                   size_t workspace_bytes, void* stream) {
