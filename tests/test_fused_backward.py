@@ -84,16 +84,24 @@ def _loss(x, w, b):
 
 
 @pytest.fixture
-def forced(monkeypatch):
+def forced(monkeypatch, cpu_jax):
     """Every `grads` call takes the fused FFI target (on the CPU: the two operations inside one handler)."""
     monkeypatch.setattr(_ffi, "fused_grads", lambda cfg, dtype: True)
+
+
+@pytest.fixture
+def cpu_jax():
+    """The forced tests run the CPU handler: where JAX's default device is a GPU, the fused call would reach the
+    CUDA door, which refuses problems without a fused kernel."""
+    if jax_has_gpu():
+        pytest.skip("JAX's default device is a GPU (the forced fused path is a CPU test)")
 
 
 def _hlo(fn, *args) -> str:
     return jax.jit(fn).lower(*args).as_text()
 
 
-def test_cpu_forced_fused_path_matches_the_pair_bitwise(rng, monkeypatch):
+def test_cpu_forced_fused_path_matches_the_pair_bitwise(rng, monkeypatch, cpu_jax):
     x, w, b = _data(rng)
     apart = jax.jit(jax.grad(_loss, argnums=(0, 1, 2)))(x, w, b)
     monkeypatch.setattr(_ffi, "fused_grads", lambda cfg, dtype: True)
@@ -162,7 +170,7 @@ def test_forced_fused_path_under_vmap_grad_of_grad_and_zero_batch(rng, forced):
         assert gx.shape == empty.shape and gw.shape == W and not np.any(np.asarray(gw))
 
 
-def test_forced_fused_path_sharded():
+def test_forced_fused_path_sharded(cpu_jax):
     """Under jit over four devices: the batch sharded (each device runs the call on its slice, grad-weight summed
     over the devices) and D sharded with halos (each result by its own operation's halo plan)."""
     run_on_four_cpu_devices(textwrap.dedent("""
