@@ -84,6 +84,7 @@ EXACT = "tests/test_dtypes_exact.py"
 KERNELS = "tests/test_kernels.py"
 FRONTS = "tests/test_property_fronts.py::test_fronts_property"
 DEPTHWISE = "tests/test_depthwise.py::test_stencil3_against_float64"
+FUSED = "tests/test_fused_backward.py::test_fused_against_float64_and_bitwise_the_pair"
 SMALLC = "tests/test_smallc.py"
 
 
@@ -169,6 +170,9 @@ MUTATIONS = [
       more=(('pad_hi=np.asarray(a["pad_hi"], np.int64),', 'pad_hi=np.asarray(a["pad_lo"], np.int64),'),)),
     M("J1", "jaxconv3d/_jax_api.py", "groups=groups, precision=precision", "groups=groups, precision=None",
       "JAX front ignores precision"),
+    M("R3", "cuda/sm80/plan.cc", "if (p.in[a] != p.out[a]) return false;", "if (false) return false;",
+      "fused backward taken where x and dy differ in extent (its grad-weight no longer sums in the pair's order)",
+      tests=("tests/test_fused_backward.py",)),
     M("S1", "jaxconv3d/_sharding.py", "outs = tuple(jax.lax.psum(o, reduce_axes) if r != ACT and reduce_axes else o",
       "outs = tuple(o if r != ACT and reduce_axes else o",
       "sharded jit: batch reductions (grad-weight, grad-bias) not summed across devices"),
@@ -353,6 +357,12 @@ MUTATIONS = [
       "  // launched as a dependent of the kernel that wrote",
       "channels-last grad-weight reduction: launched as a dependent but sums the partials without waiting for them",
       True, tests=("tests/test_dependent_launch.py::test_dependent_kernels_wait_for_their_producers[float32-1]",)),
+    M("Q3", "cuda/sm80/dw3_bwd_mma.cu", "if (js >= a0 && js < a0 + len) {", "if (js >= a0 && js + 1 < a0 + len) {",
+      "fused depthwise backward: grad-weight drops each warp's last dy plane of a column", True,
+      tests=tuple(f"{FUSED}[{i}]" for i in ("1-bfloat16", "2-float16"))),
+    M("Q4", "cuda/sm80/dw3_bwd_mma.cu", "issue_x(js + 4);", "issue_x(js + 3);",
+      "fused depthwise backward: the x ring fetches the plane it already holds instead of the next one", True,
+      tests=tuple(f"{FUSED}[{i}]" for i in ("1-bfloat16", "2-float16"))),
     M("M3", "cuda/sm80/wgrad_dw3_mma.cu", "* 8 + r + kh];", "* 8 + kh];",
       "tensor-core depthwise grad-weight: C's x-row column read without the dy row's offset", True,
       tests=depthwise("9-bfloat16", "14-float16")),
