@@ -53,6 +53,34 @@ __device__ __forceinline__ void divmod64(i64 a, i64 b, i64& q, i64& r) {
   }
 }
 
+// A warp's walk over the tensor-core depthwise grad-weight's units (wg_plan: (sample, row block, column block)
+// columns x `planes` D planes of one channel; wgrad_dw3_mma.cu, dw3_bwd_mma.cu, so both visit a split's units in one
+// order): the split's units shared among the block's warps in contiguous runs, next() giving one column's run of
+// planes z .. z + len - 1 at a time, its first row row0 (blocks of `rows`), first column col0 (of `cols`), sample n.
+struct UnitWalk {
+  i64 cur, end;
+  int z, len, row0, col0;
+  i64 n;
+  __device__ UnitWalk(i64 units, i64 per_split, int split, int warp, int warps) {
+    const i64 s0 = i64(split) * per_split, s1 = min(units, s0 + per_split);
+    const i64 per_warp = (s1 - s0 + warps - 1) / warps;
+    cur = s0 + warp * per_warp;
+    end = min(s1, cur + per_warp);
+  }
+  __device__ bool next(int planes, int nhb, int nwb, int rows, int cols) {
+    if (cur >= end) return false;
+    z = int(cur % planes);
+    len = int(min(i64(planes - z), end - cur));
+    i64 col = cur / planes;
+    cur += len;
+    col0 = int(col % nwb) * cols;
+    col /= nwb;
+    row0 = int(col % nhb) * rows;
+    n = col / nhb;
+    return true;
+  }
+};
+
 // The 3x3x3 depthwise grad-weights' (channel, split) result for dw element e: dw itself when there is one split,
 // else the split's float row (`row` elements) of the workspace, which splits_reduce_kernel adds in split order.
 template <typename T>

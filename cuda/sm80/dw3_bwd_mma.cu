@@ -99,17 +99,10 @@ __global__ void __launch_bounds__(32 * kWarps, 3) dw3_bwd_mma_kernel(const BwdAr
   __syncthreads();
   // grad-input A (ldmatrix): lane l names row l % 16, columns 8 (l / 16) of the (kh, 8 j) tile
   const int a_off = (lane & 15) * kPitch + 8 * (lane >> 4);
-  // grad-weight A: lane (g, t) holds rows m = g and g + 8, m = 5 kw + r' (m = 15 reads row 10: never read out); row
-  // m reads staged dy row a1 + r' from element e + 2 - kw + k: words (that) / 2 + k / 2 and the next, permuted
-  // where the element is odd
+  // grad-weight A: staged dy rows from row a1, element shift e (mma16.cuh's packed form)
   int aword[2];
   unsigned asel[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int m = g + 8 * h < 15 ? g + 8 * h : 10, kw = m / 5, r = m % 5, sh = e + 2 - kw;
-    asel[h] = (sh & 1) ? 0x5432u : 0x3210u;
-    aword[h] = (a1 + r) * (kPitch / 2) + (sh >> 1) + t;
-  }
+  packed_a_setup(aword, asel, lane, a1, kPitch, e);
   // grad-weight B (ldmatrix.x4): lane l names x row l % 8 of a group, columns 8 (l / 8)
   const int boff = (lane & 7) * kPitch + 8 * (lane >> 3);
   // copies: dy copy i of a lane is q = lane + 32 i (row q / 10, chunk q % 10) at element 4 q; x copy i is row
@@ -123,19 +116,11 @@ __global__ void __launch_bounds__(32 * kWarps, 3) dw3_bwd_mma_kernel(const BwdAr
 #pragma unroll
     for (int i = 0; i < 4; ++i) accw[kd][i] = 0.0f;
 
-  const i64 s0 = i64(split) * a.per_split, s1 = min(a.units, s0 + a.per_split);
-  const i64 per_warp = (s1 - s0 + kWarps - 1) / kWarps;
-  i64 cur = s0 + warp * per_warp;
-  const i64 end = min(s1, cur + per_warp);
+  UnitWalk walk(a.units, a.per_split, split, warp, kWarps);  // wgrad_dw3_mma's walk: its order of sums
 #pragma unroll 1
-  while (cur < end) {
-    const int z = int(cur % a.xd[0]), len = int(min(i64(a.xd[0] - z), end - cur));
-    i64 col = cur / a.xd[0];
-    cur += len;
-    const int w0 = int(col % a.nwb) * kCols;
-    col /= a.nwb;
-    const int h0 = int(col % a.nhb) * kRows;
-    const i64 n = col / a.nhb;
+  while (walk.next(a.xd[0], a.nhb, a.nwb, kRows, kCols)) {
+    const int z = walk.z, len = walk.len, w0 = walk.col0, h0 = walk.row0;
+    const i64 n = walk.n;
     const T* xc = x + (n * a.C + c) * (xHW * a.xd[0]);
     const T* dc = dy + (n * a.C + c) * (oHW * a.od[0]);
     T* dxc = dx + (n * a.C + c) * (xHW * a.xd[0]);
@@ -246,15 +231,7 @@ __global__ void __launch_bounds__(32 * kWarps, 3) dw3_bwd_mma_kernel(const BwdAr
 #pragma unroll
           for (int gi = 0; gi < 3; ++gi) {
             unsigned av[2][4];
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const unsigned* ap = dw32 + aword[h] + gi * 5 * (kPitch / 2);
-#pragma unroll
-              for (int w = 0; w < 2; ++w) {
-                av[w][h] = __byte_perm(ap[8 * w], ap[8 * w + 1], asel[h]);
-                av[w][h + 2] = __byte_perm(ap[8 * w + 4], ap[8 * w + 5], asel[h]);
-              }
-            }
+            packed_a(av, dw32 + gi * 5 * (kPitch / 2), aword, asel);
 #pragma unroll
             for (int kd = 0; kd < 3; ++kd) {
               unsigned bv[4];  // grad-weight B: x plane js + kd's group gi, read at each use
@@ -273,16 +250,7 @@ __global__ void __launch_bounds__(32 * kWarps, 3) dw3_bwd_mma_kernel(const BwdAr
       }
       // dx plane js - 2 is complete
       constexpr int SO = (PH + 1) % 3;
-      if (js >= 2) {
-        T* op = orow + i64(z + js - 2) * xHW;
-#pragma unroll
-        for (int half = 0; half < 2; ++half)
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-            if (store >> (4 * half + j) & 1u)
-              *reinterpret_cast<unsigned*>(op + half * (i64(8) * a.xd[2]) + 8 * j) =
-                  pack2(acc[SO][j][2 * half], acc[SO][j][2 * half + 1], static_cast<T*>(nullptr));
-      }
+      if (js >= 2) store_plane(orow + i64(z + js - 2) * xHW, a.xd[2], store, acc[SO]);
     };
     each_plane_by_three(len + 2, step);
     cp_async_wait<0>();
@@ -290,22 +258,9 @@ __global__ void __launch_bounds__(32 * kWarps, 3) dw3_bwd_mma_kernel(const BwdAr
   }
   pdl_release();
 
-  __syncthreads();
-  float* red = reinterpret_cast<float*>(smem_raw);
-#pragma unroll
-  for (int kd = 0; kd < 3; ++kd)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) red[((warp * 3 + kd) * 16 + g + 8 * (i >> 1)) * 8 + t2 + (i & 1)] = accw[kd][i];
-  __syncthreads();
-  if (threadIdx.x < 27) {
-    const int kd = threadIdx.x / 9, kh = threadIdx.x / 3 % 3, kw = threadIdx.x % 3;
-    float s = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w)
-#pragma unroll
-      for (int r = 0; r < 5; ++r) s += red[((w * 3 + kd) * 16 + 5 * kw + r) * 8 + r + kh];
-    store_split_sum<T>(a.dw_out, a.S, split, i64(a.C) * 27, i64(c) * 27 + threadIdx.x, s);
-  }
+  __syncthreads();  // every warp is done with its rings: the reduction reuses them
+  const float s = packed_tap_sum<kWarps>(reinterpret_cast<float*>(smem_raw), accw, warp, lane);
+  if (threadIdx.x < 27) store_split_sum<T>(a.dw_out, a.S, split, i64(a.C) * 27, i64(c) * 27 + threadIdx.x, s);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // 16-bit tensor-core helpers the depthwise kernels share (sm80/stencil3_mma.cu, sm80/wgrad_dw3_mma.cu,
-// hopper/depthwise_band.cu): m16n8k16 mma.sync with float accumulators, ldmatrix (.x4 and .x4.trans), the banded
-// stencils' B fragment, and two floats packed into a 16-bit pair. T (bfloat16 or half) is passed as a null pointer tag.
+// sm80/dw3_bwd_mma.cu, hopper/depthwise_band.cu): m16n8k16 mma.sync with float accumulators, ldmatrix (.x4 and
+// .x4.trans), the banded stencils' B fragment and plane store, the packed grad-weight's A fragments and tap sums, and
+// two floats packed into a 16-bit pair. T (bfloat16 or half) is passed as a null pointer tag.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -82,6 +83,71 @@ __device__ __forceinline__ void band_fragment(unsigned (&b)[2], const T* w, long
 
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
   ldmatrix_x4_shared(a, static_cast<unsigned>(__cvta_generic_to_shared(p)));
+}
+
+// The banded stencils' plane store: a warp's 16 x 32 accumulator plane (four 8-column tiles, this lane's rows g and
+// g + 8) as 16-bit pairs from `op` (the lane's first output), rows `pitch` elements apart, where bit 4 half + j of
+// `store` is set.
+template <typename T>
+__device__ __forceinline__ void store_plane(T* op, long long pitch, unsigned store, const float (&acc)[4][4]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (store >> (4 * half + j) & 1u)
+        *reinterpret_cast<unsigned*>(op + half * (8 * pitch) + 8 * j) =
+            pack2(acc[j][2 * half], acc[j][2 * half + 1], static_cast<T*>(nullptr));
+}
+
+// The packed depthwise grad-weight (sm80/wgrad_dw3_mma.cu, sm80/dw3_bwd_mma.cu): one mma.sync takes 16 x columns
+// as K against 15 (kw, dy row) pairs m = 5 kw + r' as M, so C[m][r' + kh] is tap (kd, kh, kw). Lane (g, t) holds
+// rows m = g and g + 8 (m = 15 reads row 10: its C row is never read, and an mma's rows are independent); row m
+// reads staged dy row row0 + r' from element shift e0 + 2 - kw: 32-bit words (that) / 2 + k / 2 and the next,
+// permuted where the shift is odd. `pitch`: the staged rows' elements.
+__device__ __forceinline__ void packed_a_setup(int (&aword)[2], unsigned (&asel)[2], int lane, int row0, int pitch,
+                                               int e0) {
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int m = g + 8 * h < 15 ? g + 8 * h : 10, kw = m / 5, r = m % 5, sh = e0 + 2 - kw;
+    asel[h] = (sh & 1) ? 0x5432u : 0x3210u;
+    aword[h] = (row0 + r) * (pitch / 2) + (sh >> 1) + t;
+  }
+}
+// The A fragments of one group of five dy rows (`words`: the group's first staged row as 32-bit words), for the
+// two 16-column windows w: k = 2 t (+ 8) + 16 w are words 8 w (+ 4) past the lane's first, and the next.
+__device__ __forceinline__ void packed_a(unsigned (&av)[2][4], const unsigned* words, const int (&aword)[2],
+                                         const unsigned (&asel)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const unsigned* ap = words + aword[h];
+#pragma unroll
+    for (int w = 0; w < 2; ++w) {
+      av[w][h] = __byte_perm(ap[8 * w], ap[8 * w + 1], asel[h]);
+      av[w][h + 2] = __byte_perm(ap[8 * w + 4], ap[8 * w + 5], asel[h]);
+    }
+  }
+}
+// Its C fragments (acc[kd]) of a block's kWarps warps summed in a fixed order (warp, then r') into tap
+// 9 kd + 3 kh + kw, returned to thread (that tap) < 27 (others get 0). `red` holds kWarps x 3 x 16 x 8 floats; call
+// after a __syncthreads() that frees it (this syncs once more).
+template <int kWarps>
+__device__ __forceinline__ float packed_tap_sum(float* red, const float (&acc)[3][4], int warp, int lane) {
+  const int g = lane >> 2, t2 = 2 * (lane & 3);
+#pragma unroll
+  for (int kd = 0; kd < 3; ++kd)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) red[((warp * 3 + kd) * 16 + g + 8 * (i >> 1)) * 8 + t2 + (i & 1)] = acc[kd][i];
+  __syncthreads();
+  float s = 0.0f;
+  if (threadIdx.x < 27) {
+    const int kd = threadIdx.x / 9, kh = threadIdx.x / 3 % 3, kw = threadIdx.x % 3;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w)
+#pragma unroll
+      for (int r = 0; r < 5; ++r) s += red[((w * 3 + kd) * 16 + 5 * kw + r) * 8 + r + kh];
+  }
+  return s;
 }
 
 }  // namespace sm80

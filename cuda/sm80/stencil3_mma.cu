@@ -171,16 +171,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
       }
       // output plane js - 2 is complete: store it
       constexpr int SO = (PH + 1) % 3;
-      if (js >= 2) {
-        T* op = orow + i64(z + js - 2) * oHW;
-#pragma unroll
-        for (int half = 0; half < 2; ++half)
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-            if (store >> (4 * half + j) & 1u)
-              *reinterpret_cast<unsigned*>(op + half * (i64(8) * a.od[2]) + 8 * j) =
-                  pack2(acc[SO][j][2 * half], acc[SO][j][2 * half + 1], static_cast<T*>(nullptr));
-      }
+      if (js >= 2) store_plane(orow + i64(z + js - 2) * oHW, a.od[2], store, acc[SO]);
     });
     __syncwarp();  // the next column's first copies overwrite stages this one's last plane was read from
   }

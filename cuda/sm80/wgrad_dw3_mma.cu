@@ -80,18 +80,10 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
   const i64 sHW = i64(a.sd[1]) * a.sd[2], oHW = i64(a.od[1]) * a.od[2];
   // staged dy row: global columns base .. base + 39, base = s0 + P2 - 2 - off (a multiple of 4), off in 0..3
   const int off = (a.P[2] + 2) & 3;  // (P2 - 2) mod 4
-  const int g = lane >> 2, t = lane & 3;
-  // A: lane (g, t) holds rows m = g and g + 8; row m = 5 kw + r' reads staged dy row r' from element
-  // sh + k, sh = off + 2 - kw: words sh / 2 + k / 2 and the next, permuted when sh is odd
-  // (row 15 reads row 10's words: its C row is never read, and an mma's rows are independent, so no mask)
+  // A: staged dy rows from row 0, element shift off (mma16.cuh's packed form)
   int aword[2];
   unsigned asel[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int m = g + 8 * h < 15 ? g + 8 * h : 10, kw = m / 5, r = m % 5, sh = off + 2 - kw;
-    asel[h] = (sh & 1) ? 0x5432u : 0x3210u;
-    aword[h] = r * (kDyStride / 2) + (sh >> 1) + t;
-  }
+  packed_a_setup(aword, asel, lane, 0, kDyStride, off);
   // B (ldmatrix.x4): lane l names x row (l % 8) of a group, columns 8 (l / 8): windows 0 and 1, k halves 0 and 1
   const int boff = (lane & 7) * kStride + 8 * (lane >> 3);
   // copies: x copy i of a lane is row 4 i + l / 8, chunk l % 8; dy copy i row 3 i + l / 10, chunk l % 10 (l < 30)
@@ -106,20 +98,12 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[kd][i] = 0.0f;
 
-  const i64 s0 = i64(split) * a.per_split, s1 = min(a.units, s0 + a.per_split);
-  const i64 per_warp = (s1 - s0 + kWarps - 1) / kWarps;
-  i64 cur = s0 + warp * per_warp;
-  const i64 end = min(s1, cur + per_warp);
+  UnitWalk walk(a.units, a.per_split, split, warp, kWarps);
   pdl_wait();  // launched as a dependent: nothing read or written before the kernels before it are done
 #pragma unroll 1
-  while (cur < end) {
-    const int z = int(cur % a.od[0]), len = int(min(i64(a.od[0] - z), end - cur));
-    i64 col = cur / a.od[0];
-    cur += len;
-    const int xs0 = int(col % a.nwb) * kCols;
-    col /= a.nwb;
-    const int oy0 = int(col % a.nhb) * kRows;
-    const i64 n = col / a.nhb;
+  while (walk.next(a.od[0], a.nhb, a.nwb, kRows, kCols)) {
+    const int z = walk.z, len = walk.len, xs0 = walk.col0, oy0 = walk.row0;
+    const i64 n = walk.n;
     const T* xc = x + (n * a.C + c) * (sHW * a.sd[0]);
     const T* dc = dy + (n * a.O + o) * (oHW * a.od[0]);
     const int dbase = xs0 + a.P[2] - 2 - off;
@@ -199,16 +183,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
 #pragma unroll
       for (int gi = 0; gi < kGroups; ++gi) {
         unsigned av[2][4];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const unsigned* ap = dw32 + aword[h] + gi * 5 * (kDyStride / 2);
-#pragma unroll
-          for (int w = 0; w < 2; ++w) {
-            // k = 2 t (+ 8) + 16 w: words 8 w (+ 4) past the lane's first, and the next
-            av[w][h] = __byte_perm(ap[8 * w], ap[8 * w + 1], asel[h]);
-            av[w][h + 2] = __byte_perm(ap[8 * w + 4], ap[8 * w + 5], asel[h]);
-          }
-        }
+        packed_a(av, dw32 + gi * 5 * (kDyStride / 2), aword, asel);
 #pragma unroll
         for (int kd = 0; kd < 3; ++kd) {
           const unsigned* bv = bx[(PH + kd) % 3][gi];
@@ -231,21 +206,8 @@ __global__ void __launch_bounds__(32 * kWarps, 4) wgrad_dw3_mma_kernel(const WgM
 
   // C fragment: c0, c1 at (m = g, j = 2 t, 2 t + 1), c2, c3 at (m = g + 8, ...); m = 5 kw + r', kh = j - r'
   __syncthreads();  // every warp is done with its ring: the reduction reuses it
-  float* red = reinterpret_cast<float*>(smem_raw);
-#pragma unroll
-  for (int kd = 0; kd < 3; ++kd)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) red[((warp * 3 + kd) * 16 + g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = acc[kd][i];
-  __syncthreads();
-  if (threadIdx.x < 27) {
-    const int kd = threadIdx.x / 9, kh = threadIdx.x / 3 % 3, kw = threadIdx.x % 3;
-    float s = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w)
-#pragma unroll
-      for (int r = 0; r < 5; ++r) s += red[((w * 3 + kd) * 16 + 5 * kw + r) * 8 + r + kh];
-    store_split_sum<T>(a.out, a.S, split, i64(a.O) * 27, i64(o) * 27 + threadIdx.x, s);
-  }
+  const float s = packed_tap_sum<kWarps>(reinterpret_cast<float*>(smem_raw), acc, warp, lane);
+  if (threadIdx.x < 27) store_split_sum<T>(a.out, a.S, split, i64(a.O) * 27, i64(o) * 27 + threadIdx.x, s);
 }
 
 template <typename T>
