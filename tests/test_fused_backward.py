@@ -50,17 +50,26 @@ def test_rule_takes_the_suite_layer_in_16_bit():
     (*SUITE, "float32", 90, "NCDHW", "float32: FFMA kernels"),
     (*SUITE, "bfloat16", 0, "NCDHW", "the CPU"),
     ((8, 28, 16, 28, 192), (3, 3, 3, 1, 192), dict(padding=1, groups=192), "bfloat16", 90, "NDHWC", "channels-last"),
-    ((2, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=0, groups=4), "bfloat16", 90, "NCDHW", "dy smaller than x"),
-    ((2, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=2, groups=4), "bfloat16", 90, "NCDHW", "dy larger than x"),
+    # both kernels it fuses would run (rows of 4k elements), but x and dy differ in D or H: their grad-weight splits
+    # walk dy's planes and rows, the fused kernel x's
+    ((2, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=(0, 1, 1), groups=4), "bfloat16", 90, "NCDHW", "fewer dy planes"),
+    ((2, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=(2, 1, 1), groups=4), "bfloat16", 90, "NCDHW", "more dy planes"),
+    ((2, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((1, 1), (0, 1), (1, 1)), groups=4), "bfloat16", 90, "NCDHW",
+     "one dy row fewer"),
+    ((2, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=0, groups=4), "bfloat16", 90, "NCDHW", "dy smaller (W 62)"),
     ((2, 4, 9, 17, 30), (4, 1, 3, 3, 3), dict(padding=1, groups=4), "bfloat16", 90, "NCDHW", "W not 4k"),
     ((2, 4, 9, 17, 64), (8, 1, 3, 3, 3), dict(padding=1, groups=4), "bfloat16", 90, "NCDHW", "multiplier 2"),
     ((2, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=2, dilation=2, groups=4), "bfloat16", 90, "NCDHW", "dilated"),
     ((2, 4, 9, 17, 64), (4, 1, 3, 3, 5), dict(padding=(1, 1, 2), groups=4), "bfloat16", 90, "NCDHW", "3x3x5"),
 ])
 def test_rule_leaves_the_rest_apart(x_shape, w_shape, kw, dtype, cc, layout, why):
-    a = grads_plan(x_shape, w_shape, kw, dtype=dtype, cc=cc, layout=layout)["grads"]
+    answer = grads_plan(x_shape, w_shape, kw, dtype=dtype, cc=cc, layout=layout)
+    a = answer["grads"]
     assert (a["family"], a["tile"], a["workspace_bytes"]) == ("", "", 0), why
     assert "two operations" in a["rule"]
+    if "dy" in why and "W" not in why:  # the pair the fused kernel would replace does run apart
+        assert (answer["grad_input"]["tile"], answer["grad_weight"]["tile"]) == ("stencil_3x3x3_mma",
+                                                                                 "wgrad_depthwise_3x3x3_mma")
 
 
 def test_asymmetric_same_extents_fuse():
