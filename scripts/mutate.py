@@ -360,10 +360,7 @@ MUTATIONS = [
     M("Q3", "cuda/sm80/dw3_bwd_mma.cu", "if (js >= a0 && js < a0 + len) {", "if (js >= a0 && js + 1 < a0 + len) {",
       "fused depthwise backward: grad-weight drops each warp's last dy plane of a column", True,
       tests=tuple(f"{FUSED}[{i}]" for i in ("1-bfloat16", "2-float16"))),
-    M("Q4", "cuda/sm80/dw3_bwd_mma.cu", "issue_x(js + 4);", "issue_x(js + 3);",
-      "fused depthwise backward: the x ring fetches the plane it already holds instead of the next one", True,
-      tests=tuple(f"{FUSED}[{i}]" for i in ("1-bfloat16", "2-float16"))),
-    M("M3", "cuda/sm80/wgrad_dw3_mma.cu", "* 8 + r + kh];", "* 8 + kh];",
+    M("M3", "cuda/sm80/mma16.cuh", "* 8 + r + kh];", "* 8 + kh];",
       "tensor-core depthwise grad-weight: C's x-row column read without the dy row's offset", True,
       tests=depthwise("9-bfloat16", "14-float16")),
 ]
