@@ -207,6 +207,28 @@ def test_forced_fused_path_sharded(cpu_jax):
     """))
 
 
+def test_torch_custom_op_for_compile():
+    """torch.compile's backward op (`jaxconv3d::conv3d_grads`, what a compiled first-order backward runs where x and w
+    both need gradients): its fake rule, autograd rule and strides pass opcheck in both memory formats, and its
+    results are the two operations' ops, bit for bit."""
+    from jaxconv3d.torch import _library
+
+    attrs = ((1, 1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), 3, 0)
+    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+        x = torch.randn(2, 3, 5, 6, 8).contiguous(memory_format=fmt)
+        dy = torch.randn(2, 3, 5, 6, 8).contiguous(memory_format=fmt)
+        w = torch.randn(3, 1, 3, 3, 3)
+        torch.library.opcheck(_library.grads, (x, w, dy, *attrs))
+        dx, dw = _library.grads(x, w, dy, *attrs)
+        assert torch.equal(dx, _library.input_grad(dy, w, tuple(x.shape), *attrs))
+        assert torch.equal(dw, _library.weight_grad(x, dy, tuple(w.shape), *attrs))
+        assert dx.is_contiguous(memory_format=fmt)
+        xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+        compiled = torch.compile(lambda a, b: _library.conv3d(a, b, None, *attrs), fullgraph=True, backend="aot_eager")
+        gx, gw = torch.autograd.grad(compiled(xr, wr), (xr, wr), dy)
+        assert torch.equal(gx, dx) and torch.equal(gw, dw)
+
+
 # ---- on a GPU
 
 

@@ -1,4 +1,4 @@
-"""The four operations as torch.library custom ops, so `torch.compile` keeps a convolution as one opaque node
+"""The operations as torch.library custom ops, so `torch.compile` keeps a convolution as one opaque node
 (with a fake-tensor shape rule and an autograd rule) instead of breaking the graph at our extension call.
 
 Eager calls on real tensors do not come here: they take the autograd.Functions of `_ops.py`, which skip the
@@ -95,6 +95,31 @@ def _(x, dy, w_shape, stride, pad_lo, pad_hi, dilation, groups, math):
     return x.new_empty(tuple(w_shape))
 
 
+@torch.library.custom_op("jaxconv3d::conv3d_grads", mutates_args=())
+def grads(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    dy: torch.Tensor,
+    stride: Sequence[int],
+    pad_lo: Sequence[int],
+    pad_hi: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    math: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad-input, grad-weight) of one backward: one kernel where the dispatcher fuses them (bitwise the two
+    operations' results), the two operations elsewhere; dx in dy's memory format, dw in w's."""
+    cfg = _config(x.shape, w.shape, stride, pad_lo, pad_hi, dilation, groups, math)
+    dx, dw, _ = _ops.conv_grads(dy, x, w, cfg, True, True, False)
+    return dx, dw
+
+
+@grads.register_fake
+def _(x, w, dy, stride, pad_lo, pad_hi, dilation, groups, math):
+    return (_ops.empty_like_result(tuple(x.shape), dy, _ops.channels_last(dy)),
+            _ops.empty_like_result(tuple(w.shape), w, _ops.channels_last(w)))
+
+
 @torch.library.custom_op("jaxconv3d::conv3d_bias_grad", mutates_args=())
 def bias_grad(dy: torch.Tensor) -> torch.Tensor:
     return _ops.bgrad(dy)
@@ -119,8 +144,11 @@ def _conv_setup(ctx, inputs, output):
 def _conv_backward(ctx, gy):
     x, w = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    dx = input_grad(gy, w, x.shape, *ctx.attrs) if need_x else None
-    dw = weight_grad(x, gy, w.shape, *ctx.attrs) if need_w else None
+    if need_x and need_w:  # one op, as the eager backward's one adapter call
+        dx, dw = grads(x, w, gy, *ctx.attrs)
+    else:
+        dx = input_grad(gy, w, x.shape, *ctx.attrs) if need_x else None
+        dw = weight_grad(x, gy, w.shape, *ctx.attrs) if need_w else None
     db = bias_grad(gy) if ctx.has_bias and need_b else None
     return (dx, dw, db) + (None,) * len(ctx.attrs)
 
@@ -160,6 +188,24 @@ def _weight_grad_backward(ctx, c):
 weight_grad.register_autograd(_weight_grad_backward, setup_context=_weight_grad_setup)
 
 
+def _grads_setup(ctx, inputs, output):
+    x, w, dy, *attrs = inputs
+    ctx.attrs = attrs
+    ctx.save_for_backward(x, w, dy)
+
+
+def _grads_backward(ctx, c_dx, c_dw):
+    x, w, dy = ctx.saved_tensors  # the VJPs of input_grad(dy, w) and weight_grad(x, dy); both reach dy
+    need_x, need_w, need_dy = ctx.needs_input_grad[:3]
+    d_x = input_grad(dy, c_dw, x.shape, *ctx.attrs) if need_x else None
+    d_w = weight_grad(c_dx, dy, w.shape, *ctx.attrs) if need_w else None
+    d_dy = conv3d(c_dx, w, None, *ctx.attrs) + conv3d(x, c_dw, None, *ctx.attrs) if need_dy else None
+    return (d_x, d_w, d_dy) + (None,) * len(ctx.attrs)
+
+
+grads.register_autograd(_grads_backward, setup_context=_grads_setup)
+
+
 def _bias_grad_setup(ctx, inputs, output):
     ctx.shape = inputs[0].shape
 
@@ -193,6 +239,12 @@ def _register_flop_formulas() -> None:
     @register_flop_formula(torch.ops.jaxconv3d.conv3d_weight_grad)
     def _(x_shape, dy_shape, *args, out_shape=None, **kwargs):
         return conv_flop_count(_swap01(x_shape), _swap01(dy_shape), _swap01(out_shape), transposed=False)
+
+    @register_flop_formula(torch.ops.jaxconv3d.conv3d_grads)
+    def _(x_shape, w_shape, dy_shape, *args, out_shape=None, **kwargs):
+        dx_shape, dw_shape = out_shape
+        return (conv_flop_count(dy_shape, w_shape, dx_shape, transposed=True)
+                + conv_flop_count(_swap01(x_shape), _swap01(dy_shape), _swap01(dw_shape), transposed=False))
 
 
 _register_flop_formulas()
