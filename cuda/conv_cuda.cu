@@ -35,19 +35,20 @@ std::string validate(const ConvProblem& p) {
   return "";
 }
 
-// The family's plan for `op` (grads: grad-input and grad-weight together) on the current device, or an error: the
-// layout must be the family's own, and the workspace at least what it needs.
-std::string prepare(Op op, bool grads, const ConvProblem& p, DType t, MathMode m, size_t workspace_bytes,
-                    const void* workspace, Plan* pl) {
+// The plan `planned(cc)` gives for the current device, or an error: a family must take the problem (a plan with
+// none says why in its rule, or names none), the layout must be the family's own, and the workspace at least what
+// it needs.
+template <typename Planned>
+std::string checked_plan(Planned planned, const ConvProblem& p, size_t workspace_bytes, const void* workspace,
+                         Plan* pl) {
   std::string e = validate(p);
   if (!e.empty()) return e;
   const int cc = cuda_device_cc(-1);
   if (cc <= 0) return "jaxconv3d cuda: could not read the current device's compute capability";
-  *pl = grads ? plan_grads(p, t, m, cc, /*fixed_layout=*/true) : plan(op, p, t, m, cc, /*fixed_layout=*/true);
-  if (pl->family.empty() && grads) return "jaxconv3d cuda: no fused backward for this problem: " + pl->rule;
+  *pl = planned(cc);
   if (pl->family.empty())
     return std::string("jaxconv3d cuda: no kernel family accepts this problem in ") + layout_name(p.layout) +
-           " layout (JAXCONV3D_FAMILY forced one that cannot read it?)";
+           " layout" + (pl->rule.empty() ? " (JAXCONV3D_FAMILY forced one that cannot read it?)" : ": " + pl->rule);
   if (pl->layout != p.layout)
     return std::string("jaxconv3d cuda: the ") + pl->family + " family runs on " + layout_name(pl->layout) +
            " tensors but the call passed " + layout_name(p.layout);
@@ -56,6 +57,13 @@ std::string prepare(Op op, bool grads, const ConvProblem& p, DType t, MathMode m
            std::to_string(pl->workspace_bytes) + " bytes)";
   if (p.batch > 0 && pl->workspace_bytes > 0 && workspace == nullptr) return "jaxconv3d cuda: workspace is null";
   return "";
+}
+
+// The family's plan for `op` on the current device, checked as above.
+std::string prepare(Op op, const ConvProblem& p, DType t, MathMode m, size_t workspace_bytes, const void* workspace,
+                    Plan* pl) {
+  return checked_plan([&](int cc) { return plan(op, p, t, m, cc, /*fixed_layout=*/true); }, p, workspace_bytes,
+                      workspace, pl);
 }
 
 bool is_hopper(const Plan& pl) { return pl.family == "hopper"; }
@@ -82,7 +90,7 @@ int cuda_device_cc(int device) {
 std::string conv_fwd_cuda(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* bias,
                           void* y, void* workspace, size_t workspace_bytes, void* stream) {
   Plan pl;
-  std::string e = prepare(Op::kFwd, false, p, t, m, workspace_bytes, workspace, &pl);
+  std::string e = prepare(Op::kFwd, p, t, m, workspace_bytes, workspace, &pl);
   if (!e.empty()) return e;
   if (p.batch == 0) return "";
   if (x == nullptr || w == nullptr || y == nullptr) return "jaxconv3d cuda: null tensor pointer";
@@ -95,7 +103,7 @@ std::string conv_fwd_cuda(const ConvProblem& p, DType t, MathMode m, const void*
 std::string conv_dgrad_cuda(const ConvProblem& p, DType t, MathMode m, const void* dy, const void* w, void* dx,
                             void* workspace, size_t workspace_bytes, void* stream) {
   Plan pl;
-  std::string e = prepare(Op::kDgrad, false, p, t, m, workspace_bytes, workspace, &pl);
+  std::string e = prepare(Op::kDgrad, p, t, m, workspace_bytes, workspace, &pl);
   if (!e.empty()) return e;
   if (p.batch == 0) return "";
   if (dy == nullptr || w == nullptr || dx == nullptr) return "jaxconv3d cuda: null tensor pointer";
@@ -108,7 +116,7 @@ std::string conv_dgrad_cuda(const ConvProblem& p, DType t, MathMode m, const voi
 std::string conv_wgrad_cuda(const ConvProblem& p, DType t, MathMode m, const void* x, const void* dy, void* dw,
                             void* workspace, size_t workspace_bytes, void* stream) {
   Plan pl;
-  std::string e = prepare(Op::kWgrad, false, p, t, m, workspace_bytes, workspace, &pl);
+  std::string e = prepare(Op::kWgrad, p, t, m, workspace_bytes, workspace, &pl);
   if (!e.empty()) return e;
   if (dw == nullptr) return "jaxconv3d cuda: null tensor pointer";
   if (p.batch > 0 && (x == nullptr || dy == nullptr)) return "jaxconv3d cuda: null tensor pointer";
@@ -129,7 +137,8 @@ std::string conv_bgrad_cuda(const ConvProblem& p, DType t, const void* dy, void*
 std::string conv_grads_cuda(const ConvProblem& p, DType t, MathMode m, const void* x, const void* w, const void* dy,
                             void* dx, void* dw, void* workspace, size_t workspace_bytes, void* stream) {
   Plan pl;
-  std::string e = prepare(Op::kWgrad, true, p, t, m, workspace_bytes, workspace, &pl);
+  std::string e = checked_plan([&](int cc) { return plan_grads(p, t, m, cc, /*fixed_layout=*/true); }, p,
+                               workspace_bytes, workspace, &pl);
   if (!e.empty()) return e;
   if (p.batch == 0) return "";
   if (x == nullptr || w == nullptr || dy == nullptr || dx == nullptr || dw == nullptr)
