@@ -7,11 +7,13 @@
 // with k = 0..15 the columns of a 16-column window of the source row (e = S - P2 in 0..3 shifts the window so its
 // first column, and every 8-byte copy, is aligned). One mma.sync m16n8k16 does 16 x 8 outputs' 3 taps (19% of its
 // products are not zeros of B), ~10x fewer instructions than FFMA per output: the kernel is bound by memory.
-//   warp    = one (sample, channel) and a 16 (H) x 32 (W) output window (four 8-column tiles) through a run of D
-//             planes: its own source planes (18 rows x 40 columns, zero outside the volume) in a three-stage
-//             cp.async ring, no block-wide barrier; B fragments of its channel's 9 (kd, kh) taps in registers;
-//             three accumulator planes rotated by index (the plane loop unrolled by three);
-//   grid    = one wave of warps sharing every (sample, channel, H block, W block) column's planes evenly.
+//   block   = one warp: one (sample, channel) and a 16 (H) x 32 (W) output window (four 8-column tiles) through a
+//             run of D planes: its source planes (18 rows x 40 columns, zero outside the volume) in a three-stage
+//             cp.async ring; B fragments of its channel's 9 (kd, kh) taps in registers; three accumulator planes
+//             rotated by index (the plane loop unrolled by three). One warp a block keeps the loop's control
+//             uniform to the compiler, so the global accesses' memory descriptor and the shared bases stay in
+//             uniform registers (four warps a block paid two R2UR a global access: docs/perf.md v28);
+//   grid    = one wave of blocks sharing every (sample, channel, H block, W block) column's planes evenly.
 // Each output sums its source planes in order (kd = 0, 1, 2), each plane's kh rows in order through the tensor
 // core's fixed-order accumulation, from its bias: deterministic, and independent of the grid. A non-finite source value
 // reaches the outputs of its 8-column tile row that a zero of B multiplies it into (0 x inf = NaN), as in cuDNN's
@@ -36,11 +38,10 @@ constexpr int kSrcRows = kRows + 2;           // staged source rows
 constexpr int kRowElems = 40;                 // staged row: 16 + 24 columns; 80 bytes, so ldmatrix rows hit every bank
 constexpr int kChunks = kRowElems / 4;        // 8-byte copies a row
 constexpr int kStages = kRingStages;
-constexpr int kWarps = 4;
 constexpr int kStageElems = kSrcRows * kRowElems;
 constexpr int kCopies = (kSrcRows * kChunks + 31) / 32;  // 8-byte copies a lane a plane
 static_assert(kRowElems == 4 * kChunks, "copy q lands at element 4 q");
-constexpr int kMinPlanes = 8;                 // output planes a warp at least
+constexpr int kMinPlanes = 8;                 // output planes a block at least
 static_assert(kCols == 32 && kRows == 16, "four 16 x 8 mma tiles a plane");
 
 // Where a warp's column lies: sample, channel, first output row and column.
@@ -59,15 +60,15 @@ __device__ __forceinline__ Column column_of(const Stencil3Args& a, i64 col) {
   return cl;
 }
 
-// Four blocks an SM (128 registers, a 16-byte spill) measured 2 % faster than three (155 registers): docs/perf.md v18.
+// Sixteen one-warp blocks an SM (128 registers, no spill): the warps of v18's four four-warp blocks, which measured
+// 2 % faster than three (docs/perf.md v18).
 template <typename T>
-__global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Stencil3Args a, i64 columns, i64 per) {
-  __shared__ __align__(16) T ring[kWarps][kStages][kStageElems];
+__global__ void __launch_bounds__(32, 16) stencil3_mma_kernel(const Stencil3Args a, i64 columns, i64 per) {
+  __shared__ __align__(16) T stage[kStages][kStageElems];
   const T* __restrict__ src = static_cast<const T*>(a.src);
   const T* __restrict__ wt = static_cast<const T*>(a.wt);
   T* __restrict__ out = static_cast<T*>(a.out);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  T(&stage)[kStages][kStageElems] = ring[warp];
+  const int lane = threadIdx.x;
   const int S = (a.P[2] + 3) & ~3, e = S - a.P[2];  // the window's shift: 8-byte aligned copies
   const i64 sHW = i64(a.sd[1]) * a.sd[2], oHW = i64(a.od[1]) * a.od[2];
   // this lane's B element (k, n) pairs: k = 2 (lane % 4) + {0, 1} (+ 8), n = lane / 4; tap k - n - e when in 0..2
@@ -78,7 +79,7 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
   // this lane's first copy's shared address in stage 0 (copy i of a plane lands 128 i elements further)
   const unsigned ssm = unsigned(__cvta_generic_to_shared(&stage[0][0])) + unsigned(sizeof(T) * 4 * lane);
 
-  i64 cur = (i64(blockIdx.x) * kWarps + warp) * per;
+  i64 cur = i64(blockIdx.x) * per;
   const i64 end = min(columns * a.od[0], cur + per);
   pdl_wait();  // launched as a dependent: nothing read or written before the kernels before it are done
 #pragma unroll 1
@@ -105,28 +106,32 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
 
     // Source plane js = output plane z + js - 2's last D tap: rows oy0 - P1 .., columns ox0 - S .. of depth
     // z - P0 + js, 8-byte copies (every chunk wholly inside or outside a row: W % 4 == 0, S % 4 == 0); a plane
-    // outside the volume is neither copied nor multiplied. Copy q = lane + 32 i (row q / kChunks, chunk q % kChunks)
-    // lands at element 4 q of the stage; its offset in the plane (0 outside it: nothing is read there) and whether
-    // it lies inside are fixed per column, so a copy costs one address add.
+    // outside the volume is only zero-filled, and multiplied like any other (no branch in the plane loop). Copy
+    // q = lane + 32 i (row q / kChunks, chunk q % kChunks) lands at element 4 q of the stage; its byte offset in
+    // the plane (0 outside it: nothing is read there) and whether it lies inside are fixed per column, so a copy
+    // costs one 64-bit add.
     const int sy0 = cl.oy0 - a.P[1], sx0 = cl.ox0 - S;
-    int off[kCopies];
+    unsigned off[kCopies];  // bytes
     unsigned inside = 0;
 #pragma unroll
     for (int i = 0; i < kCopies; ++i) {
       const int q = lane + 32 * i, y = sy0 + q / kChunks, x = sx0 + 4 * (q % kChunks);
       const bool in = q < kSrcRows * kChunks && unsigned(y) < unsigned(a.sd[1]) && unsigned(x) < unsigned(a.sd[2]);
-      off[i] = in ? y * a.sd[2] + x : 0;  // < 2^31: the plan bounds H x W
+      off[i] = in ? unsigned(y * a.sd[2] + x) * unsigned(sizeof(T)) : 0u;  // < 2^32: the plan bounds H x W
       inside |= unsigned(in) << i;
     }
-    auto plane_in = [&](int js) { return unsigned(z - a.P[0] + js) < unsigned(a.sd[0]); };
+    const char* chanb = reinterpret_cast<const char*>(chan);
     auto issue = [&](int js, auto st) {
-      if (js < len + 2 && plane_in(js)) {
-        const T* pl = chan + i64(z - a.P[0] + js) * sHW;
+      if (js < len + 2) {
+        const int sz = z - a.P[0] + js;
+        const bool pin = unsigned(sz) < unsigned(a.sd[0]);
+        const char* pl = chanb + (pin ? i64(sz) * (sHW * i64(sizeof(T))) : i64(0));
+        const unsigned ins = pin ? inside : 0u;
         const unsigned dst = ssm + unsigned(sizeof(T) * decltype(st)::value * kStageElems);
 #pragma unroll
         for (int i = 0; i < kCopies; ++i)
           if (i + 1 < kCopies || lane + 32 * i < kSrcRows * kChunks)
-            cp_async_shared<8>(dst + unsigned(sizeof(T) * 128 * i), pl + off[i], inside >> i & 1u);
+            cp_async_shared<8>(dst + unsigned(sizeof(T) * 128 * i), pl + off[i], ins >> i & 1u);
       }
       cp_async_commit();
     };
@@ -139,35 +144,27 @@ __global__ void __launch_bounds__(32 * kWarps, 4) stencil3_mma_kernel(const Sten
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[s][j][i] = bv;
 
-    // the warp's own stages: a warp barrier each plane. Output plane js's slot (js % 3) starts at its bias with its
-    // first product (kd = 0, kh = 0: D = A B + bias), or is set to the bias when source plane js lies outside the
-    // volume; the slot's previous output plane (js - 3) was stored at step js - 1.
+    // a warp barrier each plane. Output plane js's slot (js % 3) starts at its bias with its first product (kd = 0,
+    // kh = 0: D = A B + bias); the slot's previous output plane (js - 3) was stored at step js - 1.
     plane_ring(len, [] { __syncwarp(); }, issue, [&](int js, auto phase) {
       constexpr int PH = decltype(phase)::value;  // js % 3: the stage and the accumulator rotation
-      if (plane_in(js)) {
-        const T* base = stage[PH] + a_off;
+      const T* base = stage[PH] + a_off;
 #pragma unroll
-        for (int kh = 0; kh < 3; ++kh) {
+      for (int kh = 0; kh < 3; ++kh) {
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            unsigned av[4];
-            ldmatrix_x4(av, base + kh * kRowElems + 8 * j);
-            // unconditional: a product for an output plane outside 0 .. len - 1 lands in a slot that starts over
-            // (at its bias) before that slot's next output plane, or after its output plane was stored
-            if (kh == 0)
-              mma_from(acc[PH][j], av, b[0], bv, static_cast<T*>(nullptr));
-            else
-              mma(acc[PH][j], av, b[kh], static_cast<T*>(nullptr));
+        for (int j = 0; j < 4; ++j) {
+          unsigned av[4];
+          ldmatrix_x4(av, base + kh * kRowElems + 8 * j);
+          // unconditional: a product for an output plane outside 0 .. len - 1 lands in a slot that starts over
+          // (at its bias) before that slot's next output plane, or after its output plane was stored
+          if (kh == 0)
+            mma_from(acc[PH][j], av, b[0], bv, static_cast<T*>(nullptr));
+          else
+            mma(acc[PH][j], av, b[kh], static_cast<T*>(nullptr));
 #pragma unroll
-            for (int kd = 1; kd < 3; ++kd)
-              mma(acc[(PH - kd + 3) % 3][j], av, b[kd * 3 + kh], static_cast<T*>(nullptr));
-          }
+          for (int kd = 1; kd < 3; ++kd)
+            mma(acc[(PH - kd + 3) % 3][j], av, b[kd * 3 + kh], static_cast<T*>(nullptr));
         }
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) acc[PH][j][i] = bv;
       }
       // output plane js - 2 is complete: store it
       constexpr int SO = (PH + 1) % 3;
@@ -188,15 +185,15 @@ std::string launch(const ConvProblem& p, DType t, bool dgrad, const void* src, c
   if (units == 0) return "";
   s.src = src; s.wt = w; s.bias = bias; s.out = out;
   static std::atomic<int> per_sm[64][1];
-  const int slots = resident_blocks(stencil3_mma_kernel<T>, 32 * kWarps, 0, 0, per_sm) * sm_count();
+  const int slots = resident_blocks(stencil3_mma_kernel<T>, 32, 0, 0, per_sm) * sm_count();
   if (slots <= 0) {
     cudaGetLastError();
     return "jaxconv3d cuda: cannot read how many blocks of the tensor-core depthwise stencil the device holds";
   }
   const i64 columns = units / s.od[0], planes = units;  // (sample, channel, H block, W block) columns x D planes
-  const i64 blocks = std::min<i64>(slots, (planes + i64(kWarps) * kMinPlanes - 1) / (i64(kWarps) * kMinPlanes));
-  const i64 per = (planes + blocks * kWarps - 1) / (blocks * kWarps);
-  launch_dependent(stencil3_mma_kernel<T>, dim3(unsigned(blocks)), dim3(32 * kWarps), 0, st, s, columns, per);
+  const i64 blocks = std::min<i64>(slots, (planes + kMinPlanes - 1) / kMinPlanes);
+  const i64 per = (planes + blocks - 1) / blocks;
+  launch_dependent(stencil3_mma_kernel<T>, dim3(unsigned(blocks)), dim3(32), 0, st, s, columns, per);
   return launch_error(dgrad ? "tensor-core 3x3x3 depthwise stencil (grad-input)"
                             : "tensor-core 3x3x3 depthwise stencil (forward)");
 }
