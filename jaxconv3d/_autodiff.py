@@ -14,7 +14,6 @@ dispatcher fuses them, bitwise the pair's results); conv's VJP takes it where bo
 from __future__ import annotations
 
 import functools
-import os
 from typing import Callable, Sequence
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
 from jax.custom_derivatives import SymbolicZero
 
-from . import _ffi
+from . import _ffi, _plan
 from ._params import ConvConfig
 from ._sharding import ACT, BIAS, FILT, batch_partitioned  # operand roles: activation, filter, bias
 
@@ -113,7 +112,7 @@ def _batched_op(call: Callable, in_roles: Sequence[str], out_role, grouped: bool
     _cached = functools.lru_cache(maxsize=None)(lambda cfg, family: make(cfg))
 
     def _op(cfg):
-        return _cached(cfg, os.environ.get("JAXCONV3D_FAMILY", ""))
+        return _cached(cfg, _plan.family_override())
 
     return lambda *arrays, cfg: _op(cfg)(*arrays)
 

@@ -22,6 +22,22 @@ LAYOUTS = {"NCDHW": NCDHW, "NDHWC": NDHWC}
 _DTYPE_CODES = {"float32": 0, "float64": 1, "bfloat16": 2, "float16": 3}
 
 
+# CPython's os.environ store: a lookup there skips os.environ.get's re-encoding of the key (~1.3 us of a torch call's
+# ~27 us host cost on an H100 machine, docs/perf.md v28). Writes through os.environ (monkeypatch.setenv too) land in
+# it, and in the process environment the C++ doors read.
+_ENVIRON_DATA = getattr(os.environ, "_data", None)
+_FAMILY_KEY = os.environ.encodekey("JAXCONV3D_FAMILY") if _ENVIRON_DATA is not None else None
+
+
+def family_override() -> str:
+    """JAXCONV3D_FAMILY as it is now ("" when unset). Read at every call, never cached: a test or a user may change it
+    between calls, and the C++ doors read it at every launch; plans are memoised with it in their key."""
+    if _ENVIRON_DATA is None:
+        return os.environ.get("JAXCONV3D_FAMILY", "")
+    value = _ENVIRON_DATA.get(_FAMILY_KEY)
+    return "" if value is None else os.environ.decodevalue(value)
+
+
 def layout_code(layout: Any) -> int:
     """'NCDHW' -> 0, 'NDHWC' -> 1 (ValueError naming the argument otherwise)."""
     if isinstance(layout, str) and layout.upper() in LAYOUTS:
@@ -46,7 +62,7 @@ def plan(cfg: ConvConfig, dtype: Any, cc: int, op: str, layout: int = NCDHW) -> 
     (a fixed number of blocks) that this size reaches, so the one workspace fixed at trace time serves any batch
     (the doors check it at run time). Where the two batches would get kernels of different layouts, no single
     program serves every batch: ValueError."""
-    env = os.environ.get("JAXCONV3D_FAMILY", "")
+    env = family_override()
     if not is_symbolic(cfg.batch):
         return _plan(cfg, dtype_name(dtype), int(cc), op, int(layout), env)
     big = max(1, -(-SYMBOLIC_PLAN_POSITIONS // math.prod(cfg.out_spatial)))

@@ -4,6 +4,7 @@ compute capability, overridable with JAXCONV3D_FAMILY, and (on a GPU) every fami
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -249,3 +250,14 @@ def test_first_layer_folds_taps_on_hopper():
     assert accurate["grad_input"]["tile"].endswith("_hw_taps_folded_into32_channels")
     few_out = jaxconv3d.explain((2, 3, 8, 8, 8), (8, 3, 3, 3, 3), dtype="bfloat16", cc=90)
     assert families(few_out) == {"sm80"}  # 8 output channels: a 64-wide tile would be mostly padding
+
+
+def test_family_override_follows_the_environment(monkeypatch):
+    """The per-call JAXCONV3D_FAMILY read (a dict lookup in os.environ's store) sees every change, as os.environ does."""
+    monkeypatch.delenv("JAXCONV3D_FAMILY", raising=False)
+    assert _plan.family_override() == ""
+    for value in ("sm80", "cpu", "stencil", ""):
+        monkeypatch.setenv("JAXCONV3D_FAMILY", value)
+        assert _plan.family_override() == value == os.environ["JAXCONV3D_FAMILY"]
+    monkeypatch.delenv("JAXCONV3D_FAMILY")
+    assert _plan.family_override() == ""

@@ -14,7 +14,6 @@ NCDHW; outputs are allocated in that order. Activations come back in the memory 
 from __future__ import annotations
 
 import functools
-import os
 from typing import NamedTuple
 
 import torch
@@ -102,13 +101,7 @@ _OUTPUT_SHAPE = {"forward": "y_shape", "grad_input": "x_shape", "grad_weight": "
 
 def _launch(op: str, cfg: ConvConfig, like: torch.Tensor, held: int) -> _Launch:
     """The _Launch of `op` for tensors like `like`; JAXCONV3D_FAMILY is part of the key (the C++ door reads it too)."""
-    return _launch_of(op, cfg, like.dtype, like.device, held, _family())
-
-
-def _family() -> str:
-    """JAXCONV3D_FAMILY as it is now (a test or a user may change it between calls; the C++ door reads it per launch
-    too), a cache key only."""
-    return os.environ.get("JAXCONV3D_FAMILY", "")
+    return _launch_of(op, cfg, like.dtype, like.device, held, _plan.family_override())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -223,7 +216,7 @@ def conv_grads(gy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, cfg: ConvConf
     if not cfg.batch:  # nothing to launch: the single operations know what an empty batch gives
         return (dgrad(gy, w, cfg) if need_dx else None, wgrad(x, gy, cfg, channels_last(w)) if need_dw else None,
                 bgrad(gy) if need_db else None)
-    family, gy_cl = _family(), channels_last(gy)
+    family, gy_cl = _plan.family_override(), channels_last(gy)
     to_input = _launch_of("grad_input", cfg, gy.dtype, gy.device, int(gy_cl), family)
     to_weight = _launch_of("grad_weight", cfg, gy.dtype, gy.device, int(channels_last(x)), family)
     gy_input = _physical(gy, to_input.layout) if need_dx else None
