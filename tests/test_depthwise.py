@@ -148,15 +148,18 @@ def test_stencil3_against_float64(rng, case, dtype, math):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_tensor_core_forms_fall_back_off_alignment(rng, dtype):
-    """The tensor-core stencil and grad-weight copy 8 bytes at a time: x, dy and y one element off that alignment (views
-    into a larger buffer) run the FFMA kernels instead, the grad-weight with the brick plan's own splits in the same
-    workspace; results against float64, outputs NaN-poisoned."""
-    index = 9  # W 36: both tensor-core forms apply when aligned
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_wide_copies_fall_back_off_alignment(rng, dtype):
+    """The tensor-core stencil and grad-weight copy 8 bytes at a time, the float32 streaming stencil 16: x, dy, y and
+    dx one element off that alignment (views into a larger buffer) run the FFMA kernels, or the float32 stencil's
+    4-byte copies, instead; the grad-weight with the brick plan's own splits in the same workspace; results against
+    float64, outputs NaN-poisoned."""
+    index = 9  # W 36: the tensor-core forms and the float32 stencil's 16-byte copies apply when aligned
     c = stencil_case(rng, (index, CASES[index]), dtype, 0, 0)
     (x_shape, w_shape, kw), cfg, plans, tdt = CASES[index], c.cfg, c.plans, c.tdt
-    assert (plans["forward"]["tile"], plans["grad_weight"]["tile"]) == (MMA, WGRAD_MMA)
+    assert (plans["forward"]["tile"], plans["grad_weight"]["tile"]) == (
+        expected_tile(STREAM, "forward", x_shape, w_shape, kw, dtype),
+        expected_wgrad(WGRAD, x_shape, w_shape, kw, dtype))
 
     def off_by_one(t, fill=None):  # a view one element into its buffer: 2-byte aligned only
         buf = torch.empty(t.numel() + 1, dtype=tdt, device="cuda")
@@ -169,9 +172,12 @@ def test_tensor_core_forms_fall_back_off_alignment(rng, dtype):
     y = off_by_one(torch.empty(cfg.y_shape), float("nan"))
     _ext.torch_adapter.fwd(to_dlpack(x), to_dlpack(w), None if b is None else to_dlpack(b), to_dlpack(y), None,
                            *c.attrs)
+    dx = off_by_one(torch.empty(cfg.x_shape), float("nan"))
+    _ext.torch_adapter.dgrad(to_dlpack(dy), to_dlpack(w), to_dlpack(dx), None, *c.attrs)
     dw = torch.full(cfg.w_shape, float("nan"), dtype=tdt, device="cuda")
     ws = torch.full((plans["grad_weight"]["workspace_bytes"],), 255, dtype=torch.uint8, device="cuda")
     _ext.torch_adapter.wgrad(to_dlpack(x), to_dlpack(dy), to_dlpack(dw), to_dlpack(ws), *c.attrs)
     ref = reference_and_grads(c.x, c.w, c.b, c.dy, **kw)
     assert_close(y, ref[0], BOUNDS[dtype], f"forward off alignment {dtype}")
+    assert_close(dx, ref[1], BOUNDS[dtype], f"grad-input off alignment {dtype}")
     assert_close(dw, ref[2], BOUNDS[dtype], f"grad-weight off alignment {dtype}")

@@ -103,7 +103,10 @@ bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, i
 
 bool stencil3_stream_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks) {
   if (dgrad && p.out_per_group() != 1) return false;
-  return plan_3x3x3(p, dgrad, t, {kS3SZ, kS3SY, kS3SX}, s, blocks);
+  if (t != DType::kF32) return plan_3x3x3(p, dgrad, t, {kS3SZ, kS3SY, kS3SX}, s, blocks);
+  // float32: 32-bit offsets inside a source plane
+  return plan_3x3x3(p, dgrad, t, {kS3SZ, kS3SYF32, kS3SX}, s, blocks) &&
+         int64_t(s->sd[1]) * s->sd[2] < (int64_t(1) << 31);
 }
 
 bool stencil3_mma_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* units) {

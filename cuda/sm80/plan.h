@@ -16,6 +16,7 @@ constexpr int kDwMaxT = 32;          // depthwise grad-weight: taps held in regi
 constexpr int kSTX = 32, kSTY = 8, kSTZ = 8;  // stencil output tile (x, y, z)
 constexpr int kS3X = 32, kS3Y = 16, kS3Z = 8;  // 3x3x3 stencil output brick (x, y, z)
 constexpr int kS3SX = 32, kS3SY = 16, kS3SZ = 16;  // streaming 3x3x3 stencil: output strip (x, y), D chunk
+constexpr int kS3SYF32 = 32;  // the streaming stencil's strip height in float32 (two rows a thread)
 constexpr int kS3MX = 32, kS3MY = 16;  // tensor-core 3x3x3 stencil: a warp's output window (x, y)
 constexpr int kWgMX = 32, kWgMY = 15;  // tensor-core 3x3x3 grad-weight: a warp's x columns, dy rows a plane
 

@@ -46,11 +46,12 @@ __device__ __forceinline__ Stencil3Block stencil3_block(const Stencil3Args& a) {
 
 using Stencil3Plan = bool (*)(const ConvProblem&, bool, DType, Stencil3Args*, int64_t*);
 
-// Plans the problem with `plan`, then launches `kernel` (T's instantiation of a 3x3x3 stencil) over its blocks.
+// Plans the problem with `plan`, then launches `kernel` (T's instantiation of a 3x3x3 stencil) over its blocks; as
+// a programmatic dependent (launch_common.cuh) where `dependent` (the kernel then calls pdl_wait() first).
 template <typename T, typename K>
 std::string launch_stencil3(Stencil3Plan plan, K kernel, int threads, const ConvProblem& p, DType t, bool dgrad,
                             const void* src, const void* w, const void* bias, void* out, void* stream,
-                            const char* what) {
+                            const char* what, bool dependent = false) {
   Stencil3Args s;
   int64_t blocks = 0;
   if (!plan(p, dgrad, t, &s, &blocks))
@@ -58,7 +59,11 @@ std::string launch_stencil3(Stencil3Plan plan, K kernel, int threads, const Conv
   if (blocks == 0) return "";
   s.src = src; s.wt = w; s.bias = bias; s.out = out;
   s.vec = s.od[2] % 4 == 0 && reinterpret_cast<uintptr_t>(out) % (4 * sizeof(T)) == 0;
-  kernel<<<unsigned(blocks), threads, 0, static_cast<cudaStream_t>(stream)>>>(s);
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (dependent)
+    launch_dependent(kernel, dim3(unsigned(blocks)), dim3(threads), 0, st, s);
+  else
+    kernel<<<unsigned(blocks), threads, 0, st>>>(s);
   return launch_error(what);
 }
 
