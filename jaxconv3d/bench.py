@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import jax
 
 from ._plan import explain, logical_to_ndhwc as ndhwc_shapes
+from . import card_rates
 from .bench_check import BOUNDS, REFERENCE, ResultCheck, reference_results, result_errors
 from .report import Progress, format_ms, format_table, say, write_json
 from .timing import LoopTimer, input_set_count, l2_cache_bytes
@@ -203,13 +204,16 @@ def suite_baseline(case: ConvCase, precision: str, pass_name: str) -> tuple[floa
     return (min(times) if times else None), recorded.get(f"floor_{pass_name}_ms")
 
 
-def summarize(case: ConvCase, precision: Precision, times: dict[str, dict]) -> dict[str, dict]:
+def summarize(case: ConvCase, precision: Precision, times: dict[str, dict], rates: dict | None) -> dict[str, dict]:
+    """Per pass: the best of ours and of the references, their ratio, suite.json's H100 figures, and the floor on
+    this card from the run's measured rates (card_rates.py)."""
     summary = {}
     for pass_name in PASSES:
         entries = {impl.key: times[impl.key][pass_name] for impl in IMPLEMENTATIONS}
         best_ours, best_ours_ms = best_of(entries, [impl.key for impl in IMPLEMENTATIONS if impl.ours])
         best_ref, best_ref_ms = best_of(entries, [impl.key for impl in IMPLEMENTATIONS if not impl.ours])
         baseline, floor = suite_baseline(case, precision.name, pass_name)
+        card_floor = card_rates.floor_ms(case, precision, pass_name, rates)
         summary[pass_name] = dict(
             best_ours=best_ours,
             best_ours_ms=best_ours_ms,
@@ -218,6 +222,8 @@ def summarize(case: ConvCase, precision: Precision, times: dict[str, dict]) -> d
             speedup=best_ref_ms / best_ours_ms if best_ours_ms and best_ref_ms else None,
             h100_best_reference_ms=baseline,
             h100_floor_ms=floor,
+            card_floor_ms=card_floor,
+            ours_over_card_floor=best_ours_ms / card_floor if best_ours_ms and card_floor else None,
         )
     return summary
 
@@ -231,6 +237,7 @@ def bench_case(
     reps: int,
     seed: int,
     progress: Progress,
+    rates: dict | None,
 ) -> dict[str, Any]:
     """Times every implementation's two passes on one case; a failing or wrong implementation is recorded."""
     set_count = input_set_count(case, precision, l2_bytes)
@@ -260,7 +267,7 @@ def bench_case(
         input_sets=set_count,
         families=case_families(case, precision, device),
         times=times,
-        summary=summarize(case, precision, times),
+        summary=summarize(case, precision, times, rates),
     )
     return result
 
@@ -282,7 +289,7 @@ def case_families(case: ConvCase, precision: Precision, device: Device) -> dict:
 def _bench_table(results: list[dict], device: Device) -> str:
     headers = ["config", "prec", "pass", *(impl.label for impl in IMPLEMENTATIONS), "ref/ours"]
     if device.is_gpu:
-        headers += ["H100 best ref", "H100 floor"]
+        headers += ["H100 best ref", "H100 floor", "floor", "ours/floor"]
     rows = []
     for result in results:
         for pass_name in PASSES:
@@ -295,7 +302,9 @@ def _bench_table(results: list[dict], device: Device) -> str:
             speedup = "-" if summary["speedup"] is None else f"{summary['speedup']:.2f}x"
             row = [result["config"], result["precision"], pass_name.replace("_", "+"), *cells, speedup]
             if device.is_gpu:
-                row += [format_ms(summary["h100_best_reference_ms"]), format_ms(summary["h100_floor_ms"])]
+                ratio = summary.get("ours_over_card_floor")
+                row += [format_ms(summary["h100_best_reference_ms"]), format_ms(summary["h100_floor_ms"]),
+                        format_ms(summary.get("card_floor_ms")), "-" if ratio is None else f"{ratio:.2f}x"]
             rows.append(row)
     return format_table(headers, rows, left_columns=3)
 
@@ -319,13 +328,17 @@ def run_bench(
         f"every timed loop's last result is checked against {REFERENCE}"
     )
     say(textwrap.fill(method, width=118, subsequent_indent="  "))
+    rates = card_rates.measure(device.torch_device, chosen) if device.is_gpu else None
+    if rates:
+        gemm = ", ".join(f"{k} {v:.0f}" for k, v in rates["gemm_tflop_s"].items())
+        say(f"this card: copy {rates['copy_tb_s']:.2f} TB/s, GEMM {gemm} TFLOP/s ({rates['method']})")
 
     started = time.perf_counter()
     results = []
     with Progress(len(cases) * len(chosen) * reps, "bench") as progress:
         for case in cases:
             for precision in chosen:
-                results.append(bench_case(case, precision, device, timer, l2_bytes, reps, seed, progress))
+                results.append(bench_case(case, precision, device, timer, l2_bytes, reps, seed, progress, rates))
     print(_bench_table(results, device))
     say(
         "ms per call; WRONG = result over the check's bound\n"
@@ -333,7 +346,8 @@ def run_bench(
         " ours:jax, ours:jax:cl); > 1: ours faster;\n:cl = channels_last_3d tensors (torch) or NDHWC / DHWIO arrays (jax)"
     )
     if device.is_gpu:
-        say("H100 columns: suite.json's fastest of the same three references, and the floor, on an H100")
+        say("H100 columns: suite.json's fastest of the same three references, and the floor, on an H100;\n"
+            "floor: the same floor from this card's rates measured in this run; ours/floor: fastest of ours / floor")
     errors = [
         (result["config"], result["precision"], key, pass_name, entry["error"])
         for result in results
@@ -354,6 +368,7 @@ def run_bench(
             reps=reps,
             warmup_calls=WARMUP_CALLS,
             seed=seed,
+            card_rates=rates,
             timing=dict(
                 method=timer.description,
                 min_loop_ms=timer.min_loop_ms,
