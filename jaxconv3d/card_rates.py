@@ -21,9 +21,9 @@ GEMM_SIZE = 8192      # square matmul: 2 n^3 FLOPs
 REPS = 7
 
 
-def _event_ms(fn, reps: int) -> float:
-    """Median CUDA-event time of fn() after two untimed calls."""
-    for _ in range(2):
+def event_median_ms(fn, reps: int, warmup: int = 2) -> float:
+    """Median CUDA-event time (ms) of fn() on the current stream, after `warmup` untimed calls."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
@@ -38,24 +38,29 @@ def _event_ms(fn, reps: int) -> float:
 
 def measure(device: torch.device, precisions: list[Precision]) -> dict:
     """{"copy_tb_s": ..., "gemm_tflop_s": {precision name: ...}} on `device` (a CUDA device)."""
-    src = torch.empty(COPY_BYTES, dtype=torch.uint8, device=device)
+    nbytes = min(COPY_BYTES, torch.cuda.mem_get_info(device)[0] // 8)  # a small card copies less
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    copy_ms = _event_ms(lambda: dst.copy_(src), REPS)
+    copy_ms = event_median_ms(lambda: dst.copy_(src), REPS)
     del src, dst
     gemm = {}
     allow = torch.backends.cuda.matmul.allow_tf32
     try:
         for p in precisions:
             torch.backends.cuda.matmul.allow_tf32 = p.tf32
-            a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device).to(p.torch_dtype)
-            b = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device).to(p.torch_dtype)
-            ms = _event_ms(lambda: torch.mm(a, b), REPS)
+            try:
+                a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device).to(p.torch_dtype)
+                b = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device).to(p.torch_dtype)
+                ms = event_median_ms(lambda: torch.mm(a, b), REPS)
+            except RuntimeError:  # a dtype this card's GEMM lacks, or no memory: no floor for that precision
+                continue
+            finally:
+                a = b = None
             gemm[p.name] = 2 * GEMM_SIZE**3 / (ms * 1e-3) / 1e12
-            del a, b
     finally:
         torch.backends.cuda.matmul.allow_tf32 = allow
-    return dict(copy_tb_s=2 * COPY_BYTES / (copy_ms * 1e-3) / 1e12, gemm_tflop_s=gemm,
-                method=f"copy of {COPY_BYTES >> 20} MiB (read + write), {GEMM_SIZE}^3 torch.mm; CUDA events, "
+    return dict(copy_tb_s=2 * nbytes / (copy_ms * 1e-3) / 1e12, gemm_tflop_s=gemm,
+                method=f"copy of {nbytes >> 20} MiB (read + write), {GEMM_SIZE}^3 torch.mm; CUDA events, "
                        f"median of {REPS}")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 
 import torch
 import torch.nn.functional as F
@@ -22,23 +21,10 @@ import torch.nn.functional as F
 import jaxconv3d
 import jaxconv3d.torch as jt
 from jaxconv3d import workloads
+from jaxconv3d.card_rates import event_median_ms
 
 DTYPES = {"fp32": (torch.float32, None), "tf32": (torch.float32, "tf32"), "bf16": (torch.bfloat16, None),
           "fp16": (torch.float16, None)}
-
-
-def median_ms(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def op_times(case, prec: str, channels_last: bool, reps: int, cudnn: bool = False, device: str = "cuda") -> dict:
@@ -68,9 +54,10 @@ def op_times(case, prec: str, channels_last: bool, reps: int, cudnn: bool = Fals
             conv(x, w)
 
     return {
-        "forward": median_ms(forward, reps),
-        "grad_input": median_ms(lambda: torch.autograd.grad(y_dx, x_only, dy, retain_graph=True), reps),
-        "grad_weight": median_ms(lambda: torch.autograd.grad(y_dw, w_only, dy, retain_graph=True), reps),
+        "forward": event_median_ms(forward, reps, warmup=3),
+        "grad_input": event_median_ms(lambda: torch.autograd.grad(y_dx, x_only, dy, retain_graph=True), reps, warmup=3),
+        "grad_weight": event_median_ms(lambda: torch.autograd.grad(y_dw, w_only, dy, retain_graph=True), reps,
+                                       warmup=3),
     }
 
 
