@@ -25,6 +25,7 @@ import jax
 
 from ._plan import explain, logical_to_ndhwc as ndhwc_shapes
 from . import card_rates
+from .plot import geomean
 from .bench_check import BOUNDS, REFERENCE, ResultCheck, reference_results, result_errors
 from .report import Progress, format_ms, format_table, say, write_json
 from .timing import LoopTimer, input_set_count, l2_cache_bytes
@@ -286,6 +287,45 @@ def case_families(case: ConvCase, precision: Precision, device: Device) -> dict:
     }
 
 
+def speedup_summary(results: list[dict]) -> dict[str, dict[str, dict]]:
+    """{precision: {pass: {geomean, min, configs, worst_over_floor}}}: the geomean and the minimum over configurations
+    of best reference / best of ours, and the largest best-of-ours / floor-on-this-card (None without floors)."""
+    out: dict[str, dict[str, dict]] = {}
+    for result in results:
+        for pass_name, summary in result["summary"].items():
+            entry = out.setdefault(result["precision"], {}).setdefault(
+                pass_name, dict(speedups=[], over_floor=[]))
+            if summary.get("speedup"):
+                entry["speedups"].append(summary["speedup"])
+            if summary.get("ours_over_card_floor"):
+                entry["over_floor"].append(summary["ours_over_card_floor"])
+    return {
+        precision: {
+            pass_name: dict(
+                geomean=geomean(e["speedups"]) if e["speedups"] else None,
+                min=min(e["speedups"], default=None),
+                configs=len(e["speedups"]),
+                worst_over_floor=max(e["over_floor"], default=None),
+            )
+            for pass_name, e in passes.items()
+        }
+        for precision, passes in out.items()
+    }
+
+
+def _summary_table(summary: dict[str, dict[str, dict]]) -> str:
+    rows = []
+    for precision, passes in summary.items():
+        for pass_name, e in passes.items():
+            if e["geomean"] is None:
+                continue
+            worst = "-" if e["worst_over_floor"] is None else f"{e['worst_over_floor']:.2f}x"
+            rows.append([precision, pass_name.replace("_", "+"), f"{e['geomean']:.2f}x", f"{e['min']:.2f}x",
+                         str(e["configs"]), worst])
+    return format_table(["prec", "pass", "geomean ref/ours", "min", "configs", "worst ours/floor"], rows,
+                        left_columns=2)
+
+
 def _bench_table(results: list[dict], device: Device) -> str:
     headers = ["config", "prec", "pass", *(impl.label for impl in IMPLEMENTATIONS), "ref/ours"]
     if device.is_gpu:
@@ -348,6 +388,8 @@ def run_bench(
     if device.is_gpu:
         say("H100 columns: suite.json's fastest of the same three references, and the floor, on an H100;\n"
             "floor: the same floor from this card's rates measured in this run; ours/floor: fastest of ours / floor")
+    summary = speedup_summary(results)
+    print(_summary_table(summary))
     errors = [
         (result["config"], result["precision"], key, pass_name, entry["error"])
         for result in results
@@ -369,6 +411,7 @@ def run_bench(
             warmup_calls=WARMUP_CALLS,
             seed=seed,
             card_rates=rates,
+            speedup_summary=summary,
             timing=dict(
                 method=timer.description,
                 min_loop_ms=timer.min_loop_ms,
