@@ -32,24 +32,26 @@ constexpr int kRow = 36;  // the 16-bit ring's row stride (floats)
 // A block's strip when each thread computes RY H rows of one column (plan.h: kS3SY, kS3SYF32).
 template <int RY>
 struct Strip {
-  static constexpr int Y = kWarps * RY, TY = Y + 2;         // output rows; source rows with the halo
-  static constexpr int Main = (TY + kWarps - 1) / kWarps;   // 16-bit: rows a lane stages in columns 0..31
-  static_assert(kX == 32 && TY * (kTX - 32) <= kThreads, "a lane per column 0..31, one thread per value past them");
+  static constexpr int Y = kWarps * RY, TY = Y + 2;  // output rows; source rows with the halo
 };
 using Strip16 = Strip<4>;  // 16-bit: 16 x 32 outputs, 18 x 34 source values a plane
 using Strip32 = Strip<8>;  // float32: 32 x 32 outputs, 34 x 34 source values a plane
 static_assert(Strip16::Y == kS3SY && Strip32::Y == kS3SYF32, "the plan's strips");
 
+// 16-bit staging: the 18 x 34 source values of a plane, a lane per column 0..31 of rows warp, warp + 4, ... (kMain
+// rows), and one thread per value of columns 32..33.
+constexpr int kTY = Strip16::TY, kMain = (kTY + kWarps - 1) / kWarps;
+static_assert(kX == 32 && kTY * (kTX - 32) <= kThreads, "a lane per column 0..31, one thread per value past them");
+
 // A thread's share of one 16-bit source plane: columns 0..31 of rows warp, warp + 4, ... (lane = column), and at
 // most one value of columns 32..33.
 struct PlaneShare {
-  float v[Strip16::Main + 1];
+  float v[kMain + 1];
 };
 
 template <typename T>
 __device__ __forceinline__ void load_plane(PlaneShare& sh, const T* __restrict__ chan, int gz, int s1, int s2,
                                            const int (&sd)[3], int tid) {
-  constexpr int kTY = Strip16::TY, kMain = Strip16::Main;
   const int warp = tid / 32, lane = tid % 32;
   const bool zok = unsigned(gz) < unsigned(sd[0]);
   const T* plane = chan + i64(zok ? gz : 0) * sd[1] * sd[2];
@@ -67,7 +69,6 @@ __device__ __forceinline__ void load_plane(PlaneShare& sh, const T* __restrict__
 }
 
 __device__ __forceinline__ void store_plane(const PlaneShare& sh, float* buf, int tid) {
-  constexpr int kTY = Strip16::TY, kMain = Strip16::Main;
   const int warp = tid / 32, lane = tid % 32;
 #pragma unroll
   for (int i = 0; i < kMain; ++i) {
@@ -222,24 +223,19 @@ __global__ void __launch_bounds__(kThreads, 5) stencil3_stream_kernel(const Sten
   load_plane(next, b.chan, b.sz0 + 1, b.s1, b.s2, a.sd, tid);  // planes >= 3
   __syncthreads();
 
-  auto step = [&](int s, float (&cur)[4], float (&mid)[4], float (&done)[4]) {
-    // `next` holds plane s + 1: into the ring, then refilled with plane s + 2
-    if (s + 1 < b.planes) store_plane(next, ring[(s + 1) % kRing], tid);
-    if (s + 2 < b.planes) load_plane(next, b.chan, b.sz0 + s + 2, b.s1, b.s2, a.sd, tid);
-    b.template plane<kRow>(a, ring[s % kRing] + col, s, cur, mid, done);
-    __syncthreads();  // plane s + 1 is in its buffer; nobody reads plane s's buffer any more
-  };
-  // output plane z accumulates in acc[z % 3], from the bias; unrolled by three: constant indices
-  float acc[3][4];
+  float acc[3][4];  // output plane z accumulates in acc[z % 3], from the bias
 #pragma unroll
   for (int k = 0; k < 3; ++k)
 #pragma unroll
     for (int r = 0; r < 4; ++r) acc[k][r] = b.bv;
-  for (int s = 0; s < b.planes; s += 3) {
-    step(s, acc[0], acc[2], acc[1]);
-    if (s + 1 < b.planes) step(s + 1, acc[1], acc[0], acc[2]);
-    if (s + 2 < b.planes) step(s + 2, acc[2], acc[1], acc[0]);
-  }
+  each_plane_by_three(b.planes, [&](int s, auto phase) {
+    constexpr int PH = decltype(phase)::value;  // s % 3: the accumulator rotation
+    // `next` holds plane s + 1: into the ring, then refilled with plane s + 2
+    if (s + 1 < b.planes) store_plane(next, ring[(s + 1) % kRing], tid);
+    if (s + 2 < b.planes) load_plane(next, b.chan, b.sz0 + s + 2, b.s1, b.s2, a.sd, tid);
+    b.template plane<kRow>(a, ring[s % kRing] + col, s, acc[PH], acc[(PH + 2) % 3], acc[(PH + 1) % 3]);
+    __syncthreads();  // plane s + 1 is in its buffer; nobody reads plane s's buffer any more
+  });
   pdl_release();
 }
 
