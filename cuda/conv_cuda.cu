@@ -143,6 +143,8 @@ std::string conv_grads_cuda(const ConvProblem& p, DType t, MathMode m, const voi
   if (p.batch == 0) return "";
   if (x == nullptr || w == nullptr || dy == nullptr || dx == nullptr || dw == nullptr)
     return "jaxconv3d cuda: null tensor pointer";
+  if (kernel_of(pl) == sm80::Kernel::kDw3BwdStream)
+    return sm80::dw3_bwd_stream(p, t, x, w, dy, dx, dw, workspace, workspace_bytes, stream);
   return sm80::dw3_bwd_mma(p, t, x, w, dy, dx, dw, workspace, workspace_bytes, stream);
 }
 

@@ -208,22 +208,27 @@ PlanKey key_of(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fi
 Plan plan_grads(const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout) {
   const Plan dgrad = plan(Op::kDgrad, p, t, m, cc, fixed_layout), wgrad = plan(Op::kWgrad, p, t, m, cc, fixed_layout);
   Plan pl;
-  const bool pair = dgrad.family == "sm80" && wgrad.family == "sm80" &&
-                    dgrad.variant == static_cast<int>(sm80::Kernel::kStencil3Mma) &&
-                    wgrad.variant == static_cast<int>(sm80::Kernel::kWgradDw3Mma);
-  if (!pair || !sm80::fused_grads(p, t)) {
-    pl.rule = "grad-input and grad-weight run as two operations: the fused backward takes a 16-bit NCDHW depthwise "
-              "3x3x3 layer whose x and dy have the same extents";
+  using sm80::Kernel;
+  const auto runs = [](const Plan& q, Kernel k) { return q.family == "sm80" && q.variant == static_cast<int>(k); };
+  const bool mma = runs(dgrad, Kernel::kStencil3Mma) && runs(wgrad, Kernel::kWgradDw3Mma);
+  const bool stream = runs(dgrad, Kernel::kStencil3Stream) && runs(wgrad, Kernel::kWgradDw3Stream);
+  if (!(mma || stream) || !sm80::fused_grads(p, t)) {
+    pl.rule = "grad-input and grad-weight run as two operations: the fused backward takes an NCDHW depthwise 3x3x3 "
+              "layer whose x and dy have the same extents (16-bit, or float32 with a channel multiplier of 1)";
     pl.layout = p.layout;
     return pl;
   }
+  const Kernel k = mma ? Kernel::kDw3BwdMma : Kernel::kDw3BwdStream;
   pl.family = "sm80";
-  pl.tile = sm80::kernel_name(sm80::Kernel::kDw3BwdMma);
-  pl.rule = "a 16-bit NCDHW depthwise 3x3x3 layer whose x and dy have the same extents: grad-input "
-            "(stencil_3x3x3_mma) and grad-weight (wgrad_depthwise_3x3x3_mma) in one pass over dy, bitwise theirs";
+  pl.tile = sm80::kernel_name(k);
+  pl.rule = mma ? "a 16-bit NCDHW depthwise 3x3x3 layer whose x and dy have the same extents: grad-input "
+                  "(stencil_3x3x3_mma) and grad-weight (wgrad_depthwise_3x3x3_mma) in one pass over dy, bitwise theirs"
+                : "a float32 NCDHW depthwise 3x3x3 layer whose x and dy have the same extents: grad-input "
+                  "(stencil_3x3x3_stream) and grad-weight (wgrad_depthwise_3x3x3_stream) in one pass over dy, bitwise "
+                  "theirs";
   pl.layout = Layout::kNCDHW;
   pl.workspace_bytes = wgrad.workspace_bytes;
-  pl.variant = static_cast<int>(sm80::Kernel::kDw3BwdMma);
+  pl.variant = static_cast<int>(k);
   return pl;
 }
 

@@ -34,9 +34,10 @@ struct Plan {
 Plan plan(Op op, const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout = false);
 
 // Grad-input and grad-weight of one backward as one launch: where the two plans above are sm80's
-// stencil_3x3x3_mma and wgrad_depthwise_3x3x3_mma and sm80::fused_grads() holds, the fused kernel (family sm80,
-// tile depthwise_3x3x3_backward_mma, grad-weight's workspace), whose results are bitwise theirs; elsewhere a Plan
-// with an empty family (the two operations run apart) and the reason in `rule`.
+// stencil_3x3x3_mma and wgrad_depthwise_3x3x3_mma (16-bit), or stencil_3x3x3_stream and
+// wgrad_depthwise_3x3x3_stream (float32), and sm80::fused_grads() holds, the fused kernel (family sm80, tile
+// depthwise_3x3x3_backward_mma or _stream, grad-weight's workspace), whose results are bitwise theirs; elsewhere a
+// Plan with an empty family (the two operations run apart) and the reason in `rule`.
 Plan plan_grads(const ConvProblem& p, DType t, MathMode m, int cc, bool fixed_layout = false);
 
 }  // namespace jaxconv3d

@@ -2,7 +2,7 @@
 while the kernel before them on the stream drains, and each must wait (pdl_wait) before it reads or writes memory.
 
 On a GPU, for each depthwise path the suite's layer takes (NCDHW 16-bit tensor-core stencil and grad-weight with its
-split reduction; channels-last 16-bit TMA stencil; channels-last float32 and 16-bit FFMA grad-weight with its
+split reduction; NCDHW float32 streaming stencil and grad-weight with its reduction; channels-last 16-bit TMA stencil; channels-last float32 and 16-bit FFMA grad-weight with its
 reduction; channels-last float32 FFMA stencil): a chain in which every kernel reads what the one before it wrote,
 y = conv(x), dx = grad_input(dy = y), dw = grad_weight(x, dy = y), three times over on one stream with no
 synchronisation, into NaN-poisoned outputs and workspaces. The results must equal, bitwise, the same chain with
@@ -28,6 +28,7 @@ CASE = ((4, 64, 16, 28, 28), (64, 1, 3, 3, 3), dict(padding=1, groups=64))
 BAND = ("depthwise3_ndhwc_band_tma", "depthwise3_ndhwc_band_tma_flipped", "depthwise3_ndhwc_staged_27sums")
 TILES = {  # what Hopper runs for each (dtype, layout): the chain must reach the dependent launches
     ("bfloat16", 0): ("stencil_3x3x3_mma", "stencil_3x3x3_mma", "wgrad_depthwise_3x3x3_mma"),
+    ("float32", 0): ("stencil_3x3x3_stream", "stencil_3x3x3_stream", "wgrad_depthwise_3x3x3_stream"),
     ("bfloat16", 1): BAND,
     ("float16", 1): BAND,
     ("float32", 1): ("depthwise3_ndhwc_staged", "depthwise3_ndhwc_staged_flipped", "depthwise3_ndhwc_staged_27sums"),

@@ -1,16 +1,18 @@
 """The 3x3x3 depthwise kernels (sm80 `stencil_3x3x3_stream`, cuda/sm80/stencil3_stream.cu, for the forward and a
 grad-input of channel multiplier 1; its tensor-core form `stencil_3x3x3_mma`, stencil3_mma.cu, for 16-bit tensors of
-multiplier 1 whose source rows hold a multiple of 4 elements and output rows an even count; `stencil_3x3x3_regs`, stencil3.cu, for a grad-input that sums several dy
-channels; `wgrad_depthwise_3x3x3_regs`, wgrad_dw3.cu): forward, grad-input and grad-weight of a stride-1,
-dilation-1, 3x3x3 depthwise layer (one input channel per group, any channel multiplier).
+multiplier 1 whose source rows hold a multiple of 4 elements and output rows an even count; `stencil_3x3x3_regs`,
+stencil3.cu, for a grad-input that sums several dy channels; `wgrad_depthwise_3x3x3_regs`, wgrad_dw3.cu, and in
+float32 where x and dy have the same extents and the channel multiplier is 1 `wgrad_depthwise_3x3x3_stream`,
+dw3_bwd_stream.cu): forward, grad-input and grad-weight of a stride-1, dilation-1, 3x3x3 depthwise layer (one input
+channel per group, any channel multiplier).
 
 Anywhere: which problems the rule table gives it (and which it leaves to the general stencil). On a GPU: the kernel
 straight through the DLPack adapter into NaN-poisoned outputs (an unwritten element shows; grad-weight with a
-garbage-filled workspace), every dtype it takes,
-against float64 F.conv3d and autograd from the raw arguments; the cases cut the 8 x 16 x 32 output brick at every
-edge, the streaming kernel's 16-plane D chunks and 16 x 32 strips, the tensor-core forms' 16 x 32 windows (15 x 32 for
-grad-weight) and
-warp runs of planes at every edge, use padding 0 to 3 and asymmetric (the tensor-core form's window shift e = 0..3), channel multipliers (grad-input sums several dy channels), bias, and one output position."""
+garbage-filled workspace), every dtype it takes, against float64 F.conv3d and autograd from the raw arguments; the
+cases cut the 8 x 16 x 32 output brick at every edge, the streaming kernels' 16-plane D chunks and strips (16 x 32;
+float32 28 or 32 x 32), the tensor-core forms' 16 x 32 windows (15 x 32 for grad-weight) and warp runs of planes at
+every edge, use padding 0 to 3 and asymmetric (the tensor-core form's window shift e = 0..3), channel multipliers
+(grad-input sums several dy channels), bias, and one output position."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ STREAM = "stencil_3x3x3_stream"
 MMA = "stencil_3x3x3_mma"
 WGRAD = "wgrad_depthwise_3x3x3_regs"
 WGRAD_MMA = "wgrad_depthwise_3x3x3_mma"
+WGRAD_STREAM = "wgrad_depthwise_3x3x3_stream"
 
 
 @pytest.mark.parametrize(
@@ -45,7 +48,9 @@ def test_rules(x_shape, w_shape, kw, tiles):
     for cc in (80, 90):
         a = jaxconv3d.explain(x_shape, w_shape, cc=cc, **kw)
         assert (a["forward"]["tile"], a["grad_input"]["tile"]) == tiles
-        assert (a["grad_weight"]["tile"] == WGRAD) == (tiles[0] == STREAM)
+        assert (a["grad_weight"]["tile"] in (WGRAD, WGRAD_STREAM)) == (tiles[0] == STREAM)
+        if tiles[0] == STREAM:
+            assert a["grad_weight"]["tile"] == expected_wgrad(WGRAD, x_shape, w_shape, kw, "float32")
     f64 = jaxconv3d.explain(x_shape, w_shape, dtype="float64", cc=90, **kw)
     assert not {TILE, STREAM, WGRAD} & {f64["forward"]["tile"], f64["grad_input"]["tile"], f64["grad_weight"]["tile"]}
     for dtype in ("bfloat16", "float16"):  # 16-bit: the tensor-core form where it applies
@@ -56,12 +61,16 @@ def test_rules(x_shape, w_shape, kw, tiles):
 
 
 def expected_wgrad(fp32_tile: str, x_shape, w_shape, kw, dtype: str) -> str:
-    """The 3x3x3 grad-weight's tile for `dtype`: in 16-bit on tensor cores when x's and dy's rows hold a multiple of
-    4 elements (any channel multiplier)."""
-    if fp32_tile != WGRAD or dtype not in ("bfloat16", "float16"):
+    """The 3x3x3 grad-weight's tile for `dtype` (`fp32_tile`: one of the 3x3x3 grad-weights, or another tile, which
+    is returned as it is): in 16-bit on tensor cores when x's and dy's rows hold a multiple of 4 elements (any
+    channel multiplier); in float32 the streaming form when x and dy have the same extents and the multiplier is 1."""
+    if fp32_tile not in (WGRAD, WGRAD_STREAM):
         return fp32_tile
-    y_w = conv_config(x_shape, w_shape, None, **kw).y_shape[-1]
-    return WGRAD_MMA if x_shape[-1] % 4 == 0 and y_w % 4 == 0 else WGRAD
+    y_shape = conv_config(x_shape, w_shape, None, **kw).y_shape
+    if dtype == "float32":
+        same = tuple(y_shape[2:]) == tuple(x_shape[2:]) and w_shape[0] == x_shape[1]
+        return WGRAD_STREAM if same else WGRAD
+    return WGRAD_MMA if x_shape[-1] % 4 == 0 and y_shape[-1] % 4 == 0 else WGRAD
 
 
 def expected_tile(fp32_tile: str, op: str, x_shape, w_shape, kw, dtype: str) -> str:
@@ -79,9 +88,13 @@ def test_grad_weight_splits():
     """About 2 x 1056 blocks of (channel, split), each a contiguous run of one channel's bricks; a split's partial
     sums (27 floats a channel) live in the workspace."""
     suite = jaxconv3d.explain((8, 192, 16, 28, 28), (192, 1, 3, 3, 3), padding=1, groups=192, cc=90)["grad_weight"]
-    assert suite["workspace_bytes"] == 11 * 192 * 27 * 4  # 8 x 2 x 2 x 1 = 32 bricks a channel: 11 splits of 3
+    # float32 runs the streaming form: 8 strips a channel, 8 splits; the workspace holds the brick form's too
+    # (8 x 2 x 2 x 1 = 32 bricks a channel: 11 splits of 3)
+    assert (suite["tile"], suite["workspace_bytes"]) == (WGRAD_STREAM, 11 * 192 * 27 * 4)
     one = jaxconv3d.explain((1, 4096, 4, 4, 4), (4096, 1, 3, 3, 3), padding=1, groups=4096, cc=90)["grad_weight"]
-    assert (one["tile"], one["workspace_bytes"]) == (WGRAD, 0)  # one brick a channel: no splits
+    assert (one["tile"], one["workspace_bytes"]) == (WGRAD_STREAM, 0)  # one strip (and brick) a channel: no splits
+    brick = jaxconv3d.explain((1, 4096, 4, 4, 4), (4096, 1, 3, 3, 3), padding=0, groups=4096, cc=90)["grad_weight"]
+    assert (brick["tile"], brick["workspace_bytes"]) == (WGRAD, 0)  # dy 2 x 2 x 2: not x's extents
     # 16-bit on tensor cores: 8 x 2 x 1 (15-row, 32-column) blocks x 16 planes = 256 units a channel, 8 splits
     # (runs of 8 planes a warp); the workspace holds either form's splits (misaligned tensors run the brick
     # kernel's 11)
@@ -116,6 +129,12 @@ CASES = [  # (x_shape, w_shape, kw)
     ((2, 2, 6, 10, 32), (2, 1, 3, 3, 3), dict(padding=((1, 1), (2, 1), (2, 0)), groups=2)),
     ((1, 3, 5, 40, 8), (3, 1, 3, 3, 3), dict(padding=((2, 0), (3, 3), (3, 3)), groups=3)),
     ((2, 2, 3, 33, 100), (4, 1, 3, 3, 3), dict(padding=1, groups=2)),
+    # float32 streaming grad-weight: splits of 3 units (520 channels: 4 splits of the 12 strips a channel), D chunks
+    # 16 + 1
+    ((6, 520, 17, 5, 7), (520, 1, 3, 3, 3), dict(padding=1, groups=520)),
+    # float32 streams in strips of 32 rows where they cover H with fewer rows than 28-row strips (H 61: 2 x 32),
+    # elsewhere 28
+    ((2, 3, 9, 61, 36), (3, 1, 3, 3, 3), dict(padding=1, groups=3)),
 ]
 
 

@@ -119,7 +119,7 @@ def test_device_string_and_cc_agree():
 def test_sm80_tiles_are_named():
     depthwise = jaxconv3d.explain((2, 8, 8, 8, 8), (8, 1, 3, 3, 3), groups=8, padding=1, cc=80)
     assert depthwise["forward"]["tile"] == depthwise["grad_input"]["tile"] == "stencil_3x3x3_stream"
-    assert depthwise["grad_weight"]["tile"] == "wgrad_depthwise_3x3x3_regs"
+    assert depthwise["grad_weight"]["tile"] == "wgrad_depthwise_3x3x3_stream"
     dilated = jaxconv3d.explain((2, 8, 8, 8, 8), (8, 1, 3, 3, 3), groups=8, padding=2, dilation=2, cc=80)
     assert dilated["forward"]["tile"] == dilated["grad_input"]["tile"] == "stencil"
     assert dilated["grad_weight"]["tile"] == "wgrad_depthwise"

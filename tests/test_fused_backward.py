@@ -1,7 +1,9 @@
-"""The fused backward (`depthwise_3x3x3_backward_mma`, cuda/sm80/dw3_bwd_mma.cu): grad-input and grad-weight of a
-16-bit NCDHW depthwise 3x3x3 layer whose x and dy have the same extents, in one pass over dy.
+"""The fused backwards: grad-input and grad-weight of an NCDHW depthwise 3x3x3 layer whose x and dy have the same
+extents, in one pass over dy. 16-bit: `depthwise_3x3x3_backward_mma` (cuda/sm80/dw3_bwd_mma.cu); float32 with a
+channel multiplier of 1: `depthwise_3x3x3_backward_stream` (cuda/sm80/dw3_bwd_stream.cu).
 
-Its results are bitwise those of the two kernels it fuses (`stencil_3x3x3_mma`, `wgrad_depthwise_3x3x3_mma`): it
+Their results are bitwise those of the two kernels each fuses (`stencil_3x3x3_mma` and `wgrad_depthwise_3x3x3_mma`;
+`stencil_3x3x3_stream` and `wgrad_depthwise_3x3x3_stream`, which is the float32 kernel without its grad-input): each
 sums in their order. So a front may fuse or not (the JAX front fuses where both x and w are differentiated, the
 torch front in a first-order backward that needs both) and the fronts still agree bit for bit.
 
@@ -29,6 +31,13 @@ from jaxconv3d import _autodiff, _ext, _ffi, _plan, conv_config
 from jaxconv3d.reference import reference_and_grads
 
 FUSED = "depthwise_3x3x3_backward_mma"
+FUSED32 = "depthwise_3x3x3_backward_stream"
+PAIRS = {FUSED: ("stencil_3x3x3_mma", "wgrad_depthwise_3x3x3_mma"),
+         FUSED32: ("stencil_3x3x3_stream", "wgrad_depthwise_3x3x3_stream")}
+
+
+def fused_tile(dtype: str) -> str:
+    return FUSED32 if dtype == "float32" else FUSED
 SUITE = ((8, 192, 16, 28, 28), (192, 1, 3, 3, 3), dict(padding=1, groups=192))
 
 
@@ -36,19 +45,23 @@ def grads_plan(x_shape, w_shape, kw, dtype="bfloat16", cc=90, layout="NCDHW"):
     return jaxconv3d.explain(x_shape, w_shape, dtype=dtype, cc=cc, layout=layout, **kw)
 
 
-def test_rule_takes_the_suite_layer_in_16_bit():
+def test_rule_takes_the_suite_layer():
     for cc in (80, 90):
-        for dtype in ("bfloat16", "float16"):
-            a = grads_plan(*SUITE, dtype=dtype, cc=cc)
-            assert (a["grads"]["family"], a["grads"]["tile"], a["grads"]["layout"]) == ("sm80", FUSED, "NCDHW")
+        for dtype, precision in (("bfloat16", None), ("float16", None), ("float32", None), ("float32", "tf32")):
+            a = jaxconv3d.explain(*SUITE[:2], dtype=dtype, cc=cc, precision=precision, **SUITE[2])
+            tile = fused_tile(dtype)
+            assert (a["grads"]["family"], a["grads"]["tile"], a["grads"]["layout"]) == ("sm80", tile, "NCDHW")
             assert a["grads"]["workspace_bytes"] == a["grad_weight"]["workspace_bytes"] > 0
-            assert (a["grad_input"]["tile"], a["grad_weight"]["tile"]) == ("stencil_3x3x3_mma",
-                                                                            "wgrad_depthwise_3x3x3_mma")
+            assert (a["grad_input"]["tile"], a["grad_weight"]["tile"]) == PAIRS[tile]
 
 
 @pytest.mark.parametrize("x_shape,w_shape,kw,dtype,cc,layout,why", [
-    (*SUITE, "float32", 90, "NCDHW", "float32: FFMA kernels"),
+    (*SUITE, "float64", 90, "NCDHW", "float64"),
     (*SUITE, "bfloat16", 0, "NCDHW", "the CPU"),
+    (*SUITE, "float32", 0, "NCDHW", "the CPU"),
+    ((8, 28, 16, 28, 192), (3, 3, 3, 1, 192), dict(padding=1, groups=192), "float32", 90, "NDHWC", "channels-last"),
+    ((2, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=(0, 1, 1), groups=4), "float32", 90, "NCDHW", "fewer dy planes"),
+    ((2, 4, 9, 17, 64), (8, 1, 3, 3, 3), dict(padding=1, groups=4), "float32", 90, "NCDHW", "multiplier 2"),
     ((8, 28, 16, 28, 192), (3, 3, 3, 1, 192), dict(padding=1, groups=192), "bfloat16", 90, "NDHWC", "channels-last"),
     # both kernels it fuses would run (rows of 4k elements), but x and dy differ in D or H: their grad-weight splits
     # walk dy's planes and rows, the fused kernel x's
@@ -67,15 +80,18 @@ def test_rule_leaves_the_rest_apart(x_shape, w_shape, kw, dtype, cc, layout, why
     a = answer["grads"]
     assert (a["family"], a["tile"], a["workspace_bytes"]) == ("", "", 0), why
     assert "two operations" in a["rule"]
-    if "dy" in why and "W" not in why:  # the pair the fused kernel would replace does run apart
-        assert (answer["grad_input"]["tile"], answer["grad_weight"]["tile"]) == ("stencil_3x3x3_mma",
-                                                                                 "wgrad_depthwise_3x3x3_mma")
+    if "dy" in why and "W" not in why and dtype != "float32":  # the pair the fused kernel would replace runs apart
+        assert (answer["grad_input"]["tile"], answer["grad_weight"]["tile"]) == PAIRS[FUSED]
+    if "dy" in why and dtype == "float32":  # grad-weight keeps the brick kernel: dy's strips are not dx's
+        assert (answer["grad_input"]["tile"], answer["grad_weight"]["tile"]) == ("stencil_3x3x3_stream",
+                                                                                 "wgrad_depthwise_3x3x3_regs")
 
 
 def test_asymmetric_same_extents_fuse():
     """Padding (0, 2) or (2, 0) keeps x's extents: fused too."""
-    a = grads_plan((1, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((0, 2), (2, 0), (1, 1)), groups=4))
-    assert a["grads"]["tile"] == FUSED
+    for dtype in ("bfloat16", "float32"):
+        a = grads_plan((1, 4, 9, 17, 64), (4, 1, 3, 3, 3), dict(padding=((0, 2), (2, 0), (1, 1)), groups=4), dtype)
+        assert a["grads"]["tile"] == fused_tile(dtype)
 
 
 # ---- the JAX operation, with the fused call forced on the CPU (its handler: grad-input, then grad-weight)
@@ -244,7 +260,21 @@ def _cases():
     ]
 
 
+def _cases32():
+    return [  # float32 only (rows the 16-bit kernel refuses)
+        # float32's strips (32 wide, 28 high, or 32 where that covers H with fewer rows, as for H 62; chunks of 16
+        # planes): W 33 and H 35 cut a strip, D 35 = 16 + 16 + 3 chunks (padding 0, 1, 2 before: 2, 1, 0 extra x
+        # steps), 520 channels = splits of several units, W 30 (4-byte copies)
+        ((2, 3, 35, 35, 33), (3, 1, 3, 3, 3), dict(padding=((0, 2), (1, 1), (2, 0)), groups=3)),
+        ((6, 520, 17, 5, 7), (520, 1, 3, 3, 3), dict(padding=1, groups=520)),
+        ((1, 2, 18, 62, 30), (2, 1, 3, 3, 3), dict(padding=((2, 0), (2, 0), (0, 2)), groups=2)),
+    ]
+
+
 CASES = _cases()
+# (case, dtype) with ids "index-dtype": every case in each dtype, then the float32-only ones numbered on
+GPU_CASES = {f"{i}-{d}": (c, d) for i, c in enumerate(CASES) for d in ("bfloat16", "float16", "float32")}
+GPU_CASES.update({f"{len(CASES) + i}-float32": (c, "float32") for i, c in enumerate(_cases32())})
 
 
 def _gpu_case(rng, x_shape, w_shape, kw, dtype):
@@ -254,7 +284,7 @@ def _gpu_case(rng, x_shape, w_shape, kw, dtype):
     tdt = TORCH_DTYPES[dtype]
     cc = _plan.cc_of(torch.device("cuda"))
     plan = _plan.plan(cfg, tdt, cc, "grads", 0)
-    assert plan["tile"] == FUSED, plan
+    assert plan["tile"] == fused_tile(dtype), plan
     rounded = lambda shape: torch.as_tensor(rng.standard_normal(shape)).to(tdt).double()  # noqa: E731
     attrs = (cfg.stride, cfg.pad_lo, cfg.pad_hi, cfg.dilation, cfg.groups, 0)
     return cfg, tdt, plan, rounded(x_shape), rounded(w_shape), rounded(cfg.y_shape), attrs
@@ -290,29 +320,28 @@ def _fused_and_apart(cfg, tdt, plan, x, w, dy, attrs, offset=0):
 
 
 def _bits(t):
-    return t.contiguous().view(torch.int16).cpu()
+    return t.contiguous().view(torch.int32 if t.element_size() == 4 else torch.int16).cpu()
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("case,dtype", GPU_CASES.values(), ids=GPU_CASES.keys())
 def test_fused_against_float64_and_bitwise_the_pair(rng, case, dtype):
-    x_shape, w_shape, kw = CASES[case]
+    x_shape, w_shape, kw = case
     cfg, tdt, plan, x, w, dy, attrs = _gpu_case(rng, x_shape, w_shape, kw, dtype)
     (dx, dw), (dx2, dw2) = _fused_and_apart(cfg, tdt, plan, x, w, dy, attrs)
     ref = reference_and_grads(x, w, None, dy, **kw)
-    assert_close(dx, ref[1], BOUNDS[dtype], f"fused grad-input {CASES[case]} {dtype}")
-    assert_close(dw, ref[2], BOUNDS[dtype], f"fused grad-weight {CASES[case]} {dtype}")
+    assert_close(dx, ref[1], BOUNDS[dtype], f"fused grad-input {case} {dtype}")
+    assert_close(dw, ref[2], BOUNDS[dtype], f"fused grad-weight {case} {dtype}")
     assert torch.equal(_bits(dx), _bits(dx2)) and torch.equal(_bits(dw), _bits(dw2))
     (dx3, dw3), _ = _fused_and_apart(cfg, tdt, plan, x, w, dy, attrs)  # deterministic
     assert torch.equal(_bits(dx), _bits(dx3)) and torch.equal(_bits(dw), _bits(dw3))
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
 def test_fused_off_alignment_runs_the_pair(rng, dtype):
-    """x, dy and dx one element into their buffers: the fused door runs the two kernels (each with its own
-    alignment fallback) and still gives their results."""
+    """x, dy and dx one element into their buffers: the 16-bit fused door runs the two kernels (each with its own
+    alignment fallback), the float32 kernel its 4-byte copies, and each still gives the pair's results."""
     x_shape, w_shape, kw = CASES[1]
     cfg, tdt, plan, x, w, dy, attrs = _gpu_case(rng, x_shape, w_shape, kw, dtype)
     (dx, dw), (dx2, dw2) = _fused_and_apart(cfg, tdt, plan, x, w, dy, attrs, offset=1)
@@ -323,7 +352,7 @@ def test_fused_off_alignment_runs_the_pair(rng, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
 def test_fronts_agree_bitwise_fused_or_not(rng, dtype):
     """The JAX program names the fused call where x and w are differentiated; its gradients equal the torch
     front's (fused first-order backward and the create_graph path's separate operations) and JAX's own

@@ -17,6 +17,8 @@ const char* kernel_name(Kernel k) {
     case Kernel::kStencil3Mma: return "stencil_3x3x3_mma";
     case Kernel::kWgradDw3Mma: return "wgrad_depthwise_3x3x3_mma";
     case Kernel::kDw3BwdMma: return "depthwise_3x3x3_backward_mma";
+    case Kernel::kWgradDw3Stream: return "wgrad_depthwise_3x3x3_stream";
+    case Kernel::kDw3BwdStream: return "depthwise_3x3x3_backward_stream";
     case Kernel::kGemmWmma: return "gemm_wmma_128x64";
     case Kernel::kGemmFfma64: return "gemm_ffma_128x64";
     case Kernel::kGemmFfma32: return "gemm_ffma_128x32";
@@ -105,7 +107,7 @@ bool stencil3_stream_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Arg
   if (dgrad && p.out_per_group() != 1) return false;
   if (t != DType::kF32) return plan_3x3x3(p, dgrad, t, {kS3SZ, kS3SY, kS3SX}, s, blocks);
   // float32: 32-bit offsets inside a source plane
-  return plan_3x3x3(p, dgrad, t, {kS3SZ, kS3SYF32, kS3SX}, s, blocks) &&
+  return plan_3x3x3(p, dgrad, t, {kS3SZ, stream_rows_f32(dgrad ? p.in[1] : p.out[1]), kS3SX}, s, blocks) &&
          int64_t(s->sd[1]) * s->sd[2] < (int64_t(1) << 31);
 }
 
@@ -114,6 +116,21 @@ bool stencil3_mma_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* 
   if (!plan_3x3x3(p, dgrad, t, {1, kS3MY, kS3MX}, s, units)) return false;
   // 32-bit offsets inside a plane (a copy's, up to one row and 40 columns past it)
   return s->sd[2] % 4 == 0 && s->od[2] % 2 == 0 && (int64_t(s->sd[1]) + 2) * (s->sd[2] + 64) < (int64_t(1) << 31);
+}
+
+// x and dy of the same extents (padding totals 2 an axis for a 3x3x3 stride-1 layer).
+static bool same_extents(const ConvProblem& p) {
+  for (int a = 0; a < 3; ++a)
+    if (p.in[a] != p.out[a]) return false;
+  return true;
+}
+
+bool dw3_stream_plan(const ConvProblem& p, DType t, Stencil3Args* s, int64_t* units) {
+  if (t != DType::kF32 || !same_extents(p)) return false;
+  int64_t blocks = 0;
+  if (!stencil3_stream_plan(p, true, t, s, &blocks)) return false;
+  *units = p.batch * int64_t(s->ntile[0]) * s->ntile[1] * s->ntile[2];
+  return true;
 }
 
 WgPlan wg_plan(const ConvProblem& p, DType t) {
@@ -143,6 +160,16 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
       pl.mma_per_split = (pl.mma_units + pl.mma_S - 1) / pl.mma_S;
       pl.mma_S = int(pl.mma_units > 0 ? (pl.mma_units + pl.mma_per_split - 1) / pl.mma_per_split : 1);
     }
+    // float32 streaming form: about 2 x kTargetBlocks blocks (channel, split), each over a contiguous run of one
+    // channel's strips
+    Stencil3Args ss;
+    if (dw3_stream_plan(p, t, &ss, &pl.stream_units)) {
+      pl.stream = true;
+      const int64_t want =
+          std::max<int64_t>(1, std::min<int64_t>(pl.stream_units, 2 * kTargetBlocks / p.out_channels));
+      pl.stream_per_split = (pl.stream_units + want - 1) / want;
+      pl.stream_S = int(pl.stream_units > 0 ? (pl.stream_units + pl.stream_per_split - 1) / pl.stream_per_split : 1);
+    }
   } else if (p.in_per_group() == 1 && p.taps() <= kDwMaxT) {
     pl.depthwise = true;
     const int64_t R = p.batch * p.out[0] * p.out[1];
@@ -166,12 +193,14 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
   }
   pl.ws_bytes = pl.S > 1 ? (size_t)(pl.S * p.w_elements() * accsz) : 0;
   if (pl.mma && pl.mma_S > 1) pl.ws_bytes = std::max(pl.ws_bytes, size_t(pl.mma_S * p.w_elements() * accsz));
+  if (pl.stream && pl.stream_S > 1)
+    pl.ws_bytes = std::max(pl.ws_bytes, size_t(pl.stream_S * p.w_elements() * accsz));
   return pl;
 }
 
 bool fused_grads(const ConvProblem& p, DType t) {
-  for (int a = 0; a < 3; ++a)
-    if (p.in[a] != p.out[a]) return false;
+  if (t == DType::kF32) return wg_plan(p, t).stream;
+  if (!same_extents(p)) return false;
   Stencil3Args s;
   int64_t units = 0;
   return stencil3_mma_plan(p, true, t, &s, &units) && wg_plan(p, t).mma;
@@ -193,7 +222,7 @@ Kernel gemm_kernel(int64_t ncols, DType t, MathMode m) {
 }
 
 Kernel wgrad_kernel(const WgPlan& pl, DType t, MathMode m) {
-  if (pl.dw3) return pl.mma ? Kernel::kWgradDw3Mma : Kernel::kWgradDw3;
+  if (pl.dw3) return pl.mma ? Kernel::kWgradDw3Mma : (pl.stream ? Kernel::kWgradDw3Stream : Kernel::kWgradDw3);
   if (pl.depthwise) return Kernel::kWgradDepthwise;
   const bool f32 = t == DType::kF32, h16 = t == DType::kBF16 || t == DType::kF16;
   if (pl.bmo == 64 && kWgradPipeTF32 && f32 && m == MathMode::kTF32) return Kernel::kWgradPipeWmma;

@@ -16,7 +16,13 @@ constexpr int kDwMaxT = 32;          // depthwise grad-weight: taps held in regi
 constexpr int kSTX = 32, kSTY = 8, kSTZ = 8;  // stencil output tile (x, y, z)
 constexpr int kS3X = 32, kS3Y = 16, kS3Z = 8;  // 3x3x3 stencil output brick (x, y, z)
 constexpr int kS3SX = 32, kS3SY = 16, kS3SZ = 16;  // streaming 3x3x3 stencil: output strip (x, y), D chunk
-constexpr int kS3SYF32 = 32;  // the streaming stencil's strip height in float32 (two rows a thread)
+// The streaming stencil's strip height in float32 for an output of h rows: four warps of 7 or 8 rows a thread (28
+// or 32), whichever computes fewer rows over h (32 on a tie: 8 rows a thread carry less halo). The float32 streaming
+// kernels take both (stencil3_stream.cuh's Strip<7>, Strip<8>).
+inline int stream_rows_f32(int64_t h) {
+  const int64_t waste7 = (h + 27) / 28 * 28, waste8 = (h + 31) / 32 * 32;
+  return waste7 < waste8 ? 28 : 32;
+}
 constexpr int kS3MX = 32, kS3MY = 16;  // tensor-core 3x3x3 stencil: a warp's output window (x, y)
 constexpr int kWgMX = 32, kWgMY = 15;  // tensor-core 3x3x3 grad-weight: a warp's x columns, dy rows a plane
 
@@ -44,6 +50,9 @@ enum class Kernel : int {
   kStencil3Mma = 14,     // the same on tensor cores (16-bit; banded tap matrices), where its copies align
   kWgradDw3Mma = 15,     // kWgradDw3 on tensor cores (16-bit, rows of 4k elements; wgrad_dw3_mma.cu)
   kDw3BwdMma = 16,       // kStencil3Mma's grad-input and kWgradDw3Mma together, one pass over dy (dw3_bwd_mma.cu)
+  kWgradDw3Stream = 17,  // kWgradDw3 in float32 where x and dy have the same extents: kStencil3Stream's strips
+                         // and plane ring (dw3_bwd_stream.cu)
+  kDw3BwdStream = 18,    // kStencil3Stream's grad-input and kWgradDw3Stream together, one pass over dy (the same file)
 };
 
 const char* kernel_name(Kernel k);
@@ -85,6 +94,12 @@ bool stencil3_stream_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Arg
 // output plane) pairs, a column being one (sample, channel, 16-row H block, 32-column W block).
 bool stencil3_mma_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* units);
 
+// The float32 streaming grad-weight's geometry (dw3_bwd_stream.cu): where the grad-input stream applies (float32,
+// a channel multiplier of 1) and x and dy have the same extents (padding totals 2 an axis, as "same" gives), `s` is
+// that grad-input's stencil (its strips of dx are the strips of dy positions whose grad-weight terms a block sums)
+// and `units` counts a channel's strips: batch x D chunks x H strips x W strips.
+bool dw3_stream_plan(const ConvProblem& p, DType t, Stencil3Args* s, int64_t* units);
+
 // Grad-weight plan (shared by the workspace query and the launch).
 struct WgPlan {
   bool depthwise;
@@ -97,6 +112,12 @@ struct WgPlan {
   bool mma = false;
   int mma_S = 1;
   int64_t mma_units = 0, mma_per_split = 0;
+  // dw3 streaming (float32, x and dy of the same extents; dw3_stream_plan): stream_S splits of the channel's
+  // stream_units (the grad-input stream's (sample, D chunk, strip) triples), stream_per_split each (the workspace
+  // holds any form's splits)
+  bool stream = false;
+  int stream_S = 1;
+  int64_t stream_units = 0, stream_per_split = 0;
   int bmo;  // generic: 64 / 32 / 16
   int S;    // splits
   int64_t blocks_per_split;
@@ -104,10 +125,11 @@ struct WgPlan {
 };
 WgPlan wg_plan(const ConvProblem& p, DType t);
 
-// Whether grad-input and grad-weight of one backward run as one kernel (Kernel::kDw3BwdMma): where grad-input
-// would be kStencil3Mma and grad-weight kWgradDw3Mma, and x and dy have the same extents (padding totals 2 an
-// axis, as "same" gives). There its grad-weight walks wg_plan's units and splits in wgrad_dw3_mma's order and its
-// grad-input makes stencil3_mma's products, so the fused results are bitwise the two kernels'.
+// Whether grad-input and grad-weight of one backward run as one kernel: Kernel::kDw3BwdMma where grad-input would
+// be kStencil3Mma and grad-weight kWgradDw3Mma, and x and dy have the same extents (padding totals 2 an axis, as
+// "same" gives); there its grad-weight walks wg_plan's units and splits in wgrad_dw3_mma's order and its grad-input
+// makes stencil3_mma's products. Kernel::kDw3BwdStream where grad-weight would be kWgradDw3Stream (float32), which
+// is that kernel with the grad-input stream's work added. Either way the fused results are bitwise the two kernels'.
 bool fused_grads(const ConvProblem& p, DType t);
 
 struct Choice {

@@ -42,6 +42,10 @@ std::string wgrad_dw3(const ConvProblem& p, DType t, const WgPlan& pl, const voi
 std::string wgrad_dw3_mma(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw,
                           void* workspace, void* stream);
 bool wgrad_dw3_mma_aligned(const void* x, const void* dy);
+// Its streaming form for float32 tensors whose x and dy have the same extents when choose() says
+// Kernel::kWgradDw3Stream (dw3_bwd_stream.cu: per-split sums in the workspace when pl.stream_S > 1).
+std::string wgrad_dw3_stream(const ConvProblem& p, DType t, const WgPlan& pl, const void* x, const void* dy, void* dw,
+                             void* workspace, void* stream);
 // Adds the S partial sums of each dw element (the workspace's [S][w_elements] float / double rows) in split order
 // into dw, as a dependent launch (wgrad.cu); the grad-weight kernels' second pass.
 std::string splits_reduce(const ConvProblem& p, DType t, const void* workspace, void* dw, int S, void* stream);
@@ -51,6 +55,10 @@ std::string splits_reduce(const ConvProblem& p, DType t, const void* workspace, 
 // where the tensors are off its copies' alignment. `workspace`: at least wg_plan(p, t).ws_bytes bytes.
 std::string dw3_bwd_mma(const ConvProblem& p, DType t, const void* x, const void* w, const void* dy, void* dx,
                         void* dw, void* workspace, size_t workspace_bytes, void* stream);
+// The same for float32 (Kernel::kDw3BwdStream, dw3_bwd_stream.cu): bitwise dgrad(kStencil3Stream) and
+// wgrad(kWgradDw3Stream), which is this kernel without the grad-input.
+std::string dw3_bwd_stream(const ConvProblem& p, DType t, const void* x, const void* w, const void* dy, void* dx,
+                           void* dw, void* workspace, size_t workspace_bytes, void* stream);
 
 }  // namespace sm80
 }  // namespace jaxconv3d

@@ -531,7 +531,8 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
   // the 3x3x3 depthwise grad-weight on tensor cores has its own splits (x and dy off its copies' alignment run the
   // brick kernel with pl.S); the workspace holds either
   const bool dw3_mma = pl.dw3 && k == Kernel::kWgradDw3Mma && wgrad_dw3_mma_aligned(x, dy);
-  const int S = dw3_mma ? pl.mma_S : pl.S;
+  const bool dw3_stream = pl.stream && k == Kernel::kWgradDw3Stream;
+  const int S = dw3_mma ? pl.mma_S : (dw3_stream ? pl.stream_S : pl.S);
   if (S > 1 && ws == nullptr) return "jaxconv3d cuda: wgrad workspace is null";
   WgArgs a;
   a.x = x; a.dy = dy; a.dw = dw; a.ws = ws;
@@ -543,6 +544,9 @@ std::string wgrad_impl(const ConvProblem& p, DType t, Kernel k, const void* x, c
   a.geo = make_geo(p);
   if (dw3_mma) {
     const std::string e = wgrad_dw3_mma(p, t, pl, x, dy, dw, ws, st);  // S > 1: partial sums into ws, reduced below
+    if (!e.empty()) return e;
+  } else if (dw3_stream) {
+    const std::string e = wgrad_dw3_stream(p, t, pl, x, dy, dw, ws, st);  // S > 1: partial sums into ws
     if (!e.empty()) return e;
   } else if (pl.dw3) {
     const std::string e = wgrad_dw3(p, t, pl, x, dy, dw, ws, st);  // S > 1: partial sums into ws, reduced below
