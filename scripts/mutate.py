@@ -257,9 +257,9 @@ MUTATIONS = [
       "s->P[a] = int(p.pad_lo[a]);", "3x3x3 depthwise grad-input offset by pad instead of 2 - pad", True,
       # padding 0 and asymmetric cases (pad 1 makes 2 - pad == pad)
       tests=(f"{DEPTHWISE}[1-float32]", f"{DEPTHWISE}[2-float32]")),
-    M("G2", "cuda/sm80/wgrad_dw3.cu", "for (int w = 0; w < kThreads / 32; ++w) v += red[w][tid];",
-      "for (int w = 1; w < kThreads / 32; ++w) v += red[w][tid];",
-      "3x3x3 depthwise grad-weight drops the first warp's sums", True,
+    M("G2", "cuda/sm80/common.cuh", "for (int w = 0; w < WARPS; ++w) v += red[w][threadIdx.x];",
+      "for (int w = 1; w < WARPS; ++w) v += red[w][threadIdx.x];",
+      "3x3x3 depthwise grad-weights (block_sum27) drop the first warp's sums", True,
       # float32 cases whose dy differs from x in extent (elsewhere float32 runs the streaming grad-weight)
       tests=(f"{DEPTHWISE}[1-float32]", f"{DEPTHWISE}[2-float32]")),
     M("G3", "cuda/hopper/conv_smallc_dgrad.cuh", "slot -= slot >= a.span[0] ? a.span[0] : 0;", "",

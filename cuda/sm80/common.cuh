@@ -91,6 +91,42 @@ __device__ __forceinline__ void store_split_sum(void* out, int S, int split, i64
     static_cast<float*>(out)[i64(split) * row + e] = v;
 }
 
+// Unit u of one channel's bricks or strips (wgrad_dw3.cu, dw3_bwd_stream.cu), ordered sample, D block, H block,
+// W block (W fastest; ntile: blocks along D, H, W): its sample and block coordinates.
+struct Dw3Unit {
+  i64 n;
+  int bz, by, bx;
+};
+__device__ __forceinline__ Dw3Unit dw3_unit(i64 u, const int (&ntile)[3]) {
+  const int bx = int(u % ntile[2]); u /= ntile[2];
+  const int by = int(u % ntile[1]); u /= ntile[1];
+  const int bz = int(u % ntile[0]);
+  return Dw3Unit{u / ntile[0], bz, by, bx};
+}
+
+// A block's sum of each of the 27 taps over its threads' `sums` in a fixed order (a butterfly within each warp, then
+// the warps in order, through `red` in shared memory), stored by thread t < 27 for tap t as dw element base + t
+// (store_split_sum). Deterministic.
+template <typename T, int WARPS>
+__device__ __forceinline__ void block_sum27(const float (&sums)[27], float (&red)[WARPS][27], void* out, int S,
+                                            int split, i64 row, i64 base) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int t = 0; t < 27; ++t) {
+    float v = sums[t];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (lane == 0) red[warp][t] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < 27) {
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) v += red[w][threadIdx.x];
+    store_split_sum<T>(out, S, split, row, base + threadIdx.x, v);
+  }
+}
+
 template <typename Acc, int N>
 __device__ __forceinline__ void lds_vec(Acc (&dst)[N], const Acc* p) {
   if constexpr (sizeof(Acc) == 4) {

@@ -62,11 +62,8 @@ __global__ void __launch_bounds__(kThreads, kDx ? 3 : 5) dw3_stream_kernel(const
 
   const i64 u0 = i64(split) * a.per_split, u1 = min(u0 + a.per_split, a.units);
   for (i64 u = u0; u < u1; ++u) {
-    i64 q = u;
-    const int bx = int(q % g.ntile[2]); q /= g.ntile[2];
-    const int by = int(q % g.ntile[1]); q /= g.ntile[1];
-    const int bz = int(q % g.ntile[0]);
-    const Stencil3Block blk{q / g.ntile[0], c, bz * kZ, by * G::Y, bx * kX};
+    const Dw3Unit unit = dw3_unit(u, g.ntile);
+    const Stencil3Block blk{unit.n, c, unit.bz * kZ, unit.by * G::Y, unit.bx * kX};
     const StreamBlock<float, RY> b(g, blk, kDx);
     if (u > u0) __syncthreads();  // the previous unit's last stages are still being read
     const RingWindow<V, G::TY> dwin(&dring[0][0], b.s1, b.s2, g.sd[1], g.sd[2]);
@@ -122,21 +119,7 @@ __global__ void __launch_bounds__(kThreads, kDx ? 3 : 5) dw3_stream_kernel(const
       }
     });
   }
-  // Fixed-order block sum of each tap: a butterfly within each warp, then the warps in order.
-#pragma unroll
-  for (int t = 0; t < 27; ++t) {
-    float v = sums[t];
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) red[warp][t] = v;
-  }
-  __syncthreads();
-  if (threadIdx.x < 27) {
-    float v = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) v += red[w][threadIdx.x];
-    store_split_sum<float>(a.dw_out, a.S, split, i64(g.OC) * 27, i64(c) * 27 + threadIdx.x, v);
-  }
+  block_sum27<float>(sums, red, a.dw_out, a.S, split, i64(g.OC) * 27, i64(c) * 27);
   pdl_release();
 }
 

@@ -40,12 +40,9 @@ __global__ void __launch_bounds__(kThreads, 5) wgrad_dw3_kernel(const Dw3Args a)
   for (int t = 0; t < 27; ++t) acc[t] = 0.0f;
   const int64_t b0 = int64_t(split) * a.per_split, b1 = min(b0 + a.per_split, a.bricks);
   for (int64_t br = b0; br < b1; ++br) {
-    int64_t q = br;
-    const int bx = int(q % a.ntile[2]); q /= a.ntile[2];
-    const int by = int(q % a.ntile[1]); q /= a.ntile[1];
-    const int bz = int(q % a.ntile[0]);
-    const int64_t n = q / a.ntile[0];
-    const int oz0 = bz * kZ, oy0 = by * kY, ox0 = bx * kX;
+    const Dw3Unit unit = dw3_unit(br, a.ntile);
+    const int64_t n = unit.n;
+    const int oz0 = unit.bz * kZ, oy0 = unit.by * kY, ox0 = unit.bx * kX;
     if (br > b0) __syncthreads();  // the last brick is still being read
     fill_tile3(tile, x + (n * a.C + c) * sS, oz0 - a.P[0], oy0 - a.P[1], ox0 - a.P[2], a.sd, tid);
     const T* dyc = dy + (n * a.O + o) * oS;
@@ -78,21 +75,7 @@ __global__ void __launch_bounds__(kThreads, 5) wgrad_dw3_kernel(const Dw3Args a)
       for (int v = 0; v < 4; ++v) acc[tap] = fmaf(d[z][v], s[v + kx], acc[tap]);
     });
   }
-  // Fixed-order block sum of each tap: a butterfly within each warp, then the warps in order.
-#pragma unroll
-  for (int t = 0; t < 27; ++t) {
-    float v = acc[t];
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) red[warp][t] = v;
-  }
-  __syncthreads();
-  if (tid < 27) {
-    float v = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) v += red[w][tid];
-    store_split_sum<T>(a.out, a.S, split, i64(a.O) * 27, i64(o) * 27 + tid, v);
-  }
+  block_sum27<T>(acc, red, a.out, a.S, split, i64(a.O) * 27, i64(o) * 27);
 }
 
 template <typename T>
