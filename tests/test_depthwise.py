@@ -84,6 +84,14 @@ def expected_tile(fp32_tile: str, op: str, x_shape, w_shape, kw, dtype: str) -> 
     return MMA if src % 4 == 0 and out % 2 == 0 else STREAM
 
 
+def test_float32_stream_planes_within_32_bit_byte_offsets():
+    """The float32 streaming kernels address a copy inside a source plane by a 32-bit byte offset: planes of up to
+    2^30 elements take them, larger ones the brick kernels (64-bit offsets)."""
+    for w, tiles in ((32768, (STREAM, STREAM, WGRAD_STREAM)), (32769, (TILE, TILE, WGRAD))):
+        a = jaxconv3d.explain((1, 1, 3, 32768, w), (1, 1, 3, 3, 3), padding=1, cc=90)
+        assert (a["forward"]["tile"], a["grad_input"]["tile"], a["grad_weight"]["tile"]) == tiles, w
+
+
 def test_grad_weight_splits():
     """About 2 x 1056 blocks of (channel, split), each a contiguous run of one channel's bricks; a split's partial
     sums (27 floats a channel) live in the workspace."""

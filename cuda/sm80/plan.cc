@@ -106,9 +106,10 @@ bool stencil3_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, i
 bool stencil3_stream_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* blocks) {
   if (dgrad && p.out_per_group() != 1) return false;
   if (t != DType::kF32) return plan_3x3x3(p, dgrad, t, {kS3SZ, kS3SY, kS3SX}, s, blocks);
-  // float32: 32-bit offsets inside a source plane
+  // float32: a copy's byte offset inside a source plane in 32 unsigned bits (stencil3_stream.cuh's RingWindow):
+  // H x W x 4 <= 2^32
   return plan_3x3x3(p, dgrad, t, {kS3SZ, stream_rows_f32(dgrad ? p.in[1] : p.out[1]), kS3SX}, s, blocks) &&
-         int64_t(s->sd[1]) * s->sd[2] < (int64_t(1) << 31);
+         int64_t(s->sd[1]) * s->sd[2] <= (int64_t(1) << 30);
 }
 
 bool stencil3_mma_plan(const ConvProblem& p, bool dgrad, DType t, Stencil3Args* s, int64_t* units) {

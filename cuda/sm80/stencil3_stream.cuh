@@ -109,7 +109,7 @@ constexpr int kStageFloats = Strip<8>::TY * kRingRow;  // the taller strip's
 // 16-byte aligned, else 4-byte copies (V = 1). A row is copied as chunks of V columns from column x0 = s2 - e
 // (e = 0 .. V - 1: the start rounded down to a multiple of V), so the window's column 0 lands at stage column e.
 // Copy q = tid + kThreads i: row q / CPR, chunk q % CPR; its shared address in stage 0, its byte offset in the plane
-// (0 outside it: nothing is read there; < 2^31, the plan bounds H x W) and whether it lies inside are fixed per
+// (0 outside it: nothing is read there; < 2^32, the plan bounds H x W by 2^30) and whether it lies inside are fixed per
 // window, so a copy costs one 64-bit add.
 template <int V, int TY>
 struct RingWindow {
