@@ -129,7 +129,7 @@ std::string launch(const ConvProblem& p, const WgPlan& pl, const void* x, const 
                    void* dw, void* ws, cudaStream_t st) {
   Dw3StreamArgs a{};
   int64_t units = 0;
-  if (!pl.stream || !dw3_stream_plan(p, DType::kF32, &a.g, &units) || units != pl.stream_units)
+  if (!pl.stream || !dw3_stream_plan(p, DType::kF32, &a.g, &units))
     return "jaxconv3d cuda: the streaming 3x3x3 depthwise grad-weight does not apply to this problem";
   if (pl.stream_S > 1 && ws == nullptr) return "jaxconv3d cuda: wgrad workspace is null";
   a.g.src = dy; a.g.wt = w; a.g.bias = nullptr; a.g.out = dx;
@@ -161,9 +161,9 @@ std::string wgrad_dw3_stream(const ConvProblem& p, DType t, const WgPlan& pl, co
 
 std::string dw3_bwd_stream(const ConvProblem& p, DType t, const void* x, const void* w, const void* dy, void* dx,
                            void* dw, void* workspace, size_t workspace_bytes, void* stream) {
-  if (t != DType::kF32 || !fused_grads(p, t))
-    return "jaxconv3d cuda: the streaming depthwise 3x3x3 backward does not apply to this problem";
   const WgPlan pl = wg_plan(p, t);
+  if (t != DType::kF32 || !pl.stream)  // fused_grads(p, t) for float32
+    return "jaxconv3d cuda: the streaming depthwise 3x3x3 backward does not apply to this problem";
   if (workspace_bytes < pl.ws_bytes)
     return "jaxconv3d cuda: fused backward workspace too small (" + std::to_string(workspace_bytes) + " < " +
            std::to_string(pl.ws_bytes) + " bytes)";

@@ -134,6 +134,15 @@ bool dw3_stream_plan(const ConvProblem& p, DType t, Stencil3Args* s, int64_t* un
   return true;
 }
 
+// A channel's `units` cut into contiguous runs of *per_split, about 2 x kTargetBlocks (channel, split) blocks over
+// `channels`; the split count (1 without units). Fixed by the problem, so the order of the sums never depends on the
+// device.
+static int contiguous_splits(int64_t units, int64_t channels, int64_t* per_split) {
+  const int64_t want = std::max<int64_t>(1, std::min<int64_t>(units, 2 * kTargetBlocks / channels));
+  *per_split = (units + want - 1) / want;
+  return int(units > 0 ? (units + *per_split - 1) / *per_split : 1);
+}
+
 WgPlan wg_plan(const ConvProblem& p, DType t) {
   WgPlan pl{};
   const int64_t accsz = t == DType::kF64 ? 8 : 4;
@@ -145,9 +154,7 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
     // dw3: about 2 x kTargetBlocks blocks (channel, split), each over a contiguous run of one channel's bricks
     pl.depthwise = pl.dw3 = true;
     pl.bricks = p.batch * int64_t(s3.ntile[0]) * s3.ntile[1] * s3.ntile[2];
-    const int64_t want = std::max<int64_t>(1, std::min<int64_t>(pl.bricks, 2 * kTargetBlocks / p.out_channels));
-    pl.per_split = (pl.bricks + want - 1) / want;
-    pl.S = int(pl.bricks > 0 ? (pl.bricks + pl.per_split - 1) / pl.per_split : 1);
+    pl.S = contiguous_splits(pl.bricks, p.out_channels, &pl.per_split);
     pl.blocks_per_split = p.out_channels;
     // tensor-core form: runs of at least ~8 dy planes a warp (four warps a split), at most ~2 x kTargetBlocks
     // blocks; 32-bit offsets inside a plane (a copy's, up to 18 rows and 40 columns past it)
@@ -166,10 +173,7 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
     Stencil3Args ss;
     if (dw3_stream_plan(p, t, &ss, &pl.stream_units)) {
       pl.stream = true;
-      const int64_t want =
-          std::max<int64_t>(1, std::min<int64_t>(pl.stream_units, 2 * kTargetBlocks / p.out_channels));
-      pl.stream_per_split = (pl.stream_units + want - 1) / want;
-      pl.stream_S = int(pl.stream_units > 0 ? (pl.stream_units + pl.stream_per_split - 1) / pl.stream_per_split : 1);
+      pl.stream_S = contiguous_splits(pl.stream_units, p.out_channels, &pl.stream_per_split);
     }
   } else if (p.in_per_group() == 1 && p.taps() <= kDwMaxT) {
     pl.depthwise = true;
