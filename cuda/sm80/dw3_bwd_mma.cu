@@ -19,6 +19,10 @@
 // Registers: the band fragments and the grad-weight's x fragments are read from shared memory at each use, so three
 // blocks fit an SM (168 registers, 16 bytes spilled): 72.1 us for the suite's layer against 73.3 with both in
 // registers at two blocks (246 registers) and 79.5 for the separate kernels (H100, same run; docs/perf.md v27).
+// The stencil's four A tiles of a kh share column blocks, so they come from five 8-column blocks (mma16.cuh's
+// band_a_tiles: 9 ldmatrix a plane for 12): the kernel is L1-bound, and this took 1-2 % (docs/perf.md v31). The
+// forward stencil (stencil3_mma.cu) keeps one ldmatrix.x4 a tile: it is latency-bound, and the register moves the
+// shared blocks need made it slower.
 #include <atomic>
 #include <climits>
 #include <cstdint>
@@ -212,17 +216,17 @@ __global__ void __launch_bounds__(32 * kWarps, 3) dw3_bwd_mma_kernel(const BwdAr
             const uint2 f = band[(kd * 3 + kh) * 32 + lane];
             bk[kd][0] = f.x, bk[kd][1] = f.y;
           }
+          unsigned av[4][4];
+          band_a_tiles<4>(av, unsigned(__cvta_generic_to_shared(ds + a_off + kh * kPitch)));
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            unsigned av[4];
-            ldmatrix_x4(av, ds + a_off + kh * kPitch + 8 * j);
             if (kh == 0)
-              mma_from(acc[PH][j], av, bk[0], 0.0f, static_cast<T*>(nullptr));
+              mma_from(acc[PH][j], av[j], bk[0], 0.0f, static_cast<T*>(nullptr));
             else
-              mma(acc[PH][j], av, bk[0], static_cast<T*>(nullptr));
+              mma(acc[PH][j], av[j], bk[0], static_cast<T*>(nullptr));
 #pragma unroll
             for (int kd = 1; kd < 3; ++kd)
-              mma(acc[(PH - kd + 3) % 3][j], av, bk[kd], static_cast<T*>(nullptr));
+              mma(acc[(PH - kd + 3) % 3][j], av[j], bk[kd], static_cast<T*>(nullptr));
           }
         }
         // grad-weight: dy plane js against x planes js + kd

@@ -1,7 +1,8 @@
 // 16-bit tensor-core helpers the depthwise kernels share (sm80/stencil3_mma.cu, sm80/wgrad_dw3_mma.cu,
-// sm80/dw3_bwd_mma.cu, hopper/depthwise_band.cu): m16n8k16 mma.sync with float accumulators, ldmatrix (.x4 and
-// .x4.trans), the banded stencils' B fragment and plane store, the packed grad-weight's A fragments and tap sums, and
-// two floats packed into a 16-bit pair. T (bfloat16 or half) is passed as a null pointer tag.
+// sm80/dw3_bwd_mma.cu, hopper/depthwise_band.cu): m16n8k16 mma.sync with float accumulators, ldmatrix (.x4, .x2 and
+// .x4.trans), the banded stencils' B fragment, A tiles from shared column blocks and plane store, the packed
+// grad-weight's A fragments and tap sums, and two floats packed into a 16-bit pair. T (bfloat16 or half) is passed as
+// a null pointer tag.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -83,6 +84,34 @@ __device__ __forceinline__ void band_fragment(unsigned (&b)[2], const T* w, long
 
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&a)[4], const void* p) {
   ldmatrix_x4_shared(a, static_cast<unsigned>(__cvta_generic_to_shared(p)));
+}
+// Two 8 x 8 matrices (lanes 0-15 give the row addresses).
+__device__ __forceinline__ void ldmatrix_x2_shared(unsigned (&a)[2], unsigned s) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(a[0]), "=r"(a[1]) : "r"(s));
+}
+
+// The banded stencils' A tiles of one 16-row source block: tile j is the 16 x 16 window at columns 8 j .. 8 j + 15,
+// so tiles j and j + 1 share an 8-column block (tile j's k 8..15 are tile j + 1's k 0..7). The kTiles + 1 column
+// blocks are read once each, two a ldmatrix.x4 (the last alone by .x2 when kTiles is even): 2.5 matrices a tile
+// instead of 4. `s`: this lane's shared address of column 0 (lane l names row l % 16, columns 8 (l / 16)).
+template <int kTiles>
+__device__ __forceinline__ void band_a_tiles(unsigned (&a)[kTiles][4], unsigned s) {
+  unsigned blk[kTiles + 1][2];  // column block b: rows 0-7 and 8-15
+#pragma unroll
+  for (int b = 0; b + 1 <= kTiles; b += 2) {
+    unsigned v[4];
+    ldmatrix_x4_shared(v, s + 2u * 8 * b);
+    blk[b][0] = v[0], blk[b][1] = v[1], blk[b + 1][0] = v[2], blk[b + 1][1] = v[3];
+  }
+  if (kTiles % 2 == 0) {
+    unsigned v[2];
+    ldmatrix_x2_shared(v, s + 2u * 8 * kTiles);
+    blk[kTiles][0] = v[0], blk[kTiles][1] = v[1];
+  }
+#pragma unroll
+  for (int j = 0; j < kTiles; ++j) {
+    a[j][0] = blk[j][0], a[j][1] = blk[j][1], a[j][2] = blk[j + 1][0], a[j][3] = blk[j + 1][1];
+  }
 }
 
 // The banded stencils' plane store: a warp's 16 x 32 accumulator plane (four 8-column tiles, this lane's rows g and
