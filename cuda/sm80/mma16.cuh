@@ -93,7 +93,9 @@ __device__ __forceinline__ void ldmatrix_x2_shared(unsigned (&a)[2], unsigned s)
 // The banded stencils' A tiles of one 16-row source block: tile j is the 16 x 16 window at columns 8 j .. 8 j + 15,
 // so tiles j and j + 1 share an 8-column block (tile j's k 8..15 are tile j + 1's k 0..7). The kTiles + 1 column
 // blocks are read once each, two a ldmatrix.x4 (the last alone by .x2 when kTiles is even): 2.5 matrices a tile
-// instead of 4. `s`: this lane's shared address of column 0 (lane l names row l % 16, columns 8 (l / 16)).
+// instead of 4. `s`: this lane's shared address of column 0 (lane l names row l % 16, columns 8 (l / 16)). Used by
+// the fused backward's grad-input (L1-bound); the stencils keep one .x4 a tile, cheaper in their instructions
+// (docs/perf.md v31).
 template <int kTiles>
 __device__ __forceinline__ void band_a_tiles(unsigned (&a)[kTiles][4], unsigned s) {
   unsigned blk[kTiles + 1][2];  // column block b: rows 0-7 and 8-15
