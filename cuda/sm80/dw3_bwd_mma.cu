@@ -295,9 +295,9 @@ static std::string launch(const ConvProblem& p, DType t, const WgPlan& pl, const
 
 std::string dw3_bwd_mma(const ConvProblem& p, DType t, const void* x, const void* w, const void* dy, void* dx,
                         void* dw, void* workspace, size_t workspace_bytes, void* stream) {
-  if (!fused_grads(p, t))
-    return "jaxconv3d cuda: the fused depthwise 3x3x3 backward does not apply to this problem";
   const WgPlan pl = wg_plan(p, t);
+  if (t == DType::kF32 || !fused_grads(p, t, pl))
+    return "jaxconv3d cuda: the fused depthwise 3x3x3 backward does not apply to this problem";
   if (workspace_bytes < pl.ws_bytes || (pl.mma_S > 1 && workspace == nullptr))
     return "jaxconv3d cuda: fused backward workspace too small (" + std::to_string(workspace_bytes) + " < " +
            std::to_string(pl.ws_bytes) + " bytes)";

@@ -162,7 +162,7 @@ std::string wgrad_dw3_stream(const ConvProblem& p, DType t, const WgPlan& pl, co
 std::string dw3_bwd_stream(const ConvProblem& p, DType t, const void* x, const void* w, const void* dy, void* dx,
                            void* dw, void* workspace, size_t workspace_bytes, void* stream) {
   const WgPlan pl = wg_plan(p, t);
-  if (t != DType::kF32 || !pl.stream)  // fused_grads(p, t) for float32
+  if (t != DType::kF32 || !fused_grads(p, t, pl))
     return "jaxconv3d cuda: the streaming depthwise 3x3x3 backward does not apply to this problem";
   if (workspace_bytes < pl.ws_bytes)
     return "jaxconv3d cuda: fused backward workspace too small (" + std::to_string(workspace_bytes) + " < " +

@@ -203,13 +203,14 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
   return pl;
 }
 
-bool fused_grads(const ConvProblem& p, DType t) {
-  if (t == DType::kF32) return wg_plan(p, t).stream;
-  if (!same_extents(p)) return false;
+bool fused_grads(const ConvProblem& p, DType t, const WgPlan& pl) {
+  if (t == DType::kF32) return pl.stream;
   Stencil3Args s;
   int64_t units = 0;
-  return stencil3_mma_plan(p, true, t, &s, &units) && wg_plan(p, t).mma;
+  return pl.mma && same_extents(p) && stencil3_mma_plan(p, true, t, &s, &units);
 }
+
+bool fused_grads(const ConvProblem& p, DType t) { return fused_grads(p, t, wg_plan(p, t)); }
 
 namespace {
 

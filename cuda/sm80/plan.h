@@ -131,6 +131,8 @@ WgPlan wg_plan(const ConvProblem& p, DType t);
 // makes stencil3_mma's products. Kernel::kDw3BwdStream where grad-weight would be kWgradDw3Stream (float32), which
 // is that kernel with the grad-input stream's work added. Either way the fused results are bitwise the two kernels'.
 bool fused_grads(const ConvProblem& p, DType t);
+// The same, given the problem's grad-weight plan (the fused doors plan it once for both).
+bool fused_grads(const ConvProblem& p, DType t, const WgPlan& pl);
 
 struct Choice {
   Kernel kernel;
