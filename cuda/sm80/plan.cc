@@ -134,13 +134,16 @@ bool dw3_stream_plan(const ConvProblem& p, DType t, Stencil3Args* s, int64_t* un
   return true;
 }
 
-// A channel's `units` cut into contiguous runs of *per_split, about 2 x kTargetBlocks (channel, split) blocks over
-// `channels`; the split count (1 without units). Fixed by the problem, so the order of the sums never depends on the
-// device.
-static int contiguous_splits(int64_t units, int64_t channels, int64_t* per_split) {
-  const int64_t want = std::max<int64_t>(1, std::min<int64_t>(units, 2 * kTargetBlocks / channels));
+// A channel's `units` cut into `want` (>= 1) contiguous runs of *per_split; the split count those runs make (1 without
+// units). Fixed by the problem, so the order of the sums never depends on the device.
+static int runs_of(int64_t units, int64_t want, int64_t* per_split) {
   *per_split = (units + want - 1) / want;
   return int(units > 0 ? (units + *per_split - 1) / *per_split : 1);
+}
+
+// The same for about 2 x kTargetBlocks (channel, split) blocks over `channels`.
+static int contiguous_splits(int64_t units, int64_t channels, int64_t* per_split) {
+  return runs_of(units, std::max<int64_t>(1, std::min<int64_t>(units, 2 * kTargetBlocks / channels)), per_split);
 }
 
 WgPlan wg_plan(const ConvProblem& p, DType t) {
@@ -164,9 +167,8 @@ WgPlan wg_plan(const ConvProblem& p, DType t) {
     if (pl.mma) {
       pl.mma_units = p.batch * ((p.out[1] + kWgMY - 1) / kWgMY) * ((p.in[2] + kWgMX - 1) / kWgMX) * p.out[0];
       const int64_t most = std::max<int64_t>(1, (2 * kTargetBlocks + p.out_channels - 1) / p.out_channels);
-      pl.mma_S = int(std::max<int64_t>(1, std::min<int64_t>(most, pl.mma_units / 32)));
-      pl.mma_per_split = (pl.mma_units + pl.mma_S - 1) / pl.mma_S;
-      pl.mma_S = int(pl.mma_units > 0 ? (pl.mma_units + pl.mma_per_split - 1) / pl.mma_per_split : 1);
+      pl.mma_S = runs_of(pl.mma_units, std::max<int64_t>(1, std::min<int64_t>(most, pl.mma_units / 32)),
+                         &pl.mma_per_split);
     }
     // float32 streaming form: about 2 x kTargetBlocks blocks (channel, split), each over a contiguous run of one
     // channel's strips
