@@ -131,16 +131,22 @@ __device__ __forceinline__ void store_plane(T* op, long long pitch, unsigned sto
 }
 
 // The packed depthwise grad-weight (sm80/wgrad_dw3_mma.cu, sm80/dw3_bwd_mma.cu): one mma.sync takes 16 x columns
-// as K against 15 (kw, dy row) pairs m = 5 kw + r' as M, so C[m][r' + kh] is tap (kd, kh, kw). Lane (g, t) holds
-// rows m = g and g + 8 (m = 15 reads row 10: its C row is never read, and an mma's rows are independent); row m
-// reads staged dy row row0 + r' from element shift e0 + 2 - kw: 32-bit words (that) / 2 + k / 2 and the next,
-// permuted where the shift is odd. `pitch`: the staged rows' elements.
+// as K against the 15 (kw, dy row r') pairs p = 5 kw + r' as M rows m (kPackedRows), so C[m][r' + kh] is tap
+// (kd, kh, kw). Lane (g, t) holds rows m = g and g + 8 (m = 15 repeats row 0's pair: its C row is never read, and an
+// mma's rows are independent); row m reads staged dy row row0 + r' from element shift e0 + 2 - kw: 32-bit words
+// (that) / 2 + k / 2 and the next, permuted where the shift is odd. `pitch`: the staged rows' elements.
+// Which pair a row takes decides the banks of packed_a's loads: eight rows of a load, each reading the four or five
+// words its shift and t cover. With m = 5 kw + r' and 20-word rows (dw3_bwd_mma.cu's pitch, which its ldmatrix
+// needs) half the loads were two-way conflicts (docs/perf.md v31: 1.42 M conflicts in the fused kernel); this order
+// is conflict-free for every shift at 20- and 26-word rows (scripts/packed_rows.py searched and checks it).
+constexpr unsigned long long kPackedRows = 0xcb08673e92a51d4cull;  // 4 bits a row m: its pair p = 5 kw + r'
+constexpr unsigned long long kPackedRowOf = 0x820e57cab41963dull;  // 4 bits a pair p: its row m
 __device__ __forceinline__ void packed_a_setup(int (&aword)[2], unsigned (&asel)[2], int lane, int row0, int pitch,
                                                int e0) {
   const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int m = g + 8 * h < 15 ? g + 8 * h : 10, kw = m / 5, r = m % 5, sh = e0 + 2 - kw;
+    const int p = int(kPackedRows >> (4 * (g + 8 * h)) & 15u), kw = p / 5, r = p % 5, sh = e0 + 2 - kw;
     asel[h] = (sh & 1) ? 0x5432u : 0x3210u;
     aword[h] = (row0 + r) * (pitch / 2) + (sh >> 1) + t;
   }
@@ -176,7 +182,10 @@ __device__ __forceinline__ float packed_tap_sum(float* red, const float (&acc)[3
 #pragma unroll
     for (int w = 0; w < kWarps; ++w)
 #pragma unroll
-      for (int r = 0; r < 5; ++r) s += red[((w * 3 + kd) * 16 + 5 * kw + r) * 8 + r + kh];
+      for (int r = 0; r < 5; ++r) {
+        const int m = int(kPackedRowOf >> (4 * (5 * kw + r)) & 15u);  // the row of pair (kw, r)
+        s += red[((w * 3 + kd) * 16 + m) * 8 + r + kh];
+      }
   }
   return s;
 }
