@@ -385,6 +385,13 @@ MUTATIONS = [
     M("M3", "cuda/sm80/mma16.cuh", "* 8 + r + kh];", "* 8 + kh];",
       "tensor-core depthwise grad-weight: C's x-row column read without the dy row's offset", True,
       tests=depthwise("9-bfloat16", "14-float16")),
+    M("X1", "cuda/layout_convert.cu", "tile[row][(k & 7) ^ ((row / V) & 7)] = v[j];", "tile[row][k & 7] = v[j];",
+      "layout conversion (chunked form): a tile's rows stored unswizzled, gathered swizzled", True,
+      tests=("tests/test_cuda.py -k layout",)),
+    M("X2", "cuda/layout_convert.cu", "if (j < few) dst[d0 + j * dstep] = v[j];",
+      "if (j + 1 < few) dst[d0 + j * dstep] = v[j];",
+      "layout conversion (thin form): a position's last channel never written", True,
+      tests=("tests/test_cuda.py -k layout",)),
 ]
 
 
