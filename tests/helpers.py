@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,19 @@ import torch
 import jax
 
 from jaxconv3d import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def script_module(name: str):
+    """scripts/NAME.py imported as a module (the scripts folder is not a package), registered in sys.modules under
+    `_script_NAME` (dataclasses look their module up while a class is built)."""
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 # Relative Frobenius bounds (shared/notes/testing.md), by dtype name: the CLI's check uses the same table.
 BOUNDS = reference.DTYPE_BOUNDS

@@ -3,20 +3,15 @@ when it ran, and the summary line and exit status say what happened."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, script_module
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("fresh_seeds", ROOT / "scripts" / "fresh_seeds.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script_module("fresh_seeds")
 
 
 def test_shards_cover_every_test_file_once():

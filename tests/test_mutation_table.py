@@ -4,21 +4,13 @@ id."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, script_module
 
 
 def _mutations():
-    spec = importlib.util.spec_from_file_location("_mutate_table", ROOT / "scripts" / "mutate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module.MUTATIONS
+    return script_module("mutate").MUTATIONS
 
 
 @pytest.mark.parametrize("mutation", _mutations(), ids=lambda m: m.id)

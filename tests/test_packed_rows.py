@@ -5,17 +5,11 @@ shared-memory wavefront (the fused kernel's 20-word rows had two-way conflicts i
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import script_module
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("_packed_rows", ROOT / "scripts" / "packed_rows.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("packed_rows")
 
 
 def test_rows_take_each_pair_once_and_the_inverse_names_them():
