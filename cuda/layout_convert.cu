@@ -167,7 +167,8 @@ std::string launch(const void* src, void* dst, int64_t outer, int64_t rows, int6
   const bool chunked = rows % V == 0 && cols % V == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(dst) % 16 == 0;
   const int64_t edge = chunked ? 8 * V : 32;
-  const int64_t tiles_c = (cols + edge - 1) / edge, tiles_r = (rows + edge - 1) / edge, tiles = outer * tiles_r * tiles_c;
+  const int64_t tiles_c = (cols + edge - 1) / edge, tiles_r = (rows + edge - 1) / edge;
+  const int64_t tiles = outer * tiles_r * tiles_c;
   const E* s = static_cast<const E*>(src);
   E* d = static_cast<E*>(dst);
   for (int64_t first = 0; first < tiles; first += kMaxBlocks) {
