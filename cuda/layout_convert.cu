@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(kChunkThreads) chunk_kernel(const E* __restric
 }
 
 template <typename E>
-std::string launch_thin(const E* src, E* dst, int64_t outer, int64_t rows, int64_t cols, cudaStream_t stream) {
+void launch_thin(const E* src, E* dst, int64_t outer, int64_t rows, int64_t cols, cudaStream_t stream) {
   const bool few_rows = rows <= cols;
   const int64_t len = few_rows ? cols : rows, positions = outer * len, step = kMaxBlocks * kThinThreads;
   for (int64_t first = 0; first < positions; first += step) {
@@ -155,29 +155,34 @@ std::string launch_thin(const E* src, E* dst, int64_t outer, int64_t rows, int64
     thin_kernel<E><<<unsigned((n + kThinThreads - 1) / kThinThreads), kThinThreads, 0, stream>>>(
         src, dst, len, few_rows ? rows : cols, few_rows, first, positions);
   }
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? "" : std::string("layout conversion failed: ") + cudaGetErrorString(e);
 }
 
+// The tiled forms: chunked where both axes are whole 16-byte chunks and the tensors aligned, else element.
 template <typename E>
-std::string launch(const void* src, void* dst, int64_t outer, int64_t rows, int64_t cols, cudaStream_t stream) {
+void launch_tiles(const E* src, E* dst, int64_t outer, int64_t rows, int64_t cols, cudaStream_t stream) {
   constexpr int64_t V = 16 / int64_t(sizeof(E));
-  if (rows <= kThinMax || cols <= kThinMax)
-    return launch_thin(static_cast<const E*>(src), static_cast<E*>(dst), outer, rows, cols, stream);
   const bool chunked = rows % V == 0 && cols % V == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(dst) % 16 == 0;
   const int64_t edge = chunked ? 8 * V : 32;
   const int64_t tiles_c = (cols + edge - 1) / edge, tiles_r = (rows + edge - 1) / edge;
   const int64_t tiles = outer * tiles_r * tiles_c;
-  const E* s = static_cast<const E*>(src);
-  E* d = static_cast<E*>(dst);
   for (int64_t first = 0; first < tiles; first += kMaxBlocks) {
     const dim3 grid(unsigned(tiles - first < kMaxBlocks ? tiles - first : kMaxBlocks));
     if (chunked)
-      chunk_kernel<E><<<grid, kChunkThreads, 0, stream>>>(s, d, rows, cols, tiles_c, tiles_r, first);
+      chunk_kernel<E><<<grid, kChunkThreads, 0, stream>>>(src, dst, rows, cols, tiles_c, tiles_r, first);
     else
-      element_kernel<E><<<grid, dim3(32, 8), 0, stream>>>(s, d, rows, cols, tiles_c, tiles_r, first);
+      element_kernel<E><<<grid, dim3(32, 8), 0, stream>>>(src, dst, rows, cols, tiles_c, tiles_r, first);
   }
+}
+
+template <typename E>
+std::string launch(const void* src, void* dst, int64_t outer, int64_t rows, int64_t cols, cudaStream_t stream) {
+  const E* s = static_cast<const E*>(src);
+  E* d = static_cast<E*>(dst);
+  if (rows <= kThinMax || cols <= kThinMax)
+    launch_thin(s, d, outer, rows, cols, stream);
+  else
+    launch_tiles(s, d, outer, rows, cols, stream);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? "" : std::string("layout conversion failed: ") + cudaGetErrorString(e);
 }
